@@ -1,0 +1,242 @@
+"""Store aggregates → Prometheus metric families, built afresh at each scrape.
+
+Reading the store at scrape time (rather than keeping long-lived Counter objects)
+means every worker process reports the same truth, a restart changes nothing,
+and series of forgotten connections vanish by themselves.
+
+Label bounds: ``connection`` is bounded by the number of connections (hundreds
+to a few thousand), ``stream`` by the streams of each connection (tens),
+``status`` by the five job statuses. A job id appears only on
+``calabi_sync_last_job_info``, one series per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .lifecycle import OUTCOMES
+from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, SUCCEEDED
+from .store import MetricsSnapshot
+
+STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
+INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook")
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Alerting thresholds per connection, from the configuration."""
+
+    failure_threshold: int = 2
+    freshness_threshold_seconds: float = 3 * 24 * 3600
+    overrides: Mapping[str, tuple[int | None, float | None]] = field(default_factory=dict)
+
+    def for_connection(self, connection: str) -> tuple[int, float]:
+        failure, freshness = self.overrides.get(connection, (None, None))
+        return (
+            self.failure_threshold if failure is None else failure,
+            self.freshness_threshold_seconds if freshness is None else freshness,
+        )
+
+
+class SyncJobCollector(Collector):
+    """Yields every ``calabi_sync_*`` and ``calabi_exporter_*`` family from one store snapshot."""
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot], thresholds: Thresholds) -> None:
+        self._snapshot = snapshot
+        self._thresholds = thresholds
+
+    def describe(self) -> list[Metric]:
+        # Describing must not touch the store: registration happens at start-up.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        conns = sorted(snap.connections, key=lambda c: c.connection)
+
+        jobs = CounterMetricFamily(
+            "calabi_sync_jobs", "Finished sync jobs by final status.", labels=["connection", "status"]
+        )
+        durations = HistogramMetricFamily(
+            "calabi_sync_job_duration_seconds",
+            "Wall-clock duration of finished sync jobs, start to end.",
+            labels=["connection", "status"],
+        )
+        records = CounterMetricFamily(
+            "calabi_sync_records_synced", "Rows written to the destination by finished jobs.", labels=["connection"]
+        )
+        records_failed = CounterMetricFamily(
+            "calabi_sync_records_failed",
+            "Rows finished jobs could not write (schema mismatch, type errors).",
+            labels=["connection"],
+        )
+        bytes_synced = CounterMetricFamily(
+            "calabi_sync_bytes_synced", "Compressed bytes processed by finished jobs.", labels=["connection"]
+        )
+        streams = CounterMetricFamily(
+            "calabi_sync_streams", "Stream results of finished jobs.", labels=["connection", "status"]
+        )
+        consecutive = GaugeMetricFamily(
+            "calabi_sync_consecutive_failures",
+            "Failed jobs since the connection's latest success, by finish time; cancelled jobs neither add nor reset.",
+            labels=["connection"],
+        )
+        last_success = GaugeMetricFamily(
+            "calabi_sync_last_success_timestamp_seconds",
+            "End time of the connection's latest succeeded job.",
+            labels=["connection"],
+        )
+        last_failure = GaugeMetricFamily(
+            "calabi_sync_last_failure_timestamp_seconds",
+            "End time of the connection's latest failed job.",
+            labels=["connection"],
+        )
+        last_status = GaugeMetricFamily(
+            "calabi_sync_last_job_status",
+            "1 for the status of the connection's latest finished job, 0 for the others.",
+            labels=["connection", "status"],
+        )
+        last_values = {
+            name: GaugeMetricFamily(f"calabi_sync_last_job_{name}", help_text, labels=["connection"])
+            for name, help_text in (
+                ("records_synced", "Records Synced of the connection's latest finished job."),
+                ("records_failed", "Records Failed of the connection's latest finished job."),
+                ("bytes_synced", "Bytes Synced of the connection's latest finished job."),
+                ("duration_seconds", "Duration of the connection's latest finished job."),
+                ("streams_succeeded", "Streams Succeeded of the connection's latest finished job."),
+                ("streams_failed", "Streams Failed of the connection's latest finished job."),
+            )
+        }
+        last_info = GaugeMetricFamily(
+            "calabi_sync_last_job_info",
+            "The connection's latest finished job, for alert messages (always 1).",
+            labels=["connection", "job_id", "status", "error_summary", "job_url"],
+        )
+        info = GaugeMetricFamily(
+            "calabi_sync_connection_info",
+            "Connection metadata (always 1).",
+            labels=["connection", "connection_id", "source", "destination"],
+        )
+        failure_threshold = GaugeMetricFamily(
+            "calabi_sync_failure_threshold",
+            "Consecutive failed jobs before the connection pages (configuration).",
+            labels=["connection"],
+        )
+        freshness_threshold = GaugeMetricFamily(
+            "calabi_sync_freshness_threshold_seconds",
+            "Longest tolerated time since the connection's latest success (configuration).",
+            labels=["connection"],
+        )
+
+        for c in conns:
+            name = c.connection
+            for status in FINISHED_STATUSES:
+                jobs.add_metric([name, status], c.jobs[status])
+                histogram = c.durations.get(status)
+                if histogram is not None:
+                    durations.add_metric([name, status], histogram.cumulative(), histogram.total)
+            records.add_metric([name], c.records_synced)
+            records_failed.add_metric([name], c.records_failed)
+            bytes_synced.add_metric([name], c.bytes_synced)
+            streams.add_metric([name, SUCCEEDED], c.streams_succeeded)
+            streams.add_metric([name, FAILED], c.streams_failed)
+            consecutive.add_metric([name], c.consecutive_failures)
+            if c.last_success_at is not None:
+                last_success.add_metric([name], c.last_success_at)
+            if c.last_failure_at is not None:
+                last_failure.add_metric([name], c.last_failure_at)
+            if c.last_job_status is not None:
+                for status in FINISHED_STATUSES:
+                    last_status.add_metric([name, status], 1.0 if c.last_job_status == status else 0.0)
+                for key, family in last_values.items():
+                    value = getattr(c, f"last_job_{key}")
+                    if value is not None:
+                        family.add_metric([name], value)
+                last_info.add_metric(
+                    [name, c.last_job_id or "", c.last_job_status, c.last_job_error_summary or "", c.last_job_url or ""],
+                    1.0,
+                )
+            info.add_metric([name, c.connection_id or "", c.source or "", c.destination or ""], 1.0)
+            failure, freshness = self._thresholds.for_connection(name)
+            failure_threshold.add_metric([name], failure)
+            freshness_threshold.add_metric([name], freshness)
+
+        yield jobs
+        yield from self._active(snap, conns)
+        yield durations
+        yield records
+        yield records_failed
+        yield bytes_synced
+        yield streams
+        yield from self._streams(snap)
+        yield consecutive
+        yield last_success
+        yield last_failure
+        yield last_status
+        yield from last_values.values()
+        yield last_info
+        yield info
+        yield failure_threshold
+        yield freshness_threshold
+        yield from self._exporter(snap)
+
+    def _active(self, snap: MetricsSnapshot, conns: list) -> Iterator[Metric]:  # type: ignore[type-arg]
+        in_progress = GaugeMetricFamily(
+            "calabi_sync_jobs_in_progress", "Jobs queued (pending) or running now.", labels=["connection", "status"]
+        )
+        oldest = GaugeMetricFamily(
+            "calabi_sync_oldest_job_start_timestamp_seconds",
+            "Queue time of the oldest pending job, or start time of the oldest running job.",
+            labels=["connection", "status"],
+        )
+        active = {(a.connection, a.status): a for a in snap.active}
+        for c in conns:
+            for status in ACTIVE_STATUSES:
+                entry = active.get((c.connection, status))
+                in_progress.add_metric([c.connection, status], entry.count if entry else 0)
+                if entry is not None:
+                    oldest.add_metric([c.connection, status], entry.oldest_since)
+        yield in_progress
+        yield oldest
+
+    def _streams(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+        records = CounterMetricFamily(
+            "calabi_sync_stream_records_synced", "Rows written per stream by finished jobs.", labels=["connection", "stream"]
+        )
+        last = GaugeMetricFamily(
+            "calabi_sync_stream_last_status",
+            "1 for the stream's latest status, 0 for the others.",
+            labels=["connection", "stream", "status"],
+        )
+        for s in sorted(snap.streams, key=lambda s: (s.connection, s.stream)):
+            records.add_metric([s.connection, s.stream], s.records_synced)
+            if s.last_status is not None:
+                for status in STREAM_STATUSES:
+                    last.add_metric([s.connection, s.stream, status], 1.0 if s.last_status == status else 0.0)
+        yield records
+        yield last
+
+    def _exporter(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+        build = GaugeMetricFamily("calabi_exporter_build_info", "Exporter version (always 1).", labels=["version"])
+        build.add_metric([__version__], 1.0)
+        yield build
+        ingested = CounterMetricFamily(
+            "calabi_exporter_ingested_records",
+            "Records received, by endpoint and outcome.",
+            labels=["endpoint", "outcome"],
+        )
+        for endpoint in INGEST_ENDPOINTS:
+            for outcome in OUTCOMES:
+                ingested.add_metric([endpoint, outcome], snap.ingest_counts.get((endpoint, outcome), 0))
+        yield ingested
+        yield GaugeMetricFamily("calabi_exporter_stored_jobs", "Jobs in the store.", value=snap.stored_jobs)

@@ -1,0 +1,259 @@
+"""Configuration: one YAML file, ``CALABI_*`` environment variables, CLI flags.
+
+Later sources win: defaults < file < environment < flags. Every key is declared
+once in :data:`OPTIONS` with its default and a sentence for the README, so an
+unknown key or a bad value stops start-up with one line naming the key.
+
+Environment variables are the key upper-cased with ``CALABI_`` in front; a dot
+in a sectioned key becomes ``__`` (``CALABI_DATA_DIR``). Lists are
+comma-separated there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+ENV_PREFIX: Final = "CALABI_"
+
+
+class ConfigError(ValueError):
+    """A configuration key that cannot be used; the message names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        if isinstance(value, str):
+            value = value.strip()
+            if not value.lstrip("-").isdigit():
+                raise ValueError(f"must be an integer (got {value!r})")
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"must be an integer (got {value!r})")
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum} (got {value})")
+        return value
+
+    parse.__doc__ = f"integer >= {minimum}"
+    return parse
+
+
+def _seconds(value: Any) -> float:
+    """Seconds as a number, or with a unit: ``90``, ``30m``, ``3d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds")
+    if isinstance(value, str):
+        text = value.strip()
+        scale = units.get(text[-1:], None)
+        number = text[:-1] if scale else text
+        try:
+            value = float(number) * (scale or 1)
+        except ValueError:
+            raise ValueError(f"must be seconds, e.g. 259200 or 3d (got {text!r})") from None
+    if not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"must be a number of seconds > 0 (got {value!r})")
+    return float(value)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+        return value.lower()
+
+    parse.__doc__ = " | ".join(choices)
+    return parse
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string (got {value!r})")
+    return value
+
+
+def _listen(value: Any) -> str:
+    """``host:port``; the host may be empty (all interfaces) or a bracketed IPv6 address."""
+    text = _text(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port, e.g. 0.0.0.0:9188 (got {text!r})")
+    return text
+
+
+def _tokens(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of non-empty strings")
+    if any(len(v) < 16 for v in value):
+        raise ValueError("each token must be at least 16 characters")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+
+
+OPTIONS: Final = (
+    Option("listen", _listen, "0.0.0.0:9188", "Address and port the HTTP server listens on."),
+    Option("data_dir", _text, "./data", "Directory of the embedded SQLite store (created if missing)."),
+    Option(
+        "sqlite_synchronous",
+        _choice("full", "normal"),
+        "full",
+        "`full` fsyncs every write request; `normal` may lose the last requests on power loss, never on a crash.",
+    ),
+    Option("workers", _int(1), 2, "Worker processes of the WSGI server (gunicorn)."),
+    Option("threads", _int(1), 8, "Threads per worker process."),
+    Option("max_body_bytes", _int(1024), 10 * 1024 * 1024, "Largest accepted request body; larger gets HTTP 413."),
+    Option(
+        "ingest_tokens",
+        _tokens,
+        (),
+        "Bearer tokens accepted on write endpoints (at least 16 characters each; empty: no auth). "
+        "Comma-separated in the environment.",
+    ),
+    Option("log_level", _choice("debug", "info", "warning", "error"), "info", "The exporter's own log level."),
+    Option(
+        "failure_threshold",
+        _int(1),
+        2,
+        "Consecutive failed jobs before a connection pages (`calabi_sync_failure_threshold`).",
+    ),
+    Option(
+        "freshness_threshold_seconds",
+        _seconds,
+        259200.0,
+        "Longest tolerated time without a successful sync (`calabi_sync_freshness_threshold_seconds`); "
+        "accepts units: `3d`, `12h`.",
+    ),
+)
+_BY_KEY: Final = {o.key: o for o in OPTIONS}
+CONNECTION_KEYS: Final = ("failure_threshold", "freshness_threshold_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Per-connection overrides of the alerting thresholds."""
+
+    failure_threshold: int | None = None
+    freshness_threshold_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The exporter's whole configuration, validated."""
+
+    listen: str = "0.0.0.0:9188"
+    data_dir: str = "./data"
+    sqlite_synchronous: str = "full"
+    workers: int = 2
+    threads: int = 8
+    max_body_bytes: int = 10 * 1024 * 1024
+    ingest_tokens: tuple[str, ...] = ()
+    log_level: str = "info"
+    failure_threshold: int = 2
+    freshness_threshold_seconds: float = 259200.0
+    connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _parse(key: str, value: Any) -> Any:
+    try:
+        return _BY_KEY[key].parse(value)
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
+
+
+def _connections(value: Any) -> dict[str, ConnectionSettings]:
+    if not isinstance(value, dict):
+        raise ConfigError("connections", "must be a mapping of connection name to settings")
+    out: dict[str, ConnectionSettings] = {}
+    for name, settings in value.items():
+        where = f"connections.{name}"
+        if not isinstance(settings, dict):
+            raise ConfigError(where, "must be a mapping")
+        unknown = sorted(set(settings) - set(CONNECTION_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}", "unknown key")
+        parsed: dict[str, Any] = {}
+        for key, raw in settings.items():
+            try:
+                parsed[key] = _BY_KEY[key].parse(raw)
+            except ValueError as error:
+                raise ConfigError(f"{where}.{key}", str(error)) from None
+        out[str(name)] = ConnectionSettings(**parsed)
+    return out
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The YAML file's top-level mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError("config", f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"{path} must hold a mapping of keys")
+    return data
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from the file, the environment and the flags."""
+    values: dict[str, Any] = {o.key: o.default for o in OPTIONS}
+    connections: dict[str, ConnectionSettings] = {}
+
+    file_values = read_file(path) if path is not None else {}
+    for key, raw in file_values.items():
+        if key == "connections":
+            connections = _connections(raw if raw is not None else {})
+        elif key in _BY_KEY:
+            values[key] = _parse(key, raw)
+        else:
+            raise ConfigError(str(key), "unknown key")
+
+    environment = os.environ if env is None else env
+    for name, raw in environment.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        if key not in _BY_KEY:
+            raise ConfigError(name, "unknown setting")
+        values[key] = _parse(key, raw)
+
+    for key, raw in (flags or {}).items():
+        if raw is not None:
+            values[key] = _parse(key, raw)
+
+    return Config(**values, connections=connections)

@@ -1,0 +1,356 @@
+"""Sync job records: the shape the exporter accepts, and its validation.
+
+A record is validated as a whole before anything is stored, so a rejected
+record never leaves a partial job behind. Every error names the field that was
+wrong, using a JSON-path-like name (``streams[3].records_synced``) so that a
+client can find it in a batch of hundreds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from .timeutil import parse_rfc3339
+
+PENDING: Final = "pending"
+RUNNING: Final = "running"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+
+STATUSES: Final = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+ACTIVE_STATUSES: Final = (PENDING, RUNNING)
+FINISHED_STATUSES: Final = (SUCCEEDED, FAILED, CANCELLED)
+JOB_TYPES: Final = ("sync", "reset")
+
+#: Where a status stands in the lifecycle; a record never moves a job backwards.
+STATUS_RANK: Final = {PENDING: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 2, CANCELLED: 2}
+
+JOB_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+MAX_CONNECTION_NAME: Final = 200
+MAX_TEXT: Final = 4096
+MAX_STREAMS: Final = 10_000
+MAX_STREAM_NAME: Final = 256
+
+
+class ValidationError(ValueError):
+    """A record (or a part of one) that cannot be accepted.
+
+    ``field`` names the offending field so the HTTP layer can report it.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """One stream's outcome within a job."""
+
+    name: str
+    status: str | None = None
+    records_synced: int | None = None
+    records_failed: int | None = None
+    bytes_synced: int | None = None
+    duration_seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A validated, normalised sync job record.
+
+    Times are epoch seconds. ``None`` means "not told", which matters for the
+    merge rules: a later record may fill in what an earlier one did not say.
+    """
+
+    job_id: str
+    connection_name: str
+    status: str
+    connection_id: str | None = None
+    source: str | None = None
+    destination: str | None = None
+    job_type: str | None = None
+    attempt: int | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    records_synced: int | None = None
+    records_failed: int | None = None
+    bytes_synced: int | None = None
+    duration_seconds: float | None = None
+    streams_succeeded: int | None = None
+    streams_failed: int | None = None
+    error_summary: str | None = None
+    job_url: str | None = None
+    streams: tuple[StreamResult, ...] = field(default_factory=tuple)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def with_derived_fields(self) -> Job:
+        """Fill totals from the streams and the duration from the timestamps.
+
+        Values given on the job win: a connector's own totals may include rows
+        outside any stream.
+        """
+        changes: dict[str, Any] = {}
+        if self.streams:
+            for name in ("records_synced", "records_failed", "bytes_synced"):
+                if getattr(self, name) is None:
+                    values = [getattr(s, name) for s in self.streams]
+                    if any(v is not None for v in values):
+                        changes[name] = sum(v for v in values if v is not None)
+            statuses = [s.status for s in self.streams]
+            if self.streams_succeeded is None and any(s is not None for s in statuses):
+                changes["streams_succeeded"] = statuses.count(SUCCEEDED)
+            if self.streams_failed is None and any(s is not None for s in statuses):
+                changes["streams_failed"] = statuses.count(FAILED)
+        if (
+            self.duration_seconds is None
+            and self.started_at is not None
+            and self.finished_at is not None
+            and self.finished_at >= self.started_at
+        ):
+            changes["duration_seconds"] = self.finished_at - self.started_at
+        return replace(self, **changes) if changes else self
+
+
+JOB_FIELDS: Final = frozenset(
+    {
+        "job_id",
+        "connection_name",
+        "status",
+        "connection_id",
+        "source",
+        "destination",
+        "job_type",
+        "attempt",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "failed_at",
+        "records_synced",
+        "records_failed",
+        "bytes_synced",
+        "duration_seconds",
+        "streams_succeeded",
+        "streams_failed",
+        "error_summary",
+        "job_url",
+        "streams",
+    }
+)
+STREAM_FIELDS: Final = frozenset(
+    {
+        "name",
+        "status",
+        "records_synced",
+        "records_failed",
+        "bytes_synced",
+        "duration_seconds",
+        "error",
+    }
+)
+#: The product's "Webhook (custom)" payload carries exactly these fields.
+WEBHOOK_FIELDS: Final = frozenset(
+    {
+        "connection_name",
+        "job_id",
+        "status",
+        "started_at",
+        "failed_at",
+        "error_summary",
+        "job_url",
+    }
+)
+
+
+def check_utf8(value: str, name: str) -> None:
+    """Refuse lone surrogates (``"\\ud800"`` is valid JSON but not storable text)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(name, "must be valid Unicode text") from None
+
+
+def _string(data: dict[str, Any], name: str, max_len: int, *, required: bool = False) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(name, "must be a string")
+    check_utf8(value, name)
+    if required and not value.strip():
+        raise ValidationError(name, "must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(name, f"must be at most {max_len} characters")
+    return value
+
+
+def _status(data: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(name, "is required")
+        return None
+    if not isinstance(value, str) or value.lower() not in STATUSES:
+        raise ValidationError(name, f"must be one of {', '.join(STATUSES)} (got {value!r})")
+    return value.lower()
+
+
+def _count(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python; a JSON true is never a row count.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(name, "must be an integer >= 0")
+    if value < 0:
+        raise ValidationError(name, "must be an integer >= 0")
+    if value > 2**63 - 1:
+        raise ValidationError(name, "is too large")
+    return value
+
+
+def _seconds(data: dict[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(name, "must be a number >= 0")
+    if not 0 <= value < 10**9:  # also rejects NaN
+        raise ValidationError(name, "must be a number >= 0")
+    return float(value)
+
+
+def _timestamp(data: dict[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(name, "must be an RFC 3339 timestamp string")
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValidationError(
+            name, f"must be an RFC 3339 timestamp with an offset, e.g. 2026-04-06T08:00:01Z (got {value!r})"
+        ) from None
+
+
+def _prefixed(error: ValidationError, prefix: str) -> ValidationError:
+    return ValidationError(f"{prefix}.{error.field}", error.message)
+
+
+def _stream(data: Any, index: int) -> StreamResult:
+    where = f"streams[{index}]"
+    if not isinstance(data, dict):
+        raise ValidationError(where, "must be an object")
+    unknown = sorted(set(data) - STREAM_FIELDS)
+    if unknown:
+        raise ValidationError(f"{where}.{unknown[0]}", "is not a stream field")
+    try:
+        name = _string(data, "name", MAX_STREAM_NAME, required=True)
+        assert name is not None
+        return StreamResult(
+            name=name,
+            status=_status(data, "status", required=False),
+            records_synced=_count(data, "records_synced"),
+            records_failed=_count(data, "records_failed"),
+            bytes_synced=_count(data, "bytes_synced"),
+            duration_seconds=_seconds(data, "duration_seconds"),
+            error=_string(data, "error", MAX_TEXT),
+        )
+    except ValidationError as error:
+        raise _prefixed(error, where) from None
+
+
+def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict: bool = True) -> Job:
+    """Validate one JSON job record and return it normalised.
+
+    ``strict`` rejects fields outside ``allowed_fields`` (a typo such as
+    ``record_synced`` would otherwise be silently dropped); the product's
+    webhook is parsed leniently so that a new field there cannot stop alerts.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError("record", "must be a JSON object")
+    unknown = sorted(set(data) - allowed_fields)
+    if unknown and strict:
+        raise ValidationError(unknown[0], "is not a job field")
+    if unknown:
+        data = {key: value for key, value in data.items() if key in allowed_fields}
+    job_id = _string(data, "job_id", 128, required=True)
+    assert job_id is not None
+    if not JOB_ID_PATTERN.match(job_id):
+        raise ValidationError("job_id", "must be 1-128 characters of letters, digits, _ - . :")
+    connection_name = _string(data, "connection_name", MAX_CONNECTION_NAME, required=True)
+    assert connection_name is not None
+    status = _status(data, "status", required=True)
+    assert status is not None
+
+    job_type = _string(data, "job_type", 16)
+    if job_type is not None:
+        job_type = job_type.lower()
+        if job_type not in JOB_TYPES:
+            raise ValidationError("job_type", f"must be one of {', '.join(JOB_TYPES)}")
+    attempt = _count(data, "attempt")
+
+    finished_at = _timestamp(data, "finished_at")
+    failed_at = _timestamp(data, "failed_at")
+    if failed_at is not None:
+        if status != FAILED:
+            raise ValidationError("failed_at", "is only allowed on a failed job")
+        if finished_at is not None and finished_at != failed_at:
+            raise ValidationError("failed_at", "differs from finished_at")
+        finished_at = failed_at
+    if finished_at is not None and status not in FINISHED_STATUSES:
+        raise ValidationError("finished_at", f"is only allowed on a finished job (status is {status})")
+
+    streams_data = data.get("streams")
+    streams: tuple[StreamResult, ...] = ()
+    if streams_data is not None:
+        if not isinstance(streams_data, list):
+            raise ValidationError("streams", "must be a list")
+        if len(streams_data) > MAX_STREAMS:
+            raise ValidationError("streams", f"must hold at most {MAX_STREAMS} streams")
+        streams = tuple(_stream(item, i) for i, item in enumerate(streams_data))
+        names = [s.name for s in streams]
+        if len(set(names)) != len(names):
+            duplicate = next(n for n in names if names.count(n) > 1)
+            raise ValidationError("streams", f"names a stream twice: {duplicate!r}")
+
+    job = Job(
+        job_id=job_id,
+        connection_name=connection_name,
+        status=status,
+        connection_id=_string(data, "connection_id", 256),
+        source=_string(data, "source", MAX_CONNECTION_NAME),
+        destination=_string(data, "destination", MAX_CONNECTION_NAME),
+        job_type=job_type,
+        attempt=attempt,
+        created_at=_timestamp(data, "created_at"),
+        started_at=_timestamp(data, "started_at"),
+        finished_at=finished_at,
+        records_synced=_count(data, "records_synced"),
+        records_failed=_count(data, "records_failed"),
+        bytes_synced=_count(data, "bytes_synced"),
+        duration_seconds=_seconds(data, "duration_seconds"),
+        streams_succeeded=_count(data, "streams_succeeded"),
+        streams_failed=_count(data, "streams_failed"),
+        error_summary=_string(data, "error_summary", MAX_TEXT),
+        job_url=_string(data, "job_url", 2048),
+        streams=streams,
+    )
+    return job.with_derived_fields()
+
+
+def parse_webhook(data: Any) -> Job:
+    """Read the product's status-change webhook as a job record."""
+    return parse_job(data, allowed_fields=WEBHOOK_FIELDS, strict=False)

@@ -1,0 +1,21 @@
+"""Job storage behind one small interface.
+
+The exporter talks to :class:`Store` only. SQLite (one file in the data
+directory) is the default; the interface is narrow enough that a PostgreSQL
+implementation can serve several exporter replicas.
+"""
+
+from __future__ import annotations
+
+from .base import ActiveJobs, IngestResult, LogIngestResult, MetricsSnapshot, Store, StoreError
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "ActiveJobs",
+    "IngestResult",
+    "LogIngestResult",
+    "MetricsSnapshot",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+]

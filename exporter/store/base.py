@@ -1,0 +1,90 @@
+"""The storage interface and the plain data it hands back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..aggregates import ConnectionAgg, StreamAgg
+from ..joblogs import LogLine
+from ..model import Job
+
+
+class StoreError(RuntimeError):
+    """The store cannot be read or written (disk full, locked, corrupt)."""
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What happened to each record of one request, in order."""
+
+    outcomes: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return self.outcomes.count(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class LogIngestResult:
+    accepted: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveJobs:
+    """Jobs of one connection that are pending or running now."""
+
+    connection: str
+    status: str
+    count: int
+    oldest_since: float
+
+
+@dataclass(slots=True)
+class MetricsSnapshot:
+    """All a scrape needs, read in one consistent transaction."""
+
+    connections: list[ConnectionAgg]
+    streams: list[StreamAgg]
+    active: list[ActiveJobs]
+    ingest_counts: dict[tuple[str, str], int]
+    stored_jobs: int
+
+
+class Store(Protocol):
+    """What the exporter needs from its storage."""
+
+    def ingest_jobs(self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0) -> IngestResult:
+        """Upsert jobs in one transaction, updating every aggregate they touch.
+
+        ``rejected`` records (already refused by validation) are counted in the
+        same transaction, so the ingest counters match what was stored.
+        """
+        ...
+
+    def count_rejected(self, endpoint: str, count: int) -> None:
+        """Count records refused before they reached :meth:`ingest_jobs`."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The stored job, with its streams."""
+        ...
+
+    def append_logs(self, job_id: str, lines: Sequence[LogLine]) -> LogIngestResult:
+        """Append log lines to a known job, in order; timestamped lines sent again are kept once."""
+        ...
+
+    def log_lines(self, job_id: str) -> list[LogLine]:
+        """A job's log lines in the order they were received."""
+        ...
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """The aggregates a scrape renders; never scans job history."""
+        ...
+
+    def check_ready(self) -> None:
+        """Raise :class:`StoreError` unless the store can be read and written."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,461 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Every write request is one ``BEGIN IMMEDIATE`` transaction holding the job rows
+and every aggregate they change, so a crash never leaves a counter that
+disagrees with the jobs, and several worker processes can share one file (the
+write lock serialises them; readers never wait in WAL mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Final
+
+from ..aggregates import (
+    DURATION_BUCKETS,
+    ConnectionAgg,
+    Histogram,
+    StreamAgg,
+    apply_finished,
+    apply_finished_streams,
+    update_connection_metadata,
+)
+from ..joblogs import LogLine
+from ..lifecycle import ACCEPTED, OUTCOMES, merge
+from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, Job, StreamResult
+from ..timeutil import Clock, system_clock
+from .base import ActiveJobs, IngestResult, LogIngestResult, MetricsSnapshot, StoreError
+
+SCHEMA_VERSION: Final = 1
+DB_FILENAME: Final = "calabi-exporter.sqlite3"
+
+_JOB_COLUMNS: Final = tuple(f.name for f in fields(Job) if f.name != "streams")
+_STREAM_COLUMNS: Final = tuple(f.name for f in fields(StreamResult))
+_CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg) if f.name not in ("jobs", "durations"))
+_CONNECTION_COLUMNS: Final = _CONNECTION_SCALARS + tuple(f"jobs_{s}" for s in FINISHED_STATUSES)
+
+_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    connection_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    connection_id TEXT, source TEXT, destination TEXT, job_type TEXT, attempt INTEGER,
+    created_at REAL, started_at REAL, finished_at REAL,
+    records_synced INTEGER, records_failed INTEGER, bytes_synced INTEGER, duration_seconds REAL,
+    streams_succeeded INTEGER, streams_failed INTEGER,
+    error_summary TEXT, job_url TEXT,
+    active_since REAL,
+    first_seen REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_connection_status_finish
+    ON jobs (connection_name, status, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_active
+    ON jobs (status, connection_name, active_since) WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at);
+
+CREATE TABLE IF NOT EXISTS streams (
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    status TEXT, records_synced INTEGER, records_failed INTEGER, bytes_synced INTEGER,
+    duration_seconds REAL, error TEXT,
+    PRIMARY KEY (job_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS log_lines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    timestamp REAL,
+    received_at REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    stream TEXT,
+    dedup_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS log_lines_by_job ON log_lines (job_id, id);
+
+CREATE TABLE IF NOT EXISTS connections (
+    connection TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    connection_id TEXT, source TEXT, destination TEXT,
+    records_synced INTEGER NOT NULL, records_failed INTEGER NOT NULL, bytes_synced INTEGER NOT NULL,
+    streams_succeeded INTEGER NOT NULL, streams_failed INTEGER NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    last_success_at REAL, last_failure_at REAL,
+    last_job_id TEXT, last_job_finished_at REAL, last_job_status TEXT,
+    last_job_records_synced INTEGER, last_job_records_failed INTEGER, last_job_bytes_synced INTEGER,
+    last_job_duration_seconds REAL, last_job_streams_succeeded INTEGER, last_job_streams_failed INTEGER,
+    last_job_error_summary TEXT, last_job_url TEXT,
+    {", ".join(f"jobs_{s} INTEGER NOT NULL" for s in FINISHED_STATUSES)}
+);
+
+CREATE TABLE IF NOT EXISTS durations (
+    connection TEXT NOT NULL,
+    status TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    total REAL NOT NULL,
+    PRIMARY KEY (connection, status)
+);
+
+CREATE TABLE IF NOT EXISTS stream_aggs (
+    connection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    records_synced INTEGER NOT NULL,
+    last_status TEXT,
+    last_finished_at REAL,
+    PRIMARY KEY (connection, stream)
+);
+
+CREATE TABLE IF NOT EXISTS ingest_counts (
+    endpoint TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, outcome)
+);
+
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('stored_jobs', 0);
+"""
+
+
+def _job_from_row(row: sqlite3.Row, streams: Sequence[sqlite3.Row]) -> Job:
+    return Job(
+        **{name: row[name] for name in _JOB_COLUMNS},
+        streams=tuple(StreamResult(**{name: s[name] for name in _STREAM_COLUMNS}) for s in streams),
+    )
+
+
+def _active_since(job: Job, now: float) -> float | None:
+    """When a pending job was queued, or a running job started."""
+    if job.status == PENDING:
+        return job.created_at if job.created_at is not None else now
+    if job.status in ACTIVE_STATUSES:
+        return job.started_at if job.started_at is not None else now
+    return None
+
+
+class _Transaction:
+    """Loads the aggregates a request touches once, and writes them back once."""
+
+    def __init__(self, db: sqlite3.Connection, now: float) -> None:
+        self.db = db
+        self.now = now
+        self.connections: dict[str, ConnectionAgg] = {}
+        self.streams: dict[tuple[str, str], StreamAgg] = {}
+        self.touched_histograms: set[tuple[str, str]] = set()
+        self.new_jobs = 0
+
+    def load_job(self, job_id: str) -> Job | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        streams = self.db.execute("SELECT * FROM streams WHERE job_id = ? ORDER BY position", (job_id,)).fetchall()
+        return _job_from_row(row, streams)
+
+    def save_job(self, job: Job, *, is_new: bool) -> None:
+        values = [getattr(job, name) for name in _JOB_COLUMNS]
+        values.append(_active_since(job, self.now))
+        if is_new:
+            self.new_jobs += 1
+            self.db.execute(
+                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}, active_since, first_seen, updated_at)"
+                f" VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + 3))})",
+                (*values, self.now, self.now),
+            )
+        else:
+            self.db.execute(
+                f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _JOB_COLUMNS[1:])}, active_since = ?,"
+                " updated_at = ? WHERE job_id = ?",
+                (*values[1:], self.now, job.job_id),
+            )
+        if job.streams:
+            self.db.executemany(
+                f"INSERT OR REPLACE INTO streams (job_id, position, {', '.join(_STREAM_COLUMNS)})"
+                f" VALUES (?, ?, {', '.join('?' * len(_STREAM_COLUMNS))})",
+                [
+                    (job.job_id, position, *(getattr(s, name) for name in _STREAM_COLUMNS))
+                    for position, s in enumerate(job.streams)
+                ],
+            )
+
+    def connection(self, name: str) -> ConnectionAgg:
+        agg = self.connections.get(name)
+        if agg is None:
+            row = self.db.execute("SELECT * FROM connections WHERE connection = ?", (name,)).fetchone()
+            if row is None:
+                agg = ConnectionAgg(connection=name, first_seen=self.now)
+            else:
+                agg = _connection_from_row(row)
+                for status, counts, total in self.db.execute(
+                    "SELECT status, counts, total FROM durations WHERE connection = ?", (name,)
+                ):
+                    agg.durations[status] = _histogram(counts, total)
+            self.connections[name] = agg
+        return agg
+
+    def stream_aggs(self, connection: str, names: Sequence[str]) -> dict[str, StreamAgg]:
+        out: dict[str, StreamAgg] = {}
+        for name in names:
+            key = (connection, name)
+            agg = self.streams.get(key)
+            if agg is None:
+                row = self.db.execute(
+                    "SELECT records_synced, last_status, last_finished_at FROM stream_aggs"
+                    " WHERE connection = ? AND stream = ?",
+                    key,
+                ).fetchone()
+                agg = StreamAgg(connection, name) if row is None else StreamAgg(connection, name, *row)
+                self.streams[key] = agg
+            out[name] = agg
+        return out
+
+    def failures_after(self, connection: str, moment: float) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM jobs WHERE connection_name = ? AND status = ? AND finished_at > ?",
+            (connection, FAILED, moment),
+        ).fetchone()
+        return int(row[0])
+
+    def flush(self, endpoint: str, counts: dict[str, int]) -> None:
+        for agg in self.connections.values():
+            self.db.execute(
+                f"INSERT OR REPLACE INTO connections ({', '.join(_CONNECTION_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(_CONNECTION_COLUMNS))})",
+                (*(getattr(agg, name) for name in _CONNECTION_SCALARS), *(agg.jobs[s] for s in FINISHED_STATUSES)),
+            )
+            for status, histogram in agg.durations.items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO durations (connection, status, counts, total) VALUES (?, ?, ?, ?)",
+                    (agg.connection, status, ",".join(map(str, histogram.counts)), histogram.total),
+                )
+        if self.streams:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO stream_aggs (connection, stream, records_synced, last_status,"
+                " last_finished_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (a.connection, a.stream, a.records_synced, a.last_status, a.last_finished_at)
+                    for a in self.streams.values()
+                ],
+            )
+        if self.new_jobs:
+            self.db.execute("UPDATE meta SET value = value + ? WHERE key = 'stored_jobs'", (self.new_jobs,))
+        _count_ingest(self.db, endpoint, counts)
+
+
+def _count_ingest(db: sqlite3.Connection, endpoint: str, counts: dict[str, int]) -> None:
+    db.executemany(
+        "INSERT INTO ingest_counts (endpoint, outcome, count) VALUES (?, ?, ?)"
+        " ON CONFLICT (endpoint, outcome) DO UPDATE SET count = count + excluded.count",
+        [(endpoint, outcome, n) for outcome, n in counts.items() if n],
+    )
+
+
+def _histogram(counts: str, total: float) -> Histogram:
+    values = [int(c) for c in counts.split(",")]
+    if len(values) != len(DURATION_BUCKETS) + 1:
+        raise StoreError("stored duration histogram has other buckets than this version")
+    return Histogram(values, total)
+
+
+def _connection_from_row(row: sqlite3.Row) -> ConnectionAgg:
+    agg = ConnectionAgg(**{name: row[name] for name in _CONNECTION_SCALARS})
+    agg.jobs = {status: row[f"jobs_{status}"] for status in FINISHED_STATUSES}
+    return agg
+
+
+def _dedup_key(job_id: str, line: LogLine, occurrence: int) -> str | None:
+    """Identity of a timestamped line, so a re-sent batch is stored once.
+
+    Lines without a timestamp cannot be told apart from a real repeat, so they
+    are always appended.
+    """
+    if line.timestamp is None:
+        return None
+    text = "\x1f".join((job_id, repr(line.timestamp), line.level, line.stream or "", line.message, str(occurrence)))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SQLiteStore:
+    """:class:`~calabi_exporter.store.Store` on one SQLite file.
+
+    One connection per thread (SQLite connections must not be shared across
+    threads); ``synchronous`` trades the last transactions before a power loss
+    (``normal``) against an fsync per request (``full``).
+    """
+
+    def __init__(self, data_dir: Path, *, clock: Clock = system_clock, synchronous: str = "full") -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError("synchronous must be 'full' or 'normal'")
+        self.path = Path(data_dir) / DB_FILENAME
+        self._clock = clock
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._write() as tx:
+                version = tx.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, SCHEMA_VERSION):
+                    raise StoreError(f"{self.path}: schema version {version} is newer than this exporter")
+                for statement in _SCHEMA.split(";\n"):
+                    if statement.strip():
+                        tx.execute(statement)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"cannot open the store at {self.path}: {error}") from error
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
+            db.execute("PRAGMA busy_timeout = 60000")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    def ingest_jobs(self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0) -> IngestResult:
+        result = IngestResult()
+        try:
+            with self._write() as db:
+                tx = _Transaction(db, self._clock())
+                for job in jobs:
+                    existing = tx.load_job(job.job_id)
+                    outcome, merged = merge(existing, job, tx.now)
+                    result.outcomes.append(outcome)
+                    if outcome != ACCEPTED:
+                        continue
+                    tx.save_job(merged, is_new=existing is None)
+                    name = merged.connection_name
+                    agg = tx.connection(name)
+                    if job.connection_name == name:
+                        update_connection_metadata(agg, job)
+                    if merged.finished:
+                        apply_finished(agg, existing, merged, failures_after=lambda t: tx.failures_after(name, t))
+                        if merged.streams:
+                            streams = tx.stream_aggs(name, [s.name for s in merged.streams])
+                            apply_finished_streams(streams, existing, merged)
+                counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
+                counts["rejected"] += rejected
+                tx.flush(endpoint, counts)
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+        return result
+
+    def count_rejected(self, endpoint: str, count: int) -> None:
+        try:
+            with self._write() as db:
+                _count_ingest(db, endpoint, {"rejected": count})
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self._read() as db:
+            return _Transaction(db, 0.0).load_job(job_id)
+
+    def append_logs(self, job_id: str, lines: Sequence[LogLine]) -> LogIngestResult:
+        now = self._clock()
+        seen: dict[tuple[float | None, str, str | None, str], int] = {}
+        rows = []
+        for line in lines:
+            identity = (line.timestamp, line.level, line.stream, line.message)
+            seen[identity] = seen.get(identity, -1) + 1
+            key = _dedup_key(job_id, line, seen[identity])
+            rows.append((job_id, line.timestamp, now, line.level, line.message, line.stream, key))
+        try:
+            with self._write() as db:
+                if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
+                    raise KeyError(job_id)
+                before = db.total_changes
+                db.executemany(
+                    "INSERT OR IGNORE INTO log_lines (job_id, timestamp, received_at, level, message, stream,"
+                    " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                accepted = db.total_changes - before
+                _count_ingest(db, "logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+        return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
+
+    def log_lines(self, job_id: str) -> list[LogLine]:
+        with self._read() as db:
+            return [
+                LogLine(level=r["level"], message=r["message"], timestamp=r["timestamp"], stream=r["stream"])
+                for r in db.execute(
+                    "SELECT level, message, timestamp, stream FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,)
+                )
+            ]
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        try:
+            with self._read() as db:
+                connections = {row["connection"]: _connection_from_row(row) for row in db.execute("SELECT * FROM connections")}
+                for name, status, counts, total in db.execute("SELECT connection, status, counts, total FROM durations"):
+                    connections[name].durations[status] = _histogram(counts, total)
+                streams = [
+                    StreamAgg(*row)
+                    for row in db.execute(
+                        "SELECT connection, stream, records_synced, last_status, last_finished_at FROM stream_aggs"
+                    )
+                ]
+                active = [
+                    ActiveJobs(*row)
+                    for row in db.execute(
+                        "SELECT connection_name, status, count(*), min(active_since) FROM jobs"
+                        " WHERE status IN ('pending', 'running') GROUP BY status, connection_name"
+                    )
+                ]
+                ingest = {(e, o): n for e, o, n in db.execute("SELECT endpoint, outcome, count FROM ingest_counts")}
+                stored = db.execute("SELECT value FROM meta WHERE key = 'stored_jobs'").fetchone()[0]
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+        return MetricsSnapshot(list(connections.values()), streams, active, ingest, int(stored))
+
+    def check_ready(self) -> None:
+        try:
+            with self._write() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_check', ?)", (int(self._clock()),))
+        except sqlite3.Error as error:
+            raise StoreError(f"store at {self.path} is not writable: {error}") from error
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()

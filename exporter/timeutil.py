@@ -1,0 +1,64 @@
+"""Time helpers: RFC 3339 parsing and an injectable clock.
+
+Times are stored as float seconds since the Unix epoch (UTC). Parsing refuses
+naive timestamps, because a sync job's time without an offset is ambiguous once
+workers run in several regions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+from typing import Protocol
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class Clock(Protocol):
+    """Anything that tells the current time in epoch seconds."""
+
+    def __call__(self) -> float: ...
+
+
+def system_clock() -> float:
+    """The wall clock, as epoch seconds."""
+    return time.time()
+
+
+def parse_rfc3339(value: str) -> float:
+    """Parse an RFC 3339 timestamp into epoch seconds.
+
+    >>> parse_rfc3339("2026-04-06T08:03:17Z")
+    1775462597.0
+    >>> parse_rfc3339("2026-04-06T10:03:17.5+02:00")
+    1775462597.5
+    """
+    if not _RFC3339.match(value):
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+    text = value.replace("z", "Z").replace("t", "T")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python 3.11 reads at most 6 fractional digits; RFC 3339 allows more.
+    match = re.match(r"^(.*\.\d{6})\d+(.*)$", text)
+    if match:
+        text = match.group(1) + match.group(2)
+    return datetime.fromisoformat(text).timestamp()
+
+
+def format_rfc3339(epoch: float) -> str:
+    """Format epoch seconds as RFC 3339 UTC with a ``Z``.
+
+    >>> format_rfc3339(1775462597.0)
+    '2026-04-06T08:03:17Z'
+    >>> format_rfc3339(1775462597.25)
+    '2026-04-06T08:03:17.25Z'
+    """
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    if moment.microsecond:
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
+    else:
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + "Z"

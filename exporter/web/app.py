@@ -1,0 +1,46 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+from prometheus_client import CollectorRegistry
+
+from ..collector import SyncJobCollector, Thresholds
+from ..config import Config
+from ..store import SQLiteStore, Store
+from ..timeutil import Clock, system_clock
+from . import ingest, ops, webhooks
+from .errors import register_error_handlers
+from .services import EXTENSION_KEY, Services
+
+
+def thresholds_from(config: Config) -> Thresholds:
+    return Thresholds(
+        failure_threshold=config.failure_threshold,
+        freshness_threshold_seconds=config.freshness_threshold_seconds,
+        overrides={
+            name: (settings.failure_threshold, settings.freshness_threshold_seconds)
+            for name, settings in config.connections.items()
+        },
+    )
+
+
+def create_app(config: Config, *, store: Store | None = None, clock: Clock = system_clock) -> Flask:
+    """Build the exporter's WSGI app.
+
+    ``store`` defaults to SQLite in ``config.data_dir``; tests hand in their own
+    store and clock.
+    """
+    app = Flask("calabi_exporter")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if store is None:
+        store = SQLiteStore(config.data_path, clock=clock, synchronous=config.sqlite_synchronous)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SyncJobCollector(store.metrics_snapshot, thresholds_from(config)))
+    app.extensions[EXTENSION_KEY] = Services(config=config, store=store, registry=registry, clock=clock)
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(ops.bp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,157 @@
+"""Write API: job records and job log lines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..joblogs import LogLine, parse_json, parse_text
+from ..lifecycle import OUTCOMES
+from ..model import JOB_ID_PATTERN, Job, ValidationError, parse_job
+from .auth import require_ingest_token
+from .errors import ClientError
+from .services import services
+
+bp = Blueprint("ingest", __name__, url_prefix="/api/v1")
+
+JSON_TYPES: Final = ("application/json",)
+NDJSON_TYPES: Final = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+TEXT_TYPES: Final = ("text/plain",)
+MAX_RECORDS: Final = 10_000
+
+
+@bp.before_request
+def _authenticate() -> None:
+    require_ingest_token()
+
+
+def mimetype() -> str:
+    return request.mimetype or ""
+
+
+def require_type(*allowed: str) -> str:
+    kind = mimetype()
+    if kind not in allowed:
+        raise ClientError(415, f"Content-Type must be one of {', '.join(allowed)} (got {kind or 'none'})", "Content-Type")
+    return kind
+
+
+def read_json(field: str = "body") -> Any:
+    """The request body as JSON, or a 400 naming ``field``."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise ClientError(400, "request body is empty", field)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise ClientError(400, f"request body is not valid JSON: {error}", field) from None
+
+
+def _records_from_body(kind: str) -> tuple[list[Any], bool]:
+    """The raw records of a request and whether it was a batch."""
+    if kind in NDJSON_TYPES:
+        raw = request.get_data(cache=False)
+        records: list[Any] = []
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except (ValueError, RecursionError):
+                records.append(_BadLine(number))
+        if not records:
+            raise ClientError(400, "request body is empty", "body")
+        return records, True
+    data = read_json()
+    if isinstance(data, dict) and "jobs" in data and "job_id" not in data:
+        if not isinstance(data["jobs"], list):
+            raise ClientError(400, "must be a list of job records", "jobs")
+        return data["jobs"], True
+    if isinstance(data, list):
+        return data, True
+    return [data], False
+
+
+class _BadLine:
+    """An NDJSON line that is not JSON; reported with the records."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+
+def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: bool) -> tuple[Response, int]:
+    """Validate every record, store the good ones in one transaction, report the bad."""
+    if len(records) > MAX_RECORDS:
+        raise ClientError(400, f"at most {MAX_RECORDS} records per request", "jobs")
+    good: list[Job] = []
+    positions: list[int] = []
+    errors: list[dict[str, Any]] = []
+    for index, record in enumerate(records):
+        try:
+            if isinstance(record, _BadLine):
+                raise ValidationError("record", f"line {record.number} is not valid JSON")
+            good.append(parse(record))
+            positions.append(index)
+        except ValidationError as error:
+            entry: dict[str, Any] = {"index": index, "field": error.field, "error": error.message}
+            if isinstance(record, dict) and isinstance(record.get("job_id"), str):
+                entry["job_id"] = record["job_id"]
+            errors.append(entry)
+
+    store = services().store
+    result = store.ingest_jobs(good, endpoint=endpoint, rejected=len(errors))
+    counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
+    counts["rejected"] = len(errors)
+    body: dict[str, Any] = dict(counts)
+    body["errors"] = errors
+    if not batch:
+        body["outcome"] = result.outcomes[0] if result.outcomes else "rejected"
+    if not good:
+        first = errors[0]
+        body.update(error=first["error"], field=first["field"])
+        return jsonify(body), 400
+    return jsonify(body), 200
+
+
+@bp.post("/jobs")
+def post_jobs() -> tuple[Response, int]:
+    """One record, ``{"jobs": [...]}``, a JSON list, or NDJSON; upserted by ``job_id``."""
+    kind = require_type(*JSON_TYPES, *NDJSON_TYPES)
+    records, batch = _records_from_body(kind)
+    return ingest(records, endpoint="jobs", batch=batch)
+
+
+def _job_id(job_id: str) -> str:
+    if not JOB_ID_PATTERN.match(job_id):
+        raise ClientError(400, "must be 1-128 characters of letters, digits, _ - . :", "job_id")
+    return job_id
+
+
+@bp.post("/jobs/<path:job_id>/logs")
+def post_logs(job_id: str) -> tuple[Response, int]:
+    """Log lines of one job: product-format text, or a JSON list of line objects."""
+    _job_id(job_id)
+    kind = require_type(*TEXT_TYPES, *JSON_TYPES)
+    lines: list[LogLine]
+    store = services().store
+    try:
+        if kind in TEXT_TYPES:
+            try:
+                text = request.get_data(cache=False).decode(request.mimetype_params.get("charset", "utf-8"))
+            except (UnicodeDecodeError, LookupError):
+                raise ClientError(400, "request body is not valid UTF-8 text", "body") from None
+            lines = parse_text(text)
+        else:
+            lines = parse_json(read_json("lines"))
+    except ValidationError as error:
+        store.count_rejected("logs", 1)
+        raise ClientError(400, error.message, error.field) from None
+    if not lines:
+        raise ClientError(400, "no log lines in the request", "lines")
+    try:
+        result = store.append_logs(job_id, lines)
+    except KeyError:
+        raise ClientError(404, f"no job {job_id!r}; post the job record first", "job_id") from None
+    return jsonify({"accepted": result.accepted, "unchanged": result.unchanged}), 200

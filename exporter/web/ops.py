@@ -1,0 +1,34 @@
+"""``/metrics`` and the health endpoints: readable without a token."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from ..exposition import render
+from ..store import StoreError
+from .services import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format, or OpenMetrics when the scraper asks for it."""
+    body, content_type = render(services().registry, request.headers.get("Accept"))
+    return Response(body, status=200, content_type=content_type)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """The process is up and serving."""
+    return jsonify({"status": "ok"}), 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """The store can be read and written."""
+    try:
+        services().store.check_ready()
+    except StoreError as error:
+        return jsonify({"status": "unavailable", "error": str(error)}), 503
+    return jsonify({"status": "ready"}), 200

@@ -1,0 +1,29 @@
+"""What the blueprints share, kept in ``app.extensions`` rather than globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+from prometheus_client import CollectorRegistry
+
+from ..config import Config
+from ..store import Store
+from ..timeutil import Clock
+
+EXTENSION_KEY = "calabi_exporter"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: Config
+    store: Store
+    registry: CollectorRegistry
+    clock: Clock
+
+
+def services(app: Flask | None = None) -> Services:
+    """The services of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    found: Services = target.extensions[EXTENSION_KEY]
+    return found
