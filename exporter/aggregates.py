@@ -122,6 +122,11 @@ def _gain(old: int | None, new: int | None) -> int:
     return new - (old or 0) if old is None or new > old else 0
 
 
+def _known(job: Job | None, name: str) -> int | None:
+    value: int | None = None if job is None else getattr(job, name)
+    return value
+
+
 def update_connection_metadata(agg: ConnectionAgg, job: Job) -> None:
     """Keep the connection's id, source and destination from the records that name them."""
     if job.connection_id is not None:
@@ -149,11 +154,11 @@ def apply_finished(
     newly_finished = old is None or not old.finished
     before = None if newly_finished else old
 
-    agg.records_synced += _gain(before and before.records_synced, new.records_synced)
-    agg.records_failed += _gain(before and before.records_failed, new.records_failed)
-    agg.bytes_synced += _gain(before and before.bytes_synced, new.bytes_synced)
-    agg.streams_succeeded += _gain(before and before.streams_succeeded, new.streams_succeeded)
-    agg.streams_failed += _gain(before and before.streams_failed, new.streams_failed)
+    agg.records_synced += _gain(_known(before, "records_synced"), new.records_synced)
+    agg.records_failed += _gain(_known(before, "records_failed"), new.records_failed)
+    agg.bytes_synced += _gain(_known(before, "bytes_synced"), new.bytes_synced)
+    agg.streams_succeeded += _gain(_known(before, "streams_succeeded"), new.streams_succeeded)
+    agg.streams_failed += _gain(_known(before, "streams_failed"), new.streams_failed)
 
     if newly_finished:
         agg.jobs[new.status] += 1
@@ -199,16 +204,14 @@ def _is_latest(agg: ConnectionAgg, job: Job) -> bool:
     return (job.finished_at, job.job_id) > (agg.last_job_finished_at, agg.last_job_id)
 
 
-def apply_finished_streams(
-    streams: dict[str, StreamAgg], old: Job | None, new: Job
-) -> None:
+def apply_finished_streams(streams: dict[str, StreamAgg], old: Job | None, new: Job) -> None:
     """Count the streams of a job that is finished now into their aggregates."""
     assert new.finished_at is not None
     known = {} if old is None or not old.finished else {s.name: s for s in old.streams}
     for stream in new.streams:
         agg = streams[stream.name]
         before = known.get(stream.name)
-        agg.records_synced += _gain(before and before.records_synced, stream.records_synced)
+        agg.records_synced += _gain(None if before is None else before.records_synced, stream.records_synced)
         if stream.status in FINISHED_STATUSES and (
             agg.last_finished_at is None or new.finished_at >= agg.last_finished_at
         ):

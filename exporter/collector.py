@@ -163,7 +163,13 @@ class SyncJobCollector(Collector):
                     if value is not None:
                         family.add_metric([name], value)
                 last_info.add_metric(
-                    [name, c.last_job_id or "", c.last_job_status, c.last_job_error_summary or "", c.last_job_url or ""],
+                    [
+                        name,
+                        c.last_job_id or "",
+                        c.last_job_status,
+                        c.last_job_error_summary or "",
+                        c.last_job_url or "",
+                    ],
                     1.0,
                 )
             info.add_metric([name, c.connection_id or "", c.source or "", c.destination or ""], 1.0)
@@ -211,7 +217,9 @@ class SyncJobCollector(Collector):
 
     def _streams(self, snap: MetricsSnapshot) -> Iterator[Metric]:
         records = CounterMetricFamily(
-            "calabi_sync_stream_records_synced", "Rows written per stream by finished jobs.", labels=["connection", "stream"]
+            "calabi_sync_stream_records_synced",
+            "Rows written per stream by finished jobs.",
+            labels=["connection", "stream"],
         )
         last = GaugeMetricFamily(
             "calabi_sync_stream_last_status",

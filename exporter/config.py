@@ -56,7 +56,7 @@ def _seconds(value: Any) -> float:
         raise ValueError("must be a number of seconds")
     if isinstance(value, str):
         text = value.strip()
-        scale = units.get(text[-1:], None)
+        scale = units.get(text[-1:])
         number = text[:-1] if scale else text
         try:
             value = float(number) * (scale or 1)
@@ -86,7 +86,7 @@ def _text(value: Any) -> str:
 def _listen(value: Any) -> str:
     """``host:port``; the host may be empty (all interfaces) or a bracketed IPv6 address."""
     text = _text(value)
-    host, sep, port = text.rpartition(":")
+    _host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"must be host:port, e.g. 0.0.0.0:9188 (got {text!r})")
     return text

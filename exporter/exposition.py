@@ -12,9 +12,15 @@ header, is left to the library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+# The library's Go-compatible float formatting (untyped upstream).
+_go_float = cast(Callable[[float], str], floatToGoString)
 
 # The library's own suffixes for OpenMetrics-only samples; they go last, as gauges.
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
@@ -49,7 +55,7 @@ def render_text(registry: Collector) -> bytes:
             head = name
         number = numbers.get(value)
         if number is None:
-            number = numbers[value] = floatToGoString(value)
+            number = numbers[value] = _go_float(value)
         if timestamp is not None:
             return f"{head} {number} {int(float(timestamp) * 1000):d}\n"  # type: ignore[arg-type]
         return f"{head} {number}\n"

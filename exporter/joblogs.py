@@ -28,6 +28,7 @@ _TEXT_LINE = re.compile(
     r"^(?:(?P<ts>\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2}))\s+)?"
     r"(?P<level>[A-Za-z]+)\s+(?P<message>.*)$"
 )
+_LOOKS_DATED = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # "Syncing stream: Account", "Stream Account: complete", "Stream Account: 4,218 records synced in 18.2s"
 _STREAM_PATTERNS: Final = (
     re.compile(r"^Syncing stream:\s*(?P<stream>[^\s:][^:]*?)\s*$"),
@@ -91,6 +92,8 @@ def parse_text(body: str) -> list[LogLine]:
         where = f"line {number}"
         match = _TEXT_LINE.match(text)
         if not match:
+            if _LOOKS_DATED.match(text):
+                raise ValidationError(f"{where}.timestamp", "must be an RFC 3339 timestamp with an offset, e.g. ...Z")
             raise ValidationError(where, "must be '[timestamp] LEVEL message'")
         level = _level(match.group("level"), f"{where}.level")
         message = _message(match.group("message"), f"{where}.message")

@@ -16,7 +16,7 @@ The rules, in order of precedence:
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from .model import PENDING, RUNNING, STATUS_RANK, Job, StreamResult
 
@@ -33,7 +33,7 @@ _SCALARS: Final = tuple(f.name for f in fields(Job) if f.name not in ("job_id", 
 
 def _fill_times(job: Job, now: float) -> Job:
     """Stamp the times a status implies but the record did not carry."""
-    changes: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     if job.status == PENDING and job.created_at is None:
         changes["created_at"] = now
     if job.status == RUNNING and job.started_at is None:

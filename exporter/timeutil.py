@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 class Clock(Protocol):
@@ -56,7 +54,7 @@ def format_rfc3339(epoch: float) -> str:
     >>> format_rfc3339(1775462597.25)
     '2026-04-06T08:03:17.25Z'
     """
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
     if moment.microsecond:
         text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
     else:

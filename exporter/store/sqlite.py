@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ..aggregates import (
     DURATION_BUCKETS,
@@ -365,7 +366,7 @@ class SQLiteStore:
                     if job.connection_name == name:
                         update_connection_metadata(agg, job)
                     if merged.finished:
-                        apply_finished(agg, existing, merged, failures_after=lambda t: tx.failures_after(name, t))
+                        apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
                         if merged.streams:
                             streams = tx.stream_aggs(name, [s.name for s in merged.streams])
                             apply_finished_streams(streams, existing, merged)
@@ -424,8 +425,12 @@ class SQLiteStore:
     def metrics_snapshot(self) -> MetricsSnapshot:
         try:
             with self._read() as db:
-                connections = {row["connection"]: _connection_from_row(row) for row in db.execute("SELECT * FROM connections")}
-                for name, status, counts, total in db.execute("SELECT connection, status, counts, total FROM durations"):
+                connections = {
+                    row["connection"]: _connection_from_row(row) for row in db.execute("SELECT * FROM connections")
+                }
+                for name, status, counts, total in db.execute(
+                    "SELECT connection, status, counts, total FROM durations"
+                ):
                     connections[name].durations[status] = _histogram(counts, total)
                 streams = [
                     StreamAgg(*row)

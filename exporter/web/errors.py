@@ -49,7 +49,9 @@ def register_error_handlers(app: Flask) -> None:
             405: "method not allowed on this route",
             413: f"request body is larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes",
         }
-        response = error_response(status, messages.get(status, error.description or error.name), "body" if status == 413 else None)
+        response = error_response(
+            status, messages.get(status, error.description or error.name), "body" if status == 413 else None
+        )
         if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
             response[0].headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
         return response

@@ -34,7 +34,9 @@ def mimetype() -> str:
 def require_type(*allowed: str) -> str:
     kind = mimetype()
     if kind not in allowed:
-        raise ClientError(415, f"Content-Type must be one of {', '.join(allowed)} (got {kind or 'none'})", "Content-Type")
+        raise ClientError(
+            415, f"Content-Type must be one of {', '.join(allowed)} (got {kind or 'none'})", "Content-Type"
+        )
     return kind
 
 

@@ -1,0 +1,122 @@
+"""The ``calabi-exporter`` command.
+
+``serve`` runs the exporter, ``demo`` runs it with the built-in simulator
+posting realistic jobs, ``simulate`` points the simulator at a running exporter,
+``check-config`` validates a configuration and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .store import StoreError
+
+PROG = "calabi-exporter"
+EXIT_CONFIG = 2
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, help="YAML configuration file (or CALABI_CONFIG)")
+    parser.add_argument("--listen", help="host:port to listen on")
+    parser.add_argument("--data-dir", dest="data_dir", help="directory of the embedded store")
+    parser.add_argument("--workers", help="worker processes")
+    parser.add_argument("--threads", help="threads per worker")
+    parser.add_argument("--log-level", dest="log_level", help="debug, info, warning or error")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Prometheus exporter for Calabi Connect sync jobs.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the exporter")
+    _config_flags(serve)
+
+    demo = commands.add_parser("demo", help="run the exporter with the built-in simulator posting demo jobs")
+    _config_flags(demo)
+    demo.add_argument("--seed", type=int, default=42, help="simulator seed: the same seed posts the same jobs")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: never)")
+
+    simulate = commands.add_parser("simulate", help="post simulated jobs to a running exporter")
+    simulate.add_argument("--url", default="http://127.0.0.1:9188", help="the exporter's base URL")
+    simulate.add_argument("--seed", type=int, default=42)
+    simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    simulate.add_argument("--token", default=os.environ.get("CALABI_SIMULATOR_TOKEN"), help="ingest bearer token")
+
+    check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
+    _config_flags(check)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and os.environ.get("CALABI_CONFIG"):
+        path = Path(os.environ["CALABI_CONFIG"])
+    flags = {key: getattr(args, key, None) for key in ("listen", "data_dir", "workers", "threads", "log_level")}
+    return load_config(path, flags=flags)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            from .simulator import run_simulator
+
+            _setup_logging("info")
+            run_simulator(args.url, seed=args.seed, duration=args.duration, token=args.token)
+            return 0
+        config = _load(args)
+        _setup_logging(config.log_level)
+        if args.command == "check-config":
+            print(json.dumps(_jsonable(config), indent=2, ensure_ascii=False))
+            return 0
+        _open_store(config)
+        if args.command == "serve":
+            from .server import serve
+
+            serve(config, lambda: _make_app(config))
+            return 0
+        from .demo import run_demo
+
+        return run_demo(config, argv_config=args.config, seed=args.seed, duration=args.duration)
+    except ConfigError as error:
+        print(f"{PROG}: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _open_store(config: Config) -> None:
+    """Fail before forking workers when the data directory cannot hold the store."""
+    from .store import SQLiteStore
+
+    try:
+        SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous).close()
+    except StoreError as error:
+        raise ConfigError("data_dir", str(error)) from None
+
+
+def _make_app(config: Config) -> Any:
+    from .web import create_app
+
+    return create_app(config)
+
+
+def _jsonable(config: Config) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["ingest_tokens"] = ["***"] * len(config.ingest_tokens)
+    return data

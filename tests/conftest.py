@@ -1,0 +1,276 @@
+"""Shared fixtures: an injected clock, a store on a temp dir, the app and its client,
+and real servers (the exporter as a subprocess, Debian's Prometheus) on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from calabi_exporter.config import Config
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.web import create_app
+
+T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def store(config: Config, clock: FakeClock) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(config.data_path, clock=clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def app(config: Config, store: SQLiteStore, clock: FakeClock) -> Flask:
+    return create_app(config, store=store, clock=clock)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Samples(dict[tuple[str, frozenset[tuple[str, str]]], float]):
+    """Scraped samples keyed by name and labels, for exact assertions."""
+
+    def get_value(self, name: str, **labels: str) -> float | None:
+        return self.get((name, frozenset(labels.items())))
+
+    def value(self, name: str, **labels: str) -> float:
+        found = self.get_value(name, **labels)
+        assert found is not None, f"no sample {name}{labels}"
+        return found
+
+    def family(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        return {labels: v for (sample, labels), v in self.items() if sample == name}
+
+
+def parse_samples(text: str) -> Samples:
+    samples = Samples()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+@pytest.fixture
+def scrape(client: FlaskClient) -> Callable[[], Samples]:
+    def scrape() -> Samples:
+        response = client.get("/metrics")
+        assert response.status_code == 200
+        return parse_samples(response.get_data(as_text=True))
+
+    return scrape
+
+
+def job(job_id: str, status: str = "succeeded", connection: str = "Salesforce → Snowflake", **fields: Any) -> dict[str, Any]:
+    """A job record with just enough to be valid."""
+    return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class ExporterProcess:
+    """``calabi-exporter serve`` as a real subprocess."""
+
+    data_dir: Path
+    workers: int = 1
+    extra_env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ExporterProcess:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+        env.update(self.extra_env or {})
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "calabi_exporter",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--data-dir",
+                str(self.data_dir),
+                "--workers",
+                str(self.workers),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
+
+        def ready() -> bool:
+            assert self.process is not None and self.process.poll() is None, "exporter exited"
+            try:
+                return requests.get(self.url + "/readyz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout=30, what="the exporter to be ready")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def scrape(self) -> Samples:
+        response = requests.get(self.url + "/metrics", timeout=10)
+        response.raise_for_status()
+        return parse_samples(response.text)
+
+
+@pytest.fixture
+def exporter_process(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
+    started: list[ExporterProcess] = []
+
+    def start(workers: int = 1, data_dir: Path | None = None) -> ExporterProcess:
+        process = ExporterProcess(data_dir or tmp_path / "exporter-data", workers=workers).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def require_binary(name: str) -> str:
+    """Path of a Debian-packaged binary the suite needs; the test command installs them."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; run the README's test command, which installs it")
+    return path
+
+
+@dataclass
+class Prometheus:
+    """Debian's Prometheus, scraping one target every second."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        response = requests.get(self.url + "/api/v1/query", params={"query": promql}, timeout=10)
+        body = response.json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def scalar(self, promql: str) -> float | None:
+        """The single value of ``promql``, or None when it returns nothing."""
+        result = self.query(promql)
+        if not result:
+            return None
+        assert len(result) == 1, result
+        return float(result[0]["value"][1])
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(target: str) -> Prometheus:
+        binary = require_binary("prometheus")
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: calabi-exporter\n"
+            f"    static_configs:\n      - targets: ['{target}']\n"
+        )
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "prometheus.log").open("wb"),
+        )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert process.poll() is None, "prometheus exited: " + (tmp_path / "prometheus.log").read_text()
+            try:
+                return requests.get(url + "/-/ready", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout=30, what="Prometheus to be ready")
+        return Prometheus(process, url)
+
+    yield start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

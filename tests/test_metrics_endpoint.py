@@ -1,0 +1,174 @@
+"""What /metrics shows, in which format, and the health endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+from calabi_exporter.collector import SyncJobCollector, Thresholds
+from calabi_exporter.config import Config, ConnectionSettings
+from calabi_exporter.exposition import render_text
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.web import create_app
+
+from .conftest import FakeClock, Samples, job, parse_samples
+
+SF = "Salesforce → Snowflake"
+
+
+def _fill(store: SQLiteStore) -> None:
+    store.ingest_jobs([], endpoint="jobs")
+    from calabi_exporter.model import parse_job
+
+    records = [
+        job(
+            f"j{i}",
+            ["succeeded", "failed", "cancelled"][i % 3],
+            connection=f'Conn "{i % 4}" \\ new\nline → ✓',
+            started_at="2026-04-06T08:00:00Z",
+            finished_at=f"2026-04-06T08:{i:02d}:30Z",
+            error_summary='quote " and backslash \\',
+            streams=[{"name": f"s{k}", "status": "succeeded", "records_synced": i * k} for k in range(3)],
+        )
+        for i in range(30)
+    ]
+    store.ingest_jobs([parse_job(r) for r in records], endpoint="jobs")
+
+
+def test_the_fast_text_rendering_is_byte_for_byte_what_prometheus_client_writes(store: SQLiteStore) -> None:
+    _fill(store)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds()))
+
+    ours = render_text(registry)
+
+    assert ours == generate_latest(registry)
+    assert b'connection="Conn \\"1\\" \\\\ new\\nline \xe2\x86\x92 \xe2\x9c\x93"' in ours
+
+
+def test_openmetrics_is_served_when_the_scraper_asks_for_it(client: FlaskClient) -> None:
+    client.post("/api/v1/jobs", json=job("j1", records_synced=4))
+
+    response = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    families = {f.name: f for f in parse_openmetrics(response.get_data(as_text=True))}
+    assert families["calabi_sync_records_synced"].samples[0].value == 4
+    assert families["calabi_sync_records_synced"].type == "counter"
+
+
+def test_plain_scrapes_get_the_prometheus_text_format(client: FlaskClient) -> None:
+    response = client.get("/metrics")
+
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_all_finished_statuses_are_precreated_at_zero(client: FlaskClient, scrape: Callable[[], Samples]) -> None:
+    client.post("/api/v1/jobs", json=job("j1", "running"))
+
+    samples = scrape()
+    assert samples.family("calabi_sync_jobs_total") == {
+        frozenset({("connection", SF), ("status", "succeeded")}): 0,
+        frozenset({("connection", SF), ("status", "failed")}): 0,
+        frozenset({("connection", SF), ("status", "cancelled")}): 0,
+    }
+    assert samples.value("calabi_sync_consecutive_failures", connection=SF) == 0
+    assert samples.get_value("calabi_sync_last_success_timestamp_seconds", connection=SF) is None
+    assert samples.family("calabi_sync_last_job_info") == {}
+
+
+def test_thresholds_come_from_the_config_with_per_connection_overrides(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    config = Config(
+        data_dir=str(tmp_path),
+        failure_threshold=3,
+        connections={SF: ConnectionSettings(failure_threshold=5, freshness_threshold_seconds=3600)},
+    )
+    client = create_app(config, clock=clock).test_client()
+    client.post("/api/v1/jobs", json={"jobs": [job("a"), job("b", connection="Stripe → Postgres")]})
+
+    samples = parse_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples.value("calabi_sync_failure_threshold", connection=SF) == 5
+    assert samples.value("calabi_sync_freshness_threshold_seconds", connection=SF) == 3600
+    assert samples.value("calabi_sync_failure_threshold", connection="Stripe → Postgres") == 3
+    assert samples.value("calabi_sync_freshness_threshold_seconds", connection="Stripe → Postgres") == 259200
+
+
+def test_connection_info_carries_the_latest_metadata(client: FlaskClient, scrape: Callable[[], Samples]) -> None:
+    client.post("/api/v1/jobs", json=job("a", connection_id="conn_1", source="Salesforce", destination="Snowflake"))
+
+    assert scrape().family("calabi_sync_connection_info") == {
+        frozenset({("connection", SF), ("connection_id", "conn_1"), ("source", "Salesforce"),
+                   ("destination", "Snowflake")}): 1
+    }
+
+
+def test_the_latest_job_summary_gauges_show_the_summary_of_the_latest_job(
+    client: FlaskClient, scrape: Callable[[], Samples]
+) -> None:
+    client.post(
+        "/api/v1/jobs",
+        json=job(
+            "job_01",
+            started_at="2026-04-06T08:00:00Z",
+            finished_at="2026-04-06T08:01:42Z",
+            records_synced=12847,
+            records_failed=0,
+            bytes_synced=3_200_000,
+            job_url="https://app.calabi.io/connect/jobs/job_01",
+            streams=[{"name": f"s{i}", "status": "succeeded"} for i in range(14)],
+        ),
+    )
+
+    samples = scrape()
+    assert samples.value("calabi_sync_last_job_records_synced", connection=SF) == 12847
+    assert samples.value("calabi_sync_last_job_records_failed", connection=SF) == 0
+    assert samples.value("calabi_sync_last_job_bytes_synced", connection=SF) == 3_200_000
+    assert samples.value("calabi_sync_last_job_duration_seconds", connection=SF) == 102
+    assert samples.value("calabi_sync_last_job_streams_succeeded", connection=SF) == 14
+    assert samples.value("calabi_sync_last_job_streams_failed", connection=SF) == 0
+    assert samples.value("calabi_sync_streams_total", connection=SF, status="succeeded") == 14
+    assert samples.value(
+        "calabi_sync_last_job_info", connection=SF, job_id="job_01", status="succeeded", error_summary="",
+        job_url="https://app.calabi.io/connect/jobs/job_01",
+    ) == 1
+
+
+def test_build_info_names_the_version(scrape: Callable[[], Samples]) -> None:
+    from calabi_exporter import __version__
+
+    assert scrape().value("calabi_exporter_build_info", version=__version__) == 1
+
+
+def test_healthz_and_readyz_answer_ok(client: FlaskClient) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+
+
+def test_readyz_fails_when_the_store_cannot_be_written(client: FlaskClient, store: SQLiteStore) -> None:
+    db = store._db()
+    db.execute("PRAGMA query_only = ON")
+    try:
+        response = client.get("/readyz")
+    finally:
+        db.execute("PRAGMA query_only = OFF")
+
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "unavailable"
+
+
+def test_a_store_failure_during_ingest_is_a_503_not_a_500(client: FlaskClient, store: SQLiteStore) -> None:
+    db = store._db()
+    db.execute("PRAGMA query_only = ON")
+    try:
+        response = client.post("/api/v1/jobs", json=job("a"))
+    finally:
+        db.execute("PRAGMA query_only = OFF")
+
+    assert response.status_code == 503
+    assert store.get_job("a") is None
