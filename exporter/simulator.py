@@ -141,7 +141,8 @@ def make_job(
     logs: list[str] = []
     at = started_at
     step = duration / max(1, len(spec.streams))
-    failing_stream = rng.randrange(len(spec.streams))
+    # An expired token fails the first stream the connector opens.
+    failing_stream = 0 if spec.auth_broken_for else rng.randrange(len(spec.streams))
     error_summary: str | None = None
     if drift is None:
         drift = rng.random() < spec.schema_drift

@@ -13,17 +13,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
-from flask import Flask
-from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
-
 from calabi_exporter.config import Config
 from calabi_exporter.store import SQLiteStore
 from calabi_exporter.web import create_app
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
 
@@ -101,7 +100,9 @@ def scrape(client: FlaskClient) -> Callable[[], Samples]:
     return scrape
 
 
-def job(job_id: str, status: str = "succeeded", connection: str = "Salesforce → Snowflake", **fields: Any) -> dict[str, Any]:
+def job(
+    job_id: str, status: str = "succeeded", connection: str = "Salesforce → Snowflake", **fields: Any
+) -> dict[str, Any]:
     """A job record with just enough to be valid."""
     return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
 
@@ -232,6 +233,7 @@ class Prometheus:
 @pytest.fixture
 def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
     started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
 
     def start(target: str) -> Prometheus:
         binary = require_binary("prometheus")
@@ -242,6 +244,8 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
             "scrape_configs:\n  - job_name: calabi-exporter\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
+        log = (tmp_path / "prometheus.log").open("wb")
+        logs.append(log)
         process = subprocess.Popen(
             [
                 binary,
@@ -251,7 +255,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
                 "--log.level=warn",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "prometheus.log").open("wb"),
+            stderr=log,
         )
         started.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -274,3 +278,5 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    for log in logs:
+        log.close()

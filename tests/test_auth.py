@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from flask.testing import FlaskClient
-
 from calabi_exporter.config import Config
 from calabi_exporter.web import create_app
+from flask.testing import FlaskClient
 
 from .conftest import FakeClock, job
 
@@ -30,12 +29,17 @@ def guarded(tmp_path: Path, clock: FakeClock) -> FlaskClient:
         pytest.param({"Authorization": "Bearer "}, id="empty token"),
     ],
 )
-def test_a_write_without_a_valid_token_gets_401_and_stores_nothing(guarded: FlaskClient, headers: dict[str, str]) -> None:
+def test_a_write_without_a_valid_token_gets_401_and_stores_nothing(
+    guarded: FlaskClient, headers: dict[str, str]
+) -> None:
     response = guarded.post("/api/v1/jobs", json=job("a"), headers=headers)
 
     assert response.status_code == 401
     assert response.get_json()["field"] == "Authorization"
-    assert guarded.post("/api/v1/jobs/a/logs", data="INFO x", content_type="text/plain", headers=headers).status_code == 401
+    assert (
+        guarded.post("/api/v1/jobs/a/logs", data="INFO x", content_type="text/plain", headers=headers).status_code
+        == 401
+    )
     assert guarded.post("/webhooks/calabi", json=job("a"), headers=headers).status_code == 401
     assert 'connection="' not in guarded.get("/metrics").get_data(as_text=True)
 

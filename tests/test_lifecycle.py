@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask.testing import FlaskClient
-
 from calabi_exporter.store import SQLiteStore
+from flask.testing import FlaskClient
 
 from .conftest import FakeClock, Samples, job
 
@@ -164,10 +163,17 @@ def test_a_late_record_of_an_older_job_is_counted_but_does_not_become_the_latest
     assert samples.value("calabi_sync_records_synced_total", connection=SF) == 5
     assert samples.value("calabi_sync_last_job_status", connection=SF, status="failed") == 1
     assert samples.value("calabi_sync_last_job_status", connection=SF, status="succeeded") == 0
-    assert samples.value(
-        "calabi_sync_last_job_info", connection=SF, job_id="new", status="failed", error_summary="Stream Account: 401",
-        job_url="",
-    ) == 1
+    assert (
+        samples.value(
+            "calabi_sync_last_job_info",
+            connection=SF,
+            job_id="new",
+            status="failed",
+            error_summary="Stream Account: 401",
+            job_url="",
+        )
+        == 1
+    )
     assert samples.value("calabi_sync_consecutive_failures", connection=SF) == 1
     assert samples.value("calabi_sync_last_success_timestamp_seconds", connection=SF) == 1775462400.0
 

@@ -6,10 +6,9 @@ import json
 from collections.abc import Callable
 
 import pytest
-from flask.testing import FlaskClient
-
 from calabi_exporter.joblogs import LogLine, parse_text
 from calabi_exporter.store import SQLiteStore
+from flask.testing import FlaskClient
 
 from .conftest import Samples, job
 
@@ -91,8 +90,12 @@ def test_timestamped_lines_sent_again_are_kept_once(
             "lines[0].timestamp",
             id="bad timestamp",
         ),
-        pytest.param(json.dumps([{"level": "INFO", "message": "x", "host": "a"}]), "application/json",
-                     "lines[0].host", id="unknown field"),
+        pytest.param(
+            json.dumps([{"level": "INFO", "message": "x", "host": "a"}]),
+            "application/json",
+            "lines[0].host",
+            id="unknown field",
+        ),
         pytest.param("INFO x", "application/xml", "Content-Type", id="wrong content type"),
     ],
 )

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from flask.testing import FlaskClient
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-
 from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config, ConnectionSettings
 from calabi_exporter.exposition import render_text
 from calabi_exporter.store import SQLiteStore
 from calabi_exporter.web import create_app
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from .conftest import FakeClock, Samples, job, parse_samples
 
@@ -81,9 +80,7 @@ def test_all_finished_statuses_are_precreated_at_zero(client: FlaskClient, scrap
     assert samples.family("calabi_sync_last_job_info") == {}
 
 
-def test_thresholds_come_from_the_config_with_per_connection_overrides(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+def test_thresholds_come_from_the_config_with_per_connection_overrides(tmp_path: Path, clock: FakeClock) -> None:
     config = Config(
         data_dir=str(tmp_path),
         failure_threshold=3,
@@ -103,8 +100,9 @@ def test_connection_info_carries_the_latest_metadata(client: FlaskClient, scrape
     client.post("/api/v1/jobs", json=job("a", connection_id="conn_1", source="Salesforce", destination="Snowflake"))
 
     assert scrape().family("calabi_sync_connection_info") == {
-        frozenset({("connection", SF), ("connection_id", "conn_1"), ("source", "Salesforce"),
-                   ("destination", "Snowflake")}): 1
+        frozenset(
+            {("connection", SF), ("connection_id", "conn_1"), ("source", "Salesforce"), ("destination", "Snowflake")}
+        ): 1
     }
 
 
@@ -133,10 +131,17 @@ def test_the_latest_job_summary_gauges_show_the_summary_of_the_latest_job(
     assert samples.value("calabi_sync_last_job_streams_succeeded", connection=SF) == 14
     assert samples.value("calabi_sync_last_job_streams_failed", connection=SF) == 0
     assert samples.value("calabi_sync_streams_total", connection=SF, status="succeeded") == 14
-    assert samples.value(
-        "calabi_sync_last_job_info", connection=SF, job_id="job_01", status="succeeded", error_summary="",
-        job_url="https://app.calabi.io/connect/jobs/job_01",
-    ) == 1
+    assert (
+        samples.value(
+            "calabi_sync_last_job_info",
+            connection=SF,
+            job_id="job_01",
+            status="succeeded",
+            error_summary="",
+            job_url="https://app.calabi.io/connect/jobs/job_01",
+        )
+        == 1
+    )
 
 
 def test_build_info_names_the_version(scrape: Callable[[], Samples]) -> None:

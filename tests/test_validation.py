@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
-
 from calabi_exporter.store import SQLiteStore
+from flask.testing import FlaskClient
 
 from .conftest import job
 

@@ -1,0 +1,977 @@
+"""Ingestion and scrape benchmark of the exporter, with Pushgateway side by side.
+
+What it measures, each against a real ``calabi-exporter serve`` (gunicorn, default
+config: 2 workers × 8 threads) on a free loopback port and a fresh temp data dir:
+
+1. Ingestion, once with the default ``sqlite_synchronous: full`` and once with
+   ``CALABI_SQLITE_SYNCHRONOUS=normal``:
+   (a) job records/s posting ``{"jobs": [...]}`` batches of 100 finished jobs
+       (4 succeeded : 1 failed, 3 streams each, unique ids, 200 connections);
+   (b) requests/s posting one job per request (1,000 connections).
+   Afterwards ``/metrics`` must report ``calabi_exporter_stored_jobs`` equal to
+   the number of jobs posted, and no request may have failed.
+2. Scrape: a store with 1,000 connections × 20 streams (one finished job with
+   20 streams per connection) is served and ``GET /metrics`` is timed; then the
+   same store is filled to 1,000,000 jobs (in-process through
+   ``SQLiteStore.ingest_jobs``, jobs without streams, same series set) and the
+   scrape is timed again: scrape time must not depend on the stored jobs.
+3. Pushgateway: Debian's ``prometheus-pushgateway`` (no persistence) receives the
+   same per-job summaries as single-record exporter requests, one
+   ``PUT /metrics/job/calabi_sync/connection/<name>`` per job, with the same
+   client concurrency.
+
+The load generator runs in the same script: ``--clients`` processes (spawned,
+so the client is not bound by one GIL), each with one keep-alive
+``requests.Session`` sending requests back to back. Payloads are serialised
+before the clock starts. Client and server share the machine's cores; that is
+the stated condition, so the client's CPU share is reported too.
+
+Run from the project root::
+
+    .venv/bin/python bench/bench_ingest_scrape.py           # full run (~5-10 min on 2 cores)
+    .venv/bin/python bench/bench_ingest_scrape.py --quick   # smaller counts (~2 min)
+
+Results are printed as a Markdown table and written to ``docs/benchmarks.md``
+(overwritten). The exit status is 1 when a correctness check fails (a failed
+request, a wrong stored-job count); missed performance targets are reported,
+not hidden, and do not change the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import requests
+from calabi_exporter.model import Job, parse_job
+from calabi_exporter.store import SQLiteStore
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
+PUSHGATEWAY: Final = "/usr/bin/prometheus-pushgateway"
+T0: Final = 1_775_462_400  # 2026-04-06T08:00:00Z; all job times are after this
+STARTUP_TIMEOUT: Final = 60.0
+BARRIER_TIMEOUT: Final = 300.0
+LOAD_TIMEOUT: Final = 1800.0
+REQUEST_TIMEOUT: Final = 120.0
+
+# Targets from the brief.
+TARGET_BATCH_RECORDS_PER_S: Final = 5_000.0
+TARGET_SINGLE_REQUESTS_PER_S: Final = 1_000.0
+TARGET_SCRAPE_SECONDS: Final = 1.0
+TARGET_SCRAPE_RATIO: Final = 0.20
+
+Kind = Literal["batch", "single", "push"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work each part does."""
+
+    batch_requests: int
+    batch_size: int
+    batch_connections: int
+    single_requests: int
+    single_connections: int
+    scrape_connections: int
+    scrape_streams: int
+    scrape_big_jobs: int
+    bulk_batch: int
+    scrapes: int
+
+
+FULL: Final = Sizes(
+    batch_requests=1_000,
+    batch_size=100,
+    batch_connections=200,
+    single_requests=20_000,
+    single_connections=1_000,
+    scrape_connections=1_000,
+    scrape_streams=20,
+    scrape_big_jobs=1_000_000,
+    bulk_batch=5_000,
+    scrapes=10,
+)
+QUICK: Final = replace(FULL, batch_requests=200, single_requests=4_000, scrape_big_jobs=100_000, scrapes=5)
+
+
+# --------------------------------------------------------------------------- job data
+
+
+def connection_name(index: int) -> str:
+    """Connection names as people write them; every 10th needs base64 in a Pushgateway URL."""
+    if index % 10 == 0:
+        return f"shop-{index:04d}/orders → warehouse"
+    return f"conn-{index:04d}-postgres-bigquery"
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_record(index: int, tag: str, connections: int, streams: int = 3) -> dict[str, Any]:
+    """One finished job as a client posts it: 4 of 5 succeed, the failed ones fail one stream."""
+    failed = index % 5 == 0
+    started = T0 + index * 3
+    duration = 20 + (index * 7919) % 900
+    stream_list: list[dict[str, Any]] = []
+    for k in range(streams):
+        stream_failed = failed and k == 0
+        stream_list.append(
+            {
+                "name": f"public.table_{k:02d}",
+                "status": "failed" if stream_failed else "succeeded",
+                "records_synced": 0 if stream_failed else 100 + (index + k) % 1000,
+                "bytes_synced": 0 if stream_failed else 20_000 + (index * 31 + k) % 50_000,
+                "duration_seconds": float(duration) / streams,
+            }
+        )
+    return {
+        "job_id": f"{tag}-{index:09d}",
+        "connection_name": connection_name(index % connections),
+        "connection_id": f"c{index % connections:06d}",
+        "source": "postgres",
+        "destination": "bigquery",
+        "status": "failed" if failed else "succeeded",
+        "job_type": "sync",
+        "attempt": 1,
+        "started_at": rfc3339(started),
+        "finished_at": rfc3339(started + duration),
+        "records_synced": sum(s["records_synced"] for s in stream_list),
+        "records_failed": 3 if failed else 0,
+        "bytes_synced": sum(s["bytes_synced"] for s in stream_list),
+        "error_summary": "destination rejected rows: column type mismatch" if failed else None,
+        "streams": stream_list,
+    }
+
+
+def pushgateway_path(connection: str) -> str:
+    """The grouping-key path; values with ``/`` or non-ASCII go base64url-encoded."""
+    if connection.isascii() and "/" not in connection and connection:
+        return f"/metrics/job/calabi_sync/connection/{urllib.parse.quote(connection, safe='')}"
+    encoded = base64.urlsafe_b64encode(connection.encode()).decode().rstrip("=")
+    return f"/metrics/job/calabi_sync/connection@base64/{encoded}"
+
+
+def pushgateway_body(record: dict[str, Any]) -> bytes:
+    """The per-job Summary in the text format, as a Pushgateway client would push it."""
+    streams = record["streams"]
+    started = datetime.fromisoformat(record["started_at"]).timestamp()
+    finished = datetime.fromisoformat(record["finished_at"]).timestamp()
+    values = {
+        "records_synced": record["records_synced"],
+        "records_failed": record["records_failed"],
+        "bytes_synced": record["bytes_synced"],
+        "duration_seconds": finished - started,
+        "streams_succeeded": sum(s["status"] == "succeeded" for s in streams),
+        "streams_failed": sum(s["status"] == "failed" for s in streams),
+        "finished_timestamp_seconds": finished,
+    }
+    lines: list[str] = []
+    for name, value in values.items():
+        lines.append(f"# TYPE calabi_sync_last_job_{name} gauge")
+        lines.append(f"calabi_sync_last_job_{name} {value}")
+    lines.append("# TYPE calabi_sync_last_job_status gauge")
+    for status in ("succeeded", "failed", "cancelled"):
+        lines.append(f'calabi_sync_last_job_status{{status="{status}"}} {int(record["status"] == status)}')
+    lines.append("# TYPE calabi_sync_last_job_info gauge")
+    lines.append(f'calabi_sync_last_job_info{{job_id="{record["job_id"]}"}} 1')
+    return ("\n".join(lines) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """What one client process sends; request ``r`` goes to process ``r % clients``."""
+
+    kind: Kind
+    base_url: str
+    warmup_path: str
+    requests: int
+    batch_size: int
+    connections: int
+    tag: str
+    clients: int
+    worker: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    method: str
+    path: str
+    body: bytes
+    content_type: str
+    records: int
+
+
+@dataclass(slots=True)
+class WorkerResult:
+    worker: int
+    sent: int = 0
+    records: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+    cpu_seconds: float = 0.0
+    error: str | None = None
+
+
+def prepare(spec: LoadSpec) -> list[Prepared]:
+    """This worker's requests, serialised up front so the clock measures sending only."""
+    out: list[Prepared] = []
+    for r in range(spec.worker, spec.requests, spec.clients):
+        if spec.kind == "batch":
+            jobs = [job_record(r * spec.batch_size + i, spec.tag, spec.connections) for i in range(spec.batch_size)]
+            body = json.dumps({"jobs": jobs}, separators=(",", ":")).encode()
+            out.append(Prepared("POST", "/api/v1/jobs", body, "application/json", spec.batch_size))
+        elif spec.kind == "single":
+            body = json.dumps(job_record(r, spec.tag, spec.connections), separators=(",", ":")).encode()
+            out.append(Prepared("POST", "/api/v1/jobs", body, "application/json", 1))
+        else:
+            record = job_record(r, spec.tag, spec.connections)
+            path = pushgateway_path(record["connection_name"])
+            out.append(Prepared("PUT", path, pushgateway_body(record), "text/plain; version=0.0.4", 1))
+    return out
+
+
+def check_response(spec: LoadSpec, item: Prepared, response: requests.Response) -> str | None:
+    """Why a response counts as failed, or None."""
+    if spec.kind == "push":
+        return None if response.status_code in (200, 202) else f"HTTP {response.status_code}: {response.text[:200]}"
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+    body = response.json()
+    if body.get("accepted") != item.records:
+        return f"accepted {body.get('accepted')} of {item.records}: {response.text[:200]}"
+    return None
+
+
+def load_worker(spec: LoadSpec, barrier: Barrier, results: Queue[WorkerResult]) -> None:
+    """One client process: prepare, connect, wait for the others, send everything back to back."""
+    result = WorkerResult(worker=spec.worker)
+    try:
+        items = prepare(spec)
+        session = requests.Session()
+        session.get(spec.base_url + spec.warmup_path, timeout=REQUEST_TIMEOUT).raise_for_status()
+        barrier.wait(timeout=BARRIER_TIMEOUT)
+        cpu_start = time.process_time()
+        result.start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes on Linux
+        for item in items:
+            sent = time.perf_counter()
+            try:
+                response = session.request(
+                    item.method,
+                    spec.base_url + item.path,
+                    data=item.body,
+                    headers={"Content-Type": item.content_type},
+                    timeout=REQUEST_TIMEOUT,
+                )
+                problem = check_response(spec, item, response)
+            except requests.RequestException as error:
+                problem = repr(error)
+            result.latencies.append(time.perf_counter() - sent)
+            result.sent += 1
+            if problem is None:
+                result.records += item.records
+            else:
+                result.failed += 1
+                if len(result.failures) < 5:
+                    result.failures.append(problem)
+        result.end = time.perf_counter()
+        result.cpu_seconds = time.process_time() - cpu_start
+    except BaseException as error:  # reported to the parent, which fails the run
+        result.error = repr(error)
+        barrier.abort()
+    results.put(result)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    kind: Kind
+    requests: int
+    records: int
+    failed: int
+    failures: list[str]
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds
+
+
+def run_load(spec: LoadSpec, server_pid: int) -> LoadResult:
+    """Run ``spec.clients`` client processes against a server and merge their results."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(spec.clients + 1)
+    queue: Queue[WorkerResult] = ctx.Queue()
+    processes = [
+        ctx.Process(target=load_worker, args=(replace(spec, worker=w), barrier, queue), daemon=True)
+        for w in range(spec.clients)
+    ]
+    for process in processes:
+        process.start()
+    results: list[WorkerResult] = []
+    try:
+        barrier.wait(timeout=BARRIER_TIMEOUT)
+        cpu_before = process_tree_cpu(server_pid)
+        deadline = time.monotonic() + LOAD_TIMEOUT
+        while len(results) < spec.clients:
+            results.append(queue.get(timeout=max(1.0, deadline - time.monotonic())))
+        server_cpu = process_tree_cpu(server_pid) - cpu_before
+    except Exception:
+        # A worker that failed before the barrier aborted it; report its error if it has one.
+        while not queue.empty() and len(results) < spec.clients:
+            results.append(queue.get(timeout=5))
+        errors = [r.error for r in results if r.error]
+        raise RuntimeError(f"load generator failed: {errors or 'timeout'}") from None
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=10)
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise RuntimeError(f"load generator failed: {errors}")
+    latencies = sorted(t for r in results for t in r.latencies)
+    return LoadResult(
+        kind=spec.kind,
+        requests=sum(r.sent for r in results),
+        records=sum(r.records for r in results),
+        failed=sum(r.failed for r in results),
+        failures=[f for r in results for f in r.failures][:5],
+        seconds=max(r.end for r in results) - min(r.start for r in results),
+        client_cpu=sum(r.cpu_seconds for r in results),
+        server_cpu=server_cpu,
+        p50_ms=1000 * latencies[len(latencies) // 2],
+        p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from "state" on; comm may hold spaces
+
+
+def process_tree_cpu(root: int) -> float:
+    """User + system CPU seconds of ``root`` and its live descendants (gunicorn master and workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields_ = _stat_fields(int(entry.name))
+            if fields_ is not None:
+                parents[int(entry.name)] = int(fields_[1])
+    tree = {root}
+    for _ in range(10):  # gunicorn is two levels deep; bounded anyway
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        if not children:
+            break
+        tree |= children
+    ticks = 0
+    for pid in tree:
+        fields_ = _stat_fields(pid)
+        if fields_ is not None:
+            ticks += int(fields_[11]) + int(fields_[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
+class Service:
+    """A server subprocess we started, stopped by its own pid."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    base_url: str
+    ready_path: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.base_url + self.ready_path, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {STARTUP_TIMEOUT:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # our own session: the master and its workers
+            self.process.wait(timeout=10)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@contextmanager
+def running(service: Service) -> Iterator[Service]:
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+def exporter_service(data_dir: Path, log_dir: Path, synchronous: str) -> Service:
+    """``calabi-exporter serve`` with the default workers/threads; only the sync mode may differ."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    if synchronous != "full":
+        env["CALABI_SQLITE_SYNCHRONOUS"] = synchronous
+    console_script = Path(sys.executable).parent / "calabi-exporter"
+    command = [str(console_script)] if console_script.exists() else [sys.executable, "-m", "calabi_exporter"]
+    argv = [
+        *command,
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data-dir",
+        str(data_dir),
+        "--workers",
+        "2",
+        "--threads",
+        "8",
+    ]
+    return Service(
+        "calabi-exporter",
+        argv,
+        env,
+        f"http://127.0.0.1:{port}",
+        "/readyz",
+        log_dir / f"exporter-{port}.log",
+    )
+
+
+def pushgateway_service(log_dir: Path) -> Service:
+    port = free_port()
+    argv = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    return Service("pushgateway", argv, dict(os.environ), f"http://127.0.0.1:{port}", "/-/ready", log_dir / "pg.log")
+
+
+# --------------------------------------------------------------------------- scrapes
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeResult:
+    label: str
+    stored_jobs: int
+    cold_s: float
+    median_s: float
+    max_s: float
+    body_bytes: int
+    samples: int
+
+
+def metric_value(body: bytes, name: str, labels: str = "") -> float | None:
+    """A sample's value from a text-format body; ``labels`` as rendered, e.g. ``{a="b"}``."""
+    prefix = f"{name}{labels} ".encode()
+    for line in body.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :].split()[0])
+    return None
+
+
+def count_samples(body: bytes) -> int:
+    return sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+
+
+def timed_get(session: requests.Session, url: str) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    response = session.get(url, timeout=REQUEST_TIMEOUT)
+    body = response.content
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed, body
+
+
+def time_scrapes(base_url: str, label: str, scrapes: int) -> ScrapeResult:
+    """One cold scrape, two warm-ups (reaching both workers, probably), then ``scrapes`` timed ones."""
+    session = requests.Session()
+    url = base_url + "/metrics"
+    cold, body = timed_get(session, url)
+    for _ in range(2):
+        timed_get(session, url)
+    times: list[float] = []
+    for _ in range(scrapes):
+        elapsed, body = timed_get(session, url)
+        times.append(elapsed)
+    stored = metric_value(body, "calabi_exporter_stored_jobs")
+    return ScrapeResult(
+        label=label,
+        stored_jobs=int(stored) if stored is not None else -1,
+        cold_s=cold,
+        median_s=statistics.median(times),
+        max_s=max(times),
+        body_bytes=len(body),
+        samples=count_samples(body),
+    )
+
+
+def connection_status(index: int) -> str:
+    """Every job of a connection has one status, so 1k and 1M jobs expose the same series."""
+    return "failed" if index % 4 == 0 else "succeeded"
+
+
+def seed_jobs(sizes: Sizes) -> list[Job]:
+    """One finished job per connection, each with all of the connection's streams (validated like HTTP input)."""
+    jobs: list[Job] = []
+    for c in range(sizes.scrape_connections):
+        record = job_record(c, "seed", sizes.scrape_connections, streams=sizes.scrape_streams)
+        status = connection_status(c)
+        record["status"] = status
+        record["error_summary"] = "destination rejected rows" if status == "failed" else None
+        jobs.append(parse_job(record))
+    return jobs
+
+
+def bulk_jobs(start: int, count: int, connections: int) -> list[Job]:
+    """Finished jobs without streams, finishing after every seed job."""
+    jobs: list[Job] = []
+    for i in range(start, start + count):
+        c = i % connections
+        started = float(T0 + 86_400 + i)
+        jobs.append(
+            Job(
+                job_id=f"bulk-{i:09d}",
+                connection_name=connection_name(c),
+                status=connection_status(c),
+                job_type="sync",
+                attempt=1,
+                started_at=started,
+                finished_at=started + 45.0,
+                records_synced=1_000 + i % 5_000,
+                records_failed=0,
+                bytes_synced=250_000 + i % 100_000,
+                streams_succeeded=20,
+                streams_failed=0,
+            ).with_derived_fields()
+        )
+    return jobs
+
+
+def fill_store(data_dir: Path, total: int, sizes: Sizes) -> tuple[int, float]:
+    """Add bulk jobs until the store holds ``total``; returns (jobs added, seconds)."""
+    store = SQLiteStore(data_dir, synchronous="normal")
+    try:
+        stored = store.metrics_snapshot().stored_jobs
+        started = time.perf_counter()
+        added = 0
+        next_index = stored - sizes.scrape_connections
+        while stored + added < total:
+            count = min(sizes.bulk_batch, total - stored - added)
+            result = store.ingest_jobs(bulk_jobs(next_index, count, sizes.scrape_connections), endpoint="jobs")
+            if result.count("accepted") != count:
+                raise RuntimeError(f"bulk fill: {result.count('accepted')} of {count} accepted")
+            added += count
+            next_index += count
+            if added % 100_000 < sizes.bulk_batch:
+                rate = added / (time.perf_counter() - started)
+                print(f"    filled {stored + added:,} jobs ({rate:,.0f} jobs/s)", flush=True)
+        return added, time.perf_counter() - started
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+@dataclass(slots=True)
+class Row:
+    benchmark: str
+    setting: str
+    result: str
+    target: str = ""
+    status: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, benchmark: str, setting: str, result: str, target: str = "", ok: bool | None = None) -> None:
+        status = "" if ok is None else ("met" if ok else "**MISSED**")
+        self.rows.append(Row(benchmark, setting, result, target, status))
+        print(f"  {benchmark} [{setting}]: {result} {f'(target {target}: {status})' if target else ''}", flush=True)
+
+    def table(self) -> str:
+        lines = ["| Benchmark | Setting | Result | Target | Status |", "|---|---|---|---|---|"]
+        lines += [f"| {r.benchmark} | {r.setting} | {r.result} | {r.target} | {r.status} |" for r in self.rows]
+        return "\n".join(lines)
+
+
+def load_row(result: LoadResult, cores: int) -> str:
+    """CPU share: how much of the machine the server and the client used during the run."""
+    return (
+        f"{result.requests:,} requests in {result.seconds:.1f} s;"
+        f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms;"
+        f" CPU server {result.server_cpu / result.seconds:.2f} + client {result.client_cpu / result.seconds:.2f}"
+        f" of {cores} cores"
+    )
+
+
+def check_load(report: Report, label: str, result: LoadResult) -> None:
+    if result.failed:
+        report.problems.append(f"{label}: {result.failed} failed requests, e.g. {result.failures}")
+
+
+def bench_ingestion(
+    report: Report, sizes: Sizes, clients: int, synchronous: str, workdir: Path
+) -> tuple[LoadResult, LoadResult]:
+    print(f"\n== ingestion, sqlite_synchronous={synchronous}", flush=True)
+    data_dir = workdir / f"ingest-{synchronous}"
+    service = exporter_service(data_dir, workdir, synchronous)
+    cores = os.cpu_count() or 1
+    setting = f"sync={synchronous}"
+    with running(service):
+        base = LoadSpec(
+            kind="batch",
+            base_url=service.base_url,
+            warmup_path="/healthz",
+            requests=sizes.batch_requests,
+            batch_size=sizes.batch_size,
+            connections=sizes.batch_connections,
+            tag="b",
+            clients=clients,
+        )
+        batch = run_load(base, service.pid)
+        check_load(report, f"batch ({setting})", batch)
+        report.add(
+            "Ingest, batches of 100",
+            setting,
+            f"**{batch.records_per_s:,.0f} records/s** ({load_row(batch, cores)})",
+            f"≥ {TARGET_BATCH_RECORDS_PER_S:,.0f} records/s",
+            batch.records_per_s >= TARGET_BATCH_RECORDS_PER_S,
+        )
+        single_spec = replace(
+            base, kind="single", requests=sizes.single_requests, batch_size=1, connections=sizes.single_connections
+        )
+        single = run_load(replace(single_spec, tag="s"), service.pid)
+        check_load(report, f"single ({setting})", single)
+        report.add(
+            "Ingest, one job per request",
+            setting,
+            f"**{single.requests_per_s:,.0f} requests/s** ({load_row(single, cores)})",
+            f"≥ {TARGET_SINGLE_REQUESTS_PER_S:,.0f} requests/s",
+            single.requests_per_s >= TARGET_SINGLE_REQUESTS_PER_S,
+        )
+        posted = sizes.batch_requests * sizes.batch_size + sizes.single_requests
+        body = requests.get(service.base_url + "/metrics", timeout=REQUEST_TIMEOUT).content
+        stored = metric_value(body, "calabi_exporter_stored_jobs")
+        accepted = metric_value(body, "calabi_exporter_ingested_records_total", '{endpoint="jobs",outcome="accepted"}')
+        ok = stored == posted and accepted == posted and not batch.failed and not single.failed
+        report.add(
+            "Ingest check",
+            setting,
+            f"posted {posted:,}; stored_jobs {stored:,.0f}; accepted counter {accepted:,.0f};"
+            f" failed requests {batch.failed + single.failed}",
+            "all stored, none failed",
+            ok,
+        )
+        if not ok:
+            report.problems.append(f"ingest check ({setting}): posted {posted}, stored {stored}, accepted {accepted}")
+    db = data_dir / "calabi-exporter.sqlite3"
+    if db.exists():
+        report.notes.append(f"Ingest store ({setting}) after the run: {db.stat().st_size / 1e6:,.0f} MB.")
+    return batch, single
+
+
+def bench_pushgateway(report: Report, sizes: Sizes, clients: int, workdir: Path) -> LoadResult | None:
+    print("\n== pushgateway", flush=True)
+    if not Path(PUSHGATEWAY).exists():
+        report.problems.append(f"{PUSHGATEWAY} not found; Pushgateway comparison skipped")
+        return None
+    service = pushgateway_service(workdir)
+    with running(service):
+        spec = LoadSpec(
+            kind="push",
+            base_url=service.base_url,
+            warmup_path="/-/ready",
+            requests=sizes.single_requests,
+            batch_size=1,
+            connections=sizes.single_connections,
+            tag="s",
+            clients=clients,
+        )
+        result = run_load(spec, service.pid)
+        check_load(report, "pushgateway", result)
+        groups = requests.get(service.base_url + "/api/v1/metrics", timeout=REQUEST_TIMEOUT).json()["data"]
+        expected = min(sizes.single_connections, sizes.single_requests)
+        report.add(
+            "Pushgateway, one PUT per job",
+            "no persistence",
+            f"**{result.requests_per_s:,.0f} pushes/s** ({load_row(result, os.cpu_count() or 1)});"
+            f" {len(groups):,} groups held",
+        )
+        if len(groups) != expected:
+            report.problems.append(f"pushgateway holds {len(groups)} groups, expected {expected}")
+    return result
+
+
+def bench_scrape(report: Report, sizes: Sizes, workdir: Path) -> None:
+    data_dir = workdir / "scrape"
+    shape = f"{sizes.scrape_connections:,} conn × {sizes.scrape_streams} streams"
+    print(f"\n== scrape, {shape}", flush=True)
+    store = SQLiteStore(data_dir, synchronous="normal")
+    try:
+        store.ingest_jobs(seed_jobs(sizes), endpoint="jobs")
+    finally:
+        store.close()
+
+    small = serve_and_scrape(data_dir, workdir, f"{sizes.scrape_connections:,} jobs", sizes.scrapes)
+    report_scrape(report, shape, small, sizes.scrape_connections)
+
+    print(f"  filling the store to {sizes.scrape_big_jobs:,} jobs in-process", flush=True)
+    added, seconds = fill_store(data_dir, sizes.scrape_big_jobs, sizes)
+    db_size = (data_dir / "calabi-exporter.sqlite3").stat().st_size
+    report.add(
+        "Store fill (in-process `ingest_jobs`)",
+        f"{sizes.bulk_batch:,} jobs per call, sync=normal",
+        f"{added:,} jobs in {seconds:.0f} s ({added / seconds:,.0f} jobs/s); DB {db_size / 1e6:,.0f} MB",
+    )
+
+    big = serve_and_scrape(data_dir, workdir, f"{sizes.scrape_big_jobs:,} jobs", sizes.scrapes)
+    report_scrape(report, shape, big, sizes.scrape_big_jobs)
+
+    ratio = big.median_s / small.median_s - 1
+    report.add(
+        "Scrape vs stored jobs",
+        f"{sizes.scrape_big_jobs:,} vs {sizes.scrape_connections:,} jobs",
+        f"median {big.median_s * 1000:,.0f} ms vs {small.median_s * 1000:,.0f} ms ({ratio:+.1%});"
+        f" samples {big.samples:,} vs {small.samples:,}",
+        f"within ±{TARGET_SCRAPE_RATIO:.0%}",
+        abs(ratio) <= TARGET_SCRAPE_RATIO,
+    )
+
+
+def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) -> ScrapeResult:
+    service = exporter_service(data_dir, workdir, "full")
+    with running(service):
+        return time_scrapes(service.base_url, label, scrapes)
+
+
+def report_scrape(report: Report, shape: str, result: ScrapeResult, expected_jobs: int) -> None:
+    report.add(
+        "Scrape `GET /metrics`",
+        f"{shape}, {result.label} stored",
+        f"**median {result.median_s * 1000:,.0f} ms**, max {result.max_s * 1000:,.0f} ms"
+        f" (cold first scrape {result.cold_s * 1000:,.0f} ms); {result.body_bytes / 1e6:.1f} MB,"
+        f" {result.samples:,} samples",
+        f"< {TARGET_SCRAPE_SECONDS:g} s",
+        result.max_s < TARGET_SCRAPE_SECONDS,
+    )
+    if result.stored_jobs != expected_jobs:
+        report.problems.append(f"scrape store: stored_jobs {result.stored_jobs}, expected {expected_jobs}")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def machine_facts(workdir: Path) -> list[str]:
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    cpu = "unknown"
+    with suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    mem = "unknown"
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    fs = subprocess.run(["df", "-T", str(workdir)], capture_output=True, text=True, check=False).stdout.splitlines()
+    fs_type = fs[-1].split()[1] if len(fs) > 1 else "unknown"
+    pg = subprocess.run([PUSHGATEWAY, "--version"], capture_output=True, text=True, check=False)
+    pg_version = (pg.stdout or pg.stderr).splitlines()[0] if Path(PUSHGATEWAY).exists() else "not installed"
+    return [
+        f"- `nproc`: {nproc}; CPU: {cpu}; memory: {mem}",
+        f"- {platform.platform()}; Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}",
+        f"- data dirs on {fs_type} (`{tempfile.gettempdir()}`); {pg_version}",
+    ]
+
+
+def command_line() -> str:
+    python = Path(sys.executable)
+    try:
+        python_text = str(python.relative_to(ROOT))
+    except ValueError:
+        python_text = str(python)
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_text = str(script.relative_to(ROOT))
+    except ValueError:
+        script_text = str(script)
+    return shlex.join([python_text, script_text, *sys.argv[1:]])
+
+
+def write_markdown(path: Path, report: Report, facts: Sequence[str], started: datetime, seconds: float) -> str:
+    problems = report.problems or ["none"]
+    text = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "Ingestion and scrape performance of `calabi-exporter serve`, with Debian's Pushgateway side by side.",
+            "Written by `bench/bench_ingest_scrape.py` (see its docstring for what each row measures); do not edit",
+            "by hand, run the benchmark again.",
+            "",
+            f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')}; run took {seconds / 60:.1f} min",
+            *facts,
+            f"- command (from the project root): `{command_line()}`",
+            "",
+            report.table(),
+            "",
+            "## Notes",
+            "",
+            *[f"- {note}" for note in report.notes],
+            "",
+            "## Correctness problems",
+            "",
+            *[f"- {problem}" for problem in problems],
+            "",
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller counts; scrape store of 100k instead of 1M jobs")
+    parser.add_argument("--clients", type=int, default=4, help="client processes, one keep-alive session each")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown results file (overwritten)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.clients <= 64:
+        parser.error("--clients must be 1..64")
+    sizes = QUICK if args.quick else FULL
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    report = Report()
+    report.notes += [
+        f"Server: `calabi-exporter serve --workers 2 --threads 8` (gunicorn gthread), default config apart from"
+        f" `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`. Client: {args.clients} processes,"
+        " one keep-alive `requests.Session` each, requests sent back to back with bodies serialised beforehand;"
+        " client and server share the machine's cores.",
+        f"Batches: {sizes.batch_requests:,} requests × {sizes.batch_size} finished jobs (3 streams each,"
+        f" 1 in 5 failed) over {sizes.batch_connections} connections. Single: {sizes.single_requests:,} requests,"
+        f" one finished job each, over {sizes.single_connections:,} connections, posted after the batches into the"
+        " same store.",
+        "CPU is user+system time of the gunicorn master and workers (from /proc) and of the client processes,"
+        " divided by the wall time: it shows how the cores were shared.",
+        f"Pushgateway: the same {sizes.single_requests:,} per-job summaries (records/bytes synced, records failed,"
+        " duration, streams succeeded/failed, status, finish time) as one `PUT /metrics/job/calabi_sync/"
+        "connection/<name>` each (base64url path segment for names with `/` or non-ASCII), same client"
+        " concurrency.",
+        f"Scrape store: one finished job with {sizes.scrape_streams} streams per connection, then jobs without"
+        f" streams added in-process with `SQLiteStore.ingest_jobs` ({sizes.bulk_batch:,} per call) up to"
+        f" {sizes.scrape_big_jobs:,}; every job of a connection has the same status (1 in 4 connections failing),"
+        " so both stores expose exactly the same series. Scrapes: one cold, two warm-ups, then"
+        f" {sizes.scrapes} timed (median and max); the target applies to the max.",
+    ]
+    if args.quick:
+        report.notes.append(
+            f"`--quick` run: smaller counts, and the large scrape store holds {sizes.scrape_big_jobs:,} jobs,"
+            " not 1,000,000."
+        )
+    with tempfile.TemporaryDirectory(prefix="calabi-bench-") as tmp:
+        workdir = Path(tmp)
+        facts = machine_facts(workdir)
+        try:
+            _, single_full = bench_ingestion(report, sizes, args.clients, "full", workdir)
+            _, single_normal = bench_ingestion(report, sizes, args.clients, "normal", workdir)
+            push = bench_pushgateway(report, sizes, args.clients, workdir)
+            if push is not None:
+                for label, single in (("full", single_full), ("normal", single_normal)):
+                    report.add(
+                        "Exporter vs Pushgateway",
+                        f"single-record jobs/s (sync={label}) ÷ pushes/s",
+                        f"{single.requests_per_s:,.0f} / {push.requests_per_s:,.0f} ="
+                        f" **{single.requests_per_s / push.requests_per_s:.2f}×**",
+                    )
+            bench_scrape(report, sizes, workdir)
+        except Exception as error:
+            report.problems.append(f"benchmark aborted: {error}")
+            print(f"\nERROR: {error}", file=sys.stderr)
+    elapsed = time.perf_counter() - clock
+    text = write_markdown(args.output, report, facts, started, elapsed)
+    print("\n" + text)
+    print(f"written to {args.output}")
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+# Shared set-up for scripts/demo and scripts/test (sourced, not run).
+# Installs what a fresh Debian machine with Python 3.11 lacks: a virtualenv with the
+# package, and (for the tests) Debian's prometheus and prometheus-alertmanager.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+        echo "need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+apt_install() {
+    echo "==> installing Debian packages: $*"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y --no-install-recommends "$@" >/dev/null; then
+        as_root apt-get update -q >/dev/null
+        as_root apt-get install -y --no-install-recommends "$@" >/dev/null
+    fi
+}
+
+# ensure_binaries "binary:package" ... installs each package whose binary is missing.
+ensure_binaries() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        # shellcheck disable=SC2207
+        apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+    fi
+}
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"; return 0
+        fi
+    done
+    echo "Python 3.11 or newer is required" >&2; return 1
+}
+
+ensure_venv() {
+    local python
+    python="$(find_python)"
+    if [ ! -x .venv/bin/python ]; then
+        echo "==> creating .venv with $python"
+        if ! "$python" -m venv .venv 2>/dev/null; then
+            rm -rf .venv
+            local version
+            version="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+            apt_install "python${version}-venv"
+            "$python" -m venv .venv
+        fi
+    fi
+    echo "==> installing calabi-connect-exporter into .venv"
+    local target="."
+    [ -z "${1:-}" ] || target=".[$1]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
+}

@@ -1,0 +1,135 @@
+"""Configuration: file, environment and flags; bad config stops start-up with exit 2 and one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "calabi.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_hold_without_a_file() -> None:
+    assert load_config(None, env={}) == Config()
+
+
+def test_a_file_sets_keys_and_connection_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "listen: 127.0.0.1:9999\nworkers: 4\nfreshness_threshold_seconds: 12h\n"
+        "connections:\n  Salesforce → Snowflake:\n    failure_threshold: 3\n",
+    )
+
+    config = load_config(path, env={})
+
+    assert config.listen == "127.0.0.1:9999"
+    assert config.workers == 4
+    assert config.freshness_threshold_seconds == 43200
+    assert config.connections == {"Salesforce → Snowflake": ConnectionSettings(failure_threshold=3)}
+
+
+def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
+    path = write(tmp_path, "workers: 4\nthreads: 2\ndata_dir: /from/file\n")
+
+    config = load_config(
+        path,
+        env={
+            "CALABI_WORKERS": "6",
+            "CALABI_DATA_DIR": "/from/env",
+            "CALABI_INGEST_TOKENS": "a" * 16 + ",b" * 1 + "b" * 15,
+        },
+        flags={"data_dir": "/from/flag", "threads": None},
+    )
+
+    assert (config.workers, config.threads, config.data_dir) == (6, 2, "/from/flag")
+    assert config.ingest_tokens == ("a" * 16, "b" * 16)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "key"),
+    [
+        pytest.param("wokers: 2\n", {}, "wokers", id="unknown key"),
+        pytest.param("workers: two\n", {}, "workers", id="not an integer"),
+        pytest.param("workers: 0\n", {}, "workers", id="below minimum"),
+        pytest.param("listen: 9188\n", {}, "listen", id="listen without host"),
+        pytest.param("log_level: loud\n", {}, "log_level", id="unknown choice"),
+        pytest.param("freshness_threshold_seconds: soon\n", {}, "freshness_threshold_seconds", id="bad duration"),
+        pytest.param("ingest_tokens: [short]\n", {}, "ingest_tokens", id="token too short"),
+        pytest.param(
+            "connections:\n  A:\n    failure_threshold: -1\n", {}, "connections.A.failure_threshold", id="bad override"
+        ),
+        pytest.param("connections:\n  A:\n    colour: red\n", {}, "connections.A.colour", id="unknown override"),
+        pytest.param("workers: [1\n", {}, "config", id="not YAML"),
+        pytest.param("- a\n- b\n", {}, "config", id="not a mapping"),
+        pytest.param("", {"CALABI_WORKERS": "many"}, "workers", id="bad environment value"),
+        pytest.param("", {"CALABI_WROKERS": "2"}, "CALABI_WROKERS", id="unknown environment variable"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), env=env)
+
+    assert raised.value.key == key
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "calabi_exporter", *args], capture_output=True, text=True, env=clean, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        pytest.param("workers: two\n", {}, "workers: must be an integer (got 'two')", id="bad value"),
+        pytest.param("wokers: 2\n", {}, "wokers: unknown key", id="unknown key"),
+        pytest.param("", {"CALABI_LISTEN": "nowhere"}, "listen: must be host:port", id="bad environment"),
+    ],
+)
+def test_serve_with_bad_config_exits_2_with_one_line_naming_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
+    result = run_cli("serve", "--config", str(write(tmp_path, text)), "--data-dir", str(tmp_path / "d"), env=env)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"calabi-exporter: config error: {expected}")
+    assert result.stdout == ""
+
+
+def test_serve_with_an_unusable_data_dir_exits_2_naming_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    result = run_cli("serve", "--data-dir", str(blocker / "sub"))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("calabi-exporter: config error: data_dir: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_config_prints_the_effective_config_without_tokens(tmp_path: Path) -> None:
+    result = run_cli("check-config", env={"CALABI_INGEST_TOKENS": "x" * 20, "CALABI_WORKERS": "3"})
+
+    assert result.returncode == 0
+    assert '"workers": 3' in result.stdout
+    assert "x" * 20 not in result.stdout
+
+
+def test_every_option_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+
+    for option in OPTIONS:
+        assert f"`{option.key}`" in readme, option.key
+        assert f"`CALABI_{option.key.upper()}`" in readme, option.key

@@ -1,0 +1,120 @@
+"""The embedded default main job: ``calabi-exporter demo`` and its simulator."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from calabi_exporter.simulator import CONNECTIONS, backfill
+
+from .conftest import T0, free_port, parse_samples
+
+JOB_FAMILIES = [
+    "calabi_sync_jobs_total",
+    "calabi_sync_jobs_in_progress",
+    "calabi_sync_job_duration_seconds_count",
+    "calabi_sync_records_synced_total",
+    "calabi_sync_records_failed_total",
+    "calabi_sync_bytes_synced_total",
+    "calabi_sync_streams_total",
+    "calabi_sync_stream_records_synced_total",
+    "calabi_sync_stream_last_status",
+    "calabi_sync_consecutive_failures",
+    "calabi_sync_last_success_timestamp_seconds",
+    "calabi_sync_last_failure_timestamp_seconds",
+    "calabi_sync_last_job_status",
+    "calabi_sync_last_job_records_synced",
+    "calabi_sync_last_job_records_failed",
+    "calabi_sync_last_job_bytes_synced",
+    "calabi_sync_last_job_duration_seconds",
+    "calabi_sync_last_job_streams_succeeded",
+    "calabi_sync_last_job_streams_failed",
+    "calabi_sync_last_job_info",
+    "calabi_sync_oldest_job_start_timestamp_seconds",
+    "calabi_sync_connection_info",
+    "calabi_sync_failure_threshold",
+    "calabi_sync_freshness_threshold_seconds",
+]
+
+
+def families_without_a_nonzero_value(text: str) -> list[str]:
+    samples = parse_samples(text)
+    return [name for name in JOB_FAMILIES if not any(v != 0 for v in samples.family(name).values())]
+
+
+def test_demo_serves_nonzero_values_for_every_job_metric_family_within_15_seconds(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    started = time.monotonic()
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "calabi_exporter",
+            "demo",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--seed",
+            "7",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    missing = JOB_FAMILIES
+    try:
+        while time.monotonic() - started < 15 and missing:
+            with contextlib.suppress(requests.RequestException):
+                missing = families_without_a_nonzero_value(
+                    requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                )
+            time.sleep(0.25)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+
+    assert missing == []
+    assert demo.returncode == 0
+
+
+def test_the_simulator_tells_the_same_story_for_the_same_seed() -> None:
+    import random
+
+    one = backfill(CONNECTIONS, random.Random(3), now=T0)
+    two = backfill(CONNECTIONS, random.Random(3), now=T0)
+    other = backfill(CONNECTIONS, random.Random(4), now=T0)
+
+    assert [j.record for j in one] == [j.record for j in two]
+    assert [j.logs for j in one] == [j.logs for j in two]
+    assert [j.record["job_id"] for j in one] != [j.record["job_id"] for j in other]
+
+
+def test_the_simulated_history_has_every_status_and_the_products_messages() -> None:
+    import random
+
+    jobs = backfill(CONNECTIONS, random.Random(42), now=T0)
+
+    statuses = {j.record["status"] for j in jobs}
+    summaries = {j.record["error_summary"] for j in jobs}
+    lines = [line for j in jobs for line in j.logs]
+    assert statuses == {"succeeded", "failed", "cancelled"}
+    assert "Stream contacts: 401 Unauthorized — token expired" in summaries
+    assert any(line.endswith("WARN Salesforce API rate limit at 85% — throttling requests") for line in lines)
+    salesforce = next(
+        j for j in jobs if j.record["connection_name"] == "Salesforce → Snowflake" and j.record["status"] == "succeeded"
+    )
+    assert [s["status"] for s in salesforce.record["streams"]] == ["succeeded"] * 14

@@ -1,0 +1,17 @@
+"""The examples in the package's docstrings hold."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+from calabi_exporter import demo, joblogs, timeutil
+
+
+@pytest.mark.parametrize("module", [timeutil, joblogs, demo], ids=lambda m: m.__name__)
+def test_docstring_examples_hold(module: ModuleType) -> None:
+    result = doctest.testmod(module)
+
+    assert result.attempted > 0
+    assert result.failed == 0
