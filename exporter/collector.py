@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .aggregates import ConnectionAgg
 from .lifecycle import OUTCOMES
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, SUCCEEDED
 from .store import MetricsSnapshot
@@ -196,7 +197,7 @@ class SyncJobCollector(Collector):
         yield freshness_threshold
         yield from self._exporter(snap)
 
-    def _active(self, snap: MetricsSnapshot, conns: list) -> Iterator[Metric]:  # type: ignore[type-arg]
+    def _active(self, snap: MetricsSnapshot, conns: list[ConnectionAgg]) -> Iterator[Metric]:
         in_progress = GaugeMetricFamily(
             "calabi_sync_jobs_in_progress", "Jobs queued (pending) or running now.", labels=["connection", "status"]
         )

@@ -76,6 +76,7 @@ def test_a_bad_record_gets_400_naming_the_field_and_stores_nothing(
     assert response.status_code == 400
     body = response.get_json()
     assert body["field"] == field
+    assert body["error"].startswith(f"{field} ")
     assert body["rejected"] == 1
     assert store.metrics_snapshot().stored_jobs == 0
     assert store.metrics_snapshot().connections == []
@@ -149,8 +150,8 @@ def test_a_batch_stores_the_good_records_and_reports_the_bad(client: FlaskClient
         "ignored": 0,
         "rejected": 2,
         "errors": [
-            {"index": 1, "field": "records_synced", "error": "must be an integer >= 0", "job_id": "b"},
-            {"index": 3, "field": "record", "error": "must be a JSON object"},
+            {"index": 1, "field": "records_synced", "error": "records_synced must be an integer >= 0", "job_id": "b"},
+            {"index": 3, "field": "record", "error": "record must be a JSON object"},
         ],
     }
     assert store.get_job("a") is not None
@@ -166,7 +167,7 @@ def test_ndjson_reports_a_line_that_is_not_json_by_index(client: FlaskClient, st
     assert response.status_code == 200
     report = response.get_json()
     assert (report["accepted"], report["rejected"]) == (2, 1)
-    assert report["errors"] == [{"index": 1, "field": "record", "error": "line 2 is not valid JSON"}]
+    assert report["errors"] == [{"index": 1, "field": "record", "error": "record is not valid JSON (line 2)"}]
 
 
 def test_rejected_records_are_counted_by_endpoint(client: FlaskClient, store: SQLiteStore) -> None:

@@ -93,11 +93,11 @@ def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: 
     for index, record in enumerate(records):
         try:
             if isinstance(record, _BadLine):
-                raise ValidationError("record", f"line {record.number} is not valid JSON")
+                raise ValidationError("record", f"is not valid JSON (line {record.number})")
             good.append(parse(record))
             positions.append(index)
         except ValidationError as error:
-            entry: dict[str, Any] = {"index": index, "field": error.field, "error": error.message}
+            entry: dict[str, Any] = {"index": index, "field": error.field, "error": str(error)}
             if isinstance(record, dict) and isinstance(record.get("job_id"), str):
                 entry["job_id"] = record["job_id"]
             errors.append(entry)
@@ -149,7 +149,7 @@ def post_logs(job_id: str) -> tuple[Response, int]:
             lines = parse_json(read_json("lines"))
     except ValidationError as error:
         store.count_rejected("logs", 1)
-        raise ClientError(400, error.message, error.field) from None
+        raise ClientError(400, str(error), error.field) from None
     if not lines:
         raise ClientError(400, "no log lines in the request", "lines")
     try:
