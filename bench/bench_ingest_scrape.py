@@ -20,11 +20,11 @@ config: 2 workers × 8 threads) on a free loopback port and a fresh temp data di
    ``PUT /metrics/job/calabi_sync/connection/<name>`` per job, with the same
    client concurrency.
 
-The load generator runs in the same script: ``--clients`` processes (spawned,
-so the client is not bound by one GIL), each with one keep-alive
-``requests.Session`` sending requests back to back. Payloads are serialised
-before the clock starts. Client and server share the machine's cores; that is
-the stated condition, so the client's CPU share is reported too.
+The load generator is Debian's ``wrk`` (C, one thread) running
+``bench/wrk_replay.lua``: every request is serialised to a file before the
+clock starts and sent exactly once over keep-alive connections; every answer
+is checked. Client and server share the machine's cores; that is the stated
+condition, so the client's CPU share is reported too.
 
 Run from the project root::
 
@@ -42,9 +42,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import multiprocessing as mp
 import os
 import platform
+import resource
 import shlex
 import signal
 import socket
@@ -59,8 +59,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -71,9 +69,12 @@ from calabi_exporter.store import SQLiteStore
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
 PUSHGATEWAY: Final = "/usr/bin/prometheus-pushgateway"
+WRK: Final = "/usr/bin/wrk"
+EXPORTER_WORKERS: Final = 2  # the defaults of `calabi-exporter serve`
+EXPORTER_THREADS: Final = 8
+WRK_THREADS: Final = 1  # one wrk thread keeps up with these rates and leaves the server the most CPU
 T0: Final = 1_775_462_400  # 2026-04-06T08:00:00Z; all job times are after this
 STARTUP_TIMEOUT: Final = 60.0
-BARRIER_TIMEOUT: Final = 300.0
 LOAD_TIMEOUT: Final = 1800.0
 REQUEST_TIMEOUT: Final = 120.0
 
@@ -206,17 +207,15 @@ def pushgateway_body(record: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class LoadSpec:
-    """What one client process sends; request ``r`` goes to process ``r % clients``."""
+    """What the load generator sends, over ``clients`` keep-alive connections."""
 
     kind: Kind
     base_url: str
-    warmup_path: str
     requests: int
     batch_size: int
     connections: int
     tag: str
     clients: int
-    worker: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,90 +224,24 @@ class Prepared:
     path: str
     body: bytes
     content_type: str
-    records: int
-
-
-@dataclass(slots=True)
-class WorkerResult:
-    worker: int
-    sent: int = 0
-    records: int = 0
-    failed: int = 0
-    failures: list[str] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    start: float = 0.0
-    end: float = 0.0
-    cpu_seconds: float = 0.0
-    error: str | None = None
 
 
 def prepare(spec: LoadSpec) -> list[Prepared]:
-    """This worker's requests, serialised up front so the clock measures sending only."""
+    """Every request of a run, serialised before the clock starts."""
     out: list[Prepared] = []
-    for r in range(spec.worker, spec.requests, spec.clients):
+    for r in range(spec.requests):
         if spec.kind == "batch":
             jobs = [job_record(r * spec.batch_size + i, spec.tag, spec.connections) for i in range(spec.batch_size)]
             body = json.dumps({"jobs": jobs}, separators=(",", ":")).encode()
-            out.append(Prepared("POST", "/api/v1/jobs", body, "application/json", spec.batch_size))
+            out.append(Prepared("POST", "/api/v1/jobs", body, "application/json"))
         elif spec.kind == "single":
             body = json.dumps(job_record(r, spec.tag, spec.connections), separators=(",", ":")).encode()
-            out.append(Prepared("POST", "/api/v1/jobs", body, "application/json", 1))
+            out.append(Prepared("POST", "/api/v1/jobs", body, "application/json"))
         else:
             record = job_record(r, spec.tag, spec.connections)
             path = pushgateway_path(record["connection_name"])
-            out.append(Prepared("PUT", path, pushgateway_body(record), "text/plain; version=0.0.4", 1))
+            out.append(Prepared("PUT", path, pushgateway_body(record), "text/plain; version=0.0.4"))
     return out
-
-
-def check_response(spec: LoadSpec, item: Prepared, response: requests.Response) -> str | None:
-    """Why a response counts as failed, or None."""
-    if spec.kind == "push":
-        return None if response.status_code in (200, 202) else f"HTTP {response.status_code}: {response.text[:200]}"
-    if response.status_code != 200:
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-    body = response.json()
-    if body.get("accepted") != item.records:
-        return f"accepted {body.get('accepted')} of {item.records}: {response.text[:200]}"
-    return None
-
-
-def load_worker(spec: LoadSpec, barrier: Barrier, results: Queue[WorkerResult]) -> None:
-    """One client process: prepare, connect, wait for the others, send everything back to back."""
-    result = WorkerResult(worker=spec.worker)
-    try:
-        items = prepare(spec)
-        session = requests.Session()
-        session.get(spec.base_url + spec.warmup_path, timeout=REQUEST_TIMEOUT).raise_for_status()
-        barrier.wait(timeout=BARRIER_TIMEOUT)
-        cpu_start = time.process_time()
-        result.start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes on Linux
-        for item in items:
-            sent = time.perf_counter()
-            try:
-                response = session.request(
-                    item.method,
-                    spec.base_url + item.path,
-                    data=item.body,
-                    headers={"Content-Type": item.content_type},
-                    timeout=REQUEST_TIMEOUT,
-                )
-                problem = check_response(spec, item, response)
-            except requests.RequestException as error:
-                problem = repr(error)
-            result.latencies.append(time.perf_counter() - sent)
-            result.sent += 1
-            if problem is None:
-                result.records += item.records
-            else:
-                result.failed += 1
-                if len(result.failures) < 5:
-                    result.failures.append(problem)
-        result.end = time.perf_counter()
-        result.cpu_seconds = time.process_time() - cpu_start
-    except BaseException as error:  # reported to the parent, which fails the run
-        result.error = repr(error)
-        barrier.abort()
-    results.put(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,52 +266,87 @@ class LoadResult:
         return self.records / self.seconds
 
 
-def run_load(spec: LoadSpec, server_pid: int) -> LoadResult:
-    """Run ``spec.clients`` client processes against a server and merge their results."""
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(spec.clients + 1)
-    queue: Queue[WorkerResult] = ctx.Queue()
-    processes = [
-        ctx.Process(target=load_worker, args=(replace(spec, worker=w), barrier, queue), daemon=True)
-        for w in range(spec.clients)
+def write_requests(path: Path, items: Sequence[Prepared]) -> None:
+    """The request file ``wrk_replay.lua`` reads: one tab-separated request per line."""
+    with path.open("wb") as out:
+        for item in items:
+            body = item.body.replace(b"\n", b"\x1e")
+            if b"\t" in body or b"\x1e" in item.body:
+                raise ValueError("request bodies must not contain tabs or \\x1e")
+            out.write(f"{item.method}\t{item.path}\t{item.content_type}\t".encode() + body + b"\n")
+
+
+def run_wrk(argv: Sequence[str]) -> str:
+    """Run wrk until each of its threads has printed THREAD_DONE, then SIGINT it for its summary."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    done = 0
+    for line in process.stdout:  # ends when wrk exits: after SIGINT, its -d window, or a crash
+        lines.append(line)
+        if line.strip() == "THREAD_DONE":
+            done += 1
+            if done == WRK_THREADS:
+                process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited with {process.returncode}: {''.join(lines)[-800:]}")
+    return "".join(lines)
+
+
+def run_load(spec: LoadSpec, server_pid: int, workdir: Path) -> LoadResult:
+    """Send every request of ``spec`` once with wrk; its client CPU comes from the child's rusage."""
+    requests_file = workdir / f"requests-{spec.kind}-{spec.tag}.txt"
+    write_requests(requests_file, prepare(spec))
+    ok_statuses, expect = ("200,202", None) if spec.kind == "push" else ("200", "accepted")
+    argv = [
+        WRK,
+        "--threads",
+        str(WRK_THREADS),
+        "--connections",
+        str(spec.clients),
+        "--duration",
+        f"{LOAD_TIMEOUT:.0f}s",
+        "--timeout",
+        f"{REQUEST_TIMEOUT:.0f}s",
+        "--script",
+        str(ROOT / "bench" / "wrk_replay.lua"),
+        spec.base_url,
+        "--",
+        str(requests_file),
+        str(WRK_THREADS),
+        str(spec.batch_size),
+        ok_statuses,
+        *([expect] if expect else []),
     ]
-    for process in processes:
-        process.start()
-    results: list[WorkerResult] = []
-    try:
-        barrier.wait(timeout=BARRIER_TIMEOUT)
-        cpu_before = process_tree_cpu(server_pid)
-        deadline = time.monotonic() + LOAD_TIMEOUT
-        while len(results) < spec.clients:
-            results.append(queue.get(timeout=max(1.0, deadline - time.monotonic())))
-        server_cpu = process_tree_cpu(server_pid) - cpu_before
-    except Exception:
-        # A worker that failed before the barrier aborted it; report its error if it has one.
-        while not queue.empty() and len(results) < spec.clients:
-            results.append(queue.get(timeout=5))
-        errors = [r.error for r in results if r.error]
-        raise RuntimeError(f"load generator failed: {errors or 'timeout'}") from None
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=10)
-    errors = [r.error for r in results if r.error]
-    if errors:
-        raise RuntimeError(f"load generator failed: {errors}")
-    latencies = sorted(t for r in results for t in r.latencies)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = process_tree_cpu(server_pid)
+    stdout = run_wrk(argv)
+    server_cpu = process_tree_cpu(server_pid) - cpu_before
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    result_line = next((line for line in stdout.splitlines() if line.startswith("RESULT ")), None)
+    if result_line is None:
+        raise RuntimeError(f"wrk printed no result: {stdout[-800:]}")
+    values = dict(item.split("=", 1) for item in result_line.split()[1:])
+    failures = [line.removeprefix("FAILURE ") for line in stdout.splitlines() if line.startswith("FAILURE ")]
+    sent = int(values["sent"])
+    missing = spec.requests - sent
+    if missing:
+        failures.append(f"{missing} requests unanswered")
     return LoadResult(
         kind=spec.kind,
-        requests=sum(r.sent for r in results),
-        records=sum(r.records for r in results),
-        failed=sum(r.failed for r in results),
-        failures=[f for r in results for f in r.failures][:5],
-        seconds=max(r.end for r in results) - min(r.start for r in results),
-        client_cpu=sum(r.cpu_seconds for r in results),
+        requests=sent,
+        records=int(values["records"]),
+        failed=int(values["failed"]) + missing,
+        failures=failures,
+        seconds=float(values["seconds"]),
+        client_cpu=client_cpu,
         server_cpu=server_cpu,
-        p50_ms=1000 * latencies[len(latencies) // 2],
-        p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        p50_ms=float(values["p50_ms"]),
+        p99_ms=float(values["p99_ms"]),
     )
 
 
@@ -420,6 +388,26 @@ def process_tree_cpu(root: int) -> float:
         if fields_ is not None:
             ticks += int(fields_[11]) + int(fields_[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_workers(master: int, workers: int) -> None:
+    """Wait until gunicorn has forked every worker and they have had time to load the app.
+
+    ``/readyz`` answers as soon as one worker is up; keep-alive connections
+    opened before the others exist would all stay with that one worker.
+    """
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        children = [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and (_stat_fields(int(p.name)) or ["", ""])[1] == str(master)
+        ]
+        if len(children) >= workers:
+            time.sleep(2.0)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"gunicorn did not start {workers} workers in {STARTUP_TIMEOUT:.0f} s")
 
 
 @dataclass(slots=True)
@@ -498,9 +486,9 @@ def exporter_service(data_dir: Path, log_dir: Path, synchronous: str) -> Service
         "--data-dir",
         str(data_dir),
         "--workers",
-        "2",
+        str(EXPORTER_WORKERS),
         "--threads",
-        "8",
+        str(EXPORTER_THREADS),
     ]
     return Service(
         "calabi-exporter",
@@ -512,10 +500,12 @@ def exporter_service(data_dir: Path, log_dir: Path, synchronous: str) -> Service
     )
 
 
-def pushgateway_service(log_dir: Path) -> Service:
+def pushgateway_service(log_dir: Path, extra_args: Sequence[str] = ()) -> Service:
+    """Pushgateway in memory only: no ``--persistence.file``."""
     port = free_port()
-    argv = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-    return Service("pushgateway", argv, dict(os.environ), f"http://127.0.0.1:{port}", "/-/ready", log_dir / "pg.log")
+    argv = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *extra_args]
+    log = log_dir / f"pushgateway-{port}.log"
+    return Service("pushgateway", argv, dict(os.environ), f"http://127.0.0.1:{port}", "/-/ready", log)
 
 
 # --------------------------------------------------------------------------- scrapes
@@ -687,7 +677,7 @@ def check_load(report: Report, label: str, result: LoadResult) -> None:
 
 
 def bench_ingestion(
-    report: Report, sizes: Sizes, clients: int, synchronous: str, workdir: Path
+    report: Report, sizes: Sizes, batch_clients: int, clients: int, synchronous: str, workdir: Path
 ) -> tuple[LoadResult, LoadResult]:
     print(f"\n== ingestion, sqlite_synchronous={synchronous}", flush=True)
     data_dir = workdir / f"ingest-{synchronous}"
@@ -695,17 +685,17 @@ def bench_ingestion(
     cores = os.cpu_count() or 1
     setting = f"sync={synchronous}"
     with running(service):
+        wait_for_workers(service.pid, EXPORTER_WORKERS)
         base = LoadSpec(
             kind="batch",
             base_url=service.base_url,
-            warmup_path="/healthz",
             requests=sizes.batch_requests,
             batch_size=sizes.batch_size,
             connections=sizes.batch_connections,
             tag="b",
-            clients=clients,
+            clients=batch_clients,
         )
-        batch = run_load(base, service.pid)
+        batch = run_load(base, service.pid, workdir)
         check_load(report, f"batch ({setting})", batch)
         report.add(
             "Ingest, batches of 100",
@@ -715,9 +705,15 @@ def bench_ingestion(
             batch.records_per_s >= TARGET_BATCH_RECORDS_PER_S,
         )
         single_spec = replace(
-            base, kind="single", requests=sizes.single_requests, batch_size=1, connections=sizes.single_connections
+            base,
+            kind="single",
+            requests=sizes.single_requests,
+            batch_size=1,
+            connections=sizes.single_connections,
+            tag="s",
+            clients=clients,
         )
-        single = run_load(replace(single_spec, tag="s"), service.pid)
+        single = run_load(single_spec, service.pid, workdir)
         check_load(report, f"single ({setting})", single)
         report.add(
             "Ingest, one job per request",
@@ -747,30 +743,29 @@ def bench_ingestion(
     return batch, single
 
 
-def bench_pushgateway(report: Report, sizes: Sizes, clients: int, workdir: Path) -> LoadResult | None:
-    print("\n== pushgateway", flush=True)
-    if not Path(PUSHGATEWAY).exists():
-        report.problems.append(f"{PUSHGATEWAY} not found; Pushgateway comparison skipped")
-        return None
-    service = pushgateway_service(workdir)
+def bench_pushgateway(
+    report: Report, sizes: Sizes, clients: int, workdir: Path, extra_args: Sequence[str] = ()
+) -> LoadResult:
+    setting = " ".join(f"`{a}`" for a in extra_args) or "defaults, no persistence"
+    print(f"\n== pushgateway ({setting})", flush=True)
+    service = pushgateway_service(workdir, extra_args)
     with running(service):
         spec = LoadSpec(
             kind="push",
             base_url=service.base_url,
-            warmup_path="/-/ready",
             requests=sizes.single_requests,
             batch_size=1,
             connections=sizes.single_connections,
             tag="s",
             clients=clients,
         )
-        result = run_load(spec, service.pid)
-        check_load(report, "pushgateway", result)
+        result = run_load(spec, service.pid, workdir)
+        check_load(report, f"pushgateway ({setting})", result)
         groups = requests.get(service.base_url + "/api/v1/metrics", timeout=REQUEST_TIMEOUT).json()["data"]
         expected = min(sizes.single_connections, sizes.single_requests)
         report.add(
             "Pushgateway, one PUT per job",
-            "no persistence",
+            setting,
             f"**{result.requests_per_s:,.0f} pushes/s** ({load_row(result, os.cpu_count() or 1)});"
             f" {len(groups):,} groups held",
         )
@@ -912,30 +907,44 @@ def write_markdown(path: Path, report: Report, facts: Sequence[str], started: da
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller counts; scrape store of 100k instead of 1M jobs")
-    parser.add_argument("--clients", type=int, default=4, help="client processes, one keep-alive session each")
+    parser.add_argument("--batch-clients", type=int, default=4, help="wrk connections posting batches (default: 4)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=16,
+        help="wrk connections for single-record posts and Pushgateway pushes (default: 16)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown results file (overwritten)")
     args = parser.parse_args(argv)
-    if not 1 <= args.clients <= 64:
-        parser.error("--clients must be 1..64")
+    if not (1 <= args.clients <= 64 and 1 <= args.batch_clients <= 64):
+        parser.error("--clients and --batch-clients must be 1..64")
+    if not Path(WRK).exists():
+        parser.error(f"{WRK} not found: install Debian's wrk (apt-get install wrk)")
     sizes = QUICK if args.quick else FULL
     started = datetime.now(UTC)
     clock = time.perf_counter()
     report = Report()
     report.notes += [
-        f"Server: `calabi-exporter serve --workers 2 --threads 8` (gunicorn gthread), default config apart from"
-        f" `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`. Client: {args.clients} processes,"
-        " one keep-alive `requests.Session` each, requests sent back to back with bodies serialised beforehand;"
-        " client and server share the machine's cores.",
+        f"Server: `calabi-exporter serve --workers {EXPORTER_WORKERS} --threads {EXPORTER_THREADS}` (gunicorn"
+        " gthread), default config apart from `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`;"
+        " the load starts once every worker is up. Load generator: Debian's `wrk` (one thread) replaying"
+        " requests serialised beforehand, each sent once, with `bench/wrk_replay.lua`, over keep-alive"
+        f" connections, each with one request in flight (closed loop): {args.batch_clients} connections post the"
+        f" batches, {args.clients} the single records and the Pushgateway pushes. Client and server share the"
+        " machine's cores; a request counts as done when its answer is in, and every answer is checked (HTTP"
+        " status, and the `accepted` count for the exporter).",
         f"Batches: {sizes.batch_requests:,} requests × {sizes.batch_size} finished jobs (3 streams each,"
         f" 1 in 5 failed) over {sizes.batch_connections} connections. Single: {sizes.single_requests:,} requests,"
         f" one finished job each, over {sizes.single_connections:,} connections, posted after the batches into the"
         " same store.",
-        "CPU is user+system time of the gunicorn master and workers (from /proc) and of the client processes,"
+        "CPU is user+system time of the gunicorn master and workers (from /proc) and of wrk (its rusage),"
         " divided by the wall time: it shows how the cores were shared.",
         f"Pushgateway: the same {sizes.single_requests:,} per-job summaries (records/bytes synced, records failed,"
         " duration, streams succeeded/failed, status, finish time) as one `PUT /metrics/job/calabi_sync/"
         "connection/<name>` each (base64url path segment for names with `/` or non-ASCII), same client"
-        " concurrency.",
+        " concurrency. By default Pushgateway checks the consistency of everything it holds on every push, so"
+        " its push cost grows with the groups held (1,000 here); it is run a second time with"
+        " `--push.disable-consistency-check` to show that cost.",
         f"Scrape store: one finished job with {sizes.scrape_streams} streams per connection, then jobs without"
         f" streams added in-process with `SQLiteStore.ingest_jobs` ({sizes.bulk_batch:,} per call) up to"
         f" {sizes.scrape_big_jobs:,}; every job of a connection has the same status (1 in 4 connections failing),"
@@ -951,17 +960,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         facts = machine_facts(workdir)
         try:
-            _, single_full = bench_ingestion(report, sizes, args.clients, "full", workdir)
-            _, single_normal = bench_ingestion(report, sizes, args.clients, "normal", workdir)
-            push = bench_pushgateway(report, sizes, args.clients, workdir)
-            if push is not None:
-                for label, single in (("full", single_full), ("normal", single_normal)):
+            _, single_full = bench_ingestion(report, sizes, args.batch_clients, args.clients, "full", workdir)
+            _, single_normal = bench_ingestion(report, sizes, args.batch_clients, args.clients, "normal", workdir)
+            if Path(PUSHGATEWAY).exists():
+                push = bench_pushgateway(report, sizes, args.clients, workdir)
+                unchecked = bench_pushgateway(
+                    report, sizes, args.clients, workdir, ["--push.disable-consistency-check"]
+                )
+                for label, single, gateway, gateway_label in (
+                    ("full", single_full, push, "default"),
+                    ("normal", single_normal, push, "default"),
+                    ("full", single_full, unchecked, "no consistency check"),
+                ):
                     report.add(
                         "Exporter vs Pushgateway",
-                        f"single-record jobs/s (sync={label}) ÷ pushes/s",
-                        f"{single.requests_per_s:,.0f} / {push.requests_per_s:,.0f} ="
-                        f" **{single.requests_per_s / push.requests_per_s:.2f}×**",
+                        f"single-record jobs/s (sync={label}) ÷ pushes/s ({gateway_label})",
+                        f"{single.requests_per_s:,.0f} / {gateway.requests_per_s:,.0f} ="
+                        f" **{single.requests_per_s / gateway.requests_per_s:.2f}×**",
                     )
+            else:
+                report.problems.append(f"{PUSHGATEWAY} not found; Pushgateway comparison skipped")
             bench_scrape(report, sizes, workdir)
         except Exception as error:
             report.problems.append(f"benchmark aborted: {error}")

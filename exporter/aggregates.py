@@ -170,7 +170,10 @@ def apply_finished(
                 agg.last_failure_at = finished_at
         elif new.status == SUCCEEDED and (agg.last_success_at is None or finished_at > agg.last_success_at):
             agg.last_success_at = finished_at
-            agg.consecutive_failures = failures_after(finished_at)
+            if agg.last_failure_at is None or finished_at >= agg.last_failure_at:
+                agg.consecutive_failures = 0  # no failure after it: no need to count
+            else:
+                agg.consecutive_failures = failures_after(finished_at)
 
     if _is_latest(agg, new):
         agg.last_job_id = new.job_id

@@ -8,15 +8,17 @@ write lock serialises them; readers never wait in WAL mode).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from ..aggregates import (
     DURATION_BUCKETS,
@@ -32,14 +34,28 @@ from ..lifecycle import ACCEPTED, OUTCOMES, merge
 from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, Job, StreamResult
 from ..timeutil import Clock, system_clock
 from .base import ActiveJobs, IngestResult, LogIngestResult, MetricsSnapshot, StoreError
+from .groupcommit import GroupCommitter
 
 SCHEMA_VERSION: Final = 1
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
+LOCK_FILENAME: Final = "calabi-exporter.lock"
+_MAX_PARAMS: Final = 500  # bound parameters per statement, well below SQLite's limit
+
+T = TypeVar("T")
 
 _JOB_COLUMNS: Final = tuple(f.name for f in fields(Job) if f.name != "streams")
 _STREAM_COLUMNS: Final = tuple(f.name for f in fields(StreamResult))
 _CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg) if f.name not in ("jobs", "durations"))
-_CONNECTION_COLUMNS: Final = _CONNECTION_SCALARS + tuple(f"jobs_{s}" for s in FINISHED_STATUSES)
+_CONNECTION_COLUMNS: Final = (
+    _CONNECTION_SCALARS
+    + tuple(f"jobs_{s}" for s in FINISHED_STATUSES)
+    + tuple(column for s in FINISHED_STATUSES for column in (f"duration_counts_{s}", f"duration_sum_{s}"))
+)
+_CONNECTION_SELECT: Final = f"SELECT {', '.join(_CONNECTION_COLUMNS)} FROM connections"
+_CONNECTION_UPSERT: Final = (
+    f"INSERT OR REPLACE INTO connections ({', '.join(_CONNECTION_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_CONNECTION_COLUMNS))})"
+)
 
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS jobs (
@@ -94,15 +110,8 @@ CREATE TABLE IF NOT EXISTS connections (
     last_job_records_synced INTEGER, last_job_records_failed INTEGER, last_job_bytes_synced INTEGER,
     last_job_duration_seconds REAL, last_job_streams_succeeded INTEGER, last_job_streams_failed INTEGER,
     last_job_error_summary TEXT, last_job_url TEXT,
-    {", ".join(f"jobs_{s} INTEGER NOT NULL" for s in FINISHED_STATUSES)}
-);
-
-CREATE TABLE IF NOT EXISTS durations (
-    connection TEXT NOT NULL,
-    status TEXT NOT NULL,
-    counts TEXT NOT NULL,
-    total REAL NOT NULL,
-    PRIMARY KEY (connection, status)
+    {", ".join(f"jobs_{s} INTEGER NOT NULL" for s in FINISHED_STATUSES)},
+    {", ".join(f"duration_counts_{s} TEXT, duration_sum_{s} REAL" for s in FINISHED_STATUSES)}
 );
 
 CREATE TABLE IF NOT EXISTS stream_aggs (
@@ -153,7 +162,6 @@ class _Transaction:
         self.now = now
         self.connections: dict[str, ConnectionAgg] = {}
         self.streams: dict[tuple[str, str], StreamAgg] = {}
-        self.touched_histograms: set[tuple[str, str]] = set()
         self.new_jobs = 0
 
     def load_job(self, job_id: str) -> Job | None:
@@ -192,33 +200,24 @@ class _Transaction:
     def connection(self, name: str) -> ConnectionAgg:
         agg = self.connections.get(name)
         if agg is None:
-            row = self.db.execute("SELECT * FROM connections WHERE connection = ?", (name,)).fetchone()
-            if row is None:
-                agg = ConnectionAgg(connection=name, first_seen=self.now)
-            else:
-                agg = _connection_from_row(row)
-                for status, counts, total in self.db.execute(
-                    "SELECT status, counts, total FROM durations WHERE connection = ?", (name,)
-                ):
-                    agg.durations[status] = _histogram(counts, total)
+            row = self.db.execute(_CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
+            agg = ConnectionAgg(connection=name, first_seen=self.now) if row is None else _connection_from_row(row)
             self.connections[name] = agg
         return agg
 
     def stream_aggs(self, connection: str, names: Sequence[str]) -> dict[str, StreamAgg]:
-        out: dict[str, StreamAgg] = {}
-        for name in names:
-            key = (connection, name)
-            agg = self.streams.get(key)
-            if agg is None:
-                row = self.db.execute(
-                    "SELECT records_synced, last_status, last_finished_at FROM stream_aggs"
-                    " WHERE connection = ? AND stream = ?",
-                    key,
-                ).fetchone()
-                agg = StreamAgg(connection, name) if row is None else StreamAgg(connection, name, *row)
-                self.streams[key] = agg
-            out[name] = agg
-        return out
+        missing = [name for name in names if (connection, name) not in self.streams]
+        for start in range(0, len(missing), _MAX_PARAMS):
+            chunk = missing[start : start + _MAX_PARAMS]
+            for name in chunk:
+                self.streams[(connection, name)] = StreamAgg(connection, name)
+            for row in self.db.execute(
+                "SELECT stream, records_synced, last_status, last_finished_at FROM stream_aggs"
+                f" WHERE connection = ? AND stream IN ({', '.join('?' * len(chunk))})",
+                (connection, *chunk),
+            ):
+                self.streams[(connection, row[0])] = StreamAgg(connection, *row)
+        return {name: self.streams[(connection, name)] for name in names}
 
     def failures_after(self, connection: str, moment: float) -> int:
         row = self.db.execute(
@@ -228,17 +227,8 @@ class _Transaction:
         return int(row[0])
 
     def flush(self, endpoint: str, counts: dict[str, int]) -> None:
-        for agg in self.connections.values():
-            self.db.execute(
-                f"INSERT OR REPLACE INTO connections ({', '.join(_CONNECTION_COLUMNS)})"
-                f" VALUES ({', '.join('?' * len(_CONNECTION_COLUMNS))})",
-                (*(getattr(agg, name) for name in _CONNECTION_SCALARS), *(agg.jobs[s] for s in FINISHED_STATUSES)),
-            )
-            for status, histogram in agg.durations.items():
-                self.db.execute(
-                    "INSERT OR REPLACE INTO durations (connection, status, counts, total) VALUES (?, ?, ?, ?)",
-                    (agg.connection, status, ",".join(map(str, histogram.counts)), histogram.total),
-                )
+        if self.connections:
+            self.db.executemany(_CONNECTION_UPSERT, [_connection_row(agg) for agg in self.connections.values()])
         if self.streams:
             self.db.executemany(
                 "INSERT OR REPLACE INTO stream_aggs (connection, stream, records_synced, last_status,"
@@ -261,6 +251,19 @@ def _count_ingest(db: sqlite3.Connection, endpoint: str, counts: dict[str, int])
     )
 
 
+@contextmanager
+def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
+    """One request inside a shared transaction: undone alone when it fails."""
+    db.execute("SAVEPOINT request")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO request")
+        db.execute("RELEASE request")
+        raise
+    db.execute("RELEASE request")
+
+
 def _histogram(counts: str, total: float) -> Histogram:
     values = [int(c) for c in counts.split(",")]
     if len(values) != len(DURATION_BUCKETS) + 1:
@@ -268,10 +271,35 @@ def _histogram(counts: str, total: float) -> Histogram:
     return Histogram(values, total)
 
 
-def _connection_from_row(row: sqlite3.Row) -> ConnectionAgg:
-    agg = ConnectionAgg(**{name: row[name] for name in _CONNECTION_SCALARS})
-    agg.jobs = {status: row[f"jobs_{status}"] for status in FINISHED_STATUSES}
+_SCALARS_END: Final = len(_CONNECTION_SCALARS)
+_JOBS_END: Final = _SCALARS_END + len(FINISHED_STATUSES)
+
+
+def _connection_from_row(row: Sequence[object]) -> ConnectionAgg:
+    """A ``connections`` row, columns in ``_CONNECTION_COLUMNS`` order."""
+    row = tuple(row)
+    agg = ConnectionAgg(**dict(zip(_CONNECTION_SCALARS, row[:_SCALARS_END], strict=True)))  # type: ignore[arg-type]
+    agg.jobs = dict(zip(FINISHED_STATUSES, row[_SCALARS_END:_JOBS_END], strict=True))  # type: ignore[arg-type]
+    for index, status in enumerate(FINISHED_STATUSES):
+        counts, total = row[_JOBS_END + 2 * index], row[_JOBS_END + 2 * index + 1]
+        if counts is not None:
+            agg.durations[status] = _histogram(str(counts), float(total))  # type: ignore[arg-type]
     return agg
+
+
+def _connection_row(agg: ConnectionAgg) -> tuple[object, ...]:
+    durations: list[object] = []
+    for status in FINISHED_STATUSES:
+        histogram = agg.durations.get(status)
+        if histogram is None:
+            durations += (None, None)
+        else:
+            durations += (",".join(map(str, histogram.counts)), histogram.total)
+    return (
+        *(getattr(agg, name) for name in _CONNECTION_SCALARS),
+        *(agg.jobs[s] for s in FINISHED_STATUSES),
+        *durations,
+    )
 
 
 def _dedup_key(job_id: str, line: LogLine, occurrence: int) -> str | None:
@@ -302,6 +330,8 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
+        self._lock_fds: list[int] = []
+        self._group = GroupCommitter(self._write, _savepoint)
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +349,9 @@ class SQLiteStore:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            # check_same_thread off only so that close() may close every thread's connection;
+            # each connection is still used by the one thread that opened it.
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
@@ -329,16 +361,39 @@ class SQLiteStore:
                 self._all.append(db)
         return db
 
+    def _lock_fd(self) -> int:
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            fd = os.open(self.path.with_name(LOCK_FILENAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._local.lock_fd = fd
+            with self._lock:
+                self._lock_fds.append(fd)
+        return fd
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, writers queued on an ``flock`` first.
+
+        SQLite's own busy handler polls with sleeps of up to 100 ms, so under
+        many concurrent writers most of the time goes to sleeping on a lock
+        that is already free. A blocking ``flock`` on a file next to the
+        database (one open file per thread, so it excludes threads as well as
+        worker processes) wakes the next writer as soon as the last commits;
+        ``BEGIN IMMEDIATE`` then finds the database free.
+        """
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+        fd = self._lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -350,39 +405,41 @@ class SQLiteStore:
             db.execute("COMMIT")
 
     def ingest_jobs(self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0) -> IngestResult:
-        result = IngestResult()
+        def work(db: sqlite3.Connection) -> IngestResult:
+            result = IngestResult()
+            tx = _Transaction(db, self._clock())
+            for job in jobs:
+                existing = tx.load_job(job.job_id)
+                outcome, merged = merge(existing, job, tx.now)
+                result.outcomes.append(outcome)
+                if outcome != ACCEPTED:
+                    continue
+                tx.save_job(merged, is_new=existing is None)
+                name = merged.connection_name
+                agg = tx.connection(name)
+                if job.connection_name == name:
+                    update_connection_metadata(agg, job)
+                if merged.finished:
+                    apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
+                    if merged.streams:
+                        streams = tx.stream_aggs(name, [s.name for s in merged.streams])
+                        apply_finished_streams(streams, existing, merged)
+            counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
+            counts["rejected"] += rejected
+            tx.flush(endpoint, counts)
+            return result
+
+        return self._submit(work)
+
+    def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run one request's writes atomically and durably (see :mod:`.groupcommit`)."""
         try:
-            with self._write() as db:
-                tx = _Transaction(db, self._clock())
-                for job in jobs:
-                    existing = tx.load_job(job.job_id)
-                    outcome, merged = merge(existing, job, tx.now)
-                    result.outcomes.append(outcome)
-                    if outcome != ACCEPTED:
-                        continue
-                    tx.save_job(merged, is_new=existing is None)
-                    name = merged.connection_name
-                    agg = tx.connection(name)
-                    if job.connection_name == name:
-                        update_connection_metadata(agg, job)
-                    if merged.finished:
-                        apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
-                        if merged.streams:
-                            streams = tx.stream_aggs(name, [s.name for s in merged.streams])
-                            apply_finished_streams(streams, existing, merged)
-                counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
-                counts["rejected"] += rejected
-                tx.flush(endpoint, counts)
+            return self._group.submit(work)
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
-        return result
 
     def count_rejected(self, endpoint: str, count: int) -> None:
-        try:
-            with self._write() as db:
-                _count_ingest(db, endpoint, {"rejected": count})
-        except sqlite3.Error as error:
-            raise StoreError(str(error)) from error
+        self._submit(lambda db: _count_ingest(db, endpoint, {"rejected": count}))
 
     def get_job(self, job_id: str) -> Job | None:
         with self._read() as db:
@@ -397,21 +454,21 @@ class SQLiteStore:
             seen[identity] = seen.get(identity, -1) + 1
             key = _dedup_key(job_id, line, seen[identity])
             rows.append((job_id, line.timestamp, now, line.level, line.message, line.stream, key))
-        try:
-            with self._write() as db:
-                if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
-                    raise KeyError(job_id)
-                before = db.total_changes
-                db.executemany(
-                    "INSERT OR IGNORE INTO log_lines (job_id, timestamp, received_at, level, message, stream,"
-                    " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                accepted = db.total_changes - before
-                _count_ingest(db, "logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
-        except sqlite3.Error as error:
-            raise StoreError(str(error)) from error
-        return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
+
+        def work(db: sqlite3.Connection) -> LogIngestResult:
+            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
+                raise KeyError(job_id)
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO log_lines (job_id, timestamp, received_at, level, message, stream,"
+                " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            accepted = db.total_changes - before
+            _count_ingest(db, "logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
+            return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
+
+        return self._submit(work)
 
     def log_lines(self, job_id: str) -> list[LogLine]:
         with self._read() as db:
@@ -425,13 +482,7 @@ class SQLiteStore:
     def metrics_snapshot(self) -> MetricsSnapshot:
         try:
             with self._read() as db:
-                connections = {
-                    row["connection"]: _connection_from_row(row) for row in db.execute("SELECT * FROM connections")
-                }
-                for name, status, counts, total in db.execute(
-                    "SELECT connection, status, counts, total FROM durations"
-                ):
-                    connections[name].durations[status] = _histogram(counts, total)
+                connections = [_connection_from_row(row) for row in db.execute(_CONNECTION_SELECT)]
                 streams = [
                     StreamAgg(*row)
                     for row in db.execute(
@@ -449,7 +500,7 @@ class SQLiteStore:
                 stored = db.execute("SELECT value FROM meta WHERE key = 'stored_jobs'").fetchone()[0]
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
-        return MetricsSnapshot(list(connections.values()), streams, active, ingest, int(stored))
+        return MetricsSnapshot(connections, streams, active, ingest, int(stored))
 
     def check_ready(self) -> None:
         try:
@@ -463,4 +514,7 @@ class SQLiteStore:
             for db in self._all:
                 db.close()
             self._all.clear()
+            for fd in self._lock_fds:
+                os.close(fd)
+            self._lock_fds.clear()
         self._local = threading.local()
