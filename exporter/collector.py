@@ -21,6 +21,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    Sample,
 )
 from prometheus_client.registry import Collector
 
@@ -227,11 +228,27 @@ class SyncJobCollector(Collector):
             "1 for the stream's latest status, 0 for the others.",
             labels=["connection", "stream", "status"],
         )
+        # The largest families (connections × streams): samples are appended
+        # directly, skipping add_metric's per-sample label checks; the label
+        # names are the family's own.
+        records_samples, last_samples = records.samples, last.samples
         for s in sorted(snap.streams, key=lambda s: (s.connection, s.stream)):
-            records.add_metric([s.connection, s.stream], s.records_synced)
+            records_samples.append(
+                Sample(
+                    "calabi_sync_stream_records_synced_total",
+                    {"connection": s.connection, "stream": s.stream},
+                    s.records_synced,
+                )
+            )
             if s.last_status is not None:
                 for status in STREAM_STATUSES:
-                    last.add_metric([s.connection, s.stream, status], 1.0 if s.last_status == status else 0.0)
+                    last_samples.append(
+                        Sample(
+                            "calabi_sync_stream_last_status",
+                            {"connection": s.connection, "stream": s.stream, "status": status},
+                            1.0 if s.last_status == status else 0.0,
+                        )
+                    )
         yield records
         yield last
 

@@ -12,7 +12,9 @@ header, is left to the library.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import cast
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
@@ -70,8 +72,9 @@ def render_text(registry: Collector) -> bytes:
         help_text = _escape_help(metric.documentation)
         out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
         deferred: dict[str, list[str]] = {}
+        om_names = {metric.name + s: s for s in _OM_SUFFIXES}
         for sample in metric.samples:
-            suffix = next((s for s in _OM_SUFFIXES if sample.name == metric.name + s), None)
+            suffix = om_names.get(sample.name)
             rendered = line(sample.name, sample.labels, sample.value, sample.timestamp)
             if suffix is None:
                 out.append(rendered)
@@ -86,6 +89,26 @@ def render_text(registry: Collector) -> bytes:
 def render(registry: Collector, accept: str | None) -> tuple[bytes, str]:
     """Body and content type for a scrape with the given ``Accept`` header."""
     encoder, content_type = choose_encoder(accept or "")
-    if content_type.startswith("application/openmetrics-text"):
-        return encoder(registry), content_type
-    return render_text(registry), CONTENT_TYPE_PLAIN_0_0_4
+    with _gc_paused():
+        if content_type.startswith("application/openmetrics-text"):
+            return encoder(registry), content_type
+        return render_text(registry), CONTENT_TYPE_PLAIN_0_0_4
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a scrape.
+
+    A large scrape allocates a few hundred thousand short-lived objects (one
+    sample, label dict and line each) and none of them form cycles, yet the
+    allocations alone trigger collections that re-walk every live object: a
+    quarter of the render time. Reference counting frees them as usual.
+    """
+    if not gc.isenabled():  # another scrape in this process paused it and will resume it
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
