@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -57,6 +58,16 @@ _CONNECTION_UPSERT: Final = (
     f" VALUES ({', '.join('?' * len(_CONNECTION_COLUMNS))})"
 )
 
+_job_values: Final = attrgetter(*_JOB_COLUMNS)
+_stream_values: Final = attrgetter(*_STREAM_COLUMNS)
+_connection_values: Final = attrgetter(*_CONNECTION_SCALARS)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -71,11 +82,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_by_connection_status_finish
-    ON jobs (connection_name, status, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_failed_by_connection
+    ON jobs (connection_name, finished_at) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS jobs_active
     ON jobs (status, connection_name, active_since) WHERE status IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at);
 
 CREATE TABLE IF NOT EXISTS streams (
     job_id TEXT NOT NULL,
@@ -84,7 +94,7 @@ CREATE TABLE IF NOT EXISTS streams (
     status TEXT, records_synced INTEGER, records_failed INTEGER, bytes_synced INTEGER,
     duration_seconds REAL, error TEXT,
     PRIMARY KEY (job_id, name)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS log_lines (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,19 +131,19 @@ CREATE TABLE IF NOT EXISTS stream_aggs (
     last_status TEXT,
     last_finished_at REAL,
     PRIMARY KEY (connection, stream)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS ingest_counts (
     endpoint TEXT NOT NULL,
     outcome TEXT NOT NULL,
     count INTEGER NOT NULL,
     PRIMARY KEY (endpoint, outcome)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('stored_jobs', 0);
 """
 
@@ -162,7 +172,29 @@ class _Transaction:
         self.now = now
         self.connections: dict[str, ConnectionAgg] = {}
         self.streams: dict[tuple[str, str], StreamAgg] = {}
+        self.known_missing: set[str] = set()  # connections a prefetch found absent
         self.new_jobs = 0
+
+    def prefetch(self, jobs: Sequence[Job]) -> None:
+        """Read the aggregates a batch touches with a few queries instead of a few per job."""
+        names = list(dict.fromkeys(job.connection_name for job in jobs if job.connection_name not in self.connections))
+        for chunk in _chunks(names, _MAX_PARAMS):
+            for row in self.db.execute(
+                _CONNECTION_SELECT + f" WHERE connection IN ({', '.join('?' * len(chunk))})", chunk
+            ):
+                agg = _connection_from_row(row)
+                self.connections[agg.connection] = agg
+            self.known_missing.update(name for name in chunk if name not in self.connections)
+        pairs = list(dict.fromkeys((job.connection_name, s.name) for job in jobs if job.finished for s in job.streams))
+        for pairs_chunk in _chunks([p for p in pairs if p not in self.streams], _MAX_PARAMS // 2):
+            for pair in pairs_chunk:
+                self.streams[pair] = StreamAgg(*pair)
+            for row in self.db.execute(
+                "SELECT connection, stream, records_synced, last_status, last_finished_at FROM stream_aggs"
+                f" WHERE (connection, stream) IN (VALUES {', '.join(['(?, ?)'] * len(pairs_chunk))})",
+                [value for pair in pairs_chunk for value in pair],
+            ):
+                self.streams[(row[0], row[1])] = StreamAgg(*row)
 
     def load_job(self, job_id: str) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -172,8 +204,7 @@ class _Transaction:
         return _job_from_row(row, streams)
 
     def save_job(self, job: Job, *, is_new: bool) -> None:
-        values = [getattr(job, name) for name in _JOB_COLUMNS]
-        values.append(_active_since(job, self.now))
+        values = [*_job_values(job), _active_since(job, self.now)]
         if is_new:
             self.new_jobs += 1
             self.db.execute(
@@ -191,19 +222,20 @@ class _Transaction:
             self.db.executemany(
                 f"INSERT OR REPLACE INTO streams (job_id, position, {', '.join(_STREAM_COLUMNS)})"
                 f" VALUES (?, ?, {', '.join('?' * len(_STREAM_COLUMNS))})",
-                [
-                    (job.job_id, position, *(getattr(s, name) for name in _STREAM_COLUMNS))
-                    for position, s in enumerate(job.streams)
-                ],
+                [(job.job_id, position, *_stream_values(s)) for position, s in enumerate(job.streams)],
             )
 
     def connection(self, name: str) -> ConnectionAgg:
         agg = self.connections.get(name)
         if agg is None:
-            row = self.db.execute(_CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
+            row = None if name in self.known_missing else self._connection_row(name)
             agg = ConnectionAgg(connection=name, first_seen=self.now) if row is None else _connection_from_row(row)
             self.connections[name] = agg
         return agg
+
+    def _connection_row(self, name: str) -> Sequence[object] | None:
+        row: Sequence[object] | None = self.db.execute(_CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
+        return row
 
     def stream_aggs(self, connection: str, names: Sequence[str]) -> dict[str, StreamAgg]:
         missing = [name for name in names if (connection, name) not in self.streams]
@@ -221,8 +253,9 @@ class _Transaction:
 
     def failures_after(self, connection: str, moment: float) -> int:
         row = self.db.execute(
-            "SELECT count(*) FROM jobs WHERE connection_name = ? AND status = ? AND finished_at > ?",
-            (connection, FAILED, moment),
+            # status as a literal, so that the partial index of failed jobs applies
+            f"SELECT count(*) FROM jobs WHERE connection_name = ? AND status = '{FAILED}' AND finished_at > ?",
+            (connection, moment),
         ).fetchone()
         return int(row[0])
 
@@ -295,11 +328,7 @@ def _connection_row(agg: ConnectionAgg) -> tuple[object, ...]:
             durations += (None, None)
         else:
             durations += (",".join(map(str, histogram.counts)), histogram.total)
-    return (
-        *(getattr(agg, name) for name in _CONNECTION_SCALARS),
-        *(agg.jobs[s] for s in FINISHED_STATUSES),
-        *durations,
-    )
+    return (*_connection_values(agg), *(agg.jobs[s] for s in FINISHED_STATUSES), *durations)
 
 
 def _dedup_key(job_id: str, line: LogLine, occurrence: int) -> str | None:
@@ -408,6 +437,8 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> IngestResult:
             result = IngestResult()
             tx = _Transaction(db, self._clock())
+            if len(jobs) > 1:
+                tx.prefetch(jobs)
             for job in jobs:
                 existing = tx.load_job(job.job_id)
                 outcome, merged = merge(existing, job, tx.now)
