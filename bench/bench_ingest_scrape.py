@@ -28,7 +28,7 @@ condition, so the client's CPU share is reported too.
 
 Run from the project root::
 
-    .venv/bin/python bench/bench_ingest_scrape.py           # full run (~5-10 min on 2 cores)
+    .venv/bin/python bench/bench_ingest_scrape.py           # full run (~12 min on 2 cores, most of it Pushgateway)
     .venv/bin/python bench/bench_ingest_scrape.py --quick   # smaller counts (~2 min)
 
 Results are printed as a Markdown table and written to ``docs/benchmarks.md``
