@@ -26,7 +26,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self._options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
         return self._factory()
@@ -49,6 +50,9 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         # Large log batches arrive as long lines of text/plain bodies; header
         # limits stay at gunicorn's defaults.
         "preload_app": False,
+        # gunicorn ≥ 25 opens a control socket at one path per user ($HOME/.gunicorn); several
+        # exporters on one host (or a read-only home in a container) would trip over it.
+        "control_socket_disable": True,
     }
 
 
