@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .model import ValidationError, check_utf8
+from .redact import redact
 from .timeutil import parse_rfc3339
 
 LEVELS: Final = ("DEBUG", "INFO", "WARN", "ERROR")
@@ -79,7 +80,7 @@ def _message(value: Any, where: str) -> str:
     check_utf8(value, where)
     if len(value) > MAX_MESSAGE:
         raise ValidationError(where, f"must be at most {MAX_MESSAGE} characters")
-    return value
+    return redact(value)
 
 
 def parse_text(body: str) -> list[LogLine]:

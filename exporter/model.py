@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from .redact import redact_optional
 from .timeutil import parse_rfc3339
 
 PENDING: Final = "pending"
@@ -266,7 +267,7 @@ def _stream(data: Any, index: int) -> StreamResult:
             records_failed=_count(data, "records_failed"),
             bytes_synced=_count(data, "bytes_synced"),
             duration_seconds=_seconds(data, "duration_seconds"),
-            error=_string(data, "error", MAX_TEXT),
+            error=redact_optional(_string(data, "error", MAX_TEXT)),
         )
     except ValidationError as error:
         raise _prefixed(error, where) from None
@@ -344,8 +345,8 @@ def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict:
         duration_seconds=_seconds(data, "duration_seconds"),
         streams_succeeded=_count(data, "streams_succeeded"),
         streams_failed=_count(data, "streams_failed"),
-        error_summary=_string(data, "error_summary", MAX_TEXT),
-        job_url=_string(data, "job_url", 2048),
+        error_summary=redact_optional(_string(data, "error_summary", MAX_TEXT)),
+        job_url=redact_optional(_string(data, "job_url", 2048)),
         streams=streams,
     )
     return job.with_derived_fields()
