@@ -28,11 +28,13 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .aggregates import ConnectionAgg
 from .lifecycle import OUTCOMES
+from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, SUCCEEDED
 from .store import MetricsSnapshot
 
 STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
 INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook")
+LOG_LEVELS: Final = ("info", "warn", "error", "debug")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,7 @@ class SyncJobCollector(Collector):
         yield info
         yield failure_threshold
         yield freshness_threshold
+        yield from self._logs(snap, conns)
         yield from self._exporter(snap)
 
     def _active(self, snap: MetricsSnapshot, conns: list[ConnectionAgg]) -> Iterator[Metric]:
@@ -251,6 +254,34 @@ class SyncJobCollector(Collector):
                     )
         yield records
         yield last
+
+    def _logs(self, snap: MetricsSnapshot, conns: list[ConnectionAgg]) -> Iterator[Metric]:
+        lines = CounterMetricFamily(
+            "calabi_sync_log_lines", "Job log lines stored, by level.", labels=["connection", "level"]
+        )
+        errors = CounterMetricFamily(
+            "calabi_sync_errors",
+            "Errors by kind, from ERROR log lines and from failed jobs' error summaries (one each).",
+            labels=["connection", "kind"],
+        )
+        usage = GaugeMetricFamily(
+            "calabi_sync_rate_limit_usage_ratio",
+            "Latest share of the source API's rate limit a log line reported as used (0 to 1).",
+            labels=["connection"],
+        )
+        counts = snap.log_counts
+        for c in conns:
+            name = c.connection
+            for level in LOG_LEVELS:
+                lines.add_metric([name, level], counts.get((name, "level", level), 0))
+            for kind in ERROR_KINDS:
+                errors.add_metric([name, kind], counts.get((name, "error", kind), 0))
+            ratio = snap.rate_limits.get(name)
+            if ratio is not None:
+                usage.add_metric([name], ratio)
+        yield lines
+        yield errors
+        yield usage
 
     def _exporter(self, snap: MetricsSnapshot) -> Iterator[Metric]:
         build = GaugeMetricFamily("calabi_exporter_build_info", "Exporter version (always 1).", labels=["version"])

@@ -40,6 +40,9 @@ JOB_FAMILIES = [
     "calabi_sync_connection_info",
     "calabi_sync_failure_threshold",
     "calabi_sync_freshness_threshold_seconds",
+    "calabi_sync_log_lines_total",
+    "calabi_sync_errors_total",
+    "calabi_sync_rate_limit_usage_ratio",
 ]
 
 

@@ -50,6 +50,9 @@ class MetricsSnapshot:
     active: list[ActiveJobs]
     ingest_counts: dict[tuple[str, str], int]
     stored_jobs: int
+    # (connection, family, key) -> count; family "level" (key: info/warn/error/debug) or "error" (key: kind)
+    log_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    rate_limits: dict[str, float] = field(default_factory=dict)  # connection -> latest usage ratio
 
 
 class Store(Protocol):

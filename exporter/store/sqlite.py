@@ -32,6 +32,7 @@ from ..aggregates import (
 )
 from ..joblogs import LogLine
 from ..lifecycle import ACCEPTED, OUTCOMES, merge
+from ..logsignals import classify_error, rate_limit_ratio
 from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, Job, StreamResult
 from ..timeutil import Clock, system_clock
 from .base import ActiveJobs, IngestResult, LogIngestResult, MetricsSnapshot, StoreError
@@ -40,6 +41,8 @@ from .groupcommit import GroupCommitter
 SCHEMA_VERSION: Final = 1
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
+LEVEL_FAMILY: Final = "level"  # log_counts.family: lines by level
+ERROR_FAMILY: Final = "error"  # log_counts.family: errors by kind
 _MAX_PARAMS: Final = 500  # bound parameters per statement, well below SQLite's limit
 
 T = TypeVar("T")
@@ -140,6 +143,20 @@ CREATE TABLE IF NOT EXISTS ingest_counts (
     PRIMARY KEY (endpoint, outcome)
 ) WITHOUT ROWID;
 
+CREATE TABLE IF NOT EXISTS log_counts (
+    connection TEXT NOT NULL,
+    family TEXT NOT NULL,
+    key TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (connection, family, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rate_limits (
+    connection TEXT PRIMARY KEY,
+    ratio REAL NOT NULL,
+    seen_at REAL NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -173,6 +190,7 @@ class _Transaction:
         self.connections: dict[str, ConnectionAgg] = {}
         self.streams: dict[tuple[str, str], StreamAgg] = {}
         self.known_missing: set[str] = set()  # connections a prefetch found absent
+        self.errors: dict[str, dict[tuple[str, str], int]] = {}
         self.new_jobs = 0
 
     def prefetch(self, jobs: Sequence[Job]) -> None:
@@ -251,6 +269,10 @@ class _Transaction:
                 self.streams[(connection, row[0])] = StreamAgg(connection, *row)
         return {name: self.streams[(connection, name)] for name in names}
 
+    def count_error(self, connection: str, kind: str) -> None:
+        counts = self.errors.setdefault(connection, {})
+        counts[(ERROR_FAMILY, kind)] = counts.get((ERROR_FAMILY, kind), 0) + 1
+
     def failures_after(self, connection: str, moment: float) -> int:
         row = self.db.execute(
             # status as a literal, so that the partial index of failed jobs applies
@@ -271,9 +293,26 @@ class _Transaction:
                     for a in self.streams.values()
                 ],
             )
+        for connection, errors in self.errors.items():
+            _add_log_counts(self.db, connection, errors)
         if self.new_jobs:
             self.db.execute("UPDATE meta SET value = value + ? WHERE key = 'stored_jobs'", (self.new_jobs,))
         _count_ingest(self.db, endpoint, counts)
+
+
+def _new_failure_summary(old: Job | None, new: Job) -> bool:
+    """Whether ``new`` makes a failed job's error summary known for the first time."""
+    if new.status != FAILED or not new.error_summary:
+        return False
+    return old is None or old.status != FAILED or not old.error_summary
+
+
+def _add_log_counts(db: sqlite3.Connection, connection: str, counts: dict[tuple[str, str], int]) -> None:
+    db.executemany(
+        "INSERT INTO log_counts (connection, family, key, count) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (connection, family, key) DO UPDATE SET count = count + excluded.count",
+        [(connection, family, key, n) for (family, key), n in counts.items()],
+    )
 
 
 def _count_ingest(db: sqlite3.Connection, endpoint: str, counts: dict[str, int]) -> None:
@@ -452,6 +491,8 @@ class SQLiteStore:
                     update_connection_metadata(agg, job)
                 if merged.finished:
                     apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
+                    if _new_failure_summary(existing, merged):
+                        tx.count_error(name, classify_error(merged.error_summary or ""))
                     if merged.streams:
                         streams = tx.stream_aggs(name, [s.name for s in merged.streams])
                         apply_finished_streams(streams, existing, merged)
@@ -487,15 +528,41 @@ class SQLiteStore:
             rows.append((job_id, line.timestamp, now, line.level, line.message, line.stream, key))
 
         def work(db: sqlite3.Connection) -> LogIngestResult:
-            if db.execute("SELECT 1 FROM jobs WHERE job_id = ?", (job_id,)).fetchone() is None:
+            job = db.execute("SELECT connection_name FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if job is None:
                 raise KeyError(job_id)
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO log_lines (job_id, timestamp, received_at, level, message, stream,"
-                " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            accepted = db.total_changes - before
+            connection = job[0]
+            counts: dict[tuple[str, str], int] = {}
+            rate_limit: tuple[float, float] | None = None
+            accepted = 0
+            for line, row in zip(lines, rows, strict=True):
+                before = db.total_changes
+                db.execute(
+                    "INSERT OR IGNORE INTO log_lines (job_id, timestamp, received_at, level, message, stream,"
+                    " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                if db.total_changes == before:
+                    continue  # a line stored before: counted then
+                accepted += 1
+                level = line.level.lower()
+                counts[(LEVEL_FAMILY, level)] = counts.get((LEVEL_FAMILY, level), 0) + 1
+                if level == "error":
+                    kind = classify_error(line.message)
+                    counts[(ERROR_FAMILY, kind)] = counts.get((ERROR_FAMILY, kind), 0) + 1
+                ratio = rate_limit_ratio(line.message) if level in ("warn", "info", "error") else None
+                if ratio is not None:
+                    seen_at = line.timestamp if line.timestamp is not None else now
+                    if rate_limit is None or seen_at >= rate_limit[1]:
+                        rate_limit = (ratio, seen_at)
+            _add_log_counts(db, connection, counts)
+            if rate_limit is not None:
+                db.execute(
+                    "INSERT INTO rate_limits (connection, ratio, seen_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (connection) DO UPDATE SET ratio = excluded.ratio, seen_at = excluded.seen_at"
+                    " WHERE excluded.seen_at >= rate_limits.seen_at",
+                    (connection, *rate_limit),
+                )
             _count_ingest(db, "logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
             return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
 
@@ -529,9 +596,11 @@ class SQLiteStore:
                 ]
                 ingest = {(e, o): n for e, o, n in db.execute("SELECT endpoint, outcome, count FROM ingest_counts")}
                 stored = db.execute("SELECT value FROM meta WHERE key = 'stored_jobs'").fetchone()[0]
+                log_counts = {(c, f, k): n for c, f, k, n in db.execute("SELECT * FROM log_counts")}
+                rate_limits = {c: r for c, r in db.execute("SELECT connection, ratio FROM rate_limits")}
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
-        return MetricsSnapshot(connections, streams, active, ingest, int(stored))
+        return MetricsSnapshot(connections, streams, active, ingest, int(stored), log_counts, rate_limits)
 
     def check_ready(self) -> None:
         try:
