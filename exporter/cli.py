@@ -119,4 +119,5 @@ def _make_app(config: Config) -> Any:
 def _jsonable(config: Config) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["ingest_tokens"] = ["***"] * len(config.ingest_tokens)
+    data["otlp_headers"] = {name: "***" for name, _ in config.otlp_headers}  # may carry credentials
     return data

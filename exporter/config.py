@@ -92,6 +92,43 @@ def _listen(value: Any) -> str:
     return text
 
 
+def _optional_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string (got {value!r})")
+    return value
+
+
+def _optional_url(value: Any) -> str:
+    text = _optional_text(value)
+    if text and not (text.startswith("http://") or text.startswith("https://")):
+        raise ValueError(f"must be an http:// or https:// URL (got {text!r})")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"must be true or false (got {value!r})")
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    """A mapping, or ``name=value,name=value`` in the environment."""
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError("must be name=value pairs separated by commas")
+        value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("must be a mapping of header names to string values")
+    return tuple(sorted(value.items()))
+
+
 def _tokens(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -143,9 +180,46 @@ OPTIONS: Final = (
         "Longest tolerated time without a successful sync (`calabi_sync_freshness_threshold_seconds`); "
         "accepts units: `3d`, `12h`.",
     ),
+    Option(
+        "otlp_logs_endpoint",
+        _optional_url,
+        "",
+        "OTLP/HTTP logs URL job logs are shipped to, e.g. `http://loki:3100/otlp/v1/logs` (empty: no shipping).",
+    ),
+    Option(
+        "otlp_headers",
+        _headers,
+        (),
+        "Extra HTTP headers for the OTLP endpoint, e.g. `X-Scope-OrgID` or `Authorization`; "
+        "`name=value,name=value` in the environment.",
+    ),
+    Option("otlp_timeout_seconds", _seconds, 10.0, "Time limit of one export request, retries included."),
+    Option("otlp_batch_size", _int(1), 1000, "Log records per export request."),
+    Option(
+        "log_max_age_seconds",
+        _seconds,
+        601200.0,
+        "Lines older than this are not sent but dead-lettered (Loki rejects lines older than its "
+        "`reject_old_samples_max_age`, 7 days by default); accepts units: `6d`.",
+    ),
+    Option("service_name", _text, "calabi-connect", "`service.name` of shipped log records."),
+    Option("service_namespace", _optional_text, "", "`service.namespace` of shipped log records (empty: unset)."),
+    Option(
+        "deployment_environment",
+        _optional_text,
+        "",
+        "`deployment.environment` of shipped log records, e.g. `production` (empty: unset).",
+    ),
+    Option(
+        "service_instance_id",
+        _optional_text,
+        "",
+        "`service.instance.id` of shipped log records (empty: this host's name), stable across restarts.",
+    ),
+    Option("debug_logs", _bool, False, "Ship DEBUG lines too (per connection: `connections.<name>.debug_logs`)."),
 )
 _BY_KEY: Final = {o.key: o for o in OPTIONS}
-CONNECTION_KEYS: Final = ("failure_threshold", "freshness_threshold_seconds")
+CONNECTION_KEYS: Final = ("failure_threshold", "freshness_threshold_seconds", "debug_logs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +228,7 @@ class ConnectionSettings:
 
     failure_threshold: int | None = None
     freshness_threshold_seconds: float | None = None
+    debug_logs: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +245,22 @@ class Config:
     log_level: str = "info"
     failure_threshold: int = 2
     freshness_threshold_seconds: float = 259200.0
+    otlp_logs_endpoint: str = ""
+    otlp_headers: tuple[tuple[str, str], ...] = ()
+    otlp_timeout_seconds: float = 10.0
+    otlp_batch_size: int = 1000
+    log_max_age_seconds: float = 601200.0
+    service_name: str = "calabi-connect"
+    service_namespace: str = ""
+    deployment_environment: str = ""
+    service_instance_id: str = ""
+    debug_logs: bool = False
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+
+    def ships_debug(self, connection: str) -> bool:
+        """Whether DEBUG lines of ``connection`` are shipped."""
+        override = self.connections.get(connection, ConnectionSettings()).debug_logs
+        return self.debug_logs if override is None else override
 
     @property
     def data_path(self) -> Path:

@@ -120,11 +120,18 @@ def test_serve_with_an_unusable_data_dir_exits_2_naming_data_dir(tmp_path: Path)
 
 
 def test_check_config_prints_the_effective_config_without_tokens(tmp_path: Path) -> None:
-    result = run_cli("check-config", env={"CALABI_INGEST_TOKENS": "x" * 20, "CALABI_WORKERS": "3"})
+    env = {
+        "CALABI_INGEST_TOKENS": "x" * 20,
+        "CALABI_WORKERS": "3",
+        "CALABI_OTLP_HEADERS": "Authorization=Basic c2VjcmV0",
+    }
+    result = run_cli("check-config", env=env)
 
     assert result.returncode == 0
     assert '"workers": 3' in result.stdout
     assert "x" * 20 not in result.stdout
+    assert '"Authorization": "***"' in result.stdout
+    assert "c2VjcmV0" not in result.stdout
 
 
 def test_every_option_is_documented_in_the_readme() -> None:
@@ -133,3 +140,40 @@ def test_every_option_is_documented_in_the_readme() -> None:
     for option in OPTIONS:
         assert f"`{option.key}`" in readme, option.key
         assert f"`CALABI_{option.key.upper()}`" in readme, option.key
+
+
+def test_log_shipping_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "otlp_logs_endpoint: http://loki:3100/otlp/v1/logs\n"
+        "otlp_headers: {X-Scope-OrgID: tenant-a}\n"
+        "debug_logs: false\n"
+        "connections:\n"
+        "  'Stripe → Postgres': {debug_logs: true}\n",
+        encoding="utf-8",
+    )
+
+    config = load_config(path, env={"CALABI_OTLP_BATCH_SIZE": "500", "CALABI_LOG_MAX_AGE_SECONDS": "6d"})
+
+    assert config.otlp_logs_endpoint == "http://loki:3100/otlp/v1/logs"
+    assert config.otlp_headers == (("X-Scope-OrgID", "tenant-a"),)
+    assert config.otlp_batch_size == 500
+    assert config.log_max_age_seconds == 6 * 86400
+    assert config.ships_debug("Stripe → Postgres") is True
+    assert config.ships_debug("Salesforce → Snowflake") is False
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"CALABI_OTLP_LOGS_ENDPOINT": "loki:3100"}, "otlp_logs_endpoint"),
+        ({"CALABI_OTLP_HEADERS": "X-Scope-OrgID"}, "otlp_headers"),
+        ({"CALABI_DEBUG_LOGS": "sometimes"}, "debug_logs"),
+        ({"CALABI_OTLP_BATCH_SIZE": "0"}, "otlp_batch_size"),
+    ],
+)
+def test_a_bad_log_shipping_setting_names_its_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, env=env)
+
+    assert raised.value.key == key
