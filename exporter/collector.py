@@ -297,3 +297,22 @@ class SyncJobCollector(Collector):
                 ingested.add_metric([endpoint, outcome], snap.ingest_counts.get((endpoint, outcome), 0))
         yield ingested
         yield GaugeMetricFamily("calabi_exporter_stored_jobs", "Jobs in the store.", value=snap.stored_jobs)
+        shipping = snap.shipping
+        records = CounterMetricFamily(
+            "calabi_exporter_log_records",
+            "Log records (lines and job summaries) by shipping outcome; failed counts each failed attempt.",
+            labels=["outcome"],
+        )
+        records.add_metric(["exported"], shipping.exported)
+        records.add_metric(["failed"], shipping.failed)
+        records.add_metric(["dead_lettered"], shipping.dead_lettered)
+        yield records
+        yield GaugeMetricFamily(
+            "calabi_exporter_log_outbox_records", "Log records waiting to be shipped.", value=shipping.waiting
+        )
+        if shipping.last_success is not None:
+            yield GaugeMetricFamily(
+                "calabi_exporter_log_export_last_success_timestamp_seconds",
+                "When log records were last exported successfully.",
+                value=shipping.last_success,
+            )

@@ -7,7 +7,16 @@ implementation can serve several exporter replicas.
 
 from __future__ import annotations
 
-from .base import ActiveJobs, IngestResult, LogIngestResult, MetricsSnapshot, Store, StoreError
+from .base import (
+    ActiveJobs,
+    IngestResult,
+    LogIngestResult,
+    MetricsSnapshot,
+    OutboxEntry,
+    ShippingStats,
+    Store,
+    StoreError,
+)
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -15,7 +24,9 @@ __all__ = [
     "IngestResult",
     "LogIngestResult",
     "MetricsSnapshot",
+    "OutboxEntry",
     "SQLiteStore",
+    "ShippingStats",
     "Store",
     "StoreError",
 ]

@@ -41,6 +41,27 @@ class ActiveJobs:
     oldest_since: float
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One record waiting to be shipped: a stored log line, or a finished job's summary (``line`` is None)."""
+
+    id: int
+    job: Job
+    line: LogLine | None
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShippingStats:
+    """The shipper's counters, shared by every worker through the store."""
+
+    waiting: int = 0
+    exported: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    last_success: float | None = None
+
+
 @dataclass(slots=True)
 class MetricsSnapshot:
     """All a scrape needs, read in one consistent transaction."""
@@ -53,6 +74,7 @@ class MetricsSnapshot:
     # (connection, family, key) -> count; family "level" (key: info/warn/error/debug) or "error" (key: kind)
     log_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     rate_limits: dict[str, float] = field(default_factory=dict)  # connection -> latest usage ratio
+    shipping: ShippingStats = field(default_factory=ShippingStats)
 
 
 class Store(Protocol):
@@ -84,6 +106,22 @@ class Store(Protocol):
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         """The aggregates a scrape renders; never scans job history."""
+        ...
+
+    def outbox_read(self, limit: int) -> list[OutboxEntry]:
+        """The oldest records waiting to be shipped, in order, at most ``limit``."""
+        ...
+
+    def outbox_done(self, last_id: int, *, exported: int, dead: Sequence[tuple[OutboxEntry, str]] = ()) -> None:
+        """Move the cursor past ``last_id``: ``exported`` records went out, ``dead`` go to the dead letters."""
+        ...
+
+    def outbox_failed(self, records: int) -> None:
+        """Count ``records`` whose export attempt failed (they stay waiting)."""
+        ...
+
+    def dead_letters(self) -> list[tuple[int, str, str]]:
+        """Dead-lettered records: (outbox id, job id, reason)."""
         ...
 
     def check_ready(self) -> None:

@@ -35,7 +35,15 @@ from ..lifecycle import ACCEPTED, OUTCOMES, merge
 from ..logsignals import classify_error, rate_limit_ratio
 from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, Job, StreamResult
 from ..timeutil import Clock, system_clock
-from .base import ActiveJobs, IngestResult, LogIngestResult, MetricsSnapshot, StoreError
+from .base import (
+    ActiveJobs,
+    IngestResult,
+    LogIngestResult,
+    MetricsSnapshot,
+    OutboxEntry,
+    ShippingStats,
+    StoreError,
+)
 from .groupcommit import GroupCommitter
 
 SCHEMA_VERSION: Final = 1
@@ -162,6 +170,23 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('stored_jobs', 0);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    line_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    outbox_id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    line_id INTEGER,
+    reason TEXT NOT NULL,
+    dead_at REAL NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('outbox_cursor', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('log_exported', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('log_failed', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('log_dead_lettered', 0);
 """
 
 
@@ -300,6 +325,19 @@ class _Transaction:
         _count_ingest(self.db, endpoint, counts)
 
 
+def _shipping_stats(db: sqlite3.Connection) -> ShippingStats:
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    queued = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    waiting = (int(queued[0]) if queued else 0) - int(meta["outbox_cursor"])
+    return ShippingStats(
+        waiting=max(waiting, 0),
+        exported=int(meta["log_exported"]),
+        failed=int(meta["log_failed"]),
+        dead_lettered=int(meta["log_dead_lettered"]),
+        last_success=meta.get("log_export_last_success"),
+    )
+
+
 def _new_failure_summary(old: Job | None, new: Job) -> bool:
     """Whether ``new`` makes a failed job's error summary known for the first time."""
     if new.status != FAILED or not new.error_summary:
@@ -390,12 +428,16 @@ class SQLiteStore:
     (``normal``) against an fsync per request (``full``).
     """
 
-    def __init__(self, data_dir: Path, *, clock: Clock = system_clock, synchronous: str = "full") -> None:
+    def __init__(
+        self, data_dir: Path, *, clock: Clock = system_clock, synchronous: str = "full", outbox: bool = False
+    ) -> None:
+        """``outbox``: keep every new log line and finished job in the outbox for the log shipper."""
         if synchronous not in ("full", "normal"):
             raise ValueError("synchronous must be 'full' or 'normal'")
         self.path = Path(data_dir) / DB_FILENAME
         self._clock = clock
         self._synchronous = synchronous
+        self._outbox = outbox
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock_fds: list[int] = []
@@ -490,6 +532,8 @@ class SQLiteStore:
                 if job.connection_name == name:
                     update_connection_metadata(agg, job)
                 if merged.finished:
+                    if self._outbox and (existing is None or not existing.finished):
+                        db.execute("INSERT INTO outbox (job_id, line_id) VALUES (?, NULL)", (merged.job_id,))
                     apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
                     if _new_failure_summary(existing, merged):
                         tx.count_error(name, classify_error(merged.error_summary or ""))
@@ -536,15 +580,16 @@ class SQLiteStore:
             rate_limit: tuple[float, float] | None = None
             accepted = 0
             for line, row in zip(lines, rows, strict=True):
-                before = db.total_changes
-                db.execute(
+                cursor = db.execute(
                     "INSERT OR IGNORE INTO log_lines (job_id, timestamp, received_at, level, message, stream,"
                     " dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
-                if db.total_changes == before:
-                    continue  # a line stored before: counted then
+                if cursor.rowcount == 0:
+                    continue  # a line stored before: counted (and queued) then
                 accepted += 1
+                if self._outbox:
+                    db.execute("INSERT INTO outbox (job_id, line_id) VALUES (?, ?)", (job_id, cursor.lastrowid))
                 level = line.level.lower()
                 counts[(LEVEL_FAMILY, level)] = counts.get((LEVEL_FAMILY, level), 0) + 1
                 if level == "error":
@@ -598,9 +643,64 @@ class SQLiteStore:
                 stored = db.execute("SELECT value FROM meta WHERE key = 'stored_jobs'").fetchone()[0]
                 log_counts = {(c, f, k): n for c, f, k, n in db.execute("SELECT * FROM log_counts")}
                 rate_limits = {c: r for c, r in db.execute("SELECT connection, ratio FROM rate_limits")}
+                shipping = _shipping_stats(db)
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
-        return MetricsSnapshot(connections, streams, active, ingest, int(stored), log_counts, rate_limits)
+        return MetricsSnapshot(connections, streams, active, ingest, int(stored), log_counts, rate_limits, shipping)
+
+    def outbox_read(self, limit: int) -> list[OutboxEntry]:
+        try:
+            with self._read() as db:
+                cursor = db.execute("SELECT value FROM meta WHERE key = 'outbox_cursor'").fetchone()[0]
+                rows = db.execute(
+                    "SELECT o.id, o.job_id, l.level, l.message, l.timestamp, l.stream, l.received_at"
+                    " FROM outbox o LEFT JOIN log_lines l ON l.id = o.line_id"
+                    " WHERE o.id > ? ORDER BY o.id LIMIT ?",
+                    (cursor, limit),
+                ).fetchall()
+                tx = _Transaction(db, 0.0)
+                jobs: dict[str, Job | None] = {}
+                out: list[OutboxEntry] = []
+                for outbox_id, job_id, level, message, timestamp, stream, received_at in rows:
+                    if job_id not in jobs:
+                        jobs[job_id] = tx.load_job(job_id)
+                    job = jobs[job_id]
+                    if job is None:  # purged since it was queued: nothing left to ship
+                        continue
+                    line = None if level is None else LogLine(level, message, timestamp, stream)
+                    seen = received_at if received_at is not None else job.finished_at or 0.0
+                    out.append(OutboxEntry(outbox_id, job, line, seen))
+                return out
+        except sqlite3.Error as error:
+            raise StoreError(str(error)) from error
+
+    def outbox_done(self, last_id: int, *, exported: int, dead: Sequence[tuple[OutboxEntry, str]] = ()) -> None:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'outbox_cursor'", (last_id,))
+            db.execute("UPDATE meta SET value = value + ? WHERE key = 'log_exported'", (exported,))
+            db.executemany(
+                "INSERT OR REPLACE INTO dead_letters (outbox_id, job_id, line_id, reason, dead_at)"
+                " SELECT id, job_id, line_id, ?, ? FROM outbox WHERE id = ?",
+                [(reason, now, entry.id) for entry, reason in dead],
+            )
+            db.execute("UPDATE meta SET value = value + ? WHERE key = 'log_dead_lettered'", (len(dead),))
+            if exported:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('log_export_last_success', ?)", (now,))
+            db.execute("DELETE FROM outbox WHERE id <= ?", (last_id,))
+
+        self._submit(work)
+
+    def outbox_failed(self, records: int) -> None:
+        self._submit(lambda db: db.execute("UPDATE meta SET value = value + ? WHERE key = 'log_failed'", (records,)))
+
+    def dead_letters(self) -> list[tuple[int, str, str]]:
+        with self._read() as db:
+            return [
+                (int(i), str(j), str(r))
+                for i, j, r in db.execute("SELECT outbox_id, job_id, reason FROM dead_letters ORDER BY outbox_id")
+            ]
 
     def check_ready(self) -> None:
         try:
