@@ -174,7 +174,8 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('stored_jobs', 0);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
-    line_id INTEGER
+    line_id INTEGER,
+    queued_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     outbox_id INTEGER PRIMARY KEY,
@@ -533,7 +534,10 @@ class SQLiteStore:
                     update_connection_metadata(agg, job)
                 if merged.finished:
                     if self._outbox and (existing is None or not existing.finished):
-                        db.execute("INSERT INTO outbox (job_id, line_id) VALUES (?, NULL)", (merged.job_id,))
+                        db.execute(
+                            "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, NULL, ?)",
+                            (merged.job_id, tx.now),
+                        )
                     apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
                     if _new_failure_summary(existing, merged):
                         tx.count_error(name, classify_error(merged.error_summary or ""))
@@ -589,7 +593,10 @@ class SQLiteStore:
                     continue  # a line stored before: counted (and queued) then
                 accepted += 1
                 if self._outbox:
-                    db.execute("INSERT INTO outbox (job_id, line_id) VALUES (?, ?)", (job_id, cursor.lastrowid))
+                    db.execute(
+                        "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, ?, ?)",
+                        (job_id, cursor.lastrowid, now),
+                    )
                 level = line.level.lower()
                 counts[(LEVEL_FAMILY, level)] = counts.get((LEVEL_FAMILY, level), 0) + 1
                 if level == "error":
@@ -653,7 +660,7 @@ class SQLiteStore:
             with self._read() as db:
                 cursor = db.execute("SELECT value FROM meta WHERE key = 'outbox_cursor'").fetchone()[0]
                 rows = db.execute(
-                    "SELECT o.id, o.job_id, l.level, l.message, l.timestamp, l.stream, l.received_at"
+                    "SELECT o.id, o.job_id, l.level, l.message, l.timestamp, l.stream, o.queued_at"
                     " FROM outbox o LEFT JOIN log_lines l ON l.id = o.line_id"
                     " WHERE o.id > ? ORDER BY o.id LIMIT ?",
                     (cursor, limit),
@@ -661,15 +668,14 @@ class SQLiteStore:
                 tx = _Transaction(db, 0.0)
                 jobs: dict[str, Job | None] = {}
                 out: list[OutboxEntry] = []
-                for outbox_id, job_id, level, message, timestamp, stream, received_at in rows:
+                for outbox_id, job_id, level, message, timestamp, stream, queued_at in rows:
                     if job_id not in jobs:
                         jobs[job_id] = tx.load_job(job_id)
                     job = jobs[job_id]
                     if job is None:  # purged since it was queued: nothing left to ship
                         continue
                     line = None if level is None else LogLine(level, message, timestamp, stream)
-                    seen = received_at if received_at is not None else job.finished_at or 0.0
-                    out.append(OutboxEntry(outbox_id, job, line, seen))
+                    out.append(OutboxEntry(outbox_id, job, line, queued_at))
                 return out
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error

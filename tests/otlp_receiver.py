@@ -1,0 +1,133 @@
+"""A real OTLP/HTTP logs receiver on loopback that decodes what it gets, as Loki would.
+
+It answers with the statuses queued in ``answers`` (then 200), and refuses
+requests holding a record whose body contains ``refuse_marker`` with HTTP 400
+while storing the request's other records, which is what Loki does when it
+rejects some lines of a push.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+
+def _value(any_value: dict[str, Any]) -> Any:
+    if "stringValue" in any_value:
+        return any_value["stringValue"]
+    if "intValue" in any_value:
+        return int(any_value["intValue"])
+    if "doubleValue" in any_value:
+        return float(any_value["doubleValue"])
+    if "boolValue" in any_value:
+        return any_value["boolValue"]
+    return any_value
+
+
+def _attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item["key"]: _value(item.get("value", {})) for item in items}
+
+
+@dataclass
+class Received:
+    """One decoded log record with its resource."""
+
+    resource: dict[str, Any]
+    attributes: dict[str, Any]
+    body: str
+    severity_number: int
+    severity_text: str
+    time_unix_nano: int
+    observed_time_unix_nano: int
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    answers: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    refuse_marker: str | None = None
+    records: list[Received] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/otlp/v1/logs"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportLogsServiceRequest()
+                request.ParseFromString(body)
+                decoded = decode(request)
+                with receiver.lock:
+                    receiver.requests += 1
+                    status, headers = receiver.answers.popleft() if receiver.answers else (200, {})
+                    if status == 200 and receiver.refuse_marker is not None:
+                        refused = [r for r in decoded if receiver.refuse_marker in r.body]
+                        if refused:
+                            status = 400
+                            receiver.records += [r for r in decoded if r not in refused]  # Loki keeps the rest
+                    elif status == 200:
+                        receiver.records += decoded
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def decode(request: ExportLogsServiceRequest) -> list[Received]:
+    out: list[Received] = []
+    data = MessageToDict(request)
+    for resource_logs in data.get("resourceLogs", []):
+        resource = _attributes(resource_logs.get("resource", {}).get("attributes", []))
+        for scope_logs in resource_logs.get("scopeLogs", []):
+            for record in scope_logs.get("logRecords", []):
+                out.append(
+                    Received(
+                        resource=resource,
+                        attributes=_attributes(record.get("attributes", [])),
+                        body=_value(record.get("body", {})),
+                        severity_number=_severity_number(record.get("severityNumber")),
+                        severity_text=record.get("severityText", ""),
+                        time_unix_nano=int(record.get("timeUnixNano", 0)),
+                        observed_time_unix_nano=int(record.get("observedTimeUnixNano", 0)),
+                    )
+                )
+    return out
+
+
+def _severity_number(value: Any) -> int:
+    from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
+
+    if isinstance(value, str):
+        return int(SeverityNumber.Value(value))
+    return int(value or 0)

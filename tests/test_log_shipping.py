@@ -1,0 +1,274 @@
+"""Job logs reach a real OTLP/HTTP receiver exactly as Loki should see them, and survive outages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from calabi_exporter.config import Config
+from calabi_exporter.logship import LogShipper
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.timeutil import parse_rfc3339
+from calabi_exporter.web import create_app
+from flask.testing import FlaskClient
+
+from .conftest import T0, FakeClock, job
+from .otlp_receiver import Receiver
+
+LOG = """\
+2026-04-06T08:00:01Z INFO Syncing stream: Account
+2026-04-06T08:00:19Z INFO Stream Account: 4,218 records synced in 18.2s
+2026-04-06T08:00:20Z WARN Salesforce API rate limit at 85% — throttling requests
+2026-04-06T08:00:21Z DEBUG Connector internals
+2026-04-06T08:00:22Z ERROR Response 401: {"error": "invalid_token"}
+"""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def shipping_config(tmp_path: Path, receiver: Receiver) -> Config:
+    return Config(
+        data_dir=str(tmp_path / "data"),
+        otlp_logs_endpoint=receiver.url,
+        otlp_timeout_seconds=3.0,
+        otlp_batch_size=100,
+        service_instance_id="exporter-1",
+        deployment_environment="test",
+    )
+
+
+@pytest.fixture
+def outbox_store(shipping_config: Config, clock: FakeClock) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(shipping_config.data_path, clock=clock, outbox=True)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def api(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock) -> FlaskClient:
+    return create_app(shipping_config, store=outbox_store, clock=clock).test_client()
+
+
+@pytest.fixture
+def shipper(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock) -> Iterator[LogShipper]:
+    shipper = LogShipper(outbox_store, shipping_config, clock=clock)
+    yield shipper
+    shipper.stop()
+
+
+def ship_all(shipper: LogShipper, steps: int = 50) -> None:
+    """Ship until the outbox is empty (bounded)."""
+    for _ in range(steps):
+        if shipper.ship_once() > 0 and not shipper._store.outbox_read(1):
+            return
+    raise AssertionError("the outbox did not empty")
+
+
+def post_job_with_logs(api: FlaskClient, job_id: str = "job_1", log: str = LOG) -> None:
+    assert api.post("/api/v1/jobs", json=job(job_id, "running", connection_id="conn-42")).status_code == 200
+    assert api.post(f"/api/v1/jobs/{job_id}/logs", data=log, content_type="text/plain").status_code == 200
+
+
+def finish(api: FlaskClient, job_id: str = "job_1") -> None:
+    record = job(
+        job_id,
+        "succeeded",
+        started_at="2026-04-06T08:00:00Z",
+        finished_at="2026-04-06T08:00:30Z",
+        records_synced=4218,
+        records_failed=0,
+        bytes_synced=1_048_576,
+        streams=[{"name": "Account", "status": "succeeded", "records_synced": 4218}],
+        job_url="https://calabi.example.com/jobs/1",
+    )
+    assert api.post("/api/v1/jobs", json=record).status_code == 200
+
+
+def nanos(text: str) -> int:
+    return round(parse_rfc3339(text) * 1e9)
+
+
+def test_a_known_job_arrives_as_exact_log_records_and_one_summary(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver
+) -> None:
+    post_job_with_logs(api)
+    finish(api)
+
+    ship_all(shipper)
+
+    resources = {tuple(sorted(r.resource.items())) for r in receiver.records}
+    assert resources == {
+        (("deployment.environment", "test"), ("service.instance.id", "exporter-1"), ("service.name", "calabi-connect"))
+    }
+    base = {"job_id": "job_1", "connection": "Salesforce → Snowflake", "connection_id": "conn-42"}
+    lines = [(r.body, r.severity_number, r.severity_text, r.time_unix_nano, r.attributes) for r in receiver.records]
+    assert lines == [
+        (
+            "Syncing stream: Account",
+            9,
+            "INFO",
+            nanos("2026-04-06T08:00:01Z"),
+            {**base, "stream": "Account", "event": "log"},
+        ),
+        (
+            "Stream Account: 4,218 records synced in 18.2s",
+            9,
+            "INFO",
+            nanos("2026-04-06T08:00:19Z"),
+            {**base, "stream": "Account", "event": "log"},
+        ),
+        (
+            "Salesforce API rate limit at 85% — throttling requests",
+            13,
+            "WARN",
+            nanos("2026-04-06T08:00:20Z"),
+            {**base, "event": "log"},
+        ),
+        (
+            'Response 401: {"error": "invalid_token"}',
+            17,
+            "ERROR",
+            nanos("2026-04-06T08:00:22Z"),
+            {**base, "event": "log"},
+        ),
+        (
+            "Job job_1 succeeded; records synced 4218; records failed 0; streams succeeded 1 / 1",
+            9,
+            "INFO",
+            nanos("2026-04-06T08:00:30Z"),
+            {
+                **base,
+                "event": "job_summary",
+                "status": "succeeded",
+                "records_synced": 4218,
+                "records_failed": 0,
+                "bytes_synced": 1_048_576,
+                "duration_seconds": 30.0,
+                "streams_succeeded": 1,
+                "streams_failed": 0,
+                "job_url": "https://calabi.example.com/jobs/1",
+                "started_at": "2026-04-06T08:00:00Z",
+                "finished_at": "2026-04-06T08:00:30Z",
+            },
+        ),
+    ]
+    assert {r.observed_time_unix_nano for r in receiver.records} == {round(T0 * 1e9)}
+
+
+def test_debug_lines_ship_only_for_connections_in_debug_mode(
+    tmp_path: Path, receiver: Receiver, clock: FakeClock
+) -> None:
+    from calabi_exporter.config import ConnectionSettings
+
+    config = Config(
+        data_dir=str(tmp_path / "d"),
+        otlp_logs_endpoint=receiver.url,
+        connections={"Stripe → Postgres": ConnectionSettings(debug_logs=True)},
+    )
+    store = SQLiteStore(config.data_path, clock=clock, outbox=True)
+    client = create_app(config, store=store, clock=clock).test_client()
+    for job_id, connection in (("a", "Stripe → Postgres"), ("b", "Salesforce → Snowflake")):
+        assert client.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
+        body = "2026-04-06T08:00:01Z DEBUG page 2 of 9\n"
+        assert client.post(f"/api/v1/jobs/{job_id}/logs", data=body, content_type="text/plain").status_code == 200
+    shipper = LogShipper(store, config, clock=clock)
+
+    ship_all(shipper)
+
+    assert [(r.attributes["job_id"], r.body, r.severity_text) for r in receiver.records] == [
+        ("a", "page 2 of 9", "DEBUG")
+    ]
+    shipper.stop()
+    store.close()
+
+
+def test_an_outage_keeps_everything_waiting_and_the_receiver_gets_it_all_when_back(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+) -> None:
+    port = receiver.port
+    receiver.stop()
+    post_job_with_logs(api)
+
+    wait = shipper.ship_once()
+
+    assert wait == LogShipper.MIN_BACKOFF
+    stats = outbox_store.metrics_snapshot().shipping
+    assert (stats.waiting, stats.exported, stats.failed) == (5, 0, 4)  # DEBUG stays local: 4 sent, 5 queued
+    assert shipper.ship_once() == 2 * LogShipper.MIN_BACKOFF  # backing off
+
+    receiver.port = port
+    receiver.start()
+    ship_all(shipper)
+
+    assert [r.body for r in receiver.records] == [
+        "Syncing stream: Account",
+        "Stream Account: 4,218 records synced in 18.2s",
+        "Salesforce API rate limit at 85% — throttling requests",
+        'Response 401: {"error": "invalid_token"}',
+    ]
+    stats = outbox_store.metrics_snapshot().shipping
+    assert (stats.waiting, stats.exported, stats.failed, stats.dead_lettered) == (0, 4, 8, 0)
+    assert stats.last_success == T0
+
+
+def test_a_server_busy_answer_is_retried(api: FlaskClient, shipper: LogShipper, receiver: Receiver) -> None:
+    receiver.answers.append((503, {}))
+    post_job_with_logs(api)
+
+    ship_all(shipper)
+
+    assert receiver.requests == 2
+    assert len(receiver.records) == 4
+
+
+def test_retry_after_is_honoured_when_it_is_longer_than_the_export_timeout(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+) -> None:
+    receiver.answers.append((429, {"Retry-After": "30"}))
+    post_job_with_logs(api)
+
+    assert shipper.ship_once() == 30.0
+    assert receiver.records == []
+    assert outbox_store.metrics_snapshot().shipping.waiting == 5
+
+    ship_all(shipper)
+    assert len(receiver.records) == 4
+
+
+def test_a_refused_record_is_dead_lettered_alone_and_the_rest_is_shipped(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+) -> None:
+    receiver.refuse_marker = "REFUSE-ME"
+    lines = [f"2026-04-06T08:00:{i:02d}Z INFO line {i}" for i in range(1, 8)]
+    lines.insert(3, "2026-04-06T08:00:30Z ERROR REFUSE-ME: structured metadata too large")
+    post_job_with_logs(api, log="\n".join(lines) + "\n")
+
+    ship_all(shipper)
+
+    bodies = [r.body for r in receiver.records]
+    assert sorted(set(bodies)) == sorted(f"line {i}" for i in range(1, 8))
+    assert len(bodies) <= 4 * 8  # re-sent halves: bounded by the split depth, never a flood
+    dead = outbox_store.dead_letters()
+    assert [(job_id, reason) for _, job_id, reason in dead] == [("job_1", "refused by the receiver (HTTP 400)")]
+    stats = outbox_store.metrics_snapshot().shipping
+    assert (stats.waiting, stats.exported, stats.dead_lettered) == (0, 7, 1)
+
+
+def test_lines_older_than_the_receivers_limit_are_dead_lettered_without_being_sent(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+) -> None:
+    old = "2026-03-01T08:00:00Z INFO a backfilled line from March\n2026-04-06T08:00:01Z INFO today\n"
+    post_job_with_logs(api, log=old)
+
+    ship_all(shipper)
+
+    assert [r.body for r in receiver.records] == ["today"]
+    assert [reason for _, _, reason in outbox_store.dead_letters()] == ["older than log_max_age_seconds (601200 s)"]
