@@ -259,6 +259,7 @@ class LogShipper:
         self._lock = lock or ShipperLock(config.data_path)
         self._resource = resource_for(config)
         self._backoff = 0.0
+        self._healthy = False  # no export has got through yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -266,7 +267,10 @@ class LogShipper:
 
     def ship_once(self) -> float:
         """Ship one batch if one is waiting; returns how long to wait before the next step."""
-        entries = self._store.outbox_read(self._config.otlp_batch_size)
+        # Until an export gets through (at start, and after a failure) only the oldest record goes
+        # out: an outage then costs one small request per backoff period, not a batch encoded again
+        # and again while ingestion needs the CPU.
+        entries = self._store.outbox_read(self._config.otlp_batch_size if self._healthy else 1)
         if not entries:
             return self.IDLE_POLL
         oldest = self._clock() - self._config.log_max_age_seconds
@@ -284,6 +288,7 @@ class LogShipper:
                 send.append(entry)
         exported, refused, attempt = self._ship(send)
         if attempt is not None and not attempt.ok and not attempt.refused:
+            self._healthy = False
             self._store.outbox_failed(len(send))
             self._backoff = min(self.MAX_BACKOFF, max(self.MIN_BACKOFF, self._backoff * 2))
             wait = max(self._backoff, attempt.retry_after or 0.0)
@@ -292,6 +297,7 @@ class LogShipper:
             )
             return wait
         self._backoff = 0.0
+        self._healthy = (attempt is not None and attempt.ok) or self._healthy
         dead += [(entry, f"refused by the receiver (HTTP {status})") for entry, status in refused]
         self._store.outbox_done(entries[-1].id, exported=exported, dead=dead)
         return 0.0

@@ -189,8 +189,8 @@ class ExporterProcess:
 def exporter_process(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
     started: list[ExporterProcess] = []
 
-    def start(workers: int = 1, data_dir: Path | None = None) -> ExporterProcess:
-        process = ExporterProcess(data_dir or tmp_path / "exporter-data", workers=workers).start()
+    def start(workers: int = 1, data_dir: Path | None = None, env: dict[str, str] | None = None) -> ExporterProcess:
+        process = ExporterProcess(data_dir or tmp_path / "exporter-data", workers=workers, extra_env=env).start()
         started.append(process)
         return process
 

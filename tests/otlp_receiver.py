@@ -76,13 +76,12 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests += 1
                     status, headers = receiver.answers.popleft() if receiver.answers else (200, {})
-                    if status == 200 and receiver.refuse_marker is not None:
-                        refused = [r for r in decoded if receiver.refuse_marker in r.body]
+                    if status == 200:
+                        marker = receiver.refuse_marker
+                        refused = [r for r in decoded if marker is not None and marker in r.body]
+                        receiver.records += [r for r in decoded if r not in refused]  # Loki keeps the rest
                         if refused:
                             status = 400
-                            receiver.records += [r for r in decoded if r not in refused]  # Loki keeps the rest
-                    elif status == 200:
-                        receiver.records += decoded
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

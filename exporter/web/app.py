@@ -7,11 +7,12 @@ from prometheus_client import CollectorRegistry
 
 from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
+from ..logship import LogShipper
 from ..store import SQLiteStore, Store
 from ..timeutil import Clock, system_clock
 from . import ingest, ops, webhooks
 from .errors import register_error_handlers
-from .services import EXTENSION_KEY, Services
+from .services import EXTENSION_KEY, SHIPPER_KEY, Services
 
 
 def thresholds_from(config: Config) -> Thresholds:
@@ -25,17 +26,25 @@ def thresholds_from(config: Config) -> Thresholds:
     )
 
 
-def create_app(config: Config, *, store: Store | None = None, clock: Clock = system_clock) -> Flask:
+def create_app(
+    config: Config, *, store: Store | None = None, clock: Clock = system_clock, ship_logs: bool | None = None
+) -> Flask:
     """Build the exporter's WSGI app.
 
     ``store`` defaults to SQLite in ``config.data_dir``; tests hand in their own
-    store and clock.
+    store and clock. With an ``otlp_logs_endpoint`` the app starts the log
+    shipper thread (``ship_logs`` overrides; by default only an app that owns
+    its store ships). Under gunicorn every worker builds its app, and the
+    shipper's lock lets one of them ship at a time.
     """
     app = Flask("calabi_exporter")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    shipping = bool(config.otlp_logs_endpoint)
+    if ship_logs is None:
+        ship_logs = shipping and store is None
     if store is None:
-        store = SQLiteStore(config.data_path, clock=clock, synchronous=config.sqlite_synchronous)
+        store = SQLiteStore(config.data_path, clock=clock, synchronous=config.sqlite_synchronous, outbox=shipping)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SyncJobCollector(store.metrics_snapshot, thresholds_from(config)))
     app.extensions[EXTENSION_KEY] = Services(config=config, store=store, registry=registry, clock=clock)
@@ -43,4 +52,8 @@ def create_app(config: Config, *, store: Store | None = None, clock: Clock = sys
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
     register_error_handlers(app)
+    if ship_logs and shipping:
+        shipper = LogShipper(store, config, clock=clock)
+        shipper.start()
+        app.extensions[SHIPPER_KEY] = shipper
     return app

@@ -12,6 +12,7 @@ from ..store import Store
 from ..timeutil import Clock
 
 EXTENSION_KEY = "calabi_exporter"
+SHIPPER_KEY = "calabi_exporter.log_shipper"
 
 
 @dataclass(frozen=True, slots=True)
