@@ -158,3 +158,74 @@ def test_a_failed_jobs_error_summary_counts_once_by_its_kind(
         kind: samples.value("calabi_sync_errors_total", connection="Stripe → Postgres", kind=kind)
         for kind in ("auth", "rate_limit", "schema", "network", "other")
     } == {"auth": 0, "rate_limit": 0, "schema": 1, "network": 1, "other": 0}
+
+
+STREAM_LOG = """\
+2026-04-06T08:00:01Z INFO Syncing stream: Account
+2026-04-06T08:00:19Z INFO Stream Account: 4,218 records synced in 18.2s
+2026-04-06T08:00:20Z INFO Syncing stream: Contact
+2026-04-06T08:00:25Z INFO Stream Contact: 12 records synced in 5s
+2026-04-06T08:00:26Z ERROR Stream Opportunity: schema mismatch on column amount
+"""
+
+
+def stream_samples(samples: Samples) -> dict[tuple[str, str], float]:
+    records = samples.family("calabi_sync_stream_records_synced_total")
+    return {(dict(labels)["stream"], "records"): value for labels, value in records.items()} | {
+        (dict(labels)["stream"], dict(labels)["status"]): value
+        for labels, value in samples.family("calabi_sync_stream_last_status").items()
+        if value == 1
+    }
+
+
+EXPECTED_STREAMS = {
+    ("Account", "records"): 4218,
+    ("Contact", "records"): 12,
+    ("Opportunity", "records"): 0,
+    ("Account", "succeeded"): 1,
+    ("Contact", "succeeded"): 1,
+    ("Opportunity", "failed"): 1,
+}
+
+
+def test_a_job_without_streams_gets_them_from_lines_logged_before_it_finished(
+    client: FlaskClient, scrape: Callable[[], Samples]
+) -> None:
+    assert client.post("/api/v1/jobs", json=job("job_1", "running")).status_code == 200
+    post_logs(client, "job_1", STREAM_LOG)
+    assert (
+        client.post("/api/v1/jobs", json=job("job_1", "failed", finished_at="2026-04-06T08:01:00Z")).status_code == 200
+    )
+
+    samples = scrape()
+    assert stream_samples(samples) == EXPECTED_STREAMS
+    conn = "Salesforce → Snowflake"
+    assert samples.value("calabi_sync_streams_total", connection=conn, status="succeeded") == 2
+    assert samples.value("calabi_sync_streams_total", connection=conn, status="failed") == 1
+    assert samples.value("calabi_sync_records_synced_total", connection=conn) == 4230
+
+
+def test_lines_that_arrive_after_the_job_finished_still_give_its_streams_once(
+    client: FlaskClient, scrape: Callable[[], Samples]
+) -> None:
+    assert (
+        client.post("/api/v1/jobs", json=job("job_1", "failed", finished_at="2026-04-06T08:01:00Z")).status_code == 200
+    )
+    post_logs(client, "job_1", STREAM_LOG)
+    post_logs(client, "job_1", STREAM_LOG)  # re-sent: nothing new
+    post_logs(client, "job_1", "2026-04-06T08:02:00Z INFO Stream Late: 5 records synced in 1s\n")  # streams known
+
+    samples = scrape()
+    assert stream_samples(samples) == EXPECTED_STREAMS
+    assert samples.value("calabi_sync_records_synced_total", connection="Salesforce → Snowflake") == 4230
+
+
+def test_streams_reported_by_the_job_record_win_over_its_lines(
+    client: FlaskClient, scrape: Callable[[], Samples]
+) -> None:
+    assert client.post("/api/v1/jobs", json=job("job_1", "running")).status_code == 200
+    post_logs(client, "job_1", STREAM_LOG)
+    record = job("job_1", "succeeded", streams=[{"name": "Account", "status": "succeeded", "records_synced": 7}])
+    assert client.post("/api/v1/jobs", json=record).status_code == 200
+
+    assert stream_samples(scrape()) == {("Account", "records"): 7, ("Account", "succeeded"): 1}

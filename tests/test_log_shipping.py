@@ -379,3 +379,21 @@ def test_ingestion_is_not_slowed_by_an_unreachable_receiver(tmp_path: Path) -> N
     ratio = min(down_times) / min(quiet_times)
     print(f"ingest with the receiver down / without a shipper: {ratio:.3f}")
     assert ratio <= 1.2, (down_times, quiet_times)
+
+
+def test_no_secret_reaches_the_receiver(api: FlaskClient, shipper: LogShipper, receiver: Receiver) -> None:
+    from .test_redaction import SECRETS
+
+    failed = job("job_s", "failed", error_summary=SECRETS[0][0], finished_at="2026-04-06T08:05:00Z")
+    assert api.post("/api/v1/jobs", json=job("job_s", "running")).status_code == 200
+    log = "".join(f"2026-04-06T08:00:{i:02d}Z ERROR {text}\n" for i, (text, _, _) in enumerate(SECRETS))
+    assert api.post("/api/v1/jobs/job_s/logs", data=log, content_type="text/plain").status_code == 200
+    assert api.post("/api/v1/jobs", json=failed).status_code == 200
+
+    ship_all(shipper)
+
+    shipped = repr(receiver.records)
+    assert len(receiver.records) == len(SECRETS) + 1
+    for _, secret, _ in SECRETS:
+        assert secret not in shipped
+    assert [r.body for r in receiver.records[:-1]] == [expected for _, _, expected in SECRETS]

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
@@ -32,8 +32,8 @@ from ..aggregates import (
 )
 from ..joblogs import LogLine
 from ..lifecycle import ACCEPTED, OUTCOMES, merge
-from ..logsignals import classify_error, rate_limit_ratio
-from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, Job, StreamResult
+from ..logsignals import classify_error, rate_limit_ratio, stream_result
+from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, SUCCEEDED, Job, StreamResult
 from ..timeutil import Clock, system_clock
 from .base import (
     ActiveJobs,
@@ -339,6 +339,28 @@ def _shipping_stats(db: sqlite3.Connection) -> ShippingStats:
     )
 
 
+def _with_streams_from_lines(db: sqlite3.Connection, job: Job) -> Job:
+    """A finished job without streams, given the stream results its log lines report.
+
+    ``Stream X: N records synced in Ts`` makes X succeeded with N rows; an
+    ERROR line about stream X makes it failed; the later line wins.
+    """
+    results: dict[str, StreamResult] = {}
+    for level, message, stream in db.execute(
+        "SELECT level, message, stream FROM log_lines WHERE job_id = ? ORDER BY id", (job.job_id,)
+    ):
+        line = stream_result(message)
+        if line is not None:
+            results[line.stream] = StreamResult(
+                line.stream, SUCCEEDED, records_synced=line.records_synced, duration_seconds=line.duration_seconds
+            )
+        elif level.upper() == "ERROR" and stream:
+            results[stream] = StreamResult(stream, FAILED, error=message)
+    if not results:
+        return job
+    return replace(job, streams=tuple(results.values())).with_derived_fields()
+
+
 def _new_failure_summary(old: Job | None, new: Job) -> bool:
     """Whether ``new`` makes a failed job's error summary known for the first time."""
     if new.status != FAILED or not new.error_summary:
@@ -522,34 +544,39 @@ class SQLiteStore:
             if len(jobs) > 1:
                 tx.prefetch(jobs)
             for job in jobs:
-                existing = tx.load_job(job.job_id)
-                outcome, merged = merge(existing, job, tx.now)
-                result.outcomes.append(outcome)
-                if outcome != ACCEPTED:
-                    continue
-                tx.save_job(merged, is_new=existing is None)
-                name = merged.connection_name
-                agg = tx.connection(name)
-                if job.connection_name == name:
-                    update_connection_metadata(agg, job)
-                if merged.finished:
-                    if self._outbox and (existing is None or not existing.finished):
-                        db.execute(
-                            "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, NULL, ?)",
-                            (merged.job_id, tx.now),
-                        )
-                    apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
-                    if _new_failure_summary(existing, merged):
-                        tx.count_error(name, classify_error(merged.error_summary or ""))
-                    if merged.streams:
-                        streams = tx.stream_aggs(name, [s.name for s in merged.streams])
-                        apply_finished_streams(streams, existing, merged)
+                result.outcomes.append(self._apply(tx, job))
             counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
             counts["rejected"] += rejected
             tx.flush(endpoint, counts)
             return result
 
         return self._submit(work)
+
+    def _apply(self, tx: _Transaction, job: Job) -> str:
+        """Merge one record into the store and its aggregates; returns the outcome."""
+        existing = tx.load_job(job.job_id)
+        if job.finished and not job.streams and (existing is None or not existing.streams):
+            job = _with_streams_from_lines(tx.db, job)
+        outcome, merged = merge(existing, job, tx.now)
+        if outcome != ACCEPTED:
+            return outcome
+        tx.save_job(merged, is_new=existing is None)
+        name = merged.connection_name
+        agg = tx.connection(name)
+        if job.connection_name == name:
+            update_connection_metadata(agg, job)
+        if merged.finished:
+            if self._outbox and (existing is None or not existing.finished):
+                tx.db.execute(
+                    "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, NULL, ?)", (merged.job_id, tx.now)
+                )
+            apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
+            if _new_failure_summary(existing, merged):
+                tx.count_error(name, classify_error(merged.error_summary or ""))
+            if merged.streams:
+                streams = tx.stream_aggs(name, [s.name for s in merged.streams])
+                apply_finished_streams(streams, existing, merged)
+        return outcome
 
     def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run one request's writes atomically and durably (see :mod:`.groupcommit`)."""
@@ -576,10 +603,11 @@ class SQLiteStore:
             rows.append((job_id, line.timestamp, now, line.level, line.message, line.stream, key))
 
         def work(db: sqlite3.Connection) -> LogIngestResult:
-            job = db.execute("SELECT connection_name FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            tx = _Transaction(db, now)
+            job = tx.load_job(job_id)
             if job is None:
                 raise KeyError(job_id)
-            connection = job[0]
+            connection = job.connection_name
             counts: dict[tuple[str, str], int] = {}
             rate_limit: tuple[float, float] | None = None
             accepted = 0
@@ -615,7 +643,10 @@ class SQLiteStore:
                     " WHERE excluded.seen_at >= rate_limits.seen_at",
                     (connection, *rate_limit),
                 )
-            _count_ingest(db, "logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
+            if accepted and job.finished and not job.streams:
+                # Lines that arrive after a job finished without streams may still report them.
+                self._apply(tx, Job(job_id=job_id, connection_name=connection, status=job.status))
+            tx.flush("logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
             return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
 
         return self._submit(work)
