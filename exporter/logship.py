@@ -58,11 +58,17 @@ LOCK_FILENAME: Final = "calabi-exporter-shipper.lock"
 REFUSED: Final = (400, 413)  # the receiver will never take this request as it is
 
 
-def resource_for(config: Config) -> Resource:
-    """The shipped records' resource; ``service.instance.id`` is stable so Loki keeps one stream."""
+def resource_for(config: Config, connection: str) -> Resource:
+    """The resource of one connection's records.
+
+    ``service.instance.id`` is stable so that a restart does not open new Loki
+    streams. ``connection`` is a resource attribute as well as a record
+    attribute because Loki makes index labels of resource attributes only.
+    """
     attributes: dict[str, str] = {
         "service.name": config.service_name,
         "service.instance.id": config.service_instance_id or socket.gethostname(),
+        "connection": connection,
     }
     if config.service_namespace:
         attributes["service.namespace"] = config.service_namespace
@@ -257,7 +263,7 @@ class LogShipper:
         self._exporter = exporter or Exporter(config)
         self._clock = clock
         self._lock = lock or ShipperLock(config.data_path)
-        self._resource = resource_for(config)
+        self._resources: dict[str, Resource] = {}
         self._backoff = 0.0
         self._healthy = False  # no export has got through yet
         self._stop = threading.Event()
@@ -306,7 +312,7 @@ class LogShipper:
         """Export ``entries``, splitting refused batches; a transient failure stops everything."""
         if not entries:
             return 0, [], None
-        attempt = self._exporter.export([to_log_record(e, self._resource) for e in entries])
+        attempt = self._exporter.export([to_log_record(e, self._resource(e.job.connection_name)) for e in entries])
         if attempt.ok:
             return len(entries), [], attempt
         if not attempt.refused:
@@ -322,6 +328,12 @@ class LogShipper:
             exported += n
             refused += bad
         return exported, refused, Attempt(True, attempt.status)
+
+    def _resource(self, connection: str) -> Resource:
+        resource = self._resources.get(connection)
+        if resource is None:
+            resource = self._resources[connection] = resource_for(self._config, connection)
+        return resource
 
     # ---------------------------------------------------------------- the thread
 

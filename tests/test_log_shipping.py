@@ -110,7 +110,12 @@ def test_a_known_job_arrives_as_exact_log_records_and_one_summary(
 
     resources = {tuple(sorted(r.resource.items())) for r in receiver.records}
     assert resources == {
-        (("deployment.environment", "test"), ("service.instance.id", "exporter-1"), ("service.name", "calabi-connect"))
+        (
+            ("connection", "Salesforce → Snowflake"),
+            ("deployment.environment", "test"),
+            ("service.instance.id", "exporter-1"),
+            ("service.name", "calabi-connect"),
+        )
     }
     base = {"job_id": "job_1", "connection": "Salesforce → Snowflake", "connection_id": "conn-42"}
     lines = [(r.body, r.severity_number, r.severity_text, r.time_unix_nano, r.attributes) for r in receiver.records]
