@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import requests
+from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -152,15 +154,33 @@ class RecordingSession(requests.Session):
         self.calls = 0
         self.last_status: int | None = None
         self.last_retry_after: float | None = None
+        self.last_message = ""
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         self.calls += 1
         self.last_status = None
         self.last_retry_after = None
+        self.last_message = ""
         response = super().request(*args, **kwargs)
         self.last_status = response.status_code
         self.last_retry_after = _retry_after(response.headers.get("Retry-After"))
+        if response.status_code >= 400:
+            self.last_message = _error_message(response)
         return response
+
+
+def _error_message(response: requests.Response) -> str:
+    """What an OTLP receiver said was wrong: a protobuf ``google.rpc.Status`` (Loki) or text."""
+    body = response.content[:65536]
+    if "protobuf" in response.headers.get("Content-Type", ""):
+        status = Status()
+        try:
+            status.ParseFromString(body)
+        except DecodeError:
+            pass
+        else:
+            return str(status.message)[:500]
+    return body.decode("utf-8", "replace").strip()[:500]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -184,6 +204,7 @@ class Attempt:
     status: int | None = None
     retry_after: float | None = None
     sent: bool = True
+    message: str = ""
 
     @property
     def refused(self) -> bool:
@@ -210,7 +231,8 @@ class Exporter:
             return Attempt(True, self.session.last_status)
         if self.session.calls == calls:  # refused before sending (e.g. larger than the request limit)
             return Attempt(False, sent=False)
-        return Attempt(False, self.session.last_status, self.session.last_retry_after)
+        session = self.session
+        return Attempt(False, session.last_status, session.last_retry_after, message=session.last_message)
 
     def shutdown(self) -> None:
         self._exporter.shutdown()  # type: ignore[no-untyped-call]
@@ -304,11 +326,11 @@ class LogShipper:
             return wait
         self._backoff = 0.0
         self._healthy = (attempt is not None and attempt.ok) or self._healthy
-        dead += [(entry, f"refused by the receiver (HTTP {status})") for entry, status in refused]
+        dead += [(entry, _refusal(attempt)) for entry, attempt in refused]
         self._store.outbox_done(entries[-1].id, exported=exported, dead=dead)
         return 0.0
 
-    def _ship(self, entries: Sequence[OutboxEntry]) -> tuple[int, list[tuple[OutboxEntry, int | None]], Attempt | None]:
+    def _ship(self, entries: Sequence[OutboxEntry]) -> tuple[int, list[tuple[OutboxEntry, Attempt]], Attempt | None]:
         """Export ``entries``, splitting refused batches; a transient failure stops everything."""
         if not entries:
             return 0, [], None
@@ -318,7 +340,7 @@ class LogShipper:
         if not attempt.refused:
             return 0, [], attempt
         if len(entries) == 1:
-            return 0, [(entries[0], attempt.status)], attempt
+            return 0, [(entries[0], attempt)], attempt
         middle = len(entries) // 2
         exported, refused = 0, []
         for half in (entries[:middle], entries[middle:]):
@@ -363,6 +385,13 @@ class LogShipper:
                 wait = self.MAX_BACKOFF
             if wait:
                 self._stop.wait(wait)
+
+
+def _refusal(attempt: Attempt) -> str:
+    if not attempt.sent:
+        return "could not be sent (larger than the exporter's request limit)"
+    reason = f"refused by the receiver (HTTP {attempt.status})"
+    return f"{reason}: {attempt.message}" if attempt.message else reason
 
 
 def _moment(entry: OutboxEntry) -> float:

@@ -16,7 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+REFUSAL = "stream '{connection=\"Salesforce → Snowflake\"}' has structured metadata too large"
 
 
 def _value(any_value: dict[str, Any]) -> Any:
@@ -82,12 +85,16 @@ class Receiver:
                         receiver.records += [r for r in decoded if r not in refused]  # Loki keeps the rest
                         if refused:
                             status = 400
+                payload = b""
+                if status == 400:  # Loki answers a protobuf google.rpc.Status naming the stream
+                    payload = Status(code=3, message=REFUSAL).SerializeToString()
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                self.wfile.write(payload)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

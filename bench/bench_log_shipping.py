@@ -1,0 +1,198 @@
+"""Log shipping benchmark: lines/s from the outbox to a local OTLP/HTTP receiver, and memory with a large outbox.
+
+1. Throughput: a store on a temp dir holds ``--lines`` log lines of 100 jobs
+   (appended in-process, 1,000 per call); ``LogShipper.ship_once`` runs until
+   the outbox is empty, against a receiver in another process that parses each
+   request with the protobuf runtime and counts the records. Reported: lines/s
+   from first export to empty outbox, and the records the receiver counted
+   (must equal the lines).
+2. Memory: with the receiver down, ``--outbox`` lines (1,000,000 by default)
+   are ingested while the shipper runs in its thread (backing off); the
+   process's resident memory is sampled as the outbox grows, and the peak RSS
+   is reported.
+
+Run from the project root::
+
+    .venv/bin/python bench/bench_log_shipping.py                 # about 3 minutes on 2 cores
+    .venv/bin/python bench/bench_log_shipping.py --lines 50000 --outbox 200000   # quicker
+
+Prints a Markdown table; ``--output`` also writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import socket
+import sys
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+from calabi_exporter.config import Config
+from calabi_exporter.joblogs import LogLine
+from calabi_exporter.logship import LogShipper
+from calabi_exporter.model import parse_job
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.web import create_app
+from calabi_exporter.web.services import SHIPPER_KEY
+
+TARGET_LINES_PER_S = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve_receiver(port: int, counted: Synchronized[int]) -> None:
+    """A minimal OTLP/HTTP logs receiver: parse, count, answer 200."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            request = ExportLogsServiceRequest()
+            request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+            n = sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
+            with counted.get_lock():
+                counted.value += n
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def lines_for(job: int, start: int, count: int, base: float) -> list[LogLine]:
+    return [
+        LogLine(
+            "INFO", f"Stream table_{i % 20:02d}: {i * 7 % 5000} records synced in {i % 60}.{i % 10}s", base + i, None
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def fill(store: SQLiteStore, lines: int, jobs: int = 100) -> None:
+    base = time.time() - 3600
+    for j in range(jobs):
+        record = {"job_id": f"job-{j}", "connection_name": f"conn-{j % 10} → warehouse", "status": "running"}
+        store.ingest_jobs([parse_job(record)], endpoint="jobs")
+    per_job = lines // jobs
+    for j in range(jobs):
+        for start in range(0, per_job, 1000):
+            store.append_logs(f"job-{j}", lines_for(j, start, min(1000, per_job - start), base))
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
+    port = free_port()
+    counted: Synchronized[int] = mp.Value("q", 0)  # type: ignore[assignment]
+    receiver = mp.get_context("fork").Process(target=serve_receiver, args=(port, counted), daemon=True)
+    receiver.start()
+    time.sleep(0.5)
+    config = Config(
+        data_dir=str(workdir / "throughput"),
+        otlp_logs_endpoint=f"http://127.0.0.1:{port}/otlp/v1/logs",
+        otlp_batch_size=batch,
+        service_instance_id="bench",
+    )
+    store = SQLiteStore(config.data_path, synchronous="normal", outbox=True)
+    print(f"filling the outbox with {lines:,} lines", flush=True)
+    fill(store, lines)
+    shipper = LogShipper(store, config)
+    shipper.ship_once()  # the first export carries one record (the shipper starts cautious)
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    while store.metrics_snapshot().shipping.waiting:
+        shipper.ship_once()
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    time.sleep(0.5)
+    shipped = store.metrics_snapshot().shipping.exported
+    receiver.terminate()
+    store.close()
+    rate = (shipped - 1) / seconds
+    row = (
+        f"| Shipping to a local OTLP/HTTP receiver | batches of {batch:,} | **{rate:,.0f} lines/s** "
+        f"({shipped:,} lines, receiver counted {counted.value:,}; shipper CPU {cpu / seconds:.2f} cores) "
+        f"| ≥ {TARGET_LINES_PER_S:,} lines/s | {'met' if rate >= TARGET_LINES_PER_S else '**MISSED**'} |"
+    )
+    return row, counted.value == shipped == lines
+
+
+def memory(workdir: Path, outbox: int) -> str:
+    config = Config(
+        data_dir=str(workdir / "memory"),
+        otlp_logs_endpoint=f"http://127.0.0.1:{free_port()}/otlp/v1/logs",  # nobody listens: an outage
+        otlp_timeout_seconds=1.0,
+        sqlite_synchronous="normal",
+    )
+    app = create_app(config, ship_logs=True)
+    client = app.test_client()
+    for j in range(100):
+        record = {"job_id": f"job-{j}", "connection_name": f"conn-{j % 10} → warehouse", "status": "running"}
+        client.post("/api/v1/jobs", json=record)
+    samples: list[tuple[int, float]] = [(0, rss_mib())]
+    base = time.time() - 3600
+    per_request = 1000
+    for n in range(outbox // per_request):
+        job = n % 100
+        body = "".join(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(base + i))}Z INFO Stream table_{i % 20:02d}: "
+            f"{i} records synced in 1.5s\n"
+            for i in range(n * per_request, (n + 1) * per_request)
+        )
+        response = client.post(f"/api/v1/jobs/job-{job}/logs", data=body, content_type="text/plain")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        done = (n + 1) * per_request
+        if done % (outbox // 5) == 0:
+            samples.append((done, rss_mib()))
+            print(f"  {done:,} lines waiting, RSS {samples[-1][1]:.0f} MiB", flush=True)
+    waiting = app.extensions["calabi_exporter"].store.metrics_snapshot().shipping.waiting
+    app.extensions[SHIPPER_KEY].stop()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    curve = ", ".join(f"{n:,}: {mib:.0f}" for n, mib in samples)
+    return (
+        f"| Memory while Loki is down | {waiting:,} lines waiting in the outbox | RSS MiB by lines waiting: {curve}; "
+        f"**peak RSS {peak:.0f} MiB** | flat | {'met' if samples[-1][1] - samples[1][1] < 50 else '**MISSED**'} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--lines", type=int, default=200_000, help="lines to ship for the throughput run")
+    parser.add_argument("--batch", type=int, default=1000, help="records per export (otlp_batch_size)")
+    parser.add_argument("--outbox", type=int, default=1_000_000, help="lines waiting for the memory run")
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="calabi-ship-bench-") as tmp:
+        row, complete = throughput(Path(tmp), args.lines, args.batch)
+        print(row, flush=True)
+        memory_row = memory(Path(tmp), args.outbox)
+    table = "\n".join(["| Benchmark | Setting | Result | Target | Status |", "|---|---|---|---|---|", row, memory_row])
+    print("\n" + table)
+    if args.output:
+        args.output.write_text(table + "\n", encoding="utf-8")
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
