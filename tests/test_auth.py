@@ -59,3 +59,10 @@ def test_metrics_and_health_need_no_token(guarded: FlaskClient) -> None:
     assert guarded.get("/metrics").status_code == 200
     assert guarded.get("/healthz").status_code == 200
     assert guarded.get("/readyz").status_code == 200
+
+
+def test_the_log_dead_letters_need_the_token(guarded: FlaskClient) -> None:
+    assert guarded.get("/api/v1/logs/dead-letters").status_code == 401
+    response = guarded.get("/api/v1/logs/dead-letters", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert response.get_json() == {"dead_letters": []}

@@ -278,6 +278,8 @@ def test_a_refused_record_is_dead_lettered_alone_and_the_rest_is_shipped(
     ]
     stats = outbox_store.metrics_snapshot().shipping
     assert (stats.waiting, stats.exported, stats.dead_lettered) == (0, 7, 1)
+    listed = api.get("/api/v1/logs/dead-letters").get_json()["dead_letters"]
+    assert [(d["job_id"], d["reason"]) for d in listed] == [("job_1", f"refused by the receiver (HTTP 400): {REFUSAL}")]
 
 
 def test_lines_older_than_the_receivers_limit_are_dead_lettered_without_being_sent(

@@ -120,8 +120,8 @@ class Store(Protocol):
         """Count ``records`` whose export attempt failed (they stay waiting)."""
         ...
 
-    def dead_letters(self) -> list[tuple[int, str, str]]:
-        """Dead-lettered records: (outbox id, job id, reason)."""
+    def dead_letters(self, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """The newest dead-lettered records, oldest first: (outbox id, job id, reason)."""
         ...
 
     def check_ready(self) -> None:

@@ -732,12 +732,12 @@ class SQLiteStore:
     def outbox_failed(self, records: int) -> None:
         self._submit(lambda db: db.execute("UPDATE meta SET value = value + ? WHERE key = 'log_failed'", (records,)))
 
-    def dead_letters(self) -> list[tuple[int, str, str]]:
+    def dead_letters(self, limit: int = 1000) -> list[tuple[int, str, str]]:
         with self._read() as db:
-            return [
-                (int(i), str(j), str(r))
-                for i, j, r in db.execute("SELECT outbox_id, job_id, reason FROM dead_letters ORDER BY outbox_id")
-            ]
+            rows = db.execute(
+                "SELECT outbox_id, job_id, reason FROM dead_letters ORDER BY outbox_id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [(int(i), str(j), str(r)) for i, j, r in reversed(rows)]
 
     def check_ready(self) -> None:
         try:

@@ -1,4 +1,4 @@
-"""``/metrics`` and the health endpoints: readable without a token."""
+"""``/metrics`` and the health endpoints (readable without a token), and the log dead letters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..exposition import render
 from ..store import StoreError
+from .auth import require_ingest_token
 from .services import services
 
 bp = Blueprint("ops", __name__)
@@ -32,3 +33,11 @@ def readyz() -> tuple[Response, int]:
     except StoreError as error:
         return jsonify({"status": "unavailable", "error": str(error)}), 503
     return jsonify({"status": "ready"}), 200
+
+
+@bp.get("/api/v1/logs/dead-letters")
+def dead_letters() -> tuple[Response, int]:
+    """Log records the receiver refused for good (or too old to send), newest 1,000; needs the ingest token."""
+    require_ingest_token()
+    rows = services().store.dead_letters(limit=1000)
+    return jsonify({"dead_letters": [{"outbox_id": i, "job_id": j, "reason": r} for i, j, r in rows]}), 200
