@@ -424,3 +424,16 @@ def test_no_secret_reaches_the_receiver(api: FlaskClient, shipper: LogShipper, r
     for _, secret, _ in SECRETS:
         assert secret not in shipped
     assert [r.body for r in receiver.records[:-1]] == [expected for _, _, expected in SECRETS]
+
+
+def test_the_instance_id_defaults_to_the_host_name_so_restarts_keep_one_loki_stream() -> None:
+    import socket
+
+    from calabi_exporter.logship import resource_for
+
+    first = resource_for(Config(), "Stripe → Postgres").attributes
+    again = resource_for(Config(), "Stripe → Postgres").attributes
+
+    assert first["service.instance.id"] == socket.gethostname()
+    assert dict(first) == dict(again)
+    assert "service.namespace" not in first and "deployment.environment" not in first
