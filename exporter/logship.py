@@ -43,6 +43,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from . import __version__
 from .config import Config
+from .model import SUMMARY_FIELDS
 from .store import OutboxEntry, Store, StoreError
 from .timeutil import Clock, format_rfc3339, system_clock
 
@@ -101,16 +102,7 @@ def to_log_record(entry: OutboxEntry, resource: Resource) -> ReadableLogRecord:
         level = SUMMARY_SEVERITY.get(job.status, "INFO")
         attributes["event"] = "job_summary"
         attributes["status"] = job.status
-        for name in (
-            "records_synced",
-            "records_failed",
-            "bytes_synced",
-            "duration_seconds",
-            "streams_succeeded",
-            "streams_failed",
-            "error_summary",
-            "job_url",
-        ):
+        for name in (*SUMMARY_FIELDS, "error_summary", "job_url"):
             value = getattr(job, name)
             if value is not None:
                 attributes[name] = value

@@ -122,6 +122,16 @@ class Job:
         return replace(self, **changes) if changes else self
 
 
+# A job's Summary, as the product shows it.
+SUMMARY_FIELDS: Final = (
+    "records_synced",
+    "records_failed",
+    "bytes_synced",
+    "duration_seconds",
+    "streams_succeeded",
+    "streams_failed",
+)
+
 JOB_FIELDS: Final = frozenset(
     {
         "job_id",
