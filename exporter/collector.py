@@ -131,6 +131,11 @@ class SyncJobCollector(Collector):
             "Connection metadata (always 1).",
             labels=["connection", "connection_id", "source", "destination"],
         )
+        first_seen = GaugeMetricFamily(
+            "calabi_sync_connection_first_seen_timestamp_seconds",
+            "When the exporter first heard of the connection: the staleness clock until it first succeeds.",
+            labels=["connection"],
+        )
         failure_threshold = GaugeMetricFamily(
             "calabi_sync_failure_threshold",
             "Consecutive failed jobs before the connection pages (configuration).",
@@ -177,6 +182,7 @@ class SyncJobCollector(Collector):
                     1.0,
                 )
             info.add_metric([name, c.connection_id or "", c.source or "", c.destination or ""], 1.0)
+            first_seen.add_metric([name], c.first_seen)
             failure, freshness = self._thresholds.for_connection(name)
             failure_threshold.add_metric([name], failure)
             freshness_threshold.add_metric([name], freshness)
@@ -196,6 +202,7 @@ class SyncJobCollector(Collector):
         yield from last_values.values()
         yield last_info
         yield info
+        yield first_seen
         yield failure_threshold
         yield freshness_threshold
         yield from self._logs(snap, conns)

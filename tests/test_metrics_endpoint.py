@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from .conftest import FakeClock, Samples, job, parse_samples
+from .conftest import T0, FakeClock, Samples, job, parse_samples
 
 SF = "Salesforce → Snowflake"
 
@@ -177,3 +177,16 @@ def test_a_store_failure_during_ingest_is_a_503_not_a_500(client: FlaskClient, s
 
     assert response.status_code == 503
     assert store.get_job("a") is None
+
+
+def test_a_connection_keeps_the_time_it_was_first_seen(
+    client: FlaskClient, clock: FakeClock, scrape: Callable[[], Samples]
+) -> None:
+    assert client.post("/api/v1/jobs", json=job("a", "running")).status_code == 200
+    clock.advance(3600)
+    assert client.post("/api/v1/jobs", json=job("b", "failed")).status_code == 200
+
+    first_seen = scrape().value(
+        "calabi_sync_connection_first_seen_timestamp_seconds", connection="Salesforce → Snowflake"
+    )
+    assert first_seen == T0
