@@ -1,0 +1,55 @@
+"""The shipped rule files load in Debian's promtool and pass their unit tests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from .conftest import require_binary
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "alerting-rules"
+RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
+TEST_FILES = sorted(RULES_DIR.glob("*.tests.yml"))
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_binary("promtool"), *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_every_rule_file_passes_promtool_check_rules() -> None:
+    assert RULE_FILES
+    result = promtool("check", "rules", *(p.name for p in RULE_FILES))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_rule_has_promtool_unit_tests_and_they_pass() -> None:
+    result = promtool("test", "rules", *(p.name for p in TEST_FILES))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = set()
+    for path in TEST_FILES:
+        for case in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            tested |= {t["alertname"] for t in case.get("alert_rule_test", [])}
+            tested |= {t["expr"] for t in case.get("promql_expr_test", [])}
+    rules = [r for p in RULE_FILES for g in yaml.safe_load(p.read_text(encoding="utf-8"))["groups"] for r in g["rules"]]
+    assert {r.get("alert") or r["record"] for r in rules} <= tested
+
+
+def test_every_alert_carries_severity_summary_description_runbook_and_dashboard() -> None:
+    alerts = [
+        r
+        for p in RULE_FILES
+        for g in yaml.safe_load(p.read_text(encoding="utf-8"))["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
+    for alert in alerts:
+        assert alert["alert"][0].isupper() and "_" not in alert["alert"], alert["alert"]
+        assert alert["labels"]["severity"] in ("critical", "warning", "info"), alert["alert"]
+        assert {"summary", "description", "runbook_url", "dashboard_url"} <= set(alert["annotations"]), alert["alert"]
+        assert alert["annotations"]["runbook_url"] == f"docs/runbook.md#{alert['alert'].lower()}"
