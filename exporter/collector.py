@@ -37,20 +37,41 @@ INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook")
 LOG_LEVELS: Final = ("info", "warn", "error", "debug")
 
 
+THRESHOLD_METRICS: Final = {
+    "failure_threshold": (
+        "calabi_sync_failure_threshold",
+        "Consecutive failed jobs before the connection pages (configuration).",
+    ),
+    "freshness_threshold_seconds": (
+        "calabi_sync_freshness_threshold_seconds",
+        "Longest tolerated time since the connection's latest success (configuration).",
+    ),
+    "stuck_floor_seconds": (
+        "calabi_sync_stuck_floor_seconds",
+        "A running job is stuck after three times the connection's usual duration, and never before this "
+        "(configuration).",
+    ),
+    "pending_threshold_seconds": (
+        "calabi_sync_pending_threshold_seconds",
+        "Longest tolerated wait of a pending job for a worker slot (configuration).",
+    ),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Alerting thresholds per connection, from the configuration."""
+    """Alerting thresholds per connection, from the configuration; exposed as gauges for the alert rules."""
 
     failure_threshold: int = 2
     freshness_threshold_seconds: float = 3 * 24 * 3600
-    overrides: Mapping[str, tuple[int | None, float | None]] = field(default_factory=dict)
+    stuck_floor_seconds: float = 3600
+    pending_threshold_seconds: float = 1800
+    overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
-    def for_connection(self, connection: str) -> tuple[int, float]:
-        failure, freshness = self.overrides.get(connection, (None, None))
-        return (
-            self.failure_threshold if failure is None else failure,
-            self.freshness_threshold_seconds if freshness is None else freshness,
-        )
+    def for_connection(self, connection: str) -> dict[str, float]:
+        values: dict[str, float] = {key: getattr(self, key) for key in THRESHOLD_METRICS}
+        values.update(self.overrides.get(connection, {}))
+        return values
 
 
 class SyncJobCollector(Collector):
@@ -136,16 +157,10 @@ class SyncJobCollector(Collector):
             "When the exporter first heard of the connection: the staleness clock until it first succeeds.",
             labels=["connection"],
         )
-        failure_threshold = GaugeMetricFamily(
-            "calabi_sync_failure_threshold",
-            "Consecutive failed jobs before the connection pages (configuration).",
-            labels=["connection"],
-        )
-        freshness_threshold = GaugeMetricFamily(
-            "calabi_sync_freshness_threshold_seconds",
-            "Longest tolerated time since the connection's latest success (configuration).",
-            labels=["connection"],
-        )
+        thresholds = {
+            key: GaugeMetricFamily(name, help_text, labels=["connection"])
+            for key, (name, help_text) in THRESHOLD_METRICS.items()
+        }
 
         for c in conns:
             name = c.connection
@@ -183,9 +198,8 @@ class SyncJobCollector(Collector):
                 )
             info.add_metric([name, c.connection_id or "", c.source or "", c.destination or ""], 1.0)
             first_seen.add_metric([name], c.first_seen)
-            failure, freshness = self._thresholds.for_connection(name)
-            failure_threshold.add_metric([name], failure)
-            freshness_threshold.add_metric([name], freshness)
+            for key, value in self._thresholds.for_connection(name).items():
+                thresholds[key].add_metric([name], value)
 
         yield jobs
         yield from self._active(snap, conns)
@@ -203,8 +217,7 @@ class SyncJobCollector(Collector):
         yield last_info
         yield info
         yield first_seen
-        yield failure_threshold
-        yield freshness_threshold
+        yield from thresholds.values()
         yield from self._logs(snap, conns)
         yield from self._exporter(snap)
 

@@ -181,6 +181,20 @@ OPTIONS: Final = (
         "accepts units: `3d`, `12h`.",
     ),
     Option(
+        "stuck_floor_seconds",
+        _seconds,
+        3600.0,
+        "A running job counts as stuck after three times its connection's average duration, and never before "
+        "this (`calabi_sync_stuck_floor_seconds`); accepts units: `1h`.",
+    ),
+    Option(
+        "pending_threshold_seconds",
+        _seconds,
+        1800.0,
+        "Longest tolerated wait of a pending job for a worker slot (`calabi_sync_pending_threshold_seconds`); "
+        "accepts units: `30m`.",
+    ),
+    Option(
         "otlp_logs_endpoint",
         _optional_url,
         "",
@@ -219,7 +233,13 @@ OPTIONS: Final = (
     Option("debug_logs", _bool, False, "Ship DEBUG lines too (per connection: `connections.<name>.debug_logs`)."),
 )
 _BY_KEY: Final = {o.key: o for o in OPTIONS}
-CONNECTION_KEYS: Final = ("failure_threshold", "freshness_threshold_seconds", "debug_logs")
+CONNECTION_KEYS: Final = (
+    "failure_threshold",
+    "freshness_threshold_seconds",
+    "stuck_floor_seconds",
+    "pending_threshold_seconds",
+    "debug_logs",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +248,8 @@ class ConnectionSettings:
 
     failure_threshold: int | None = None
     freshness_threshold_seconds: float | None = None
+    stuck_floor_seconds: float | None = None
+    pending_threshold_seconds: float | None = None
     debug_logs: bool | None = None
 
 
@@ -245,6 +267,8 @@ class Config:
     log_level: str = "info"
     failure_threshold: int = 2
     freshness_threshold_seconds: float = 259200.0
+    stuck_floor_seconds: float = 3600.0
+    pending_threshold_seconds: float = 1800.0
     otlp_logs_endpoint: str = ""
     otlp_headers: tuple[tuple[str, str], ...] = ()
     otlp_timeout_seconds: float = 10.0

@@ -84,7 +84,10 @@ def test_thresholds_come_from_the_config_with_per_connection_overrides(tmp_path:
     config = Config(
         data_dir=str(tmp_path),
         failure_threshold=3,
-        connections={SF: ConnectionSettings(failure_threshold=5, freshness_threshold_seconds=3600)},
+        pending_threshold_seconds=600,
+        connections={
+            SF: ConnectionSettings(failure_threshold=5, freshness_threshold_seconds=3600, stuck_floor_seconds=7200)
+        },
     )
     client = create_app(config, clock=clock).test_client()
     client.post("/api/v1/jobs", json={"jobs": [job("a"), job("b", connection="Stripe → Postgres")]})
@@ -94,6 +97,10 @@ def test_thresholds_come_from_the_config_with_per_connection_overrides(tmp_path:
     assert samples.value("calabi_sync_freshness_threshold_seconds", connection=SF) == 3600
     assert samples.value("calabi_sync_failure_threshold", connection="Stripe → Postgres") == 3
     assert samples.value("calabi_sync_freshness_threshold_seconds", connection="Stripe → Postgres") == 259200
+    assert samples.value("calabi_sync_stuck_floor_seconds", connection=SF) == 7200
+    assert samples.value("calabi_sync_stuck_floor_seconds", connection="Stripe → Postgres") == 3600
+    assert samples.value("calabi_sync_pending_threshold_seconds", connection=SF) == 600
+    assert samples.value("calabi_sync_pending_threshold_seconds", connection="Stripe → Postgres") == 600
 
 
 def test_connection_info_carries_the_latest_metadata(client: FlaskClient, scrape: Callable[[], Samples]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from ..collector import SyncJobCollector, Thresholds
+from ..collector import THRESHOLD_METRICS, SyncJobCollector, Thresholds
 from ..config import Config
 from ..logship import LogShipper
 from ..store import SQLiteStore, Store
@@ -16,13 +16,16 @@ from .services import EXTENSION_KEY, SHIPPER_KEY, Services
 
 
 def thresholds_from(config: Config) -> Thresholds:
+    overrides = {
+        name: {key: value for key in THRESHOLD_METRICS if (value := getattr(settings, key)) is not None}
+        for name, settings in config.connections.items()
+    }
     return Thresholds(
         failure_threshold=config.failure_threshold,
         freshness_threshold_seconds=config.freshness_threshold_seconds,
-        overrides={
-            name: (settings.failure_threshold, settings.freshness_threshold_seconds)
-            for name, settings in config.connections.items()
-        },
+        stuck_floor_seconds=config.stuck_floor_seconds,
+        pending_threshold_seconds=config.pending_threshold_seconds,
+        overrides=overrides,
     )
 
 
