@@ -53,3 +53,18 @@ def test_every_alert_carries_severity_summary_description_runbook_and_dashboard(
         assert alert["labels"]["severity"] in ("critical", "warning", "info"), alert["alert"]
         assert {"summary", "description", "runbook_url", "dashboard_url"} <= set(alert["annotations"]), alert["alert"]
         assert alert["annotations"]["runbook_url"] == f"docs/runbook.md#{alert['alert'].lower()}"
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    runbook = (RULES_DIR.parent / "docs" / "runbook.md").read_text(encoding="utf-8")
+    sections = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    alerts = {
+        r["alert"].lower()
+        for p in RULE_FILES
+        for g in yaml.safe_load(p.read_text(encoding="utf-8"))["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+
+    assert alerts <= sections
+    assert "Retry without reset" in runbook and "Reset and Re-Sync" in runbook
