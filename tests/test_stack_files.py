@@ -46,3 +46,24 @@ def test_compose_ships_the_exporters_logs_to_the_loki_service_with_that_config()
     assert "./loki/loki-config.yaml" in mounts
     assert (ROOT / "loki" / "loki-config.yaml").is_file()
     assert services["loki"]["image"].startswith("grafana/loki:3.")
+
+
+def test_compose_runs_prometheus_and_alertmanager_on_the_files_the_tests_check() -> None:
+    services = load("docker-compose.yml")["services"]
+
+    prometheus_mounts = dict(
+        m.rsplit(":", 1)[0].split(":", 1) for m in services["prometheus"]["volumes"] if m.startswith("./")
+    )
+    assert prometheus_mounts["./alerting-rules/calabi-sync.rules.yml"] == "/etc/prometheus/rules/calabi-sync.rules.yml"
+    prometheus = load("prometheus/prometheus.yml")
+    assert prometheus["rule_files"] == ["/etc/prometheus/rules/calabi-sync.rules.yml"]
+    assert [job["job_name"] for job in prometheus["scrape_configs"]] == ["calabi-exporter"]
+
+    alertmanager_mounts = dict(
+        m.rsplit(":", 1)[0].split(":", 1) for m in services["alertmanager"]["volumes"] if m.startswith("./")
+    )
+    assert alertmanager_mounts["./alerting-rules/alertmanager.yml"] == "/etc/alertmanager/alertmanager.yml"
+    assert alertmanager_mounts["./alerting-rules/templates"] == "/etc/alertmanager/templates"
+    assert alertmanager_mounts["./alerting-rules/secrets"] == "/etc/alertmanager/secrets"
+    am_config = load("alerting-rules/alertmanager.yml")
+    assert am_config["global"]["smtp_auth_password_file"].startswith("/etc/alertmanager/secrets/")
