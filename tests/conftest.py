@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -235,15 +235,20 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
 
-    def start(target: str) -> Prometheus:
+    def start(target: str, *, rule_files: Sequence[Path] = (), alertmanager: str | None = None) -> Prometheus:
         binary = require_binary("prometheus")
         port = free_port()
         config = tmp_path / "prometheus.yml"
-        config.write_text(
+        text = (
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: calabi-exporter\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
+        if rule_files:
+            text += "rule_files:\n" + "".join(f"  - '{path}'\n" for path in rule_files)
+        if alertmanager:
+            text += f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{alertmanager}']\n"
+        config.write_text(text)
         log = (tmp_path / "prometheus.log").open("wb")
         logs.append(log)
         process = subprocess.Popen(

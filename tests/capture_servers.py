@@ -1,0 +1,125 @@
+"""Local stand-ins for Slack, PagerDuty, a custom webhook (one HTTP server) and an SMTP server."""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class HttpCapture:
+    """Records every POST as (path, JSON body); answers 200 (PagerDuty's 202)."""
+
+    port: int = 0
+    posts: list[tuple[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def bodies(self, path: str) -> list[Any]:
+        with self.lock:
+            return [body for p, body in self.posts if p == path]
+
+    def start(self) -> None:
+        capture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                with capture.lock:
+                    capture.posts.append((self.path, body))
+                status = 202 if "pagerduty" in self.path else 200
+                payload = b'{"status":"success"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class SmtpCapture:
+    """A minimal SMTP server (no TLS, no AUTH) that keeps every message it receives."""
+
+    port: int = 0
+    messages: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: socketserver.ThreadingTCPServer | None = None
+
+    def start(self) -> None:
+        capture = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write(line.encode() + b"\r\n")
+
+            def handle(self) -> None:
+                self.reply("220 capture ESMTP")
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    command = line.decode("utf-8", "replace").strip().upper()
+                    if command.startswith(("EHLO", "HELO")):
+                        self.wfile.write(b"250-capture\r\n250 8BITMIME\r\n")
+                    elif command.startswith(("MAIL", "RCPT", "RSET", "NOOP")):
+                        self.reply("250 OK")
+                    elif command == "DATA":
+                        self.reply("354 end with .")
+                        data = b""
+                        while True:
+                            chunk = self.rfile.readline()
+                            if not chunk or chunk in (b".\r\n", b".\n"):
+                                break
+                            data += chunk[1:] if chunk.startswith(b"..") else chunk
+                        with capture.lock:
+                            capture.messages.append(message_from_bytes(data, policy=policy.default))
+                        self.reply("250 queued")
+                    elif command == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:
+                        self.reply("502 not implemented")
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def texts(self) -> list[str]:
+        """Subject and plain-text body of every message."""
+        with self.lock:
+            out = []
+            for message in self.messages:
+                part = message.get_body(preferencelist=("plain", "html"))
+                out.append(f"{message['Subject']}\n{part.get_content() if part is not None else ''}")
+            return out
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -1,0 +1,177 @@
+"""Failed jobs reach Slack, email, the webhook and PagerDuty through the real Prometheus and Alertmanager.
+
+The exporter, Debian's Prometheus (the shipped rules, 1 s evaluation) and Debian's Alertmanager (the
+shipped config and templates, with short group waits and local endpoints from a test overlay) run on
+loopback; local capture servers stand in for Slack, PagerDuty's Events API, the custom webhook and SMTP.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from .capture_servers import HttpCapture, SmtpCapture
+from .conftest import ExporterProcess, Prometheus, free_port, require_binary, wait_until
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "alerting-rules"
+CONNECTION = "Salesforce → Snowflake"
+ROUTING_KEY = "test-routing-key-0123456789"
+DEADLINE = 60  # seconds for each step: scrape 1 s, evaluation 1 s, group wait 1 s, and slack
+
+
+def overlay(tmp_path: Path, http: HttpCapture, smtp: SmtpCapture) -> Path:
+    """The shipped alertmanager.yml with local endpoints, secret files and short waits."""
+    config: dict[str, Any] = yaml.safe_load((RULES_DIR / "alertmanager.yml").read_text(encoding="utf-8"))
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "slack_webhook_url").write_text(http.url("/slack"))
+    (secrets / "pagerduty_routing_key").write_text(ROUTING_KEY)
+    config["global"].update(smtp_smarthost=f"127.0.0.1:{smtp.port}", smtp_require_tls=False)
+    for key in ("smtp_auth_username", "smtp_auth_password_file"):
+        config["global"].pop(key)
+    config["templates"] = [str(RULES_DIR / "templates" / "*.tmpl")]
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    for route in config["route"]["routes"]:
+        route.update(group_wait="1s", group_interval="1s")
+    receivers = {r["name"]: r for r in config["receivers"]}
+    receivers["team"]["slack_configs"][0]["api_url_file"] = str(secrets / "slack_webhook_url")
+    receivers["team"]["webhook_configs"][0]["url"] = http.url("/webhook")
+    pagerduty = receivers["pagerduty"]["pagerduty_configs"][0]
+    pagerduty["routing_key_file"] = str(secrets / "pagerduty_routing_key")
+    pagerduty["url"] = http.url("/pagerduty/v2/enqueue")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def captures() -> Iterator[tuple[HttpCapture, SmtpCapture]]:
+    http, smtp = HttpCapture(), SmtpCapture()
+    http.start()
+    smtp.start()
+    yield http, smtp
+    http.stop()
+    smtp.stop()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, captures: tuple[HttpCapture, SmtpCapture]) -> Iterator[str]:
+    http, smtp = captures
+    config = overlay(tmp_path, http, smtp)
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = subprocess.Popen(
+        [
+            require_binary("prometheus-alertmanager"),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, "alertmanager exited: " + (tmp_path / "alertmanager.log").read_text()
+        try:
+            return requests.get(url + "/-/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, timeout=30, what="Alertmanager to be ready")
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def post_job(exporter: ExporterProcess, job_id: str, status: str, minute: int, error: str | None = None) -> None:
+    record = {
+        "job_id": job_id,
+        "connection_name": CONNECTION,
+        "status": status,
+        "started_at": f"2026-04-06T08:{minute:02d}:01Z",
+        "finished_at": f"2026-04-06T08:{minute + 3:02d}:17Z",
+        "error_summary": error,
+        "job_url": f"https://app.calabi.io/connect/jobs/{job_id}",
+    }
+    response = requests.post(exporter.url + "/api/v1/jobs", json=record, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def slack_texts(http: HttpCapture) -> list[str]:
+    return [
+        f"{b.get('attachments', [{}])[0].get('title', '')}\n{b['attachments'][0].get('text', '')}"
+        for b in http.bodies("/slack")
+    ]
+
+
+def test_a_failure_notifies_slack_and_email_a_second_pages_and_a_success_resolves(
+    exporter_process: Callable[..., ExporterProcess],
+    prometheus_for: Callable[..., Prometheus],
+    alertmanager: str,
+    captures: tuple[HttpCapture, SmtpCapture],
+) -> None:
+    http, smtp = captures
+    exporter = exporter_process()
+    prometheus_for(
+        f"127.0.0.1:{exporter.port}", rule_files=[RULES_DIR / "calabi-sync.rules.yml"], alertmanager=alertmanager
+    )
+
+    # 1. A failed job: Slack, email and the webhook hear of it; PagerDuty does not.
+    post_job(exporter, "job_01HX4M9QZPKR", "failed", 0, "Stream Account: 401 Unauthorized — token expired")
+    wait_until(lambda: any("job_01HX4M9QZPKR" in t for t in slack_texts(http)), timeout=DEADLINE, what="Slack")
+    wait_until(lambda: any("job_01HX4M9QZPKR" in t for t in smtp.texts()), timeout=DEADLINE, what="email")
+    wait_until(lambda: http.bodies("/webhook"), timeout=DEADLINE, what="the webhook")
+    slack = next(t for t in slack_texts(http) if "job_01HX4M9QZPKR" in t)
+    for expected in (
+        CONNECTION,
+        "Stream Account: 401 Unauthorized — token expired",
+        "https://app.calabi.io/connect/jobs/job_01HX4M9QZPKR",
+        "Started at: 2026-04-06 08:00:01 +0000 UTC",
+        "Failed at: 2026-04-06 08:03:17 +0000 UTC",
+        "var-job_id=job_01HX4M9QZPKR",
+    ):
+        assert expected in slack
+    email = next(t for t in smtp.texts() if "job_01HX4M9QZPKR" in t)
+    assert CONNECTION in email and "Stream Account: 401 Unauthorized — token expired" in email
+    webhook = http.bodies("/webhook")[0]
+    assert webhook["status"] == "firing" and webhook["commonLabels"]["alertname"] == "CalabiSyncJobFailed"
+    assert http.bodies("/pagerduty/v2/enqueue") == []
+
+    # 2. A second failure in a row: PagerDuty gets a trigger with the routing key and the connection's dedup key.
+    post_job(exporter, "job_01HX4MB2", "failed", 10, "Stream Account: 401 Unauthorized — token expired")
+    wait_until(lambda: http.bodies("/pagerduty/v2/enqueue"), timeout=DEADLINE, what="a PagerDuty event")
+    trigger = http.bodies("/pagerduty/v2/enqueue")[0]
+    assert trigger["event_action"] == "trigger"
+    assert trigger["routing_key"] == ROUTING_KEY
+    assert trigger["dedup_key"]
+    assert trigger["payload"]["custom_details"]["connection"] == CONNECTION
+
+    # 3. A success: Slack and PagerDuty hear that it is resolved.
+    post_job(exporter, "job_01HX4MC3", "succeeded", 20)
+    wait_until(
+        lambda: any(b["event_action"] == "resolve" for b in http.bodies("/pagerduty/v2/enqueue")),
+        timeout=DEADLINE,
+        what="PagerDuty resolve",
+    )
+    resolve = next(b for b in http.bodies("/pagerduty/v2/enqueue") if b["event_action"] == "resolve")
+    assert resolve["dedup_key"] == trigger["dedup_key"]
+    wait_until(
+        lambda: any(t.startswith("[RESOLVED] CalabiSyncConsecutiveFailures") for t in slack_texts(http)),
+        timeout=DEADLINE,
+        what="the resolved Slack message",
+    )
+    assert any(b["status"] == "resolved" for b in http.bodies("/webhook"))
