@@ -207,6 +207,33 @@ def require_binary(name: str) -> str:
     return path
 
 
+def start_server(
+    argv: list[str], *, ready_url: str, log_path: Path, what: str, timeout: float = 30
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start a server binary with its stderr in ``log_path`` and wait until ``ready_url`` answers 200."""
+    log = log_path.open("wb")
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+
+    def ready() -> bool:
+        assert process.poll() is None, f"{what} exited: " + log_path.read_text()
+        try:
+            return requests.get(ready_url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, timeout=timeout, what=f"{what} to be ready")
+    return process, log
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Prometheus:
     """Debian's Prometheus, scraping one target every second."""
@@ -249,9 +276,8 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
         if alertmanager:
             text += f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{alertmanager}']\n"
         config.write_text(text)
-        log = (tmp_path / "prometheus.log").open("wb")
-        logs.append(log)
-        process = subprocess.Popen(
+        url = f"http://127.0.0.1:{port}"
+        process, log = start_server(
             [
                 binary,
                 f"--config.file={config}",
@@ -259,29 +285,16 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
+            ready_url=url + "/-/ready",
+            log_path=tmp_path / "prometheus.log",
+            what="Prometheus",
         )
+        logs.append(log)
         started.append(process)
-        url = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert process.poll() is None, "prometheus exited: " + (tmp_path / "prometheus.log").read_text()
-            try:
-                return requests.get(url + "/-/ready", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, timeout=30, what="Prometheus to be ready")
         return Prometheus(process, url)
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
     for log in logs:
         log.close()

@@ -7,7 +7,6 @@ loopback; local capture servers stand in for Slack, PagerDuty's Events API, the 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import requests
 import yaml
 
 from .capture_servers import HttpCapture, SmtpCapture
-from .conftest import ExporterProcess, Prometheus, free_port, require_binary, wait_until
+from .conftest import ExporterProcess, Prometheus, free_port, require_binary, start_server, stop_server, wait_until
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "alerting-rules"
 CONNECTION = "Salesforce → Snowflake"
@@ -65,8 +64,7 @@ def alertmanager(tmp_path: Path, captures: tuple[HttpCapture, SmtpCapture]) -> I
     http, smtp = captures
     config = overlay(tmp_path, http, smtp)
     port = free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
+    process, log = start_server(
         [
             require_binary("prometheus-alertmanager"),
             f"--config.file={config}",
@@ -75,25 +73,12 @@ def alertmanager(tmp_path: Path, captures: tuple[HttpCapture, SmtpCapture]) -> I
             "--cluster.listen-address=",
             "--log.level=warn",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+        ready_url=f"http://127.0.0.1:{port}/-/ready",
+        log_path=tmp_path / "alertmanager.log",
+        what="Alertmanager",
     )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert process.poll() is None, "alertmanager exited: " + (tmp_path / "alertmanager.log").read_text()
-        try:
-            return requests.get(url + "/-/ready", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, timeout=30, what="Alertmanager to be ready")
     yield f"127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_server(process)
     log.close()
 
 
