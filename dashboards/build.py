@@ -1,0 +1,332 @@
+"""Grafana dashboards as code: writes dashboards/*.json from grafana-foundation-sdk builders.
+
+Run from the project root after changing a panel::
+
+    .venv/bin/python dashboards/build.py
+
+The JSON files are committed; a test fails when they differ from what this writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+# The SDK deprecates its classic dashboard model in favour of the v2 schema, which Grafana's file
+# provisioning loads only behind feature flags; the classic JSON loads in every current Grafana.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Prefer using dashboardv2", category=DeprecationWarning)
+    from grafana_foundation_sdk.builders import dashboard, logs, loki, prometheus, stat, table, timeseries
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+
+HERE: Final = Path(__file__).resolve().parent
+PROMETHEUS: Final = DataSourceRef(type_val="prometheus", uid="prometheus")
+LOKI: Final = DataSourceRef(type_val="loki", uid="loki")
+SELECTOR: Final = 'connection=~"$connection"'
+SYNC_JOBS_UID: Final = "calabi-sync-jobs"
+SYNC_JOB_UID: Final = "calabi-sync-job"
+EXPORTER_UID: Final = "calabi-exporter"
+TAGS: Final = ["calabi-connect", "sync-jobs"]
+
+
+def _base(title: str, uid: str) -> dashboard.Dashboard:
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .tags(TAGS)
+        .editable()
+        .readonly()
+        .refresh("30s")
+        .time("now-24h", "now")
+        .timezone("browser")
+    )
+
+
+def _promql(expr: str, legend: str = "", *, instant: bool = False) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").ref_id("A")
+    return query.instant() if instant else query.range()
+
+
+def _stat(title: str, expr: str, unit: str, *, width: int = 3) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .datasource(PROMETHEUS)
+        .unit(unit)
+        .height(4)
+        .span(width)
+        .with_target(_promql(expr, instant=True))
+    )
+
+
+def sync_jobs() -> dashboard.Dashboard:
+    """The product's Jobs page: every job across connections, scoped by the Connection dropdown."""
+    connection = (
+        dashboard.QueryVariable("connection")
+        .label("Connection")
+        .datasource(PROMETHEUS)
+        .query("label_values(calabi_sync_connection_info, connection)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+    status = (
+        dashboard.CustomVariable("status")
+        .label("Status")
+        .values("succeeded,failed,cancelled")
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+    increase = "sum(increase(calabi_sync_jobs_total{" + SELECTOR + ', status="%s"}[$__range]))'
+    board = _base("Calabi Connect / Sync Jobs", SYNC_JOBS_UID).with_variable(connection).with_variable(status)
+    board = (
+        board.with_panel(_stat("Succeeded", increase % "succeeded", "short"))
+        .with_panel(_stat("Failed", increase % "failed", "short"))
+        .with_panel(_stat("Cancelled", increase % "cancelled", "short"))
+        .with_panel(_stat("Running", "sum(calabi_sync_jobs_in_progress{" + SELECTOR + ', status="running"})', "short"))
+        .with_panel(_stat("Pending", "sum(calabi_sync_jobs_in_progress{" + SELECTOR + ', status="pending"})', "short"))
+        .with_panel(
+            _stat(
+                "Success rate",
+                "sum(increase(calabi_sync_jobs_total{" + SELECTOR + ', status="succeeded"}[$__range]))'
+                " / sum(increase(calabi_sync_jobs_total{" + SELECTOR + ', status=~"succeeded|failed"}[$__range]))',
+                "percentunit",
+            )
+        )
+        .with_panel(
+            _stat(
+                "Records synced",
+                "sum(increase(calabi_sync_records_synced_total{" + SELECTOR + "}[$__range]))",
+                "short",
+                width=4,
+            )
+        )
+        .with_panel(
+            _stat(
+                "Records failed",
+                "sum(increase(calabi_sync_records_failed_total{" + SELECTOR + "}[$__range]))",
+                "short",
+                width=4,
+            )
+        )
+        .with_panel(
+            _stat(
+                "Bytes synced",
+                "sum(increase(calabi_sync_bytes_synced_total{" + SELECTOR + "}[$__range]))",
+                "bytes",
+                width=4,
+            )
+        )
+    )
+    jobs_table = (
+        table.Panel()
+        .title("Jobs")
+        .description("One row per finished job, from the job_summary events in Loki; a row opens the job.")
+        .datasource(LOKI)
+        .unit("short")
+        .height(10)
+        .span(24)
+        .with_target(
+            loki.Dataquery()
+            .expr('{service_name="calabi-connect", ' + SELECTOR + '} | event="job_summary" | status=~"$status"')
+            .ref_id("A")
+        )
+        .data_links([_job_link()])
+    )
+    board = board.with_panel(jobs_table)
+    board = (
+        board.with_panel(
+            timeseries.Panel()
+            .title("Job duration p50 / p95")
+            .datasource(PROMETHEUS)
+            .unit("s")
+            .height(8)
+            .span(12)
+            .with_target(
+                _promql(
+                    "histogram_quantile(0.5, sum by (connection, le) "
+                    "(rate(calabi_sync_job_duration_seconds_bucket{" + SELECTOR + "}[$__rate_interval])))",
+                    "p50 {{connection}}",
+                )
+            )
+            .with_target(
+                _promql(
+                    "histogram_quantile(0.95, sum by (connection, le) "
+                    "(rate(calabi_sync_job_duration_seconds_bucket{" + SELECTOR + "}[$__rate_interval])))",
+                    "p95 {{connection}}",
+                ).ref_id("B")
+            )
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Consecutive failures")
+            .datasource(PROMETHEUS)
+            .unit("short")
+            .height(8)
+            .span(12)
+            .with_target(_promql("max by (connection) (calabi_sync_consecutive_failures{" + SELECTOR + "})"))
+        )
+        .with_panel(
+            table.Panel()
+            .title("Connections without a successful sync in 3 days")
+            .datasource(PROMETHEUS)
+            .unit("s")
+            .height(8)
+            .span(12)
+            .with_target(_promql("connection:calabi_sync_seconds_since_success:over3d{" + SELECTOR + "}", instant=True))
+        )
+        .with_panel(
+            table.Panel()
+            .title("Running and pending now, by age")
+            .datasource(PROMETHEUS)
+            .unit("s")
+            .height(8)
+            .span(12)
+            .with_target(
+                _promql(
+                    "time() - max by (connection, status) "
+                    "(calabi_sync_oldest_job_start_timestamp_seconds{" + SELECTOR + "})",
+                    instant=True,
+                )
+            )
+        )
+    )
+    return board
+
+
+def _job_link() -> dashboard.DashboardLink:
+    """From a jobs-table row to that job's detail, keeping the time range."""
+    return dashboard.DashboardLink("Open job ${__data.fields.job_id}").url(
+        f"/d/{SYNC_JOB_UID}/calabi-sync-job?var-job_id=${{__data.fields.job_id}}&${{__url_time_range}}"
+    )
+
+
+def sync_job() -> dashboard.Dashboard:
+    """One job's Summary and Logs."""
+    job_id = dashboard.TextBoxVariable("job_id").label("Job ID")
+    level = (
+        dashboard.CustomVariable("level")
+        .label("Level")
+        .values("info,warn,error,debug")
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+    search = dashboard.TextBoxVariable("search").label("Search")
+    summary = '{service_name="calabi-connect"} | event="job_summary" | job_id="$job_id"'
+    board = _base("Calabi Connect / Job Detail", SYNC_JOB_UID).with_variable(job_id).with_variable(level)
+    board = board.with_variable(search)
+    board = board.with_panel(
+        table.Panel()
+        .title("Summary")
+        .description("Records synced and failed, bytes, duration and streams of the job, from its job_summary event.")
+        .datasource(LOKI)
+        .unit("short")
+        .height(6)
+        .span(24)
+        .with_target(loki.Dataquery().expr(summary).ref_id("A"))
+    )
+    board = board.with_panel(
+        logs.Panel()
+        .title("Logs")
+        .datasource(LOKI)
+        .height(16)
+        .span(24)
+        .show_time(True)
+        .wrap_log_message(True)
+        .with_target(
+            loki.Dataquery()
+            .expr(
+                '{service_name="calabi-connect"} | job_id="$job_id" | event="log"'
+                ' | detected_level=~"$level" |= "$search"'
+            )
+            .ref_id("A")
+        )
+    )
+    return board
+
+
+def exporter() -> dashboard.Dashboard:
+    """The exporter's own health: ingest, store, log shipping, scrapes."""
+    board = _base("Calabi Connect / Exporter", EXPORTER_UID)
+    return (
+        board.with_panel(
+            timeseries.Panel()
+            .title("Ingested records by outcome")
+            .datasource(PROMETHEUS)
+            .unit("reqps")
+            .height(8)
+            .span(12)
+            .with_target(
+                _promql(
+                    "sum by (endpoint, outcome) (rate(calabi_exporter_ingested_records_total[$__rate_interval]))",
+                    "{{endpoint}} {{outcome}}",
+                )
+            )
+        )
+        .with_panel(_stat("Stored jobs", "sum(calabi_exporter_stored_jobs)", "short", width=6))
+        .with_panel(_stat("Log outbox", "sum(calabi_exporter_log_outbox_records)", "short", width=6))
+        .with_panel(
+            timeseries.Panel()
+            .title("Log shipping outcomes")
+            .datasource(PROMETHEUS)
+            .unit("reqps")
+            .height(8)
+            .span(12)
+            .with_target(
+                _promql("sum by (outcome) (rate(calabi_exporter_log_records_total[$__rate_interval]))", "{{outcome}}")
+            )
+        )
+        .with_panel(
+            timeseries.Panel()
+            .title("Scrape duration")
+            .datasource(PROMETHEUS)
+            .unit("s")
+            .height(8)
+            .span(12)
+            .with_target(_promql('scrape_duration_seconds{job="calabi-exporter"}', "{{instance}}"))
+        )
+        .with_panel(
+            table.Panel()
+            .title("Build")
+            .datasource(PROMETHEUS)
+            .unit("short")
+            .height(4)
+            .span(12)
+            .with_target(_promql("calabi_exporter_build_info", instant=True))
+        )
+    )
+
+
+DASHBOARDS: Final[dict[str, Callable[[], dashboard.Dashboard]]] = {
+    "calabi-sync-jobs.json": sync_jobs,
+    "calabi-sync-job.json": sync_job,
+    "calabi-exporter.json": exporter,
+}
+
+
+def render(factory: Callable[[], dashboard.Dashboard]) -> str:
+    """The dashboard's JSON text, stable key order, as committed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Prefer using dashboardv2", category=DeprecationWarning)
+        built = factory().build()
+    model = json.loads(JSONEncoder(sort_keys=True, indent=2).encode(built))
+    return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    for name, factory in DASHBOARDS.items():
+        (HERE / name).write_text(render(factory), encoding="utf-8")
+        print(f"wrote dashboards/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
