@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .conftest import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +34,7 @@ def test_loki_stores_structured_metadata_on_tsdb_v13_with_thirty_days_of_retenti
 
     assert config["limits_config"]["allow_structured_metadata"] is True
     assert [(c["store"], c["schema"]) for c in config["schema_config"]["configs"]] == [("tsdb", "v13")]
-    assert config["limits_config"]["retention_period"] == "720h"
+    assert config["limits_config"]["retention_period"] == "${RETENTION:-720h}"  # from .env, see below
     assert config["compactor"]["retention_enabled"] is True
     assert config["limits_config"]["reject_old_samples_max_age"] == "168h"
 
@@ -67,3 +71,83 @@ def test_compose_runs_prometheus_and_alertmanager_on_the_files_the_tests_check()
     assert alertmanager_mounts["./alerting-rules/secrets"] == "/etc/alertmanager/secrets"
     am_config = load("alerting-rules/alertmanager.yml")
     assert am_config["global"]["smtp_auth_password_file"].startswith("/etc/alertmanager/secrets/")
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Host path (relative to the repo) -> container path of a compose service's bind mounts."""
+    out = {}
+    for mount in service.get("volumes", []):
+        if mount.startswith("./"):
+            host, container = mount.split(":")[:2]
+            out[host] = container
+    return out
+
+
+def test_every_file_compose_mounts_exists_in_the_repo() -> None:
+    services = load("docker-compose.yml")["services"]
+    mounts = [host for service in services.values() for host in bind_mounts(service)]
+
+    assert mounts
+    for host in mounts:
+        assert (ROOT / host).exists(), host
+    assert {"exporter", "simulator", "prometheus", "alertmanager", "loki", "grafana"} <= set(services)
+    images = [s["image"] for s in services.values() if "image" in s and not s["image"].endswith(":local")]
+    assert all(":" in image and not image.endswith(":latest") for image in images), images
+
+
+def test_one_env_variable_sets_the_retention_of_prometheus_and_loki() -> None:
+    services = load("docker-compose.yml")["services"]
+    env = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+
+    assert env["RETENTION"] == "720h"  # Professional: 30 days
+    assert "--storage.tsdb.retention.time=${RETENTION:-720h}" in services["prometheus"]["command"]
+    assert services["loki"]["environment"]["RETENTION"] == "${RETENTION:-720h}"
+    assert "-config.expand-env=true" in services["loki"]["command"]
+
+
+def test_grafana_is_provisioned_with_the_dashboards_datasources_and_no_anonymous_access() -> None:
+    grafana = load("docker-compose.yml")["services"]["grafana"]
+    mounts = bind_mounts(grafana)
+    datasources = load("grafana/provisioning/datasources/calabi.yml")["datasources"]
+    provider = load("grafana/provisioning/dashboards/calabi.yml")["providers"][0]
+
+    assert mounts["./dashboards"] == provider["options"]["path"]
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GRAFANA_ADMIN_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    uids = {d["uid"] for d in datasources}
+    assert uids == {"prometheus", "loki", "alertmanager"}
+    for path in (ROOT / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text(encoding="utf-8"))
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] in uids, (path.name, panel["title"])
+
+
+def test_the_compose_prometheus_config_passes_promtool_check_config(tmp_path: Path) -> None:
+    """promtool checks the shipped prometheus.yml with its container paths mapped back to the repo."""
+    services = load("docker-compose.yml")["services"]
+    to_host = {container: host for host, container in bind_mounts(services["prometheus"]).items()}
+    config = load("prometheus/prometheus.yml")
+    config["rule_files"] = [str(ROOT / to_host[path]) for path in config["rule_files"]]
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(checked)], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "calabi-sync.rules.yml" in result.stdout + result.stderr
+
+
+def test_the_image_installs_the_package_the_tests_install() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+
+    assert "COPY pyproject.toml" in dockerfile and "COPY exporter ./exporter" in dockerfile
+    assert "pip install --no-compile ." in dockerfile
+    assert "USER calabi" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert load("docker-compose.yml")["services"]["exporter"]["build"] == "."

@@ -1,0 +1,76 @@
+"""Every LogQL query of the dashboards filters on names the exporter's shipped records really carry."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from calabi_exporter.config import Config
+from calabi_exporter.joblogs import LogLine
+from calabi_exporter.logship import resource_for, to_log_record
+from calabi_exporter.model import parse_job
+from calabi_exporter.store import OutboxEntry
+
+ROOT = Path(__file__).resolve().parent.parent
+LOKI_DERIVED = {"detected_level"}  # Loki adds it from the severity of OTLP records
+
+
+def loki_name(attribute: str) -> str:
+    """How Loki names an OTLP attribute: dots become underscores."""
+    return attribute.replace(".", "_")
+
+
+def shipped_names() -> tuple[set[str], set[str]]:
+    """(index labels, structured metadata) of a shipped line and summary, as Loki stores them."""
+    config = Config(deployment_environment="prod", service_namespace="data")
+    job = parse_job(
+        {
+            "job_id": "j",
+            "connection_name": "c",
+            "connection_id": "c1",
+            "status": "failed",
+            "started_at": "2026-04-06T08:00:00Z",
+            "finished_at": "2026-04-06T08:01:00Z",
+            "records_synced": 1,
+            "records_failed": 1,
+            "bytes_synced": 1,
+            "error_summary": "x",
+            "job_url": "https://x",
+            "streams": [{"name": "Account", "status": "failed"}],
+        }
+    )
+    resource = resource_for(config, "c")
+    index = {loki_name(name) for name in resource.attributes if name != "service.instance.id"}
+    metadata = {"service_instance_id"}
+    for line in (LogLine("INFO", "Syncing stream: Account", 1.0, "Account"), None):
+        record = to_log_record(OutboxEntry(1, job, line, 1.0), resource)
+        metadata |= {loki_name(name) for name in record.log_record.attributes or {} if name != "connection"}
+    return index, metadata
+
+
+def logql_queries() -> list[tuple[str, str]]:
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text(encoding="utf-8"))
+        for panel in board["panels"]:
+            if panel["datasource"]["type"] == "loki":
+                out += [(f"{board['uid']} / {panel['title']}", t["expr"]) for t in panel["targets"]]
+    return out
+
+
+def test_every_logql_query_uses_only_shipped_labels_and_metadata() -> None:
+    index, metadata = shipped_names()
+    queries = logql_queries()
+
+    assert len(queries) >= 3
+    assert {"connection", "service_name"} <= index
+    assert {"job_id", "event", "status", "stream"} <= metadata
+    for where, expr in queries:
+        selector = re.match(r"\{([^}]*)\}", expr)
+        assert selector, (where, expr)
+        stream_labels = set(re.findall(r"(\w+)\s*=~?", selector.group(1)))
+        assert stream_labels <= index, (where, stream_labels - index)
+        pipeline = expr[selector.end() :]
+        filters = set(re.findall(r"\|\s*(\w+)\s*(?:=~|!=|!~|=)", pipeline))
+        assert filters <= metadata | LOKI_DERIVED, (where, filters - metadata - LOKI_DERIVED)
