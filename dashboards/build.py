@@ -20,9 +20,24 @@ from typing import Final
 # provisioning loads only behind feature flags; the classic JSON loads in every current Grafana.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Prefer using dashboardv2", category=DeprecationWarning)
-    from grafana_foundation_sdk.builders import dashboard, logs, loki, prometheus, stat, table, timeseries
+    from grafana_foundation_sdk.builders import (
+        dashboard,
+        logs,
+        loki,
+        prometheus,
+        stat,
+        statushistory,
+        table,
+        timeseries,
+    )
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
-    from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+    from grafana_foundation_sdk.models.dashboard import (
+        DataSourceRef,
+        DataTransformerConfig,
+        ValueMap,
+        ValueMappingResult,
+        VariableRefresh,
+    )
 
 HERE: Final = Path(__file__).resolve().parent
 PROMETHEUS: Final = DataSourceRef(type_val="prometheus", uid="prometheus")
@@ -50,6 +65,28 @@ def _base(title: str, uid: str) -> dashboard.Dashboard:
 def _promql(expr: str, legend: str = "", *, instant: bool = False) -> prometheus.Dataquery:
     query = prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").ref_id("A")
     return query.instant() if instant else query.range()
+
+
+# The product's status look: Succeeded green check, Failed red X, Running blue spinner,
+# Cancelled grey dash, Pending yellow clock.
+STATUS_LOOK: Final = {
+    "succeeded": ("✔ Succeeded", "green"),
+    "failed": ("✖ Failed", "red"),
+    "running": ("⟳ Running", "blue"),
+    "cancelled": ("— Cancelled", "gray"),
+    "pending": ("◷ Pending", "yellow"),
+}
+
+
+def _status_mappings() -> list[ValueMap]:
+    return [
+        ValueMap(
+            options={
+                status: ValueMappingResult(text=text, color=color, index=i)
+                for i, (status, (text, color)) in enumerate(STATUS_LOOK.items())
+            }
+        )
+    ]
 
 
 def _stat(title: str, expr: str, unit: str, *, width: int = 3) -> stat.Panel:
@@ -139,8 +176,62 @@ def sync_jobs() -> dashboard.Dashboard:
             .ref_id("A")
         )
         .data_links([_job_link()])
+        .mappings(_status_mappings())
+        .with_transformation(DataTransformerConfig(id_val="extractFields", options={"source": "labels"}))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "includeByName": {
+                        name: True
+                        for name in (
+                            "Time",
+                            "connection",
+                            "job_id",
+                            "status",
+                            "records_synced",
+                            "records_failed",
+                            "bytes_synced",
+                            "duration_seconds",
+                            "streams_succeeded",
+                            "streams_failed",
+                        )
+                    }
+                },
+            )
+        )
     )
     board = board.with_panel(jobs_table)
+    board = board.with_panel(
+        statushistory.Panel()
+        .title("Latest job status by connection")
+        .datasource(PROMETHEUS)
+        .unit("short")
+        .height(8)
+        .span(24)
+        .mappings(
+            [
+                ValueMap(
+                    options={
+                        str(i): ValueMappingResult(text=text, color=color, index=i)
+                        for i, (text, color) in enumerate(
+                            [STATUS_LOOK["succeeded"], STATUS_LOOK["failed"], STATUS_LOOK["cancelled"]], start=1
+                        )
+                    }
+                )
+            ]
+        )
+        .with_target(
+            _promql(
+                # 1 succeeded, 2 failed, 3 cancelled: one value per connection, mapped to the product's look.
+                "max by (connection) ("
+                "1 * calabi_sync_last_job_status{" + SELECTOR + ', status="succeeded"} == 1'
+                " or 2 * (calabi_sync_last_job_status{" + SELECTOR + ', status="failed"} == 1)'
+                " or 3 * (calabi_sync_last_job_status{" + SELECTOR + ', status="cancelled"} == 1))',
+                "{{connection}}",
+            )
+        )
+    )
     board = (
         board.with_panel(
             timeseries.Panel()
