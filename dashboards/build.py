@@ -314,15 +314,39 @@ def sync_job() -> dashboard.Dashboard:
     summary = '{service_name="calabi-connect"} | event="job_summary" | job_id="$job_id"'
     board = _base("Calabi Connect / Job Detail", SYNC_JOB_UID).with_variable(job_id).with_variable(level)
     board = board.with_variable(search)
+    for title, field, unit in (
+        ("Records Synced", "records_synced", "short"),
+        ("Records Failed", "records_failed", "short"),
+        ("Bytes Synced", "bytes_synced", "bytes"),
+        ("Duration", "duration_seconds", "s"),
+        ("Streams Succeeded", "streams_succeeded", "short"),
+        ("Streams Failed", "streams_failed", "short"),
+    ):
+        board = board.with_panel(_summary_stat(title, field, unit, summary))
     board = board.with_panel(
         table.Panel()
-        .title("Summary")
-        .description("Records synced and failed, bytes, duration and streams of the job, from its job_summary event.")
+        .title("Streams")
+        .description("Each stream's result as the job's log lines report it: 'Stream X: N records synced in Ts'.")
         .datasource(LOKI)
         .unit("short")
-        .height(6)
+        .height(8)
         .span(24)
-        .with_target(loki.Dataquery().expr(summary).ref_id("A"))
+        .with_target(
+            loki.Dataquery()
+            .expr(
+                '{service_name="calabi-connect"} | job_id="$job_id" | event="log" | stream!=""'
+                ' | regexp "^Stream (?P<stream_name>.+?): (?P<records>[0-9,]+) records? synced'
+                ' in (?P<seconds>[0-9.]+)s"'
+            )
+            .ref_id("A")
+        )
+        .with_transformation(DataTransformerConfig(id_val="extractFields", options={"source": "labels"}))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={"includeByName": {"Time": True, "stream_name": True, "records": True, "seconds": True}},
+            )
+        )
     )
     board = board.with_panel(
         logs.Panel()
@@ -342,6 +366,33 @@ def sync_job() -> dashboard.Dashboard:
         )
     )
     return board
+
+
+def _summary_stat(title: str, field: str, unit: str, summary: str) -> stat.Panel:
+    """One Summary number of the job, read from the structured metadata of its job_summary event."""
+    return (
+        stat.Panel()
+        .title(title)
+        .datasource(LOKI)
+        .unit(unit)
+        .height(4)
+        .span(4)
+        .with_target(loki.Dataquery().expr(summary).ref_id("A"))
+        .with_transformation(DataTransformerConfig(id_val="extractFields", options={"source": "labels"}))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="convertFieldType",
+                options={"conversions": [{"targetField": field, "destinationType": "number"}]},
+            )
+        )
+        .reduce_options(_last_of(field))
+    )
+
+
+def _last_of(field: str) -> object:
+    from grafana_foundation_sdk.builders.common import ReduceDataOptions
+
+    return ReduceDataOptions().calcs(["lastNotNull"]).fields(f"/^{field}$/")
 
 
 def exporter() -> dashboard.Dashboard:

@@ -74,3 +74,20 @@ def test_every_logql_query_uses_only_shipped_labels_and_metadata() -> None:
         pipeline = expr[selector.end() :]
         filters = set(re.findall(r"\|\s*(\w+)\s*(?:=~|!=|!~|=)", pipeline))
         assert filters <= metadata | LOKI_DERIVED, (where, filters - metadata - LOKI_DERIVED)
+
+
+def test_the_job_summary_stats_read_fields_every_summary_carries() -> None:
+    _, metadata = shipped_names()
+    board = json.loads((ROOT / "dashboards" / "calabi-sync-job.json").read_text(encoding="utf-8"))
+    stats = [p for p in board["panels"] if p["type"] == "stat"]
+
+    fields = [p["options"]["reduceOptions"]["fields"].strip("/^$") for p in stats]
+    assert fields == [
+        "records_synced",
+        "records_failed",
+        "bytes_synced",
+        "duration_seconds",
+        "streams_succeeded",
+        "streams_failed",
+    ]
+    assert set(fields) <= metadata
