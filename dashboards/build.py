@@ -413,7 +413,22 @@ def exporter() -> dashboard.Dashboard:
                 )
             )
         )
+        .with_panel(
+            timeseries.Panel()
+            .title("Rejected records by field")
+            .datasource(PROMETHEUS)
+            .unit("reqps")
+            .height(8)
+            .span(12)
+            .with_target(
+                _promql(
+                    "sum by (endpoint, field) (rate(calabi_exporter_rejected_records_total[$__rate_interval]))",
+                    "{{endpoint}} {{field}}",
+                )
+            )
+        )
         .with_panel(_stat("Stored jobs", "sum(calabi_exporter_stored_jobs)", "short", width=6))
+        .with_panel(_stat("Store size", "max(calabi_exporter_store_size_bytes)", "bytes", width=6))
         .with_panel(_stat("Log outbox", "sum(calabi_exporter_log_outbox_records)", "short", width=6))
         .with_panel(
             timeseries.Panel()

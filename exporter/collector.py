@@ -317,6 +317,18 @@ class SyncJobCollector(Collector):
                 ingested.add_metric([endpoint, outcome], snap.ingest_counts.get((endpoint, outcome), 0))
         yield ingested
         yield GaugeMetricFamily("calabi_exporter_stored_jobs", "Jobs in the store.", value=snap.stored_jobs)
+        rejected = CounterMetricFamily(
+            "calabi_exporter_rejected_records",
+            "Rejected records by the field their error names (positions removed).",
+            labels=["endpoint", "field"],
+        )
+        for (endpoint, field_name), count in sorted(snap.rejections.items()):
+            rejected.add_metric([endpoint, field_name], count)
+        yield rejected
+        if snap.store_bytes is not None:
+            yield GaugeMetricFamily(
+                "calabi_exporter_store_size_bytes", "On-disk size of the store.", value=snap.store_bytes
+            )
         shipping = snap.shipping
         records = CounterMetricFamily(
             "calabi_exporter_log_records",

@@ -58,6 +58,8 @@ def test_every_promql_query_runs_and_returns_data_for_all_and_for_one_connection
         job("sf4", "running", started_at="2026-04-06T11:00:00Z"),
         job("st1", "pending", connection=STRIPE, created_at="2026-04-06T11:00:00Z"),
     )
+    rejected = requests.post(exporter.url + "/api/v1/jobs", json=job("bad", "exploded"), timeout=10)
+    assert rejected.status_code == 400
     wait_until(settled(prometheus, "sum(calabi_sync_jobs_total)", 5), timeout=30, what="the next jobs in Prometheus")
     time.sleep(3)  # rate() needs two samples after the change
 

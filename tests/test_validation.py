@@ -9,7 +9,7 @@ import pytest
 from calabi_exporter.store import SQLiteStore
 from flask.testing import FlaskClient
 
-from .conftest import job
+from .conftest import job, parse_samples
 
 GOOD = job("job_01HX4M9QZPKR", finished_at="2026-04-06T08:03:17Z", records_synced=10)
 
@@ -178,3 +178,28 @@ def test_rejected_records_are_counted_by_endpoint(client: FlaskClient, store: SQ
     assert counts[("jobs", "accepted")] == 1
     assert counts[("jobs", "rejected")] == 1
     assert counts[("webhook", "rejected")] == 1
+
+
+def test_rejections_are_counted_by_the_field_their_error_names(client: FlaskClient) -> None:
+    bad = [
+        {"job_id": "a", "connection_name": "x", "status": "nope"},
+        {"job_id": "b", "connection_name": "x", "status": "exploded"},
+        {"job_id": "c", "connection_name": "x", "status": "failed", "streams": [{"name": ""}]},
+        {"connection_name": "x", "status": "failed"},
+    ]
+    client.post("/api/v1/jobs", json={"jobs": bad})
+    client.post("/api/v1/jobs", json=job("ok"))
+    client.post("/api/v1/jobs/ok/logs", data="INFO fine\nNOTALEVEL nope\n", content_type="text/plain")
+
+    samples = parse_samples(client.get("/metrics").get_data(as_text=True))
+    rejected = {
+        (dict(labels)["endpoint"], dict(labels)["field"]): value
+        for labels, value in samples.family("calabi_exporter_rejected_records_total").items()
+    }
+    assert rejected == {
+        ("jobs", "status"): 2,
+        ("jobs", "streams[].name"): 1,
+        ("jobs", "job_id"): 1,
+        ("logs", "level"): 1,
+    }
+    assert samples.value("calabi_exporter_store_size_bytes") > 0

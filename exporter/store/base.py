@@ -75,12 +75,16 @@ class MetricsSnapshot:
     log_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     rate_limits: dict[str, float] = field(default_factory=dict)  # connection -> latest usage ratio
     shipping: ShippingStats = field(default_factory=ShippingStats)
+    rejections: dict[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, field) -> records
+    store_bytes: int | None = None  # on-disk size, when the store has one
 
 
 class Store(Protocol):
     """What the exporter needs from its storage."""
 
-    def ingest_jobs(self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0) -> IngestResult:
+    def ingest_jobs(
+        self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0, rejected_fields: Sequence[str] = ()
+    ) -> IngestResult:
         """Upsert jobs in one transaction, updating every aggregate they touch.
 
         ``rejected`` records (already refused by validation) are counted in the
@@ -88,7 +92,7 @@ class Store(Protocol):
         """
         ...
 
-    def count_rejected(self, endpoint: str, count: int) -> None:
+    def count_rejected(self, endpoint: str, count: int, fields: Sequence[str] = ()) -> None:
         """Count records refused before they reached :meth:`ingest_jobs`."""
         ...
 

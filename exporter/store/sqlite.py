@@ -11,10 +11,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields, replace
 from functools import partial
 from operator import attrgetter
@@ -157,6 +158,13 @@ CREATE TABLE IF NOT EXISTS log_counts (
     key TEXT NOT NULL,
     count INTEGER NOT NULL,
     PRIMARY KEY (connection, family, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rejections (
+    endpoint TEXT NOT NULL,
+    field TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, field)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS rate_limits (
@@ -376,6 +384,23 @@ def _add_log_counts(db: sqlite3.Connection, connection: str, counts: dict[tuple[
     )
 
 
+def _count_rejections(db: sqlite3.Connection, endpoint: str, fields: Sequence[str]) -> None:
+    """Rejected records by the field their error names, positions removed (``streams[3].name``: ``streams[].name``)."""
+    counts: dict[str, int] = {}
+    for field in fields:
+        key = _POSITION.sub("[]", _LINE.sub("", field)) or "record"
+        counts[key] = counts.get(key, 0) + 1
+    db.executemany(
+        "INSERT INTO rejections (endpoint, field, count) VALUES (?, ?, ?)"
+        " ON CONFLICT (endpoint, field) DO UPDATE SET count = count + excluded.count",
+        [(endpoint, field, n) for field, n in counts.items()],
+    )
+
+
+_POSITION: Final = re.compile(r"\[\d+\]")
+_LINE: Final = re.compile(r"^line \d+\.?")
+
+
 def _count_ingest(db: sqlite3.Connection, endpoint: str, counts: dict[str, int]) -> None:
     db.executemany(
         "INSERT INTO ingest_counts (endpoint, outcome, count) VALUES (?, ?, ?)"
@@ -537,7 +562,9 @@ class SQLiteStore:
         finally:
             db.execute("COMMIT")
 
-    def ingest_jobs(self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0) -> IngestResult:
+    def ingest_jobs(
+        self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0, rejected_fields: Sequence[str] = ()
+    ) -> IngestResult:
         def work(db: sqlite3.Connection) -> IngestResult:
             result = IngestResult()
             tx = _Transaction(db, self._clock())
@@ -548,6 +575,7 @@ class SQLiteStore:
             counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
             counts["rejected"] += rejected
             tx.flush(endpoint, counts)
+            _count_rejections(db, endpoint, rejected_fields)
             return result
 
         return self._submit(work)
@@ -585,8 +613,12 @@ class SQLiteStore:
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
 
-    def count_rejected(self, endpoint: str, count: int) -> None:
-        self._submit(lambda db: _count_ingest(db, endpoint, {"rejected": count}))
+    def count_rejected(self, endpoint: str, count: int, fields: Sequence[str] = ()) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            _count_ingest(db, endpoint, {"rejected": count})
+            _count_rejections(db, endpoint, fields)
+
+        self._submit(work)
 
     def get_job(self, job_id: str) -> Job | None:
         with self._read() as db:
@@ -682,9 +714,21 @@ class SQLiteStore:
                 log_counts = {(c, f, k): n for c, f, k, n in db.execute("SELECT * FROM log_counts")}
                 rate_limits = {c: r for c, r in db.execute("SELECT connection, ratio FROM rate_limits")}
                 shipping = _shipping_stats(db)
+                rejections = {(e, f): n for e, f, n in db.execute("SELECT endpoint, field, count FROM rejections")}
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
-        return MetricsSnapshot(connections, streams, active, ingest, int(stored), log_counts, rate_limits, shipping)
+        return MetricsSnapshot(
+            connections,
+            streams,
+            active,
+            ingest,
+            int(stored),
+            log_counts,
+            rate_limits,
+            shipping,
+            rejections,
+            self._size_bytes(),
+        )
 
     def outbox_read(self, limit: int) -> list[OutboxEntry]:
         try:
@@ -738,6 +782,14 @@ class SQLiteStore:
                 "SELECT outbox_id, job_id, reason FROM dead_letters ORDER BY outbox_id DESC LIMIT ?", (limit,)
             ).fetchall()
         return [(int(i), str(j), str(r)) for i, j, r in reversed(rows)]
+
+    def _size_bytes(self) -> int:
+        """The database, its WAL and shared-memory file, on disk."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(OSError):  # the WAL and shm files come and go
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
 
     def check_ready(self) -> None:
         try:

@@ -103,7 +103,9 @@ def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: 
             errors.append(entry)
 
     store = services().store
-    result = store.ingest_jobs(good, endpoint=endpoint, rejected=len(errors))
+    result = store.ingest_jobs(
+        good, endpoint=endpoint, rejected=len(errors), rejected_fields=[e["field"] for e in errors]
+    )
     counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
     counts["rejected"] = len(errors)
     body: dict[str, Any] = dict(counts)
@@ -148,7 +150,7 @@ def post_logs(job_id: str) -> tuple[Response, int]:
         else:
             lines = parse_json(read_json("lines"))
     except ValidationError as error:
-        store.count_rejected("logs", 1)
+        store.count_rejected("logs", 1, [error.field])
         raise ClientError(400, str(error), error.field) from None
     if not lines:
         raise ClientError(400, "no log lines in the request", "lines")
