@@ -89,6 +89,17 @@ def _status_mappings() -> list[ValueMap]:
     ]
 
 
+def _gained(selector: str) -> str:
+    """How much the selected counters grew over the dashboard's time range, exactly.
+
+    The exporter's counters never go backwards (they live in its store), so the
+    difference with their value one range ago is exact, and a connection that
+    appeared within the range counts in full; increase() would extrapolate to the
+    range's edges and drop a new series' first value.
+    """
+    return f"sum({selector}) - (sum({selector} offset $__range) or vector(0))"
+
+
 def _stat(title: str, expr: str, unit: str, *, width: int = 3) -> stat.Panel:
     return (
         stat.Panel()
@@ -121,26 +132,32 @@ def sync_jobs() -> dashboard.Dashboard:
         .include_all(True)
         .all_value(".*")
     )
-    increase = "sum(increase(calabi_sync_jobs_total{" + SELECTOR + ', status="%s"}[$__range]))'
+
+    def jobs(status: str) -> str:
+        return _gained("calabi_sync_jobs_total{" + SELECTOR + f', status="{status}"' + "}")
+
     board = _base("Calabi Connect / Sync Jobs", SYNC_JOBS_UID).with_variable(connection).with_variable(status)
     board = (
-        board.with_panel(_stat("Succeeded", increase % "succeeded", "short"))
-        .with_panel(_stat("Failed", increase % "failed", "short"))
-        .with_panel(_stat("Cancelled", increase % "cancelled", "short"))
+        board.with_panel(_stat("Succeeded", jobs("succeeded"), "short"))
+        .with_panel(_stat("Failed", jobs("failed"), "short"))
+        .with_panel(_stat("Cancelled", jobs("cancelled"), "short"))
         .with_panel(_stat("Running", "sum(calabi_sync_jobs_in_progress{" + SELECTOR + ', status="running"})', "short"))
         .with_panel(_stat("Pending", "sum(calabi_sync_jobs_in_progress{" + SELECTOR + ', status="pending"})', "short"))
         .with_panel(
             _stat(
                 "Success rate",
-                "sum(increase(calabi_sync_jobs_total{" + SELECTOR + ', status="succeeded"}[$__range]))'
-                " / sum(increase(calabi_sync_jobs_total{" + SELECTOR + ', status=~"succeeded|failed"}[$__range]))',
+                "("
+                + jobs("succeeded")
+                + ") / ("
+                + _gained("calabi_sync_jobs_total{" + SELECTOR + ', status=~"succeeded|failed"}')
+                + ")",
                 "percentunit",
             )
         )
         .with_panel(
             _stat(
                 "Records synced",
-                "sum(increase(calabi_sync_records_synced_total{" + SELECTOR + "}[$__range]))",
+                _gained("calabi_sync_records_synced_total{" + SELECTOR + "}"),
                 "short",
                 width=4,
             )
@@ -148,7 +165,7 @@ def sync_jobs() -> dashboard.Dashboard:
         .with_panel(
             _stat(
                 "Records failed",
-                "sum(increase(calabi_sync_records_failed_total{" + SELECTOR + "}[$__range]))",
+                _gained("calabi_sync_records_failed_total{" + SELECTOR + "}"),
                 "short",
                 width=4,
             )
@@ -156,7 +173,7 @@ def sync_jobs() -> dashboard.Dashboard:
         .with_panel(
             _stat(
                 "Bytes synced",
-                "sum(increase(calabi_sync_bytes_synced_total{" + SELECTOR + "}[$__range]))",
+                _gained("calabi_sync_bytes_synced_total{" + SELECTOR + "}"),
                 "bytes",
                 width=4,
             )

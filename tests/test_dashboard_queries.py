@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
 
 from .conftest import ExporterProcess, Prometheus, job, wait_until
@@ -89,9 +88,40 @@ def test_every_promql_query_runs_and_returns_data_for_all_and_for_one_connection
         result = prometheus.query(substitute(expr, connection))
         return float(result[0]["value"][1])
 
-    assert value("Running", ".*") == 1
-    assert value("Pending", ".*") == 1
-    assert value("Running", STRIPE) == 0
-    assert value("Pending", SF) == 0
-    # increase() extrapolates each series to the range edges, so ratios of increases are near, not exact.
-    assert value("Success rate", SF) == pytest.approx(2 / 3, rel=0.05)
+    expected = {
+        ".*": {
+            "Succeeded": 4,
+            "Failed": 1,
+            "Cancelled": 0,
+            "Running": 1,
+            "Pending": 1,
+            "Success rate": 0.8,
+            "Records synced": 150,
+            "Records failed": 4,
+            "Bytes synced": 0,
+        },
+        SF: {
+            "Succeeded": 3,
+            "Failed": 1,
+            "Cancelled": 0,
+            "Running": 1,
+            "Pending": 0,
+            "Success rate": 0.75,
+            "Records synced": 150,
+            "Records failed": 4,
+            "Bytes synced": 0,
+        },
+        STRIPE: {
+            "Succeeded": 1,
+            "Failed": 0,
+            "Cancelled": 0,
+            "Running": 0,
+            "Pending": 1,
+            "Success rate": 1.0,
+            "Records synced": 0,
+            "Records failed": 0,
+            "Bytes synced": 0,
+        },
+    }
+    for connection, stats in expected.items():
+        assert {title: value(title, connection) for title in stats} == stats, connection
