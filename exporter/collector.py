@@ -325,6 +325,17 @@ class SyncJobCollector(Collector):
         for (endpoint, field_name), count in sorted(snap.rejections.items()):
             rejected.add_metric([endpoint, field_name], count)
         yield rejected
+        yield CounterMetricFamily(
+            "calabi_exporter_purged_jobs",
+            "Jobs deleted by retention (their counts stay in every counter).",
+            value=snap.purged_jobs,
+        )
+        if snap.oldest_finished_at is not None:
+            yield GaugeMetricFamily(
+                "calabi_exporter_oldest_job_timestamp_seconds",
+                "Finish time of the oldest job still in the store.",
+                value=snap.oldest_finished_at,
+            )
         if snap.store_bytes is not None:
             yield GaugeMetricFamily(
                 "calabi_exporter_store_size_bytes", "On-disk size of the store.", value=snap.store_bytes

@@ -231,7 +231,22 @@ OPTIONS: Final = (
         "`service.instance.id` of shipped log records (empty: this host's name), stable across restarts.",
     ),
     Option("debug_logs", _bool, False, "Ship DEBUG lines too (per connection: `connections.<name>.debug_logs`)."),
+    Option(
+        "retention.plan",
+        _choice("professional", "enterprise"),
+        "professional",
+        "Job history kept: `professional` 30 days, `enterprise` 90 days; older finished jobs are purged.",
+    ),
+    Option("retention.days", _int(0), 0, "Days of job history kept, overriding the plan (0: the plan's)."),
 )
+PLAN_DAYS: Final = {"professional": 30, "enterprise": 90}
+
+
+def env_name(key: str) -> str:
+    """The environment variable of an option: ``retention.plan`` is ``CALABI_RETENTION__PLAN``."""
+    return ENV_PREFIX + key.upper().replace(".", "__")
+
+
 _BY_KEY: Final = {o.key: o for o in OPTIONS}
 CONNECTION_KEYS: Final = (
     "failure_threshold",
@@ -279,7 +294,14 @@ class Config:
     deployment_environment: str = ""
     service_instance_id: str = ""
     debug_logs: bool = False
+    retention_plan: str = "professional"
+    retention_days: int = 0
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+
+    @property
+    def retention_seconds(self) -> float:
+        """How long finished jobs are kept: ``retention.days``, or the plan's 30 / 90 days."""
+        return float(self.retention_days or PLAN_DAYS[self.retention_plan]) * 86400
 
     def ships_debug(self, connection: str) -> bool:
         """Whether DEBUG lines of ``connection`` are shipped."""
@@ -352,6 +374,12 @@ def load_config(
     for key, raw in file_values.items():
         if key == "connections":
             connections = _connections(raw if raw is not None else {})
+        elif key == "retention" and isinstance(raw, dict):
+            for name, value in raw.items():
+                nested = f"retention.{name}"
+                if nested not in _BY_KEY:
+                    raise ConfigError(nested, "unknown key")
+                values[nested] = _parse(nested, value)
         elif key in _BY_KEY:
             values[key] = _parse(key, raw)
         else:
@@ -370,4 +398,4 @@ def load_config(
         if raw is not None:
             values[key] = _parse(key, raw)
 
-    return Config(**values, connections=connections)
+    return Config(**{key.replace(".", "_"): value for key, value in values.items()}, connections=connections)

@@ -231,10 +231,10 @@ class Exporter:
 
 
 class ShipperLock:
-    """At most one shipper per data directory: a non-blocking flock held while shipping."""
+    """At most one holder per data directory (the shipper, the purger): a non-blocking flock."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._path = Path(data_dir) / LOCK_FILENAME
+    def __init__(self, data_dir: Path, filename: str = LOCK_FILENAME) -> None:
+        self._path = Path(data_dir) / filename
         self._fd: int | None = None
 
     def acquire(self) -> bool:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, load_config
+from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, env_name, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -139,7 +139,7 @@ def test_every_option_is_documented_in_the_readme() -> None:
 
     for option in OPTIONS:
         assert f"`{option.key}`" in readme, option.key
-        assert f"`CALABI_{option.key.upper()}`" in readme, option.key
+        assert f"`{env_name(option.key)}`" in readme, option.key
 
 
 def test_log_shipping_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ class MetricsSnapshot:
     shipping: ShippingStats = field(default_factory=ShippingStats)
     rejections: dict[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, field) -> records
     store_bytes: int | None = None  # on-disk size, when the store has one
+    purged_jobs: int = 0
+    oldest_finished_at: float | None = None
 
 
 class Store(Protocol):
@@ -110,6 +112,10 @@ class Store(Protocol):
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         """The aggregates a scrape renders; never scans job history."""
+        ...
+
+    def purge(self, finished_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs finished before ``finished_before``; returns how many."""
         ...
 
     def outbox_read(self, limit: int) -> list[OutboxEntry]:

@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_failed_by_connection
     ON jobs (connection_name, finished_at) WHERE status = 'failed';
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_active
     ON jobs (status, connection_name, active_since) WHERE status IN ('pending', 'running');
 
@@ -193,6 +194,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     dead_at REAL NOT NULL
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('outbox_cursor', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_jobs', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_exported', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_failed', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_dead_lettered', 0);
@@ -715,6 +717,8 @@ class SQLiteStore:
                 rate_limits = {c: r for c, r in db.execute("SELECT connection, ratio FROM rate_limits")}
                 shipping = _shipping_stats(db)
                 rejections = {(e, f): n for e, f, n in db.execute("SELECT endpoint, field, count FROM rejections")}
+                purged = db.execute("SELECT value FROM meta WHERE key = 'purged_jobs'").fetchone()[0]
+                oldest = db.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
         return MetricsSnapshot(
@@ -728,6 +732,8 @@ class SQLiteStore:
             shipping,
             rejections,
             self._size_bytes(),
+            int(purged),
+            oldest,
         )
 
     def outbox_read(self, limit: int) -> list[OutboxEntry]:
@@ -782,6 +788,33 @@ class SQLiteStore:
                 "SELECT outbox_id, job_id, reason FROM dead_letters ORDER BY outbox_id DESC LIMIT ?", (limit,)
             ).fetchall()
         return [(int(i), str(j), str(r)) for i, j, r in reversed(rows)]
+
+    def purge(self, finished_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs finished before ``finished_before``, with their streams and lines.
+
+        The aggregates are left alone, so no counter moves; one small transaction
+        per call keeps the write lock short for ingestion running alongside.
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT job_id FROM jobs WHERE finished_at < ? ORDER BY finished_at LIMIT ?",
+                    (finished_before, limit),
+                )
+            ]
+            if not ids:
+                return 0
+            for chunk in _chunks(ids, _MAX_PARAMS):
+                marks = ", ".join("?" * len(chunk))
+                for table in ("streams", "log_lines", "outbox", "jobs"):
+                    db.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", chunk)
+            db.execute("UPDATE meta SET value = value - ? WHERE key = 'stored_jobs'", (len(ids),))
+            db.execute("UPDATE meta SET value = value + ? WHERE key = 'purged_jobs'", (len(ids),))
+            return len(ids)
+
+        return self._submit(work)
 
     def _size_bytes(self) -> int:
         """The database, its WAL and shared-memory file, on disk."""

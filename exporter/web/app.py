@@ -8,11 +8,12 @@ from prometheus_client import CollectorRegistry
 from ..collector import THRESHOLD_METRICS, SyncJobCollector, Thresholds
 from ..config import Config
 from ..logship import LogShipper
+from ..retention import Purger
 from ..store import SQLiteStore, Store
 from ..timeutil import Clock, system_clock
 from . import ingest, ops, webhooks
 from .errors import register_error_handlers
-from .services import EXTENSION_KEY, SHIPPER_KEY, Services
+from .services import EXTENSION_KEY, PURGER_KEY, SHIPPER_KEY, Services
 
 
 def thresholds_from(config: Config) -> Thresholds:
@@ -44,6 +45,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     shipping = bool(config.otlp_logs_endpoint)
+    owns_store = store is None
     if ship_logs is None:
         ship_logs = shipping and store is None
     if store is None:
@@ -55,6 +57,10 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
     register_error_handlers(app)
+    if owns_store:
+        purger = Purger(store, config, clock=clock)
+        purger.start()
+        app.extensions[PURGER_KEY] = purger
     if ship_logs and shipping:
         shipper = LogShipper(store, config, clock=clock)
         shipper.start()

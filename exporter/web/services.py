@@ -13,6 +13,7 @@ from ..timeutil import Clock
 
 EXTENSION_KEY = "calabi_exporter"
 SHIPPER_KEY = "calabi_exporter.log_shipper"
+PURGER_KEY = "calabi_exporter.purger"
 
 
 @dataclass(frozen=True, slots=True)

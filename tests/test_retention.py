@@ -1,0 +1,106 @@
+"""Retention purges old finished jobs without moving a counter, and without stopping ingestion."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from calabi_exporter.config import Config
+from calabi_exporter.joblogs import LogLine
+from calabi_exporter.model import Job, parse_job
+from calabi_exporter.retention import Purger
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.web import create_app
+from flask.testing import FlaskClient
+
+from .conftest import T0, FakeClock, Samples, parse_samples
+
+DAY = 86400.0
+
+
+def finished(job_id: str, days_ago: float, status: str = "succeeded", connection: str = "Stripe → Postgres") -> Job:
+    end = T0 - days_ago * DAY
+    return Job(
+        job_id=job_id,
+        connection_name=connection,
+        status=status,
+        started_at=end - 60,
+        finished_at=end,
+        records_synced=10,
+        streams=(),
+    ).with_derived_fields()
+
+
+def scrape(client: FlaskClient) -> Samples:
+    return parse_samples(client.get("/metrics").get_data(as_text=True))
+
+
+def job_metrics(samples: Samples) -> Samples:
+    return Samples({k: v for k, v in samples.items() if k[0].startswith("calabi_sync_")})
+
+
+def test_jobs_past_the_plans_window_are_purged_and_no_counter_moves(tmp_path: Path, clock: FakeClock) -> None:
+    config = Config(data_dir=str(tmp_path / "d"), retention_plan="professional")
+    store = SQLiteStore(config.data_path, clock=clock)
+    client = create_app(config, store=store, clock=clock).test_client()
+    store.ingest_jobs(
+        [finished("old-1", 45), finished("old-2", 31, "failed"), finished("recent", 29), finished("new", 1)],
+        endpoint="jobs",
+    )
+    store.append_logs("old-1", [LogLine("INFO", "Syncing stream: Account", T0 - 45 * DAY)])
+    before = scrape(client)
+
+    deleted = Purger(store, config, clock=clock).purge_once()
+
+    after = scrape(client)
+    assert deleted == 2
+    assert store.get_job("old-1") is None and store.get_job("old-2") is None
+    assert store.get_job("recent") is not None and store.get_job("new") is not None
+    assert store.log_lines("old-1") == []
+    assert job_metrics(after) == job_metrics(before)
+    assert after.value("calabi_exporter_stored_jobs") == 2
+    assert after.value("calabi_exporter_purged_jobs_total") == 2
+    assert after.value("calabi_exporter_oldest_job_timestamp_seconds") == T0 - 29 * DAY
+    store.close()
+
+
+def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(tmp_path: Path, clock: FakeClock) -> None:
+    enterprise = Config(data_dir=str(tmp_path / "e"), retention_plan="enterprise")
+    explicit = Config(data_dir=str(tmp_path / "x"), retention_plan="enterprise", retention_days=7)
+    outcomes = []
+    for config in (enterprise, explicit):
+        store = SQLiteStore(config.data_path, clock=clock)
+        store.ingest_jobs([finished("a", 89), finished("b", 91), finished("c", 8)], endpoint="jobs")
+        outcomes.append((Purger(store, config, clock=clock).purge_once(), store.get_job("a") is not None))
+        store.close()
+
+    assert outcomes == [(1, True), (3, False)]
+    assert enterprise.retention_seconds == 90 * DAY and explicit.retention_seconds == 7 * DAY
+
+
+def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, clock: FakeClock) -> None:
+    config = Config(data_dir=str(tmp_path / "big"), sqlite_synchronous="normal")
+    store = SQLiteStore(config.data_path, clock=clock, synchronous="normal")
+    for start in range(0, 100_000, 5000):
+        store.ingest_jobs([finished(f"old-{i}", 40 + i / 100_000) for i in range(start, start + 5000)], endpoint="jobs")
+    purger = Purger(store, config, clock=clock)
+    purged: list[int] = []
+    purge = threading.Thread(target=lambda: purged.append(purger.purge_once()))
+    accepted: list[str] = []
+    still_purging: list[bool] = []
+
+    purge.start()
+    for n in range(200):
+        record = {"job_id": f"new-{n}", "connection_name": "Stripe → Postgres", "status": "succeeded"}
+        accepted += store.ingest_jobs([parse_job(record)], endpoint="jobs").outcomes
+        still_purging.append(purge.is_alive())
+    purge.join(timeout=300)
+
+    assert accepted == ["accepted"] * 200
+    assert any(still_purging)  # the new jobs went in while the purge was running
+    assert purged == [100_000]
+    snapshot = store.metrics_snapshot()
+    assert snapshot.stored_jobs == 200
+    assert snapshot.purged_jobs == 100_000
+    assert {c.connection: c.jobs["succeeded"] for c in snapshot.connections} == {"Stripe → Postgres": 100_200}
+    store.close()
