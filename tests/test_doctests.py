@@ -6,10 +6,12 @@ import doctest
 from types import ModuleType
 
 import pytest
-from calabi_exporter import demo, joblogs, logsignals, redact, timeutil
+from calabi_exporter import demo, joblogs, logsignals, redact, timeutil, webhook_signing
 
 
-@pytest.mark.parametrize("module", [timeutil, joblogs, demo, redact, logsignals], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [timeutil, joblogs, demo, redact, logsignals, webhook_signing], ids=lambda m: m.__name__
+)
 def test_docstring_examples_hold(module: ModuleType) -> None:
     result = doctest.testmod(module)
 
