@@ -20,15 +20,11 @@ outbox.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import socket
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, Final
 
 import requests
@@ -44,6 +40,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from . import __version__
 from .config import Config
 from .model import SUMMARY_FIELDS
+from .singleton import DirectoryLock, SingletonWorker
 from .store import OutboxEntry, Store, StoreError
 from .timeutil import Clock, format_rfc3339, system_clock
 
@@ -230,38 +227,14 @@ class Exporter:
         self._exporter.shutdown()  # type: ignore[no-untyped-call]
 
 
-class ShipperLock:
-    """At most one holder per data directory (the shipper, the purger): a non-blocking flock."""
-
-    def __init__(self, data_dir: Path, filename: str = LOCK_FILENAME) -> None:
-        self._path = Path(data_dir) / filename
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        if self._fd is not None:
-            return True
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the file releases the lock
-            self._fd = None
-
-
-class LogShipper:
+class LogShipper(SingletonWorker):
     """Moves the outbox to the OTLP receiver; see the module docstring for the rules."""
+
+    NAME = "calabi-log-shipper"
 
     MIN_BACKOFF: Final = 0.5
     MAX_BACKOFF: Final = 30.0
     IDLE_POLL: Final = 0.5
-    LOCK_POLL: Final = 5.0
 
     def __init__(
         self,
@@ -270,18 +243,16 @@ class LogShipper:
         *,
         exporter: Exporter | None = None,
         clock: Clock = system_clock,
-        lock: ShipperLock | None = None,
+        lock: DirectoryLock | None = None,
     ) -> None:
         self._store = store
         self._config = config
         self._exporter = exporter or Exporter(config)
         self._clock = clock
-        self._lock = lock or ShipperLock(config.data_path)
+        super().__init__(lock or DirectoryLock(config.data_path, LOCK_FILENAME))
         self._resources: dict[str, Resource] = {}
         self._backoff = 0.0
         self._healthy = False  # no export has got through yet
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- one step
 
@@ -351,32 +322,17 @@ class LogShipper:
 
     # ---------------------------------------------------------------- the thread
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="calabi-log-shipper", daemon=True)
-        self._thread.start()
+    ERROR_WAIT = MAX_BACKOFF
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._lock.release()
+    def step(self) -> float:
+        try:
+            return self.ship_once()
+        except StoreError as error:
+            log.error("log shipper cannot read the store: %s", error)
+            return self.MAX_BACKOFF
+
+    def close(self) -> None:
         self._exporter.shutdown()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._lock.acquire():
-                self._stop.wait(self.LOCK_POLL)  # another worker ships; take over if it goes away
-                continue
-            try:
-                wait = self.ship_once()
-            except StoreError as error:
-                log.error("log shipper cannot read the store: %s", error)
-                wait = self.MAX_BACKOFF
-            except Exception:  # keep shipping whatever one batch did
-                log.exception("log shipper step failed")
-                wait = self.MAX_BACKOFF
-            if wait:
-                self._stop.wait(wait)
 
 
 def _refusal(attempt: Attempt) -> str:

@@ -9,11 +9,10 @@ scrapes never wait long behind it, and in one worker process at a time.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Final
 
 from .config import Config
-from .logship import ShipperLock
+from .singleton import DirectoryLock, SingletonWorker
 from .store import Store, StoreError
 from .timeutil import Clock, system_clock
 
@@ -21,9 +20,10 @@ log = logging.getLogger(__name__)
 LOCK_FILENAME: Final = "calabi-exporter-purge.lock"
 
 
-class Purger:
+class Purger(SingletonWorker):
     """Deletes finished jobs older than ``config.retention_seconds``."""
 
+    NAME = "calabi-purger"
     BATCH: Final = 1000
     PAUSE: Final = 0.05  # between batches: the write lock is free for ingestion
     INTERVAL: Final = 60.0
@@ -32,9 +32,7 @@ class Purger:
         self._store = store
         self._config = config
         self._clock = clock
-        self._lock = ShipperLock(config.data_path, LOCK_FILENAME)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
 
     def purge_once(self, max_batches: int = 1_000_000) -> int:
         """Purge everything past the window now (in batches); returns the jobs deleted."""
@@ -47,23 +45,12 @@ class Purger:
                 break
         return total
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="calabi-purger", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._lock.release()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self._lock.acquire():
-                try:
-                    deleted = self.purge_once()
-                    if deleted:
-                        log.info("retention: purged %d jobs", deleted)
-                except StoreError as error:
-                    log.error("retention: purge failed: %s", error)
-            self._stop.wait(self.INTERVAL)
+    def step(self) -> float:
+        try:
+            deleted = self.purge_once()
+        except StoreError as error:
+            log.error("retention: purge failed: %s", error)
+        else:
+            if deleted:
+                log.info("retention: purged %d jobs", deleted)
+        return self.INTERVAL
