@@ -89,6 +89,11 @@ def _status_mappings() -> list[ValueMap]:
     ]
 
 
+def _timeseries(title: str, unit: str) -> timeseries.Panel:
+    """A half-width Prometheus time series panel."""
+    return timeseries.Panel().title(title).datasource(PROMETHEUS).unit(unit).height(8).span(12)
+
+
 def _gained(selector: str) -> str:
     """How much the selected counters grew over the dashboard's time range, exactly.
 
@@ -251,12 +256,7 @@ def sync_jobs() -> dashboard.Dashboard:
     )
     board = (
         board.with_panel(
-            timeseries.Panel()
-            .title("Job duration p50 / p95")
-            .datasource(PROMETHEUS)
-            .unit("s")
-            .height(8)
-            .span(12)
+            _timeseries("Job duration p50 / p95", "s")
             .with_target(
                 _promql(
                     "histogram_quantile(0.5, sum by (connection, le) "
@@ -273,13 +273,9 @@ def sync_jobs() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Consecutive failures")
-            .datasource(PROMETHEUS)
-            .unit("short")
-            .height(8)
-            .span(12)
-            .with_target(_promql("max by (connection) (calabi_sync_consecutive_failures{" + SELECTOR + "})"))
+            _timeseries("Consecutive failures", "short").with_target(
+                _promql("max by (connection) (calabi_sync_consecutive_failures{" + SELECTOR + "})")
+            )
         )
         .with_panel(
             table.Panel()
@@ -417,13 +413,7 @@ def exporter() -> dashboard.Dashboard:
     board = _base("Calabi Connect / Exporter", EXPORTER_UID)
     return (
         board.with_panel(
-            timeseries.Panel()
-            .title("Ingested records by outcome")
-            .datasource(PROMETHEUS)
-            .unit("reqps")
-            .height(8)
-            .span(12)
-            .with_target(
+            _timeseries("Ingested records by outcome", "reqps").with_target(
                 _promql(
                     "sum by (endpoint, outcome) (rate(calabi_exporter_ingested_records_total[$__rate_interval]))",
                     "{{endpoint}} {{outcome}}",
@@ -431,13 +421,7 @@ def exporter() -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Rejected records by field")
-            .datasource(PROMETHEUS)
-            .unit("reqps")
-            .height(8)
-            .span(12)
-            .with_target(
+            _timeseries("Rejected records by field", "reqps").with_target(
                 _promql(
                     "sum by (endpoint, field) (rate(calabi_exporter_rejected_records_total[$__rate_interval]))",
                     "{{endpoint}} {{field}}",
@@ -448,24 +432,14 @@ def exporter() -> dashboard.Dashboard:
         .with_panel(_stat("Store size", "max(calabi_exporter_store_size_bytes)", "bytes", width=6))
         .with_panel(_stat("Log outbox", "sum(calabi_exporter_log_outbox_records)", "short", width=6))
         .with_panel(
-            timeseries.Panel()
-            .title("Log shipping outcomes")
-            .datasource(PROMETHEUS)
-            .unit("reqps")
-            .height(8)
-            .span(12)
-            .with_target(
+            _timeseries("Log shipping outcomes", "reqps").with_target(
                 _promql("sum by (outcome) (rate(calabi_exporter_log_records_total[$__rate_interval]))", "{{outcome}}")
             )
         )
         .with_panel(
-            timeseries.Panel()
-            .title("Scrape duration")
-            .datasource(PROMETHEUS)
-            .unit("s")
-            .height(8)
-            .span(12)
-            .with_target(_promql('scrape_duration_seconds{job="calabi-exporter"}', "{{instance}}"))
+            _timeseries("Scrape duration", "s").with_target(
+                _promql('scrape_duration_seconds{job="calabi-exporter"}', "{{instance}}")
+            )
         )
         .with_panel(
             table.Panel()
