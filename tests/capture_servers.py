@@ -11,6 +11,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def run_in_thread(server: socketserver.BaseServer) -> int:
+    """Serve ``server`` from a daemon thread; returns its port."""
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    port: int = server.server_address[1]  # type: ignore[index]
+    return port
+
+
+def shut(server: socketserver.BaseServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class HttpCapture:
     """Records every POST as (path, JSON body); answers 200 (PagerDuty's 202)."""
@@ -51,13 +64,10 @@ class HttpCapture:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = run_in_thread(self.server)
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        shut(self.server)
 
 
 @dataclass
@@ -107,8 +117,7 @@ class SmtpCapture:
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = run_in_thread(self.server)
 
     def texts(self) -> list[str]:
         """Subject and plain-text body of every message."""
@@ -120,6 +129,4 @@ class SmtpCapture:
             return out
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        shut(self.server)

@@ -19,6 +19,8 @@ from google.protobuf.json_format import MessageToDict
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from .capture_servers import run_in_thread, shut
+
 REFUSAL = "stream '{connection=\"Salesforce → Snowflake\"}' has structured metadata too large"
 
 
@@ -100,14 +102,11 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = run_in_thread(self.server)
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        shut(self.server)
+        self.server = None
 
 
 def decode(request: ExportLogsServiceRequest) -> list[Received]:
