@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
     _config_flags(check)
+
+    export = commands.add_parser(
+        "export", help="export jobs finished in a time range, with their log lines, to the configured S3 bucket"
+    )
+    _config_flags(export)
+    export.add_argument(
+        "--since", required=True, help="start (inclusive): RFC 3339, a UTC date (2026-04-01), or an age (7d, 12h)"
+    )
+    export.add_argument("--until", default=None, help="end (exclusive), same forms (default: now)")
     return parser
 
 
@@ -85,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(_jsonable(config), indent=2, ensure_ascii=False))
             return 0
         _open_store(config)
+        if args.command == "export":
+            return _export(config, args.since, args.until)
         if args.command == "serve":
             from .server import serve
 
@@ -98,6 +109,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+
+
+def _moment(option: str, value: str, now: float) -> float:
+    """``--since``/``--until``: RFC 3339, a UTC date, or an age before now (``7d``)."""
+    from .timeutil import parse_rfc3339
+
+    text = value.strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return now - int(text[:-1]) * units[text[-1]]
+    if len(text) == 10:
+        text += "T00:00:00Z"
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        raise ConfigError(
+            option, f"must be RFC 3339, a date like 2026-04-01, or an age like 7d (got {value!r})"
+        ) from None
+
+
+def _export(config: Config, since_text: str, until_text: str | None) -> int:
+    import time
+
+    from .s3export import S3Exporter, object_keys
+    from .store import SQLiteStore
+
+    if not config.s3_export_enabled:
+        raise ConfigError("s3_export.bucket", "is not set; export needs a bucket")
+    now = time.time()
+    since = _moment("--since", since_text, now)
+    until = now if until_text is None else _moment("--until", until_text, now)
+    if until <= since:
+        raise ConfigError("--until", "must be after --since")
+    store = SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous)
+    try:
+        exporter = S3Exporter(store, config)
+        try:
+            batches = exporter.export_range(since, until)
+        except Exception as error:  # boto3 raises many kinds; the store may fail too
+            print(f"{PROG}: export to s3://{config.s3_export_bucket} failed: {error}", file=sys.stderr)
+            return 1
+    finally:
+        store.close()
+    if batches:
+        for batch in batches:
+            for key in object_keys(config.s3_export_prefix, batch):
+                print(f"s3://{config.s3_export_bucket}/{key}")
+    else:
+        print("no finished jobs in that range")
+    return 0
 
 
 def _open_store(config: Config) -> None:
@@ -120,4 +181,8 @@ def _jsonable(config: Config) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["ingest_tokens"] = ["***"] * len(config.ingest_tokens)
     data["otlp_headers"] = {name: "***" for name, _ in config.otlp_headers}  # may carry credentials
+    for webhook in data["webhooks"]:
+        webhook["secret"] = "***"
+        webhook["statuses"] = sorted(webhook["statuses"])
+        webhook["connections"] = sorted(webhook["connections"])
     return data

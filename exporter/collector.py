@@ -12,7 +12,7 @@ to a few thousand), ``stream`` by the streams of each connection (tens),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -31,6 +31,7 @@ from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, SUCCEEDED
 from .store import MetricsSnapshot
+from .timeutil import Clock, system_clock
 
 STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
 INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook")
@@ -77,9 +78,21 @@ class Thresholds:
 class SyncJobCollector(Collector):
     """Yields every ``calabi_sync_*`` and ``calabi_exporter_*`` family from one store snapshot."""
 
-    def __init__(self, snapshot: Callable[[], MetricsSnapshot], thresholds: Thresholds) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], MetricsSnapshot],
+        thresholds: Thresholds,
+        *,
+        clock: Clock = system_clock,
+        s3_export: bool = False,
+        webhook_endpoints: Sequence[str] = (),
+    ) -> None:
+        """``s3_export`` and ``webhook_endpoints``: the features whose metrics are exposed (configured ones only)."""
         self._snapshot = snapshot
         self._thresholds = thresholds
+        self._clock = clock
+        self._s3_export = s3_export
+        self._webhook_endpoints = tuple(webhook_endpoints)
 
     def describe(self) -> list[Metric]:
         # Describing must not touch the store: registration happens at start-up.
@@ -359,3 +372,44 @@ class SyncJobCollector(Collector):
                 "When log records were last exported successfully.",
                 value=shipping.last_success,
             )
+        if self._s3_export:
+            yield from self._s3_metrics(snap)
+        if self._webhook_endpoints:
+            yield from self._webhook_metrics(snap)
+
+    def _s3_metrics(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+        export = snap.export
+        objects = CounterMetricFamily(
+            "calabi_exporter_s3_exported_objects", "Objects uploaded to S3, by outcome.", labels=["outcome"]
+        )
+        objects.add_metric(["success"], export.exported_objects)
+        objects.add_metric(["failure"], export.failed_objects)
+        yield objects
+        if export.last_success is not None:
+            yield GaugeMetricFamily(
+                "calabi_exporter_s3_export_last_success_timestamp_seconds",
+                "When an S3 export batch was last uploaded.",
+                value=export.last_success,
+            )
+        lag = 0.0 if export.oldest_waiting is None else max(self._clock() - export.oldest_waiting, 0.0)
+        yield GaugeMetricFamily(
+            "calabi_exporter_s3_export_lag_seconds",
+            "Age of the oldest finished job not exported to S3 yet (0: all exported).",
+            value=lag,
+        )
+
+    def _webhook_metrics(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+        deliveries = CounterMetricFamily(
+            "calabi_exporter_webhook_deliveries",
+            "Status-change webhook delivery attempts by outcome: delivered, failed (to be retried), dead_lettered.",
+            labels=["endpoint", "outcome"],
+        )
+        depth = GaugeMetricFamily(
+            "calabi_exporter_webhook_queue_depth", "Status changes waiting to be delivered.", labels=["endpoint"]
+        )
+        for endpoint in sorted(self._webhook_endpoints):
+            for outcome in ("delivered", "failed", "dead_lettered"):
+                deliveries.add_metric([endpoint, outcome], snap.webhook_counts.get((endpoint, outcome), 0))
+            depth.add_metric([endpoint], snap.webhook_depth.get(endpoint, 0))
+        yield deliveries
+        yield depth

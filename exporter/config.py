@@ -12,14 +12,16 @@ comma-separated there.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import yaml
 
 ENV_PREFIX: Final = "CALABI_"
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,18 @@ def _optional_url(value: Any) -> str:
     if text and not (text.startswith("http://") or text.startswith("https://")):
         raise ValueError(f"must be an http:// or https:// URL (got {text!r})")
     return text
+
+
+def _key_prefix(value: Any) -> str:
+    """An S3 key prefix, without leading or trailing slashes."""
+    return _optional_text(value).strip("/")
+
+
+def _day_divisor(value: Any) -> float:
+    seconds = _seconds(value)
+    if seconds < 60 or 86400 % seconds:
+        raise ValueError(f"must be a whole number of minutes dividing a day, e.g. 1h or 15m (got {value!r})")
+    return seconds
 
 
 def _bool(value: Any) -> bool:
@@ -238,6 +252,34 @@ OPTIONS: Final = (
         "Job history kept: `professional` 30 days, `enterprise` 90 days; older finished jobs are purged.",
     ),
     Option("retention.days", _int(0), 0, "Days of job history kept, overriding the plan (0: the plan's)."),
+    Option(
+        "s3_export.bucket",
+        _optional_text,
+        "",
+        "S3 bucket finished jobs and their log lines are exported to (empty: no export). Credentials come from "
+        "the standard AWS chain (environment, shared files, instance role). With export on, nothing is purged "
+        "before it is exported.",
+    ),
+    Option("s3_export.prefix", _key_prefix, "calabi-connect", "Key prefix of exported objects (may be empty)."),
+    Option("s3_export.region", _optional_text, "", "AWS region of the bucket (empty: the AWS chain's)."),
+    Option(
+        "s3_export.endpoint_url",
+        _optional_url,
+        "",
+        "Endpoint of an S3-compatible store such as MinIO, e.g. `http://minio:9000` (empty: AWS).",
+    ),
+    Option(
+        "s3_export.addressing_style",
+        _choice("auto", "path", "virtual"),
+        "auto",
+        "Bucket addressing; MinIO without a domain needs `path`.",
+    ),
+    Option(
+        "s3_export.batch_seconds",
+        _day_divisor,
+        3600.0,
+        "Jobs are exported in objects covering this much finish time (must divide a day); accepts units: `1h`.",
+    ),
 )
 PLAN_DAYS: Final = {"professional": 30, "enterprise": 90}
 
@@ -248,6 +290,7 @@ def env_name(key: str) -> str:
 
 
 _BY_KEY: Final = {o.key: o for o in OPTIONS}
+_SECTIONS: Final = frozenset(o.key.split(".")[0] for o in OPTIONS if "." in o.key)
 CONNECTION_KEYS: Final = (
     "failure_threshold",
     "freshness_threshold_seconds",
@@ -266,6 +309,18 @@ class ConnectionSettings:
     stuck_floor_seconds: float | None = None
     pending_threshold_seconds: float | None = None
     debug_logs: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """An endpoint every job status change is POSTed to, signed with its secret."""
+
+    name: str
+    url: str
+    secret: str = field(repr=False)
+    statuses: frozenset[str] = frozenset()  # empty: every status
+    connections: frozenset[str] = frozenset()  # empty: every connection
+    timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +351,14 @@ class Config:
     debug_logs: bool = False
     retention_plan: str = "professional"
     retention_days: int = 0
+    s3_export_bucket: str = ""
+    s3_export_prefix: str = "calabi-connect"
+    s3_export_region: str = ""
+    s3_export_endpoint_url: str = ""
+    s3_export_addressing_style: str = "auto"
+    s3_export_batch_seconds: float = 3600.0
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
+    webhooks: tuple[WebhookEndpoint, ...] = ()
 
     @property
     def retention_seconds(self) -> float:
@@ -307,6 +369,10 @@ class Config:
         """Whether DEBUG lines of ``connection`` are shipped."""
         override = self.connections.get(connection, ConnectionSettings()).debug_logs
         return self.debug_logs if override is None else override
+
+    @property
+    def s3_export_enabled(self) -> bool:
+        return bool(self.s3_export_bucket)
 
     @property
     def data_path(self) -> Path:
@@ -341,6 +407,83 @@ def _connections(value: Any) -> dict[str, ConnectionSettings]:
     return out
 
 
+WEBHOOK_KEYS: Final = ("name", "url", "secret", "secret_file", "statuses", "connections", "timeout_seconds")
+_STATUSES: Final = ("pending", "running", "succeeded", "failed", "cancelled")
+_ENDPOINT_NAME: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _strings(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of non-empty strings")
+    return frozenset(value)
+
+
+def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
+    where = f"webhooks[{index}]"
+    if not isinstance(value, dict):
+        raise ConfigError(where, "must be a mapping with name, url and secret_file (or secret)")
+    unknown = sorted(set(value) - set(WEBHOOK_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", "unknown key")
+    for key in ("name", "url"):
+        if key not in value:
+            raise ConfigError(f"{where}.{key}", "is required")
+    name = value["name"]
+    if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
+        raise ConfigError(f"{where}.name", f"must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
+    try:
+        url = _optional_url(value["url"])
+        if not url:
+            raise ValueError("must be an http:// or https:// URL")
+    except ValueError as error:
+        raise ConfigError(f"{where}.url", str(error)) from None
+    if ("secret" in value) == ("secret_file" in value):
+        raise ConfigError(f"{where}.secret_file", "give exactly one of secret_file and secret")
+    if "secret_file" in value:
+        secret_path = Path(_parse_or_fail(f"{where}.secret_file", _text, value["secret_file"]))
+        if base is not None and not secret_path.is_absolute():
+            secret_path = base / secret_path
+        try:
+            secret = secret_path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(f"{where}.secret_file", f"cannot read {secret_path}: {error.strerror}") from None
+        secret_key = f"{where}.secret_file"
+    else:
+        secret, secret_key = value["secret"], f"{where}.secret"
+    if not isinstance(secret, str) or len(secret) < 16:
+        raise ConfigError(secret_key, "the secret must be at least 16 characters")
+    statuses = _parse_or_fail(f"{where}.statuses", _strings, value.get("statuses", []))
+    bad = sorted(statuses - set(_STATUSES))
+    if bad:
+        raise ConfigError(f"{where}.statuses", f"unknown status {bad[0]!r}; use {', '.join(_STATUSES)}")
+    return WebhookEndpoint(
+        name=name,
+        url=url,
+        secret=secret,
+        statuses=statuses,
+        connections=_parse_or_fail(f"{where}.connections", _strings, value.get("connections", [])),
+        timeout_seconds=_parse_or_fail(f"{where}.timeout_seconds", _seconds, value.get("timeout_seconds", 10.0)),
+    )
+
+
+def _parse_or_fail(where: str, parse: Callable[[Any], T], value: Any) -> T:
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise ConfigError(where, str(error)) from None
+
+
+def _webhooks(value: Any, base: Path | None) -> tuple[WebhookEndpoint, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("webhooks", "must be a list of endpoints")
+    endpoints = tuple(_webhook(index, item, base) for index, item in enumerate(value))
+    names = [e.name for e in endpoints]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(f"webhooks[{index}].name", f"{name!r} is used twice")
+    return endpoints
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """The YAML file's top-level mapping."""
     try:
@@ -369,14 +512,17 @@ def load_config(
     """Build the configuration from the file, the environment and the flags."""
     values: dict[str, Any] = {o.key: o.default for o in OPTIONS}
     connections: dict[str, ConnectionSettings] = {}
+    webhooks: tuple[WebhookEndpoint, ...] = ()
 
     file_values = read_file(path) if path is not None else {}
     for key, raw in file_values.items():
         if key == "connections":
             connections = _connections(raw if raw is not None else {})
-        elif key == "retention" and isinstance(raw, dict):
+        elif key == "webhooks":
+            webhooks = _webhooks(raw if raw is not None else [], path.parent if path is not None else None)
+        elif key in _SECTIONS and isinstance(raw, dict):
             for name, value in raw.items():
-                nested = f"retention.{name}"
+                nested = f"{key}.{name}"
                 if nested not in _BY_KEY:
                     raise ConfigError(nested, "unknown key")
                 values[nested] = _parse(nested, value)
@@ -398,4 +544,6 @@ def load_config(
         if raw is not None:
             values[key] = _parse(key, raw)
 
-    return Config(**{key.replace(".", "_"): value for key, value in values.items()}, connections=connections)
+    return Config(
+        **{key.replace(".", "_"): value for key, value in values.items()}, connections=connections, webhooks=webhooks
+    )

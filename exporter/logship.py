@@ -24,7 +24,6 @@ import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import requests
@@ -42,7 +41,7 @@ from .config import Config
 from .model import SUMMARY_FIELDS
 from .singleton import DirectoryLock, SingletonWorker
 from .store import OutboxEntry, Store, StoreError
-from .timeutil import Clock, format_rfc3339, system_clock
+from .timeutil import Clock, format_rfc3339, retry_after_seconds, system_clock
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ class RecordingSession(requests.Session):
         self.last_message = ""
         response = super().request(*args, **kwargs)
         self.last_status = response.status_code
-        self.last_retry_after = _retry_after(response.headers.get("Retry-After"))
+        self.last_retry_after = retry_after_seconds(response.headers.get("Retry-After"), system_clock())
         if response.status_code >= 400:
             self.last_message = _error_message(response)
         return response
@@ -170,19 +169,6 @@ def _error_message(response: requests.Response) -> str:
         else:
             return str(status.message)[:500]
     return body.decode("utf-8", "replace").strip()[:500]
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - system_clock(), 0.0)
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)

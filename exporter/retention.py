@@ -1,7 +1,10 @@
 """Retention: finished jobs older than the plan's window are purged in the background.
 
 Only job rows, their streams and log lines go; the per-connection and
-per-stream aggregates stay, so no counter on ``/metrics`` moves. The purge
+per-stream aggregates stay, so no counter on ``/metrics`` moves. With S3
+export on, a job goes only once it is exported, so an S3 outage defers the
+purge instead of losing history. Dead letters (log records and webhook
+deliveries) older than the window go too. The purge
 runs in small transactions with a pause between them, so ingestion and
 scrapes never wait long behind it, and in one worker process at a time.
 """
@@ -37,9 +40,11 @@ class Purger(SingletonWorker):
     def purge_once(self, max_batches: int = 1_000_000) -> int:
         """Purge everything past the window now (in batches); returns the jobs deleted."""
         cutoff = self._clock() - self._config.retention_seconds
+        exported_only = self._config.s3_export_enabled
+        self._store.purge_dead_letters(cutoff)
         total = 0
         for _ in range(max_batches):
-            deleted = self._store.purge(cutoff, self.BATCH)
+            deleted = self._store.purge(cutoff, self.BATCH, exported_only=exported_only)
             total += deleted
             if deleted < self.BATCH or self._stop.wait(self.PAUSE):
                 break

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -60,3 +61,25 @@ def format_rfc3339(epoch: float) -> str:
     else:
         text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     return text + "Z"
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """An HTTP ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``.
+
+    >>> retry_after_seconds("30", 0.0)
+    30.0
+    >>> retry_after_seconds("Mon, 06 Apr 2026 08:00:10 GMT", 1775462400.0)
+    10.0
+    >>> retry_after_seconds("soon", 0.0) is None
+    True
+    """
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+    except (TypeError, ValueError):
+        return None

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from .base import (
     ActiveJobs,
+    Delivery,
+    EventRoute,
+    ExportBatch,
+    ExportStats,
     IngestResult,
     LogIngestResult,
     MetricsSnapshot,
@@ -21,6 +25,10 @@ from .sqlite import SQLiteStore
 
 __all__ = [
     "ActiveJobs",
+    "Delivery",
+    "EventRoute",
+    "ExportBatch",
+    "ExportStats",
     "IngestResult",
     "LogIngestResult",
     "MetricsSnapshot",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,56 @@ class ShippingStats:
     last_success: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EventRoute:
+    """A webhook endpoint's filters: which status changes are queued for it (empty: all)."""
+
+    endpoint: str
+    statuses: frozenset[str] = frozenset()
+    connections: frozenset[str] = frozenset()
+
+    def wants(self, job: Job) -> bool:
+        return (not self.statuses or job.status in self.statuses) and (
+            not self.connections or job.connection_name in self.connections
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportBatch:
+    """Finished jobs sealed together into one pair of S3 objects (jobs and logs).
+
+    ``version`` grows when a job of the batch changes or gains log lines after
+    sealing, so an upload of an older version does not count as the export.
+    """
+
+    id: int
+    day: str  # YYYY-MM-DD (UTC) the jobs finished on
+    name: str  # object name, stable once sealed
+    version: int
+    jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportStats:
+    exported_objects: int = 0
+    failed_objects: int = 0
+    last_success: float | None = None
+    oldest_waiting: float | None = None  # finish time of the oldest finished job not exported yet
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One status-change event waiting for one webhook endpoint."""
+
+    id: int
+    endpoint: str
+    job_id: str
+    event_id: str
+    payload: str  # the JSON body, fixed when the change was recorded
+    created_at: float
+    attempts: int
+
+
 @dataclass(slots=True)
 class MetricsSnapshot:
     """All a scrape needs, read in one consistent transaction."""
@@ -79,6 +129,9 @@ class MetricsSnapshot:
     store_bytes: int | None = None  # on-disk size, when the store has one
     purged_jobs: int = 0
     oldest_finished_at: float | None = None
+    export: ExportStats = field(default_factory=ExportStats)
+    webhook_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, outcome) -> deliveries
+    webhook_depth: dict[str, int] = field(default_factory=dict)  # endpoint -> events waiting
 
 
 class Store(Protocol):
@@ -114,8 +167,59 @@ class Store(Protocol):
         """The aggregates a scrape renders; never scans job history."""
         ...
 
-    def purge(self, finished_before: float, limit: int = 1000) -> int:
-        """Delete up to ``limit`` jobs finished before ``finished_before``; returns how many."""
+    def purge(self, finished_before: float, limit: int = 1000, *, exported_only: bool = False) -> int:
+        """Delete up to ``limit`` jobs finished before ``finished_before``; returns how many.
+
+        ``exported_only``: only jobs whose S3 export is complete.
+        """
+        ...
+
+    def purge_dead_letters(self, before: float) -> int:
+        """Delete log and webhook dead letters recorded before ``before``; returns how many."""
+        ...
+
+    def export_seal(self, finished_before: float, window_seconds: float, *, finished_since: float = 0.0) -> int:
+        """Seal finished jobs not in a batch yet into batches of one ``window_seconds`` each; returns the jobs."""
+        ...
+
+    def export_waiting(self, limit: int = 100) -> list[ExportBatch]:
+        """Batches not exported (or changed since), oldest first, without their jobs."""
+        ...
+
+    def export_batches_between(self, since: float, until: float) -> list[ExportBatch]:
+        """Batches holding a job finished in ``[since, until)``, without their jobs."""
+        ...
+
+    def export_jobs(self, batch: ExportBatch) -> ExportBatch:
+        """The batch with its jobs (and their streams), in finish order."""
+        ...
+
+    def export_lines(self, batch_id: int) -> Iterator[tuple[str, LogLine, float]]:
+        """The batch's log lines as (job id, line, received at), job by job in finish order."""
+        ...
+
+    def export_done(self, batch: ExportBatch, objects: int) -> bool:
+        """Record the batch exported; False when it changed meanwhile (it stays waiting)."""
+        ...
+
+    def export_failed(self, objects: int) -> None:
+        """Count objects whose upload failed."""
+        ...
+
+    def webhook_due(self, now: float, limit: int = 100) -> list[Delivery]:
+        """Events whose next attempt is due and that are the oldest waiting for their job and endpoint."""
+        ...
+
+    def webhook_delivered(self, delivery: Delivery) -> None: ...
+
+    def webhook_retry(self, delivery: Delivery, next_attempt_at: float, error: str) -> None:
+        """Count a failed attempt; the delivery, and every other one of its endpoint, waits until then."""
+        ...
+
+    def webhook_dead(self, delivery: Delivery, reason: str) -> None: ...
+
+    def webhook_dead_letters(self, limit: int = 1000) -> list[tuple[Delivery, str]]:
+        """The newest dead-lettered deliveries, oldest first, with the reason."""
         ...
 
     def outbox_read(self, limit: int) -> list[OutboxEntry]:

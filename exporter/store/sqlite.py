@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -31,6 +32,7 @@ from ..aggregates import (
     apply_finished_streams,
     update_connection_metadata,
 )
+from ..documents import export_object_name, status_event, status_event_id
 from ..joblogs import LogLine
 from ..lifecycle import ACCEPTED, OUTCOMES, merge
 from ..logsignals import classify_error, rate_limit_ratio, stream_result
@@ -38,6 +40,10 @@ from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, SUCCEED
 from ..timeutil import Clock, system_clock
 from .base import (
     ActiveJobs,
+    Delivery,
+    EventRoute,
+    ExportBatch,
+    ExportStats,
     IngestResult,
     LogIngestResult,
     MetricsSnapshot,
@@ -47,12 +53,13 @@ from .base import (
 )
 from .groupcommit import GroupCommitter
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
 LEVEL_FAMILY: Final = "level"  # log_counts.family: lines by level
 ERROR_FAMILY: Final = "error"  # log_counts.family: errors by kind
 _MAX_PARAMS: Final = 500  # bound parameters per statement, well below SQLite's limit
+_SEAL_LIMIT: Final = 50_000  # jobs sealed into export batches per call
 
 T = TypeVar("T")
 
@@ -92,13 +99,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_summary TEXT, job_url TEXT,
     active_since REAL,
     first_seen REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    export_batch INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_failed_by_connection
     ON jobs (connection_name, finished_at) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_active
     ON jobs (status, connection_name, active_since) WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_to_export ON jobs (finished_at) WHERE finished_at IS NOT NULL AND export_batch IS NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_export_batch ON jobs (export_batch) WHERE export_batch IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS streams (
     job_id TEXT NOT NULL,
@@ -193,7 +203,52 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     dead_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (dead_at);
+
+CREATE TABLE IF NOT EXISTS export_batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    day TEXT NOT NULL,
+    name TEXT NOT NULL,
+    oldest_finished REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    exported_at REAL
+);
+CREATE INDEX IF NOT EXISTS export_batches_waiting ON export_batches (id) WHERE exported_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS webhook_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_queue_by_job ON webhook_queue (endpoint, job_id, id);
+CREATE TABLE IF NOT EXISTS webhook_dead_letters (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    dead_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_dead_letters_by_time ON webhook_dead_letters (dead_at);
+CREATE TABLE IF NOT EXISTS webhook_counts (
+    endpoint TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, outcome)
+) WITHOUT ROWID;
+
 INSERT OR IGNORE INTO meta (key, value) VALUES ('outbox_cursor', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('s3_exported_objects', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('s3_failed_objects', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_jobs', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_exported', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_failed', 0);
@@ -411,6 +466,54 @@ def _count_ingest(db: sqlite3.Connection, endpoint: str, counts: dict[str, int])
     )
 
 
+def _export_changed(db: sqlite3.Connection, job_id: str) -> None:
+    """A sealed job changed: its batch is exported again, to the same keys."""
+    db.execute(
+        "UPDATE export_batches SET version = version + 1, exported_at = NULL"
+        " WHERE id = (SELECT export_batch FROM jobs WHERE job_id = ?)",
+        (job_id,),
+    )
+
+
+def _export_stats(db: sqlite3.Connection) -> ExportStats:
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 's3_%'").fetchall())
+    unsealed = db.execute(
+        "SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL AND export_batch IS NULL"
+    ).fetchone()[0]
+    unexported = db.execute("SELECT min(oldest_finished) FROM export_batches WHERE exported_at IS NULL").fetchone()[0]
+    waiting = [t for t in (unsealed, unexported) if t is not None]
+    return ExportStats(
+        exported_objects=int(meta["s3_exported_objects"]),
+        failed_objects=int(meta["s3_failed_objects"]),
+        last_success=meta.get("s3_export_last_success"),
+        oldest_waiting=min(waiting) if waiting else None,
+    )
+
+
+def _count_webhook(db: sqlite3.Connection, endpoint: str, outcome: str) -> None:
+    db.execute(
+        "INSERT INTO webhook_counts (endpoint, outcome, count) VALUES (?, ?, 1)"
+        " ON CONFLICT (endpoint, outcome) DO UPDATE SET count = count + 1",
+        (endpoint, outcome),
+    )
+
+
+def _dead_letter_webhooks(
+    db: sqlite3.Connection, where: str, params: tuple[object, ...], reason: str, now: float
+) -> int:
+    rows = db.execute(f"SELECT id, endpoint FROM webhook_queue WHERE {where}", params).fetchall()
+    db.execute(
+        "INSERT OR REPLACE INTO webhook_dead_letters (id, endpoint, job_id, event_id, payload, created_at, attempts,"
+        " reason, dead_at) SELECT id, endpoint, job_id, event_id, payload, created_at, attempts, ?, ?"
+        f" FROM webhook_queue WHERE {where}",
+        (reason, now, *params),
+    )
+    db.execute(f"DELETE FROM webhook_queue WHERE {where}", params)
+    for _id, endpoint in rows:
+        _count_webhook(db, endpoint, "dead_lettered")
+    return len(rows)
+
+
 @contextmanager
 def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
     """One request inside a shared transaction: undone alone when it fails."""
@@ -479,15 +582,26 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, data_dir: Path, *, clock: Clock = system_clock, synchronous: str = "full", outbox: bool = False
+        self,
+        data_dir: Path,
+        *,
+        clock: Clock = system_clock,
+        synchronous: str = "full",
+        outbox: bool = False,
+        webhook_routes: Sequence[EventRoute] = (),
     ) -> None:
-        """``outbox``: keep every new log line and finished job in the outbox for the log shipper."""
+        """``outbox``: keep every new log line and finished job in the outbox for the log shipper.
+
+        ``webhook_routes``: queue every job status change for each endpoint whose filters it passes,
+        in the transaction that records the change.
+        """
         if synchronous not in ("full", "normal"):
             raise ValueError("synchronous must be 'full' or 'normal'")
         self.path = Path(data_dir) / DB_FILENAME
         self._clock = clock
         self._synchronous = synchronous
         self._outbox = outbox
+        self._routes = tuple(webhook_routes)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock_fds: list[int] = []
@@ -497,8 +611,10 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._write() as tx:
                 version = tx.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, SCHEMA_VERSION):
+                if version > SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version} is newer than this exporter")
+                if version == 1:  # version 2 tracks which S3 export batch holds each job
+                    tx.execute("ALTER TABLE jobs ADD COLUMN export_batch INTEGER")
                 for statement in _SCHEMA.split(";\n"):
                     if statement.strip():
                         tx.execute(statement)
@@ -591,6 +707,10 @@ class SQLiteStore:
         if outcome != ACCEPTED:
             return outcome
         tx.save_job(merged, is_new=existing is None)
+        if existing is None or existing.status != merged.status:
+            self._queue_events(tx, merged, None if existing is None else existing.status)
+        elif existing.finished:
+            _export_changed(tx.db, merged.job_id)
         name = merged.connection_name
         agg = tx.connection(name)
         if job.connection_name == name:
@@ -607,6 +727,18 @@ class SQLiteStore:
                 streams = tx.stream_aggs(name, [s.name for s in merged.streams])
                 apply_finished_streams(streams, existing, merged)
         return outcome
+
+    def _queue_events(self, tx: _Transaction, job: Job, previous: str | None) -> None:
+        routes = [route for route in self._routes if route.wants(job)]
+        if not routes:
+            return
+        event_id = status_event_id(job.job_id, job.status)
+        payload = json.dumps(status_event(job, previous, event_id, tx.now), ensure_ascii=False)
+        tx.db.executemany(
+            "INSERT INTO webhook_queue (endpoint, job_id, event_id, payload, created_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(route.endpoint, job.job_id, event_id, payload, tx.now, tx.now) for route in routes],
+        )
 
     def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run one request's writes atomically and durably (see :mod:`.groupcommit`)."""
@@ -677,9 +809,11 @@ class SQLiteStore:
                     " WHERE excluded.seen_at >= rate_limits.seen_at",
                     (connection, *rate_limit),
                 )
-            if accepted and job.finished and not job.streams:
-                # Lines that arrive after a job finished without streams may still report them.
-                self._apply(tx, Job(job_id=job_id, connection_name=connection, status=job.status))
+            if accepted and job.finished:
+                _export_changed(db, job_id)  # an exported batch holding the job is uploaded again
+                if not job.streams:
+                    # Lines that arrive after a job finished without streams may still report them.
+                    self._apply(tx, Job(job_id=job_id, connection_name=connection, status=job.status))
             tx.flush("logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
             return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
 
@@ -719,6 +853,11 @@ class SQLiteStore:
                 rejections = {(e, f): n for e, f, n in db.execute("SELECT endpoint, field, count FROM rejections")}
                 purged = db.execute("SELECT value FROM meta WHERE key = 'purged_jobs'").fetchone()[0]
                 oldest = db.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
+                export = _export_stats(db)
+                webhook_counts = {
+                    (e, o): n for e, o, n in db.execute("SELECT endpoint, outcome, count FROM webhook_counts")
+                }
+                webhook_depth = dict(db.execute("SELECT endpoint, count(*) FROM webhook_queue GROUP BY endpoint"))
         except sqlite3.Error as error:
             raise StoreError(str(error)) from error
         return MetricsSnapshot(
@@ -734,6 +873,9 @@ class SQLiteStore:
             self._size_bytes(),
             int(purged),
             oldest,
+            export,
+            webhook_counts,
+            webhook_depth,
         )
 
     def outbox_read(self, limit: int) -> list[OutboxEntry]:
@@ -789,32 +931,188 @@ class SQLiteStore:
             ).fetchall()
         return [(int(i), str(j), str(r)) for i, j, r in reversed(rows)]
 
-    def purge(self, finished_before: float, limit: int = 1000) -> int:
+    def purge(self, finished_before: float, limit: int = 1000, *, exported_only: bool = False) -> int:
         """Delete up to ``limit`` jobs finished before ``finished_before``, with their streams and lines.
 
         The aggregates are left alone, so no counter moves; one small transaction
         per call keeps the write lock short for ingestion running alongside.
+        With ``exported_only`` a job goes only once the S3 batch holding it is
+        exported in its latest version; batches left without jobs go too.
         """
+        if exported_only:
+            select = (
+                "SELECT j.job_id, j.export_batch FROM jobs j JOIN export_batches b ON b.id = j.export_batch"
+                " WHERE j.finished_at < ? AND b.exported_at IS NOT NULL ORDER BY j.finished_at LIMIT ?"
+            )
+        else:
+            select = "SELECT job_id, export_batch FROM jobs WHERE finished_at < ? ORDER BY finished_at LIMIT ?"
 
         def work(db: sqlite3.Connection) -> int:
-            ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT job_id FROM jobs WHERE finished_at < ? ORDER BY finished_at LIMIT ?",
-                    (finished_before, limit),
-                )
-            ]
-            if not ids:
+            rows = db.execute(select, (finished_before, limit)).fetchall()
+            if not rows:
                 return 0
+            ids = [row[0] for row in rows]
             for chunk in _chunks(ids, _MAX_PARAMS):
                 marks = ", ".join("?" * len(chunk))
                 for table in ("streams", "log_lines", "outbox", "jobs"):
                     db.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", chunk)
+            batches = sorted({row[1] for row in rows if row[1] is not None})
+            for batch_chunk in _chunks(batches, _MAX_PARAMS):
+                db.execute(
+                    f"DELETE FROM export_batches WHERE id IN ({', '.join('?' * len(batch_chunk))})"
+                    " AND NOT EXISTS (SELECT 1 FROM jobs WHERE export_batch = export_batches.id)",
+                    batch_chunk,
+                )
             db.execute("UPDATE meta SET value = value - ? WHERE key = 'stored_jobs'", (len(ids),))
             db.execute("UPDATE meta SET value = value + ? WHERE key = 'purged_jobs'", (len(ids),))
             return len(ids)
 
         return self._submit(work)
+
+    def purge_dead_letters(self, before: float) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            logs = db.execute("DELETE FROM dead_letters WHERE dead_at < ?", (before,)).rowcount
+            hooks = db.execute("DELETE FROM webhook_dead_letters WHERE dead_at < ?", (before,)).rowcount
+            return int(logs + hooks)
+
+        return self._submit(work)
+
+    # S3 export -----------------------------------------------------------------------------------
+
+    def export_seal(self, finished_before: float, window_seconds: float, *, finished_since: float = 0.0) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            rows = db.execute(
+                "SELECT job_id, finished_at FROM jobs WHERE finished_at IS NOT NULL AND export_batch IS NULL"
+                " AND finished_at >= ? AND finished_at < ? ORDER BY finished_at LIMIT ?",
+                (finished_since, finished_before, _SEAL_LIMIT),
+            ).fetchall()
+            windows: dict[float, list[str]] = {}
+            oldest: dict[float, float] = {}
+            for job_id, finished_at in rows:
+                start = finished_at // window_seconds * window_seconds
+                windows.setdefault(start, []).append(job_id)
+                oldest.setdefault(start, finished_at)
+            for start, ids in windows.items():
+                day, name = export_object_name(start, ids)
+                batch = db.execute(
+                    "INSERT INTO export_batches (day, name, oldest_finished) VALUES (?, ?, ?)",
+                    (day, name, oldest[start]),
+                ).lastrowid
+                for chunk in _chunks(ids, _MAX_PARAMS):
+                    db.execute(
+                        f"UPDATE jobs SET export_batch = ? WHERE job_id IN ({', '.join('?' * len(chunk))})",
+                        (batch, *chunk),
+                    )
+            return len(rows)
+
+        return self._submit(work)
+
+    def export_waiting(self, limit: int = 100) -> list[ExportBatch]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, day, name, version FROM export_batches WHERE exported_at IS NULL ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [ExportBatch(*row) for row in rows]
+
+    def export_batches_between(self, since: float, until: float) -> list[ExportBatch]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, day, name, version FROM export_batches WHERE id IN (SELECT DISTINCT export_batch"
+                " FROM jobs WHERE finished_at >= ? AND finished_at < ? AND export_batch IS NOT NULL) ORDER BY id",
+                (since, until),
+            ).fetchall()
+        return [ExportBatch(*row) for row in rows]
+
+    def export_jobs(self, batch: ExportBatch) -> ExportBatch:
+        with self._read() as db:
+            tx = _Transaction(db, 0.0)
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT job_id FROM jobs WHERE export_batch = ? ORDER BY finished_at, job_id", (batch.id,)
+                )
+            ]
+            jobs = [job for job in map(tx.load_job, ids) if job is not None]
+        return replace(batch, jobs=jobs)
+
+    def export_lines(self, batch_id: int) -> Iterator[tuple[str, LogLine, float]]:
+        with self._read() as db:
+            for job_id, level, message, timestamp, stream, received_at in db.execute(
+                "SELECT l.job_id, l.level, l.message, l.timestamp, l.stream, l.received_at"
+                " FROM jobs j JOIN log_lines l ON l.job_id = j.job_id"
+                " WHERE j.export_batch = ? ORDER BY j.finished_at, j.job_id, l.id",
+                (batch_id,),
+            ):
+                yield job_id, LogLine(level, message, timestamp, stream), received_at
+
+    def export_done(self, batch: ExportBatch, objects: int) -> bool:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> bool:
+            done = db.execute(
+                "UPDATE export_batches SET exported_at = ? WHERE id = ? AND version = ?", (now, batch.id, batch.version)
+            ).rowcount
+            db.execute("UPDATE meta SET value = value + ? WHERE key = 's3_exported_objects'", (objects,))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('s3_export_last_success', ?)", (now,))
+            return bool(done)
+
+        return self._submit(work)
+
+    def export_failed(self, objects: int) -> None:
+        self._submit(
+            lambda db: db.execute("UPDATE meta SET value = value + ? WHERE key = 's3_failed_objects'", (objects,))
+        )
+
+    # Webhook deliveries ----------------------------------------------------------------------------
+
+    def webhook_due(self, now: float, limit: int = 100) -> list[Delivery]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT q.id, q.endpoint, q.job_id, q.event_id, q.payload, q.created_at, q.attempts"
+                " FROM webhook_queue q WHERE q.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM webhook_queue p"
+                " WHERE p.endpoint = q.endpoint AND p.job_id = q.job_id AND p.id < q.id) ORDER BY q.id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def webhook_delivered(self, delivery: Delivery) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM webhook_queue WHERE id = ?", (delivery.id,))
+            _count_webhook(db, delivery.endpoint, "delivered")
+
+        self._submit(work)
+
+    def webhook_retry(self, delivery: Delivery, next_attempt_at: float, error: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE webhook_queue SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                (next_attempt_at, error, delivery.id),
+            )
+            db.execute(
+                "UPDATE webhook_queue SET next_attempt_at = ? WHERE endpoint = ? AND next_attempt_at < ?",
+                (next_attempt_at, delivery.endpoint, next_attempt_at),
+            )
+            _count_webhook(db, delivery.endpoint, "failed")
+
+        self._submit(work)
+
+    def webhook_dead(self, delivery: Delivery, reason: str) -> None:
+        now = self._clock()
+
+        def work(db: sqlite3.Connection) -> None:
+            _dead_letter_webhooks(db, "id = ?", (delivery.id,), reason, now)
+
+        self._submit(work)
+
+    def webhook_dead_letters(self, limit: int = 1000) -> list[tuple[Delivery, str]]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, endpoint, job_id, event_id, payload, created_at, attempts, reason FROM webhook_dead_letters"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(Delivery(*row[:7]), str(row[7])) for row in reversed(rows)]
 
     def _size_bytes(self) -> int:
         """The database, its WAL and shared-memory file, on disk."""

@@ -9,11 +9,13 @@ from ..collector import THRESHOLD_METRICS, SyncJobCollector, Thresholds
 from ..config import Config
 from ..logship import LogShipper
 from ..retention import Purger
+from ..s3export import S3Exporter
 from ..store import SQLiteStore, Store
 from ..timeutil import Clock, system_clock
+from ..webhook_delivery import WebhookDeliverer, routes_from
 from . import ingest, ops, webhooks
 from .errors import register_error_handlers
-from .services import EXTENSION_KEY, PURGER_KEY, SHIPPER_KEY, Services
+from .services import EXTENSION_KEY, PURGER_KEY, S3_EXPORTER_KEY, SHIPPER_KEY, WEBHOOKS_KEY, Services
 
 
 def thresholds_from(config: Config) -> Thresholds:
@@ -49,9 +51,23 @@ def create_app(
     if ship_logs is None:
         ship_logs = shipping and store is None
     if store is None:
-        store = SQLiteStore(config.data_path, clock=clock, synchronous=config.sqlite_synchronous, outbox=shipping)
+        store = SQLiteStore(
+            config.data_path,
+            clock=clock,
+            synchronous=config.sqlite_synchronous,
+            outbox=shipping,
+            webhook_routes=routes_from(config),
+        )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SyncJobCollector(store.metrics_snapshot, thresholds_from(config)))
+    registry.register(
+        SyncJobCollector(
+            store.metrics_snapshot,
+            thresholds_from(config),
+            clock=clock,
+            s3_export=config.s3_export_enabled,
+            webhook_endpoints=[e.name for e in config.webhooks],
+        )
+    )
     app.extensions[EXTENSION_KEY] = Services(config=config, store=store, registry=registry, clock=clock)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(webhooks.bp)
@@ -65,4 +81,12 @@ def create_app(
         shipper = LogShipper(store, config, clock=clock)
         shipper.start()
         app.extensions[SHIPPER_KEY] = shipper
+    if owns_store and config.s3_export_enabled:
+        exporter = S3Exporter(store, config, clock=clock)
+        exporter.start()
+        app.extensions[S3_EXPORTER_KEY] = exporter
+    if owns_store and config.webhooks:
+        deliverer = WebhookDeliverer(store, config, clock=clock)
+        deliverer.start()
+        app.extensions[WEBHOOKS_KEY] = deliverer
     return app

@@ -1,11 +1,14 @@
-"""``/metrics`` and the health endpoints (readable without a token), and the log dead letters."""
+"""``/metrics`` and the health endpoints (readable without a token), and the dead letters."""
 
 from __future__ import annotations
+
+import json
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..exposition import render
 from ..store import StoreError
+from ..timeutil import format_rfc3339
 from .auth import require_ingest_token
 from .services import services
 
@@ -41,3 +44,29 @@ def dead_letters() -> tuple[Response, int]:
     require_ingest_token()
     rows = services().store.dead_letters(limit=1000)
     return jsonify({"dead_letters": [{"outbox_id": i, "job_id": j, "reason": r} for i, j, r in rows]}), 200
+
+
+@bp.get("/api/v1/webhooks/dead-letters")
+def webhook_dead_letters() -> tuple[Response, int]:
+    """Status-change events an endpoint refused or that stayed undelivered for 24 hours, newest 1,000.
+
+    Each keeps its body, so an operator can re-send it by hand; needs the ingest token.
+    """
+    require_ingest_token()
+    rows = services().store.webhook_dead_letters(limit=1000)
+    return jsonify(
+        {
+            "dead_letters": [
+                {
+                    "endpoint": d.endpoint,
+                    "job_id": d.job_id,
+                    "event_id": d.event_id,
+                    "attempts": d.attempts,
+                    "reason": reason,
+                    "queued_at": format_rfc3339(d.created_at),
+                    "payload": json.loads(d.payload),
+                }
+                for d, reason in rows
+            ]
+        }
+    ), 200

@@ -14,6 +14,8 @@ from ..timeutil import Clock
 EXTENSION_KEY = "calabi_exporter"
 SHIPPER_KEY = "calabi_exporter.log_shipper"
 PURGER_KEY = "calabi_exporter.purger"
+S3_EXPORTER_KEY = "calabi_exporter.s3_exporter"
+WEBHOOKS_KEY = "calabi_exporter.webhooks"
 
 
 @dataclass(frozen=True, slots=True)

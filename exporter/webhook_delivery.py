@@ -1,0 +1,136 @@
+"""Delivery of job status changes to the configured webhook endpoints.
+
+The store queues each change for each endpoint whose filters it passes, in the
+transaction that records the change, so an answered ingest request never loses
+an event. This worker (one process per data directory) POSTs them:
+
+- only the oldest waiting event of a job is tried, so a job's events arrive in
+  order even across retries;
+- a timeout, a connection error, 408, 429 or 5xx is retried with exponential
+  backoff (or the endpoint's ``Retry-After``) for up to 24 hours from the
+  change, then dead-lettered; any other 4xx (410 Gone included) is
+  dead-lettered at once, since sending it again would get the same answer;
+- after a retryable failure the endpoint's other events wait for the same
+  backoff, so an endpoint that is down costs one request per period, not one
+  per event; each endpoint is served by its own thread, so a slow endpoint
+  never holds back another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+import requests
+
+from . import __version__
+from .config import Config, WebhookEndpoint
+from .singleton import DirectoryLock, SingletonWorker
+from .store import Delivery, EventRoute, Store, StoreError
+from .timeutil import Clock, retry_after_seconds, system_clock
+from .webhook_signing import HEADER, sign
+
+log = logging.getLogger(__name__)
+LOCK_FILENAME: Final = "calabi-exporter-webhooks.lock"
+EVENT_ID_HEADER: Final = "Calabi-Event-Id"
+RETRYABLE_4XX: Final = frozenset({408, 429})
+
+
+def routes_from(config: Config) -> list[EventRoute]:
+    """The store's queueing filters of the configured endpoints."""
+    return [EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks]
+
+
+class WebhookDeliverer(SingletonWorker):
+    """POSTs queued status changes, signed, with retries; see the module docstring."""
+
+    NAME = "calabi-webhooks"
+    IDLE: float = 0.5  # seconds between looks at the queue when nothing was due
+    BATCH: Final = 200
+    FIRST_BACKOFF: float = 1.0
+    MAX_BACKOFF: float = 3600.0
+    MAX_AGE: float = 86400.0  # an event still failing this long after the change is dead-lettered
+
+    def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+        self._store = store
+        self._endpoints = {e.name: e for e in config.webhooks}
+        self._clock = clock
+        self._session = requests.Session()
+        self._pool = ThreadPoolExecutor(max_workers=max(len(self._endpoints), 1), thread_name_prefix=self.NAME)
+        super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
+
+    def deliver_once(self) -> int:
+        """Try every due event once (endpoints in parallel); returns the attempts made."""
+        due = self._store.webhook_due(self._clock(), self.BATCH)
+        by_endpoint: dict[str, list[Delivery]] = {}
+        for delivery in due:
+            by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
+        attempts = self._pool.map(self._deliver_all, by_endpoint.values())
+        return sum(attempts)
+
+    def _deliver_all(self, deliveries: Sequence[Delivery]) -> int:
+        """One endpoint's due events, in queue order, until one fails in a way worth retrying."""
+        attempts = 0
+        for delivery in deliveries:
+            endpoint = self._endpoints.get(delivery.endpoint)
+            if endpoint is None:
+                self._store.webhook_dead(delivery, "endpoint no longer configured")
+                continue
+            attempts += 1
+            if not self._deliver(endpoint, delivery):
+                break  # the endpoint is failing: the rest wait for their next turn
+        return attempts
+
+    def _deliver(self, endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
+        """POST one event; False when it failed and will be retried."""
+        body = delivery.payload.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"calabi-exporter/{__version__}",
+            EVENT_ID_HEADER: delivery.event_id,
+            HEADER: sign(endpoint.secret.encode(), body, timestamp=int(self._clock())),
+        }
+        try:
+            response = self._session.post(
+                endpoint.url, data=body, headers=headers, timeout=endpoint.timeout_seconds, allow_redirects=False
+            )
+        except requests.RequestException as error:
+            self._retry(delivery, f"{type(error).__name__}: {error}"[:500], None)
+            return False
+        status = response.status_code
+        if 200 <= status < 300:
+            self._store.webhook_delivered(delivery)
+            return True
+        detail = f"HTTP {status}: {response.text.strip()[:300]}".rstrip(": ")
+        if status in RETRYABLE_4XX or status >= 500:
+            self._retry(delivery, detail, retry_after_seconds(response.headers.get("Retry-After"), self._clock()))
+            return False
+        self._store.webhook_dead(delivery, detail)
+        log.warning(
+            "webhook %s refused event %s for job %s: %s", endpoint.name, delivery.event_id, delivery.job_id, detail
+        )
+        return True
+
+    def _retry(self, delivery: Delivery, error: str, retry_after: float | None) -> None:
+        now = self._clock()
+        backoff = min(self.MAX_BACKOFF, self.FIRST_BACKOFF * 2.0**delivery.attempts)
+        wait = backoff if retry_after is None else min(retry_after, self.MAX_BACKOFF)
+        if now + wait - delivery.created_at > self.MAX_AGE:
+            self._store.webhook_dead(delivery, f"undelivered after 24 hours: {error}")
+            log.warning("webhook %s: event %s dead-lettered: %s", delivery.endpoint, delivery.event_id, error)
+            return
+        self._store.webhook_retry(delivery, now + wait, error)
+        log.info("webhook %s: %s; retrying in %.1fs", delivery.endpoint, error, wait)
+
+    def step(self) -> float:
+        try:
+            return 0.0 if self.deliver_once() else self.IDLE
+        except StoreError as error:
+            log.error("webhooks: store error: %s", error)
+            return self.ERROR_WAIT
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._session.close()
