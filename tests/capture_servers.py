@@ -130,3 +130,58 @@ class SmtpCapture:
 
     def stop(self) -> None:
         shut(self.server)
+
+
+@dataclass
+class WebhookReceiver:
+    """A webhook endpoint on loopback: keeps each request's headers and raw body.
+
+    ``answers`` is a queue of status codes to reply with (then 200); ``hold``,
+    while cleared, keeps each request waiting after it was recorded. ``stop``
+    and ``start`` again reuse the port, as an endpoint that goes down and
+    comes back.
+    """
+
+    port: int = 0
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    answers: list[int] = field(default_factory=list)
+    hold: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    def __post_init__(self) -> None:
+        self.hold.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/calabi-events"
+
+    def bodies(self) -> list[Any]:
+        with self.lock:
+            return [json.loads(body) for _, body in self.requests]
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.requests.append((dict(self.headers.items()), raw))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                receiver.hold.wait(timeout=30)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = run_in_thread(self.server)
+
+    def stop(self) -> None:
+        shut(self.server)
+        self.server = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -177,3 +178,25 @@ def test_a_bad_log_shipping_setting_names_its_key(env: dict[str, str], key: str)
         load_config(None, env=env)
 
     assert raised.value.key == key
+
+
+def test_check_config_masks_webhook_secrets(tmp_path: Path) -> None:
+    secret = "whsec-0123456789abcdef"
+    path = write(
+        tmp_path,
+        f"webhooks:\n  - {{name: ops, url: 'https://hooks.example.com/c', secret: {secret}, statuses: [failed]}}\n",
+    )
+
+    result = run_cli("check-config", "--config", str(path))
+
+    assert result.returncode == 0, result.stderr
+    webhook = json.loads(result.stdout)["webhooks"][0]
+    assert webhook == {
+        "name": "ops",
+        "url": "https://hooks.example.com/c",
+        "secret": "***",
+        "statuses": ["failed"],
+        "connections": [],
+        "timeout_seconds": 10.0,
+    }
+    assert secret not in result.stdout

@@ -9,7 +9,7 @@ from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import Job, parse_job
 from calabi_exporter.retention import Purger
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import EventRoute, SQLiteStore
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 
@@ -103,4 +103,28 @@ def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, cl
     assert snapshot.stored_jobs == 200
     assert snapshot.purged_jobs == 100_000
     assert {c.connection: c.jobs["succeeded"] for c in snapshot.connections} == {"Stripe → Postgres": 100_200}
+    store.close()
+
+
+def test_dead_letters_older_than_the_window_are_purged_too(tmp_path: Path, clock: FakeClock) -> None:
+    config = Config(data_dir=str(tmp_path / "dl"), retention_days=30)
+    store = SQLiteStore(config.data_path, clock=clock, outbox=True, webhook_routes=[EventRoute("ops")])
+    store.ingest_jobs([finished("gone", 1)], endpoint="jobs")
+    store.append_logs("gone", [LogLine("INFO", "refused by the receiver", T0 - DAY)])
+    for entry in store.outbox_read(10):
+        store.outbox_done(entry.id, exported=0, dead=[(entry, "HTTP 400")])
+    for delivery in store.webhook_due(clock()):
+        store.webhook_dead(delivery, "HTTP 410")
+    clock.advance(20 * DAY)
+    store.ingest_jobs([finished("kept", -19)], endpoint="jobs")
+    for delivery in store.webhook_due(clock()):
+        store.webhook_dead(delivery, "HTTP 410")
+    before = (len(store.dead_letters()), len(store.webhook_dead_letters()))
+
+    clock.advance(15 * DAY)  # the first dead letters are 35 days old, the second 15
+    Purger(store, config, clock=clock).purge_once()
+
+    assert before == (2, 2)
+    assert [job_id for _, job_id, _ in store.dead_letters()] == []
+    assert [d.job_id for d, _ in store.webhook_dead_letters()] == ["kept"]
     store.close()

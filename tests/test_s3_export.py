@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -341,3 +342,26 @@ def test_export_without_a_bucket_or_with_a_bad_range_exits_2_with_one_line(tmp_p
             "dividing a day, e.g. 1h or 15m (got '7m')\n",
         ),
     ]
+
+
+def test_a_store_of_the_previous_schema_opens_and_its_jobs_are_exported(tmp_path: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(tmp_path / "v1", clock=clock)
+    fill(store)
+    store.close()
+    db = sqlite3.connect(tmp_path / "v1" / "calabi-exporter.sqlite3")
+    db.executescript(
+        "DROP INDEX jobs_to_export; DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch;"
+        " PRAGMA user_version = 1;"
+    )
+    db.close()
+
+    reopened = SQLiteStore(tmp_path / "v1", clock=clock)
+    sealed = reopened.export_seal(T0, 3600)
+
+    assert sealed == 4
+    assert [b.name[:16] for b in reopened.export_waiting()] == [
+        "20260404T100000Z",
+        "20260405T230000Z",
+        "20260406T070000Z",
+    ]
+    reopened.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from calabi_exporter.config import load_config
 
 from .conftest import require_binary
 
@@ -34,7 +35,7 @@ def test_loki_stores_structured_metadata_on_tsdb_v13_with_thirty_days_of_retenti
 
     assert config["limits_config"]["allow_structured_metadata"] is True
     assert [(c["store"], c["schema"]) for c in config["schema_config"]["configs"]] == [("tsdb", "v13")]
-    assert config["limits_config"]["retention_period"] == "${RETENTION:-720h}"  # from .env, see below
+    assert config["limits_config"]["retention_period"] == "${RETENTION_DAYS:-30}d"  # from .env, see below
     assert config["compactor"]["retention_enabled"] is True
     assert config["limits_config"]["reject_old_samples_max_age"] == "168h"
 
@@ -95,7 +96,7 @@ def test_every_file_compose_mounts_exists_in_the_repo() -> None:
     assert all(":" in image and not image.endswith(":latest") for image in images), images
 
 
-def test_one_env_variable_sets_the_retention_of_prometheus_and_loki() -> None:
+def test_one_env_variable_sets_the_retention_of_the_exporter_prometheus_and_loki() -> None:
     services = load("docker-compose.yml")["services"]
     env = dict(
         line.split("=", 1)
@@ -103,10 +104,14 @@ def test_one_env_variable_sets_the_retention_of_prometheus_and_loki() -> None:
         if "=" in line and not line.startswith("#")
     )
 
-    assert env["RETENTION"] == "720h"  # Professional: 30 days
-    assert "--storage.tsdb.retention.time=${RETENTION:-720h}" in services["prometheus"]["command"]
-    assert services["loki"]["environment"]["RETENTION"] == "${RETENTION:-720h}"
+    assert env["RETENTION_DAYS"] == "30"  # Professional
+    assert services["exporter"]["environment"]["CALABI_RETENTION__DAYS"] == "${RETENTION_DAYS:-30}"
+    assert "--storage.tsdb.retention.time=${RETENTION_DAYS:-30}d" in services["prometheus"]["command"]
+    assert services["loki"]["environment"]["RETENTION_DAYS"] == "${RETENTION_DAYS:-30}"
     assert "-config.expand-env=true" in services["loki"]["command"]
+    for days in ("30", "90"):  # what the exporter makes of the value compose passes
+        config = load_config(env={"CALABI_RETENTION__DAYS": days})
+        assert config.retention_seconds == int(days) * 86400
 
 
 def test_grafana_is_provisioned_with_the_dashboards_datasources_and_no_anonymous_access() -> None:

@@ -1,0 +1,395 @@
+"""Every job status change reaches each webhook endpoint once, in order, signed, and survives failures."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from calabi_exporter.config import Config, WebhookEndpoint, load_config
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.timeutil import system_clock
+from calabi_exporter.web import create_app
+from calabi_exporter.web.services import PURGER_KEY, WEBHOOKS_KEY, services
+from calabi_exporter.webhook_delivery import WebhookDeliverer, routes_from
+from flask.testing import FlaskClient
+
+from .capture_servers import WebhookReceiver
+from .conftest import T0, ExporterProcess, FakeClock, Samples, parse_samples, wait_until
+
+SECRET = "whsec-0123456789abcdef"
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_recipe() -> Callable[..., bool]:
+    """The README's verification recipe, run as written."""
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"<!-- webhook-verification-recipe -->\n```python\n(.*?)```", text, re.S)
+    assert block is not None, "the README lost its webhook verification recipe"
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    verify: Callable[..., bool] = namespace["verify_calabi_signature"]
+    return verify
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
+    server.start()
+    yield server
+    server.hold.set()
+    server.stop()
+
+
+class Setup:
+    """A store queueing for the given endpoints, its app, and the delivery worker (driven by hand)."""
+
+    def __init__(self, tmp_path: Path, endpoints: list[WebhookEndpoint], clock: Callable[[], float]) -> None:
+        self.config = Config(data_dir=str(tmp_path / "data"), webhooks=tuple(endpoints))
+        self.store = SQLiteStore(self.config.data_path, clock=clock, webhook_routes=routes_from(self.config))
+        self.client: FlaskClient = create_app(self.config, store=self.store, clock=clock).test_client()
+        self.deliverer = WebhookDeliverer(self.store, self.config, clock=clock)
+        self.deliverer.FIRST_BACKOFF = 0.05
+
+    def post(self, *records: dict[str, Any]) -> None:
+        response = self.client.post("/api/v1/jobs", json=list(records))
+        assert response.status_code == 200, response.get_json()
+
+    def drain(self, *, timeout: float = 15) -> None:
+        """Deliver until the queue is empty (retries included)."""
+        wait_until(
+            lambda: (self.deliverer.deliver_once() or True) and self.depth() == 0,
+            timeout=timeout,
+            what="the webhook queue to empty",
+            interval=0.02,
+        )
+
+    def depth(self) -> int:
+        return sum(self.store.metrics_snapshot().webhook_depth.values())
+
+    def metrics(self) -> Samples:
+        return parse_samples(self.client.get("/metrics").get_data(as_text=True))
+
+    def close(self) -> None:
+        self.deliverer.close()
+        self.store.close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Setup]:
+    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], system_clock)
+    yield built
+    built.close()
+
+
+def record(job_id: str, status: str, connection: str = "Salesforce → Snowflake", **fields: Any) -> dict[str, Any]:
+    return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
+
+
+def transitions(bodies: list[dict[str, Any]]) -> dict[str, list[tuple[str | None, str]]]:
+    seen: dict[str, list[tuple[str | None, str]]] = {}
+    for body in bodies:
+        seen.setdefault(body["job_id"], []).append((body["previous_status"], body["status"]))
+    return seen
+
+
+def test_every_transition_arrives_once_in_order_with_a_signature_the_readme_recipe_verifies(
+    setup: Setup, receiver: WebhookReceiver
+) -> None:
+    setup.post(record("j1", "pending", created_at="2026-04-06T07:59:00Z"))
+    setup.post(record("j1", "running", started_at="2026-04-06T08:00:01Z"), record("j2", "running"))
+    setup.post(record("j1", "running", started_at="2026-04-06T08:00:01Z"))  # sent again: no change
+    setup.post(
+        record(
+            "j2",
+            "failed",
+            started_at="2026-04-06T08:00:01Z",
+            failed_at="2026-04-06T08:03:17Z",
+            records_synced=0,
+            error_summary="Stream Account: 401 Unauthorized — token expired",
+            job_url="https://app.calabi.io/connect/jobs/j2",
+        ),
+        record("j1", "succeeded", finished_at="2026-04-06T08:10:00Z", records_synced=4218, bytes_synced=1000),
+        record("j3", "cancelled", connection="Stripe → Postgres"),
+    )
+
+    setup.drain()
+
+    verify = readme_recipe()
+    bodies = receiver.bodies()
+    assert transitions(bodies) == {
+        "j1": [(None, "pending"), ("pending", "running"), ("running", "succeeded")],
+        "j2": [(None, "running"), ("running", "failed")],
+        "j3": [(None, "cancelled")],
+    }
+    assert len({b["event_id"] for b in bodies}) == 6
+    failed = next(b for b in bodies if b["status"] == "failed")
+    assert {k: v for k, v in failed.items() if k not in ("event_id", "timestamp")} == {
+        "event_type": "job.status_changed",
+        "previous_status": "running",
+        "job_id": "j2",
+        "connection_name": "Salesforce → Snowflake",
+        "connection_id": None,
+        "source": None,
+        "destination": None,
+        "job_type": None,
+        "attempt": None,
+        "status": "failed",
+        "created_at": None,
+        "started_at": "2026-04-06T08:00:01Z",
+        "finished_at": "2026-04-06T08:03:17Z",
+        "records_synced": 0,
+        "records_failed": None,
+        "bytes_synced": None,
+        "duration_seconds": 196.0,
+        "streams_succeeded": None,
+        "streams_failed": None,
+        "error_summary": "Stream Account: 401 Unauthorized — token expired",
+        "job_url": "https://app.calabi.io/connect/jobs/j2",
+        "failed_at": "2026-04-06T08:03:17Z",
+    }
+    assert re.fullmatch(r"[0-9a-f]{32}", failed["event_id"])
+    for headers, raw in receiver.requests:
+        assert verify(SECRET.encode(), headers["Calabi-Signature"], raw)
+        assert headers["Calabi-Event-Id"] == json.loads(raw)["event_id"]
+        assert headers["Content-Type"] == "application/json"
+    headers, raw = receiver.requests[0]
+    signed_at = int(headers["Calabi-Signature"].split(",")[0].removeprefix("t="))
+    tampered = raw.replace(b'"pending"', b'"succeeded"')
+    assert tampered != raw and not verify(SECRET.encode(), headers["Calabi-Signature"], tampered)
+    assert not verify(b"another-secret-of-16+", headers["Calabi-Signature"], raw)
+    assert verify(SECRET.encode(), headers["Calabi-Signature"], raw, now=signed_at + 300)
+    assert not verify(SECRET.encode(), headers["Calabi-Signature"], raw, now=signed_at + 301)
+    metrics = setup.metrics()
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="delivered") == 6
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 0
+    assert metrics.value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 0
+
+
+def test_endpoint_filters_keep_only_their_statuses_and_connections(tmp_path: Path) -> None:
+    failures, stripe = WebhookReceiver(), WebhookReceiver()
+    failures.start()
+    stripe.start()
+    built = Setup(
+        tmp_path,
+        [
+            WebhookEndpoint("failures", failures.url, SECRET, statuses=frozenset({"failed"})),
+            WebhookEndpoint("stripe", stripe.url, SECRET, connections=frozenset({"Stripe → Postgres"})),
+        ],
+        system_clock,
+    )
+    built.post(record("s1", "running"), record("s2", "running", connection="Stripe → Postgres"))
+    built.post(record("s1", "failed"), record("s2", "failed", connection="Stripe → Postgres"))
+
+    built.drain()
+
+    assert [(b["job_id"], b["status"]) for b in failures.bodies()] == [("s1", "failed"), ("s2", "failed")]
+    assert [(b["job_id"], b["status"]) for b in stripe.bodies()] == [("s2", "running"), ("s2", "failed")]
+    built.close()
+    failures.stop()
+    stripe.stop()
+
+
+def test_with_the_receiver_down_nothing_is_lost_and_deliveries_resume(setup: Setup, receiver: WebhookReceiver) -> None:
+    receiver.stop()
+    for n in range(5):
+        setup.post(record(f"d{n}", "running"))
+        setup.post(record(f"d{n}", "succeeded"))
+
+    attempts_while_down = [setup.deliverer.deliver_once(), setup.deliverer.deliver_once()]
+    down = setup.metrics()
+    receiver.start()
+    setup.drain()
+
+    # One request found the endpoint down; the other events wait for the same retry.
+    assert attempts_while_down == [1, 0]
+    assert down.value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 10
+    assert down.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 1
+    assert transitions(receiver.bodies()) == {f"d{n}": [(None, "running"), ("running", "succeeded")] for n in range(5)}
+    after = setup.metrics()
+    assert after.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="delivered") == 10
+    assert after.value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 0
+
+
+def test_a_500_is_retried_and_the_same_event_then_delivered(setup: Setup, receiver: WebhookReceiver) -> None:
+    receiver.answers = [500]
+    setup.post(record("r1", "failed"))
+
+    setup.drain()
+
+    bodies = receiver.bodies()
+    assert [(b["job_id"], b["status"]) for b in bodies] == [("r1", "failed"), ("r1", "failed")]
+    assert bodies[0]["event_id"] == bodies[1]["event_id"]
+    metrics = setup.metrics()
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 1
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="delivered") == 1
+
+
+def test_a_jobs_later_event_waits_while_its_earlier_one_is_being_retried(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    clock = FakeClock()
+    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    receiver.answers = [500]
+    built.post(record("o1", "running"))
+    built.deliverer.deliver_once()  # 500: the running event waits for its retry
+    built.post(record("o1", "succeeded"), record("o2", "running"))
+
+    before_retry = built.deliverer.deliver_once()
+    clock.advance(1)
+    built.drain()
+
+    # o2 is another job: it goes at once; o1's succeeded waits behind o1's running.
+    assert before_retry == 1
+    assert [(b["job_id"], b["status"]) for b in receiver.bodies()] == [
+        ("o1", "running"),
+        ("o2", "running"),
+        ("o1", "running"),
+        ("o1", "succeeded"),
+    ]
+    built.close()
+
+
+def test_a_410_is_dead_lettered_without_retry_and_the_jobs_next_event_follows(
+    setup: Setup, receiver: WebhookReceiver
+) -> None:
+    receiver.answers = [410]
+    setup.post(record("g1", "running"))
+    setup.post(record("g1", "succeeded"))
+
+    setup.drain()
+
+    assert [(b["job_id"], b["status"]) for b in receiver.bodies()] == [("g1", "running"), ("g1", "succeeded")]
+    letters = setup.client.get("/api/v1/webhooks/dead-letters").get_json()["dead_letters"]
+    assert [(d["endpoint"], d["job_id"], d["reason"], d["attempts"]) for d in letters] == [("ops", "g1", "HTTP 410", 0)]
+    assert letters[0]["payload"]["status"] == "running"
+    metrics = setup.metrics()
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="dead_lettered") == 1
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 0
+
+
+def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lettered(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    clock = FakeClock()
+    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    receiver.answers = [429] + [503] * 100
+    built.post(record("t1", "failed"))
+
+    built.deliverer.deliver_once()  # 429 (no Retry-After): retried after the first backoff
+    early = built.deliverer.deliver_once()
+    clock.advance(0.05)
+    retried = built.deliverer.deliver_once()  # 503 from now on
+    attempts = 2
+    while built.depth() and attempts < 60:
+        clock.advance(3600)
+        attempts += built.deliverer.deliver_once()
+
+    assert (early, retried) == (0, 1)
+    letters = built.store.webhook_dead_letters()
+    assert [(d.job_id, reason) for d, reason in letters] == [("t1", "undelivered after 24 hours: HTTP 503")]
+    assert clock() - T0 > 23 * 3600 and clock() - T0 <= 24 * 3600 + 3600
+    metrics = built.metrics()
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="dead_lettered") == 1
+    built.close()
+
+
+def test_ingestion_goes_on_while_an_endpoint_holds_a_delivery(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    config = Config(data_dir=str(tmp_path / "live"), webhooks=(WebhookEndpoint("ops", receiver.url, SECRET),))
+    app = create_app(config)  # owns its store: the delivery thread runs
+    client = app.test_client()
+    receiver.hold.clear()  # the receiver keeps the first request waiting
+    client.post("/api/v1/jobs", json=record("h0", "running"))
+    wait_until(lambda: len(receiver.requests) == 1, timeout=10, what="the first delivery to start")
+
+    answers = [client.post("/api/v1/jobs", json=record(f"h{n}", "succeeded")).status_code for n in range(1, 21)]
+    stored = [services(app).store.get_job(f"h{n}") is not None for n in range(1, 21)]
+    held = len(receiver.requests)
+    receiver.hold.set()
+    wait_until(lambda: len(receiver.requests) == 21, timeout=15, what="every event after the endpoint answered")
+
+    assert answers == [200] * 20
+    assert held == 1 and stored == [True] * 20
+    app.extensions[WEBHOOKS_KEY].stop()
+    app.extensions[PURGER_KEY].stop()
+
+
+def test_two_worker_processes_deliver_each_event_exactly_once(
+    tmp_path: Path, receiver: WebhookReceiver, exporter_process: Callable[..., ExporterProcess]
+) -> None:
+    config_file = tmp_path / "calabi.yaml"
+    config_file.write_text(
+        f"webhooks:\n  - name: ops\n    url: {receiver.url}\n    secret: {SECRET}\n", encoding="utf-8"
+    )
+    exporter = exporter_process(workers=2, env={"CALABI_CONFIG": str(config_file)})
+
+    def post(records: list[dict[str, Any]]) -> None:
+        response = requests.post(exporter.url + "/api/v1/jobs", json=records, timeout=30)
+        assert response.status_code == 200, response.text
+
+    threads = [
+        threading.Thread(target=post, args=([record(f"w{t}-{n}", "running") for n in range(25)],)) for t in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    post([record(f"w{t}-{n}", "succeeded") for t in range(4) for n in range(25)])
+    wait_until(lambda: len(receiver.requests) >= 200, timeout=30, what="200 deliveries")
+    wait_until(
+        lambda: exporter.scrape().value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 0,
+        timeout=10,
+        what="the queue to empty",
+    )
+
+    bodies = receiver.bodies()
+    assert len(bodies) == 200
+    assert transitions(bodies) == {
+        f"w{t}-{n}": [(None, "running"), ("running", "succeeded")] for t in range(4) for n in range(25)
+    }
+    assert (
+        exporter.scrape().value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="delivered") == 200
+    )
+
+
+def test_webhook_configuration_errors_name_the_key(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n", encoding="utf-8")
+    cases = {
+        "webhooks: {}": "webhooks: must be a list of endpoints",
+        "webhooks: [{url: 'http://x'}]": "webhooks[0].name: is required",
+        "webhooks: [{name: a, url: 'ftp://x', secret: " + SECRET + "}]": (
+            "webhooks[0].url: must be an http:// or https:// URL (got 'ftp://x')"
+        ),
+        "webhooks: [{name: a, url: 'http://x'}]": "webhooks[0].secret_file: give exactly one of secret_file and secret",
+        "webhooks: [{name: a, url: 'http://x', secret: short}]": (
+            "webhooks[0].secret: the secret must be at least 16 characters"
+        ),
+        "webhooks: [{name: a, url: 'http://x', secret_file: missing}]": (
+            f"webhooks[0].secret_file: cannot read {tmp_path / 'missing'}: No such file or directory"
+        ),
+        "webhooks: [{name: a, url: 'http://x', secret_file: secret, statuses: [done]}]": (
+            "webhooks[0].statuses: unknown status 'done'; use pending, running, succeeded, failed, cancelled"
+        ),
+        "webhooks: [{name: a, url: 'http://x', secret_file: secret},"
+        " {name: a, url: 'http://y', secret_file: secret}]": ("webhooks[1].name: 'a' is used twice"),
+        "webhooks: [{name: a, url: 'http://x', secret_file: secret, retries: 3}]": "webhooks[0].retries: unknown key",
+    }
+    messages = {}
+    for text, _ in cases.items():
+        path = tmp_path / "c.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_config(path, env={})
+        except ValueError as error:
+            messages[text] = str(error)
+    good = tmp_path / "good.yaml"
+    good.write_text("webhooks: [{name: a, url: 'http://x', secret_file: secret, statuses: [failed]}]", encoding="utf-8")
+
+    assert messages == cases
+    assert load_config(good, env={}).webhooks == (WebhookEndpoint("a", "http://x", SECRET, frozenset({"failed"})),)
