@@ -436,6 +436,16 @@ def exporter() -> dashboard.Dashboard:
                 _promql("sum by (outcome) (rate(calabi_exporter_log_records_total[$__rate_interval]))", "{{outcome}}")
             )
         )
+        .with_panel(_stat("S3 export lag", "max(calabi_exporter_s3_export_lag_seconds)", "s", width=6))
+        .with_panel(_stat("Webhook queue", "sum(calabi_exporter_webhook_queue_depth)", "short", width=6))
+        .with_panel(
+            _timeseries("Webhook deliveries", "reqps").with_target(
+                _promql(
+                    "sum by (endpoint, outcome) (rate(calabi_exporter_webhook_deliveries_total[$__rate_interval]))",
+                    "{{endpoint}} {{outcome}}",
+                )
+            )
+        )
         .with_panel(
             _timeseries("Scrape duration", "s").with_target(
                 _promql('scrape_duration_seconds{job="calabi-exporter"}', "{{instance}}")

@@ -39,9 +39,17 @@ def substitute(expr: str, connection: str) -> str:
 
 
 def test_every_promql_query_runs_and_returns_data_for_all_and_for_one_connection(
-    exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus]
+    exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus], tmp_path: Path
 ) -> None:
-    exporter = exporter_process()
+    # S3 export and a webhook configured (both unreachable), so that their panels have series too.
+    config = tmp_path / "calabi.yaml"
+    config.write_text(
+        "webhooks: [{name: ops, url: 'http://127.0.0.1:9/hook', secret: whsec-0123456789abcdef}]\n"
+        "s3_export: {bucket: archive, endpoint_url: 'http://127.0.0.1:9'}\n",
+        encoding="utf-8",
+    )
+    aws = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_EC2_METADATA_DISABLED": "true"}
+    exporter = exporter_process(env={"CALABI_CONFIG": str(config), **aws})
     post(exporter, job("sf0", started_at="2026-04-06T07:00:00Z", finished_at="2026-04-06T07:01:00Z"))
     post(exporter, job("st0", connection=STRIPE, started_at="2026-04-06T07:00:00Z", finished_at="2026-04-06T07:01:00Z"))
     prometheus = prometheus_for(
