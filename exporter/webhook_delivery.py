@@ -71,20 +71,27 @@ class WebhookDeliverer(SingletonWorker):
         return sum(attempts)
 
     def _deliver_all(self, deliveries: Sequence[Delivery]) -> int:
-        """One endpoint's due events, in queue order, until one fails in a way worth retrying."""
+        """One endpoint's due events in queue order, until one fails in a way worth retrying.
+
+        After such a failure the rest are not sent (the store postponed them
+        with the failed one), but those already 24 hours old are dead-lettered
+        now, so that a long outage does not cost one request per expired event.
+        """
         attempts = 0
+        failure: str | None = None
         for delivery in deliveries:
             endpoint = self._endpoints.get(delivery.endpoint)
             if endpoint is None:
                 self._store.webhook_dead(delivery, "endpoint no longer configured")
-                continue
-            attempts += 1
-            if not self._deliver(endpoint, delivery):
-                break  # the endpoint is failing: the rest wait for their next turn
+            elif failure is None:
+                attempts += 1
+                failure = self._deliver(endpoint, delivery)
+            elif self._clock() - delivery.created_at > self.MAX_AGE:
+                self._store.webhook_dead(delivery, f"undelivered after 24 hours: {failure}")
         return attempts
 
-    def _deliver(self, endpoint: WebhookEndpoint, delivery: Delivery) -> bool:
-        """POST one event; False when it failed and will be retried."""
+    def _deliver(self, endpoint: WebhookEndpoint, delivery: Delivery) -> str | None:
+        """POST one event; the error when it failed and will be retried, else None."""
         body = delivery.payload.encode()
         headers = {
             "Content-Type": "application/json",
@@ -97,32 +104,32 @@ class WebhookDeliverer(SingletonWorker):
                 endpoint.url, data=body, headers=headers, timeout=endpoint.timeout_seconds, allow_redirects=False
             )
         except requests.RequestException as error:
-            self._retry(delivery, f"{type(error).__name__}: {error}"[:500], None)
-            return False
+            return self._retry(delivery, f"{type(error).__name__}: {error}"[:500], None)
         status = response.status_code
         if 200 <= status < 300:
             self._store.webhook_delivered(delivery)
-            return True
+            return None
         detail = f"HTTP {status}: {response.text.strip()[:300]}".rstrip(": ")
         if status in RETRYABLE_4XX or status >= 500:
-            self._retry(delivery, detail, retry_after_seconds(response.headers.get("Retry-After"), self._clock()))
-            return False
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
+            return self._retry(delivery, detail, retry_after)
         self._store.webhook_dead(delivery, detail)
         log.warning(
             "webhook %s refused event %s for job %s: %s", endpoint.name, delivery.event_id, delivery.job_id, detail
         )
-        return True
+        return None
 
-    def _retry(self, delivery: Delivery, error: str, retry_after: float | None) -> None:
+    def _retry(self, delivery: Delivery, error: str, retry_after: float | None) -> str:
         now = self._clock()
         backoff = min(self.MAX_BACKOFF, self.FIRST_BACKOFF * 2.0**delivery.attempts)
         wait = backoff if retry_after is None else min(retry_after, self.MAX_BACKOFF)
         if now + wait - delivery.created_at > self.MAX_AGE:
             self._store.webhook_dead(delivery, f"undelivered after 24 hours: {error}")
             log.warning("webhook %s: event %s dead-lettered: %s", delivery.endpoint, delivery.event_id, error)
-            return
-        self._store.webhook_retry(delivery, now + wait, error)
-        log.info("webhook %s: %s; retrying in %.1fs", delivery.endpoint, error, wait)
+        else:
+            self._store.webhook_retry(delivery, now + wait, error)
+            log.info("webhook %s: %s; retrying in %.1fs", delivery.endpoint, error, wait)
+        return error
 
     def step(self) -> float:
         try:

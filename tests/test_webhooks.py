@@ -299,6 +299,25 @@ def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lett
     built.close()
 
 
+def test_after_a_day_down_the_expired_events_are_dead_lettered_with_one_request(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    clock = FakeClock()
+    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    receiver.stop()
+    built.post(*(record(f"x{n}", "failed") for n in range(5)))
+    first = built.deliverer.deliver_once()
+
+    clock.advance(25 * 3600)
+    after_a_day = built.deliverer.deliver_once()
+
+    letters = built.store.webhook_dead_letters()
+    assert (first, after_a_day, built.depth()) == (1, 1, 0)
+    assert [d.job_id for d, _ in letters] == [f"x{n}" for n in range(5)]
+    assert all(reason.startswith("undelivered after 24 hours: ConnectionError") for _, reason in letters)
+    built.close()
+
+
 def test_ingestion_goes_on_while_an_endpoint_holds_a_delivery(tmp_path: Path, receiver: WebhookReceiver) -> None:
     config = Config(data_dir=str(tmp_path / "live"), webhooks=(WebhookEndpoint("ops", receiver.url, SECRET),))
     app = create_app(config)  # owns its store: the delivery thread runs
