@@ -474,6 +474,8 @@ def exporter_service(data_dir: Path, log_dir: Path, synchronous: str) -> Service
     """``calabi-exporter serve`` with the default workers/threads; only the sync mode may differ."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    # The jobs are dated from 2026-04-06 (T0): keep them all, whatever today's date, so no purge runs.
+    env["CALABI_RETENTION__DAYS"] = "36500"
     if synchronous != "full":
         env["CALABI_SQLITE_SYNCHRONOUS"] = synchronous
     console_script = Path(sys.executable).parent / "calabi-exporter"
@@ -926,7 +928,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report()
     report.notes += [
         f"Server: `calabi-exporter serve --workers {EXPORTER_WORKERS} --threads {EXPORTER_THREADS}` (gunicorn"
-        " gthread), default config apart from `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`;"
+        " gthread), default config apart from `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`"
+        " and a retention long enough to keep the data set (dated from 2026-04-06);"
         " the load starts once every worker is up. Load generator: Debian's `wrk` (one thread) replaying"
         " requests serialised beforehand, each sent once, with `bench/wrk_replay.lua`, over keep-alive"
         f" connections, each with one request in flight (closed loop): {args.batch_clients} connections post the"

@@ -153,14 +153,18 @@ class S3Exporter(SingletonWorker):
         return done
 
     def export_once(self) -> int:
-        """Seal, then upload every waiting batch; returns the batches exported. Raises on an S3 failure."""
+        """Seal, then upload every waiting batch once; returns the batches uploaded. Raises on an S3 failure.
+
+        A batch that changed during its upload stays waiting and goes in the next call.
+        """
         self.seal()
-        total = 0
-        while batches := self._store.export_waiting():
-            total += len(self.export_batches(batches))
-            if self._stop.is_set():
+        done: set[int] = set()
+        while not self._stop.is_set():
+            batches = [b for b in self._store.export_waiting() if b.id not in done]
+            if not batches:
                 break
-        return total
+            done.update(batch.id for batch in self.export_batches(batches))
+        return len(done)
 
     def export_range(self, since: float, until: float) -> list[ExportBatch]:
         """Export every job finished in ``[since, until)`` now, whole batches at a time; returns the batches.
