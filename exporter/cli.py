@@ -2,7 +2,8 @@
 
 ``serve`` runs the exporter, ``demo`` runs it with the built-in simulator
 posting realistic jobs, ``simulate`` points the simulator at a running exporter,
-``check-config`` validates a configuration and prints it.
+``check-config`` validates a configuration and prints it, ``export`` sends a
+time range to S3 now, ``mcp`` serves the AI-agent tools.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
         "--since", required=True, help="start (inclusive): RFC 3339, a UTC date (2026-04-01), or an age (7d, 12h)"
     )
     export.add_argument("--until", default=None, help="end (exclusive), same forms (default: now)")
+
+    mcp = commands.add_parser(
+        "mcp", help="serve the get_job_status and list_connections tools to AI agents (Model Context Protocol)"
+    )
+    _config_flags(mcp)
+    mcp.add_argument("--url", help="read a running exporter's read API at this URL instead of the store in --data-dir")
+    mcp.add_argument(
+        "--token", default=os.environ.get("CALABI_MCP_TOKEN"), help="bearer token for --url (or CALABI_MCP_TOKEN)"
+    )
+    mcp.add_argument("--http", action="store_true", help="serve Streamable HTTP instead of stdio")
+    mcp.add_argument(
+        "--http-listen", default="127.0.0.1:9189", help="host:port of --http (default 127.0.0.1:9189; path /mcp)"
+    )
     return parser
 
 
@@ -96,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _open_store(config)
         if args.command == "export":
             return _export(config, args.since, args.until)
+        if args.command == "mcp":
+            return _mcp(config, args)
         if args.command == "serve":
             from .server import serve
 
@@ -161,6 +177,29 @@ def _export(config: Config, since_text: str, until_text: str | None) -> int:
     return 0
 
 
+def _mcp(config: Config, args: argparse.Namespace) -> int:
+    """Serve the MCP tools over stdio (the default; logs go to stderr) or Streamable HTTP."""
+    from .mcp_server import HttpSource, ReadSource, StoreSource, build_server
+    from .store import SQLiteStore
+
+    source: ReadSource
+    if args.url:
+        if not (args.url.startswith("http://") or args.url.startswith("https://")):
+            raise ConfigError("--url", f"must be an http:// or https:// URL (got {args.url!r})")
+        source = HttpSource(args.url, args.token)
+    else:
+        source = StoreSource(SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous))
+    server = build_server(source)
+    if not args.http:
+        server.run("stdio")
+        return 0
+    host, _, port = args.http_listen.rpartition(":")
+    if not port.isdigit() or not host:
+        raise ConfigError("--http-listen", f"must be host:port (got {args.http_listen!r})")
+    server.run("streamable-http", host=host.strip("[]"), port=int(port))
+    return 0
+
+
 def _open_store(config: Config) -> None:
     """Fail before forking workers when the data directory cannot hold the store."""
     from .store import SQLiteStore
@@ -180,6 +219,7 @@ def _make_app(config: Config) -> Any:
 def _jsonable(config: Config) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["ingest_tokens"] = ["***"] * len(config.ingest_tokens)
+    data["read_tokens"] = ["***"] * len(config.read_tokens)
     data["otlp_headers"] = {name: "***" for name, _ in config.otlp_headers}  # may carry credentials
     for webhook in data["webhooks"]:
         webhook["secret"] = "***"

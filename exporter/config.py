@@ -180,6 +180,13 @@ OPTIONS: Final = (
         "Bearer tokens accepted on write endpoints (at least 16 characters each; empty: no auth). "
         "Comma-separated in the environment.",
     ),
+    Option(
+        "read_tokens",
+        _tokens,
+        (),
+        "Bearer tokens accepted on the read API (`/api/v1/jobs`, `/api/v1/connections`) besides the ingest tokens; "
+        "with no token of either kind configured the read API is open.",
+    ),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "The exporter's own log level."),
     Option(
         "failure_threshold",
@@ -334,6 +341,7 @@ class Config:
     threads: int = 8
     max_body_bytes: int = 10 * 1024 * 1024
     ingest_tokens: tuple[str, ...] = ()
+    read_tokens: tuple[str, ...] = ()
     log_level: str = "info"
     failure_threshold: int = 2
     freshness_threshold_seconds: float = 259200.0

@@ -344,14 +344,15 @@ def test_export_without_a_bucket_or_with_a_bad_range_exits_2_with_one_line(tmp_p
     ]
 
 
-def test_a_store_of_the_previous_schema_opens_and_its_jobs_are_exported(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock: FakeClock) -> None:
     store = SQLiteStore(tmp_path / "v1", clock=clock)
     fill(store)
     store.close()
     db = sqlite3.connect(tmp_path / "v1" / "calabi-exporter.sqlite3")
-    db.executescript(
+    db.executescript(  # the jobs table of version 1
         "DROP INDEX jobs_to_export; DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch;"
-        " PRAGMA user_version = 1;"
+        " DROP INDEX jobs_by_time; DROP INDEX jobs_by_status_time; DROP INDEX jobs_by_connection_time;"
+        " ALTER TABLE jobs DROP COLUMN job_time; PRAGMA user_version = 1;"
     )
     db.close()
 

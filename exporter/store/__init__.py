@@ -14,12 +14,15 @@ from .base import (
     ExportBatch,
     ExportStats,
     IngestResult,
+    JobFilter,
     LogIngestResult,
     MetricsSnapshot,
     OutboxEntry,
     ShippingStats,
     Store,
+    StoredLine,
     StoreError,
+    WindowStats,
 )
 from .sqlite import SQLiteStore
 
@@ -30,6 +33,7 @@ __all__ = [
     "ExportBatch",
     "ExportStats",
     "IngestResult",
+    "JobFilter",
     "LogIngestResult",
     "MetricsSnapshot",
     "OutboxEntry",
@@ -37,4 +41,6 @@ __all__ = [
     "ShippingStats",
     "Store",
     "StoreError",
+    "StoredLine",
+    "WindowStats",
 ]

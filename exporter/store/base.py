@@ -112,6 +112,35 @@ class Delivery:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing wants; empty tuples and None mean "any"."""
+
+    connections: tuple[str, ...] = ()  # connection names
+    statuses: tuple[str, ...] = ()
+    since: float | None = None  # job_time >= since
+    until: float | None = None  # job_time < until
+    job_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLine:
+    """A stored log line with its id (the cursor of a log page) and receipt time."""
+
+    id: int
+    line: LogLine
+    received_at: float
+
+
+@dataclass(slots=True)
+class WindowStats:
+    """One connection's jobs finished in a time window."""
+
+    jobs: dict[str, int] = field(default_factory=dict)  # final status -> jobs
+    duration_sum: float = 0.0
+    duration_count: int = 0
+
+
 @dataclass(slots=True)
 class MetricsSnapshot:
     """All a scrape needs, read in one consistent transaction."""
@@ -161,6 +190,30 @@ class Store(Protocol):
 
     def log_lines(self, job_id: str) -> list[LogLine]:
         """A job's log lines in the order they were received."""
+        ...
+
+    def list_jobs(
+        self, where: JobFilter, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[float, Job]]:
+        """Jobs newest first by ``job_time`` (queued, else started, else finished; fixed when first seen).
+
+        Returns (job_time, job) pairs without streams; ``after`` is the (job_time, job_id) of the
+        last job of the previous page. Served from indexes, never a scan of the job history.
+        """
+        ...
+
+    def log_page(
+        self, job_id: str, *, levels: Sequence[str] = (), search: str = "", after_id: int = 0, limit: int = 100
+    ) -> list[StoredLine]:
+        """A job's log lines in order after ``after_id``; ``search`` is a case-insensitive substring of the line."""
+        ...
+
+    def connection_aggregates(self) -> list[ConnectionAgg]:
+        """Every known connection's aggregates (latest job, last success and failure, counters)."""
+        ...
+
+    def window_stats(self, finished_since: float) -> dict[str, WindowStats]:
+        """Per connection, the jobs finished since then, by status, with their duration total."""
         ...
 
     def metrics_snapshot(self) -> MetricsSnapshot:

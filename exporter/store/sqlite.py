@@ -45,15 +45,26 @@ from .base import (
     ExportBatch,
     ExportStats,
     IngestResult,
+    JobFilter,
     LogIngestResult,
     MetricsSnapshot,
     OutboxEntry,
     ShippingStats,
+    StoredLine,
     StoreError,
+    WindowStats,
 )
 from .groupcommit import GroupCommitter
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
+#: Statements that bring a store of version N to N + 1 (a new store gets the whole schema at once).
+_MIGRATIONS: Final = {
+    1: ("ALTER TABLE jobs ADD COLUMN export_batch INTEGER",),
+    2: (
+        "ALTER TABLE jobs ADD COLUMN job_time REAL",
+        "UPDATE jobs SET job_time = coalesce(created_at, started_at, finished_at, first_seen)",
+    ),
+}
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
 LEVEL_FAMILY: Final = "level"  # log_counts.family: lines by level
@@ -100,13 +111,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     active_since REAL,
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL,
-    export_batch INTEGER
+    export_batch INTEGER,
+    job_time REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_failed_by_connection
     ON jobs (connection_name, finished_at) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_active
     ON jobs (status, connection_name, active_since) WHERE status IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (job_time, job_id);
+CREATE INDEX IF NOT EXISTS jobs_by_status_time ON jobs (status, job_time, job_id);
+CREATE INDEX IF NOT EXISTS jobs_by_connection_time ON jobs (connection_name, job_time, job_id);
 CREATE INDEX IF NOT EXISTS jobs_to_export ON jobs (finished_at) WHERE finished_at IS NOT NULL AND export_batch IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_export_batch ON jobs (export_batch) WHERE export_batch IS NOT NULL;
 
@@ -316,10 +331,12 @@ class _Transaction:
         values = [*_job_values(job), _active_since(job, self.now)]
         if is_new:
             self.new_jobs += 1
+            # job_time, the job's place in listings, is set once: queued, else started, else finished.
+            job_time = next((t for t in (job.created_at, job.started_at, job.finished_at) if t is not None), self.now)
             self.db.execute(
-                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}, active_since, first_seen, updated_at)"
-                f" VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + 3))})",
-                (*values, self.now, self.now),
+                f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}, active_since, first_seen, updated_at, job_time)"
+                f" VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + 4))})",
+                (*values, self.now, self.now, job_time),
             )
         else:
             self.db.execute(
@@ -464,6 +481,39 @@ def _count_ingest(db: sqlite3.Connection, endpoint: str, counts: dict[str, int])
         " ON CONFLICT (endpoint, outcome) DO UPDATE SET count = count + excluded.count",
         [(endpoint, outcome, n) for outcome, n in counts.items() if n],
     )
+
+
+def _list_jobs_sql(where: JobFilter, limit: int, after: tuple[float, str] | None) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    # With both filters the connection's index is the narrower one (a connection has a few thousand jobs, a
+    # status hundreds of thousands); "+status" keeps SQLite, which has no statistics, from taking the other.
+    status_column = "+status" if where.connections else "status"
+    for column, values in (("connection_name", where.connections), (status_column, where.statuses)):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params += values
+    for clause, value in (
+        ("job_time >= ?", where.since),
+        ("job_time < ?", where.until),
+        ("job_type = ?", where.job_type),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if after is not None:
+        clauses.append("(job_time, job_id) < (?, ?)")
+        params += after
+    sql = (
+        "SELECT * FROM jobs"
+        + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        + " ORDER BY job_time DESC, job_id DESC LIMIT ?"
+    )
+    return sql, [*params, limit]
+
+
+def _casefold(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
 
 
 def _export_changed(db: sqlite3.Connection, job_id: str) -> None:
@@ -613,8 +663,10 @@ class SQLiteStore:
                 version = tx.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version} is newer than this exporter")
-                if version == 1:  # version 2 tracks which S3 export batch holds each job
-                    tx.execute("ALTER TABLE jobs ADD COLUMN export_batch INTEGER")
+                if version:  # an existing store: bring it up to date first
+                    for step in range(version, SCHEMA_VERSION):
+                        for statement in _MIGRATIONS[step]:
+                            tx.execute(statement)
                 for statement in _SCHEMA.split(";\n"):
                     if statement.strip():
                         tx.execute(statement)
@@ -632,6 +684,7 @@ class SQLiteStore:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             db.execute("PRAGMA busy_timeout = 60000")
+            db.create_function("casefold", 1, _casefold, deterministic=True)
             self._local.db = db
             with self._lock:
                 self._all.append(db)
@@ -827,6 +880,57 @@ class SQLiteStore:
                     "SELECT level, message, timestamp, stream FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,)
                 )
             ]
+
+    def list_jobs(
+        self, where: JobFilter, limit: int, after: tuple[float, str] | None = None
+    ) -> list[tuple[float, Job]]:
+        sql, params = _list_jobs_sql(where, limit, after)
+        with self._read() as db:
+            rows = db.execute(sql, params).fetchall()
+        return [(row["job_time"], _job_from_row(row, ())) for row in rows]
+
+    def list_jobs_plan(self, where: JobFilter, limit: int, after: tuple[float, str] | None = None) -> list[str]:
+        """SQLite's plan for :meth:`list_jobs` (``EXPLAIN QUERY PLAN``), to check that an index serves it."""
+        sql, params = _list_jobs_sql(where, limit, after)
+        with self._read() as db:
+            return [str(row[3]) for row in db.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+    def log_page(
+        self, job_id: str, *, levels: Sequence[str] = (), search: str = "", after_id: int = 0, limit: int = 100
+    ) -> list[StoredLine]:
+        clauses = ["job_id = ?", "id > ?"]
+        params: list[object] = [job_id, after_id]
+        if levels:
+            clauses.append(f"level IN ({', '.join('?' * len(levels))})")
+            params += levels
+        if search:
+            clauses.append("instr(casefold(level || ' ' || coalesce(stream, '') || ' ' || message), ?) > 0")
+            params.append(search.casefold())
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, level, message, timestamp, stream, received_at FROM log_lines"
+                f" WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [StoredLine(r[0], LogLine(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
+
+    def connection_aggregates(self) -> list[ConnectionAgg]:
+        with self._read() as db:
+            return [_connection_from_row(row) for row in db.execute(_CONNECTION_SELECT)]
+
+    def window_stats(self, finished_since: float) -> dict[str, WindowStats]:
+        stats: dict[str, WindowStats] = {}
+        with self._read() as db:
+            for name, status, jobs, duration_sum, duration_count in db.execute(
+                "SELECT connection_name, status, count(*), total(duration_seconds), count(duration_seconds)"
+                " FROM jobs WHERE finished_at >= ? GROUP BY connection_name, status",
+                (finished_since,),
+            ):
+                entry = stats.setdefault(name, WindowStats())
+                entry.jobs[status] = jobs
+                entry.duration_sum += duration_sum
+                entry.duration_count += duration_count
+        return stats
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         try:

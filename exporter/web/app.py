@@ -13,7 +13,7 @@ from ..s3export import S3Exporter
 from ..store import SQLiteStore, Store
 from ..timeutil import Clock, system_clock
 from ..webhook_delivery import WebhookDeliverer, routes_from
-from . import ingest, ops, webhooks
+from . import ingest, ops, read_api, webhooks
 from .errors import register_error_handlers
 from .services import EXTENSION_KEY, PURGER_KEY, S3_EXPORTER_KEY, SHIPPER_KEY, WEBHOOKS_KEY, Services
 
@@ -43,7 +43,7 @@ def create_app(
     its store ships). Under gunicorn every worker builds its app, and the
     shipper's lock lets one of them ship at a time.
     """
-    app = Flask("calabi_exporter")
+    app = Flask("calabi_exporter", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     shipping = bool(config.otlp_logs_endpoint)
@@ -72,6 +72,7 @@ def create_app(
     app.register_blueprint(ingest.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(read_api.bp)
     register_error_handlers(app)
     if owns_store:
         purger = Purger(store, config, clock=clock)

@@ -1,4 +1,4 @@
-"""Bearer tokens on the write endpoints."""
+"""Bearer tokens: ingest tokens on the write endpoints, read or ingest tokens on the read API."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ def require_ingest_token(*, allow_query_token: bool = False) -> None:
     ``?token=`` for senders that can only be given a URL (the product's custom
     webhook has no header settings).
     """
-    tokens = services().config.ingest_tokens
+    _require(services().config.ingest_tokens, allow_query_token=allow_query_token)
+
+
+def require_read_token() -> None:
+    """Refuse the request with 401 unless it carries a read or an ingest token (when any is configured)."""
+    config = services().config
+    _require(config.read_tokens + config.ingest_tokens, allow_query_token=False)
+
+
+def _require(tokens: tuple[str, ...], *, allow_query_token: bool) -> None:
     if not tokens:
         return
     header = request.headers.get("Authorization", "")
