@@ -140,9 +140,9 @@ def _resolve_connections(store: Store, wanted: Sequence[str]) -> tuple[str, ...]
     """
     if not wanted:
         return ()
-    known = sorted(store.connection_aggregates(), key=lambda agg: agg.connection)
-    names = [agg.connection for agg in known]
-    by_id = {agg.connection_id: agg.connection for agg in known if agg.connection_id}
+    known = sorted(store.connection_names())
+    names = [name for name, _ in known]
+    by_id = {connection_id: name for name, connection_id in known if connection_id}
     found: list[str] = []
     for text in wanted:
         if text in names:

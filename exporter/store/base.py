@@ -208,6 +208,10 @@ class Store(Protocol):
         """A job's log lines in order after ``after_id``; ``search`` is a case-insensitive substring of the line."""
         ...
 
+    def connection_names(self) -> list[tuple[str, str | None]]:
+        """Every known connection's name and id, by name."""
+        ...
+
     def connection_aggregates(self) -> list[ConnectionAgg]:
         """Every known connection's aggregates (latest job, last success and failure, counters)."""
         ...

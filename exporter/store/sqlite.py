@@ -914,6 +914,10 @@ class SQLiteStore:
             ).fetchall()
         return [StoredLine(r[0], LogLine(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
 
+    def connection_names(self) -> list[tuple[str, str | None]]:
+        with self._read() as db:
+            return [(row[0], row[1]) for row in db.execute("SELECT connection, connection_id FROM connections")]
+
     def connection_aggregates(self) -> list[ConnectionAgg]:
         with self._read() as db:
             return [_connection_from_row(row) for row in db.execute(_CONNECTION_SELECT)]
