@@ -156,3 +156,20 @@ def test_the_image_installs_the_package_the_tests_install() -> None:
     assert "pip install --no-compile ." in dockerfile
     assert "USER calabi" in dockerfile and "HEALTHCHECK" in dockerfile
     assert load("docker-compose.yml")["services"]["exporter"]["build"] == "."
+
+
+def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() -> None:
+    from calabi_exporter.cli import _parser
+
+    services = load("docker-compose.yml")["services"]
+    mcp = services["mcp"]
+    args = _parser().parse_args(mcp["command"])
+
+    assert (args.command, args.url, args.http, args.http_listen) == (
+        "mcp",
+        "http://exporter:9188",
+        True,
+        "0.0.0.0:9189",
+    )
+    assert services["exporter"]["environment"]["CALABI_LISTEN"].endswith(":9188")
+    assert mcp["ports"] == ["127.0.0.1:9189:9189"]
