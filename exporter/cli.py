@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,11 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print(json.dumps(_jsonable(config), indent=2, ensure_ascii=False))
             return 0
+        if args.command == "mcp":
+            return _mcp(config, args)
         _open_store(config)
         if args.command == "export":
             return _export(config, args.since, args.until)
-        if args.command == "mcp":
-            return _mcp(config, args)
         if args.command == "serve":
             from .server import serve
 
@@ -129,17 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _moment(option: str, value: str, now: float) -> float:
     """``--since``/``--until``: RFC 3339, a UTC date, or an age before now (``7d``)."""
-    from .timeutil import parse_rfc3339
+    from .readmodel import BadParameter, parse_moment
 
     text = value.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].isdigit():
-        return now - int(text[:-1]) * units[text[-1]]
-    if len(text) == 10:
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         text += "T00:00:00Z"
     try:
-        return parse_rfc3339(text)
-    except ValueError:
+        return parse_moment(option, text, now)
+    except BadParameter:
         raise ConfigError(
             option, f"must be RFC 3339, a date like 2026-04-01, or an age like 7d (got {value!r})"
         ) from None
@@ -181,6 +179,7 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
     """Serve the MCP tools over stdio (the default; logs go to stderr) or Streamable HTTP."""
     from .mcp_server import HttpSource, ReadSource, StoreSource, build_server
     from .store import SQLiteStore
+    from .store.sqlite import DB_FILENAME
 
     source: ReadSource
     if args.url:
@@ -188,6 +187,8 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
             raise ConfigError("--url", f"must be an http:// or https:// URL (got {args.url!r})")
         source = HttpSource(args.url, args.token)
     else:
+        if not (config.data_path / DB_FILENAME).exists():
+            raise ConfigError("data_dir", f"no store in {config.data_path}; give the exporter's data_dir, or --url")
         source = StoreSource(SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous))
     server = build_server(source)
     if not args.http:

@@ -213,3 +213,21 @@ def test_streamable_http_serves_the_same_tools(data_dir: Path, tmp_path: Path) -
 
     assert error is False
     assert [c["connection_name"] for c in answer["connections"]] == [STRIPE, ZENDESK]
+
+
+def test_mcp_without_a_store_or_with_a_bad_url_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    base = [sys.executable, "-m", "calabi_exporter", "mcp"]
+
+    empty = subprocess.run([*base, "--data-dir", str(tmp_path / "none")], env=env, capture_output=True, text=True)
+    bad_url = subprocess.run([*base, "--url", "exporter:9188"], env=env, capture_output=True, text=True)
+
+    assert [(r.returncode, r.stderr) for r in (empty, bad_url)] == [
+        (
+            2,
+            f"calabi-exporter: config error: data_dir: no store in {tmp_path / 'none'};"
+            " give the exporter's data_dir, or --url\n",
+        ),
+        (2, "calabi-exporter: config error: --url: must be an http:// or https:// URL (got 'exporter:9188')\n"),
+    ]
+    assert not (tmp_path / "none").exists()
