@@ -156,7 +156,7 @@ def _export(config: Config, since_text: str, until_text: str | None) -> int:
     until = now if until_text is None else _moment("--until", until_text, now)
     if until <= since:
         raise ConfigError("--until", "must be after --since")
-    store = SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous)
+    store = SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous, s3_export=True)
     try:
         exporter = S3Exporter(store, config)
         try:

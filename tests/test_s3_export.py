@@ -114,7 +114,7 @@ def test_finished_jobs_and_their_lines_are_exported_by_finish_day_with_determini
     tmp_path: Path, s3: MotoServer, clock: FakeClock
 ) -> None:
     config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     fill(store)
 
     exported = S3Exporter(store, config, clock=clock).export_once()
@@ -190,7 +190,7 @@ def test_finished_jobs_and_their_lines_are_exported_by_finish_day_with_determini
 
 def test_the_export_metrics_count_objects_and_show_the_lag(tmp_path: Path, s3: MotoServer, clock: FakeClock) -> None:
     config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     client = create_app(config, store=store, clock=clock).test_client()
     fill(store)
     before = parse_samples(client.get("/metrics").get_data(as_text=True))
@@ -212,7 +212,7 @@ def test_a_second_export_of_the_same_range_writes_the_same_keys(
     tmp_path: Path, s3: MotoServer, clock: FakeClock
 ) -> None:
     config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     fill(store)
     store.close()
     env = {
@@ -245,7 +245,7 @@ def test_with_s3_down_nothing_is_purged_and_the_export_then_the_purge_resume(
     tmp_path: Path, s3: MotoServer, clock: FakeClock
 ) -> None:
     config = export_config(tmp_path, s3, retention_days=30)
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     fill(store)
     exporter = S3Exporter(store, config, clock=clock)
     purger = Purger(store, config, clock=clock)
@@ -275,7 +275,7 @@ def test_a_line_arriving_after_the_export_sends_the_batch_again_to_the_same_keys
     tmp_path: Path, s3: MotoServer, clock: FakeClock
 ) -> None:
     config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     fill(store)
     exporter = S3Exporter(store, config, clock=clock)
     exporter.export_once()
@@ -296,7 +296,7 @@ def test_a_job_arriving_late_for_an_exported_hour_gets_its_own_object(
     tmp_path: Path, s3: MotoServer, clock: FakeClock
 ) -> None:
     config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     fill(store)
     exporter = S3Exporter(store, config, clock=clock)
     exporter.export_once()
@@ -350,13 +350,13 @@ def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock
     store.close()
     db = sqlite3.connect(tmp_path / "v1" / "calabi-exporter.sqlite3")
     db.executescript(  # the jobs table of version 1
-        "DROP INDEX jobs_to_export; DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch;"
+        "DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch;"
         " DROP INDEX jobs_by_time; DROP INDEX jobs_by_status_time; DROP INDEX jobs_by_connection_time;"
         " ALTER TABLE jobs DROP COLUMN job_time; PRAGMA user_version = 1;"
     )
     db.close()
 
-    reopened = SQLiteStore(tmp_path / "v1", clock=clock)
+    reopened = SQLiteStore(tmp_path / "v1", clock=clock, s3_export=True)
     sealed = reopened.export_seal(T0, 3600)
 
     assert sealed == 4
@@ -366,3 +366,20 @@ def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock
         "20260406T070000Z",
     ]
     reopened.close()
+
+
+def test_the_index_of_jobs_waiting_for_export_exists_once_export_is_on(tmp_path: Path) -> None:
+    def indexes() -> set[str]:
+        db = sqlite3.connect(tmp_path / "d" / "calabi-exporter.sqlite3")
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        db.close()
+        return names
+
+    SQLiteStore(tmp_path / "d").close()
+    without = indexes()
+    SQLiteStore(tmp_path / "d", s3_export=True).close()
+    SQLiteStore(tmp_path / "d").close()  # another process without export leaves it alone
+    after = indexes()
+
+    assert "jobs_to_export" not in without
+    assert after - without == {"jobs_to_export"}

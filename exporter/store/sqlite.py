@@ -56,6 +56,12 @@ from .base import (
 )
 from .groupcommit import GroupCommitter
 
+#: Finished jobs not sealed into an S3 export batch yet; created once export is turned on, so that
+#: stores without export do not pay for it on every insert.
+_EXPORT_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS jobs_to_export ON jobs (finished_at)"
+    " WHERE finished_at IS NOT NULL AND export_batch IS NULL"
+)
 SCHEMA_VERSION: Final = 3
 #: Statements that bring a store of version N to N + 1 (a new store gets the whole schema at once).
 _MIGRATIONS: Final = {
@@ -122,7 +128,6 @@ CREATE INDEX IF NOT EXISTS jobs_active
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (job_time, job_id);
 CREATE INDEX IF NOT EXISTS jobs_by_status_time ON jobs (status, job_time, job_id);
 CREATE INDEX IF NOT EXISTS jobs_by_connection_time ON jobs (connection_name, job_time, job_id);
-CREATE INDEX IF NOT EXISTS jobs_to_export ON jobs (finished_at) WHERE finished_at IS NOT NULL AND export_batch IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_export_batch ON jobs (export_batch) WHERE export_batch IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS streams (
@@ -639,11 +644,15 @@ class SQLiteStore:
         synchronous: str = "full",
         outbox: bool = False,
         webhook_routes: Sequence[EventRoute] = (),
+        s3_export: bool = False,
     ) -> None:
         """``outbox``: keep every new log line and finished job in the outbox for the log shipper.
 
         ``webhook_routes``: queue every job status change for each endpoint whose filters it passes,
         in the transaction that records the change.
+
+        ``s3_export``: jobs are exported to S3 (adds the index of jobs waiting for export, once, and
+        reports the export's progress in the metrics snapshot).
         """
         if synchronous not in ("full", "normal"):
             raise ValueError("synchronous must be 'full' or 'normal'")
@@ -651,6 +660,7 @@ class SQLiteStore:
         self._clock = clock
         self._synchronous = synchronous
         self._outbox = outbox
+        self._s3_export = s3_export
         self._routes = tuple(webhook_routes)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -670,6 +680,8 @@ class SQLiteStore:
                 for statement in _SCHEMA.split(";\n"):
                     if statement.strip():
                         tx.execute(statement)
+                if s3_export:
+                    tx.execute(_EXPORT_INDEX)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as error:
             raise StoreError(f"cannot open the store at {self.path}: {error}") from error
@@ -961,7 +973,7 @@ class SQLiteStore:
                 rejections = {(e, f): n for e, f, n in db.execute("SELECT endpoint, field, count FROM rejections")}
                 purged = db.execute("SELECT value FROM meta WHERE key = 'purged_jobs'").fetchone()[0]
                 oldest = db.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
-                export = _export_stats(db)
+                export = _export_stats(db) if self._s3_export else ExportStats()
                 webhook_counts = {
                     (e, o): n for e, o, n in db.execute("SELECT endpoint, outcome, count FROM webhook_counts")
                 }

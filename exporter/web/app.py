@@ -57,6 +57,7 @@ def create_app(
             synchronous=config.sqlite_synchronous,
             outbox=shipping,
             webhook_routes=routes_from(config),
+            s3_export=config.s3_export_enabled,
         )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
