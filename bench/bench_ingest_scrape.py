@@ -113,7 +113,7 @@ FULL: Final = Sizes(
     scrape_streams=20,
     scrape_big_jobs=1_000_000,
     bulk_batch=5_000,
-    scrapes=10,
+    scrapes=20,
 )
 QUICK: Final = replace(FULL, batch_requests=200, single_requests=4_000, scrape_big_jobs=100_000, scrapes=5)
 
@@ -547,11 +547,15 @@ def timed_get(session: requests.Session, url: str) -> tuple[float, bytes]:
 
 
 def time_scrapes(base_url: str, label: str, scrapes: int) -> ScrapeResult:
-    """One cold scrape, two warm-ups (reaching both workers, probably), then ``scrapes`` timed ones."""
+    """One cold scrape, six warm-ups (a few for each worker process), then ``scrapes`` timed ones.
+
+    A fresh server's first scrapes per worker are slower (page cache, allocator), so warming each
+    worker up keeps the comparison between the two stores about the stores.
+    """
     session = requests.Session()
     url = base_url + "/metrics"
     cold, body = timed_get(session, url)
-    for _ in range(2):
+    for _ in range(6):
         timed_get(session, url)
     times: list[float] = []
     for _ in range(scrapes):
@@ -951,7 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Scrape store: one finished job with {sizes.scrape_streams} streams per connection, then jobs without"
         f" streams added in-process with `SQLiteStore.ingest_jobs` ({sizes.bulk_batch:,} per call) up to"
         f" {sizes.scrape_big_jobs:,}; every job of a connection has the same status (1 in 4 connections failing),"
-        " so both stores expose exactly the same series. Scrapes: one cold, two warm-ups, then"
+        " so both stores expose exactly the same series. Scrapes: one cold, six warm-ups, then"
         f" {sizes.scrapes} timed (median and max); the target applies to the max.",
     ]
     if args.quick:

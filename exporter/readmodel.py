@@ -92,8 +92,10 @@ class _Args:
             raise BadParameter(unknown[0], f"unknown parameter; use {', '.join(allowed)}")
         self._params = params
 
-    def many(self, name: str) -> list[str]:
-        values = [v for value in self._params.get(name, ()) for v in value.split(",")]
+    def many(self, name: str, *, commas: bool = True) -> list[str]:
+        """Every value of a repeatable parameter; ``commas``: ``a,b`` counts as two (not for names)."""
+        given = self._params.get(name, ())
+        values = [v for value in given for v in value.split(",")] if commas else list(given)
         if any(not v.strip() for v in values):
             raise BadParameter(name, "must not be empty")
         return [v.strip() for v in values]
@@ -190,7 +192,7 @@ def list_jobs(store: Store, params: Params, now: float) -> dict[str, Any]:
         ):
             raise BadParameter("cursor", "is not a cursor this API returned")
         after = (float(decoded[0]), decoded[1])
-    connections = _resolve_connections(store, args.many("connection"))
+    connections = _resolve_connections(store, args.many("connection", commas=False))
     if connections is None:
         return {"jobs": [], "next_cursor": None}
     where = JobFilter(connections=connections, statuses=statuses, since=since, until=until, job_type=job_type)
@@ -308,7 +310,7 @@ def list_connections(store: Store, params: Params, now: float) -> dict[str, Any]
     for status in last_status:
         if status not in FINISHED_STATUSES:
             raise BadParameter("last_status", f"must be one of {', '.join(FINISHED_STATUSES)} (got {status!r})")
-    wanted = _resolve_connections(store, args.many("connection"))
+    wanted = _resolve_connections(store, args.many("connection", commas=False))
     aggregates = [] if wanted is None else store.connection_aggregates()
     stats = store.window_stats(now - window_seconds)
     out = []

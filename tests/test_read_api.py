@@ -360,3 +360,15 @@ def test_reads_take_a_read_or_an_ingest_token_and_a_read_token_cannot_write(tmp_
         status("GET", "/api/v1/jobs/a", read),
         status("GET", "/api/v1/openapi.json", None),
     ] == [401, 200, 200, 401, 200, 200, 200]
+
+
+def test_a_connection_name_with_a_comma_is_one_name(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+    store, client, _ = setup
+    name = "Postgres, EU → Snowflake"
+    store.ingest_jobs([parse_job({"job_id": "eu-1", "connection_name": name, "status": "running"})], endpoint="jobs")
+
+    jobs = ids(client.get(f"/api/v1/jobs?connection={quote(name)}"))
+    connections = client.get(f"/api/v1/connections?connection={quote(name)}").get_json()["connections"]
+
+    assert jobs == ["eu-1"]
+    assert [c["connection_name"] for c in connections] == [name]
