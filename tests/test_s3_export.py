@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,24 @@ def export_config(tmp_path: Path, s3: MotoServer, **overrides: object) -> Config
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Archive:
+    """A store filled with the data set below, exporting to the moto server."""
+
+    config: Config
+    store: SQLiteStore
+    exporter: S3Exporter
+
+
+@pytest.fixture
+def archive(tmp_path: Path, s3: MotoServer, clock: FakeClock) -> Iterator[Archive]:
+    config = export_config(tmp_path, s3, retention_days=30)
+    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
+    fill(store)
+    yield Archive(config, store, S3Exporter(store, config, clock=clock))
+    store.close()
 
 
 def at(text: str) -> str:
@@ -111,13 +130,9 @@ def batch_name(window: str, *job_ids: str) -> str:
 
 
 def test_finished_jobs_and_their_lines_are_exported_by_finish_day_with_deterministic_keys(
-    tmp_path: Path, s3: MotoServer, clock: FakeClock
+    archive: Archive, s3: MotoServer
 ) -> None:
-    config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
-    fill(store)
-
-    exported = S3Exporter(store, config, clock=clock).export_once()
+    exported = archive.exporter.export_once()
 
     first, second = batch_name("20260404T100000Z", "a1", "a2"), batch_name("20260405T230000Z", "b1")
     assert exported == 2
@@ -185,17 +200,13 @@ def test_finished_jobs_and_their_lines_are_exported_by_finish_day_with_determini
     assert {x["connection_name"] for x in lines} == {"Salesforce → Snowflake", "Stripe → Postgres"}
     assert [j["job_id"] for j in s3.ndjson(f"{PREFIX}/jobs/dt=2026-04-05/{second}.ndjson.gz")] == ["b1"]
     assert [x["message"] for x in s3.ndjson(f"{PREFIX}/logs/dt=2026-04-05/{second}.ndjson.gz")] == ["Sync complete"]
-    store.close()
 
 
-def test_the_export_metrics_count_objects_and_show_the_lag(tmp_path: Path, s3: MotoServer, clock: FakeClock) -> None:
-    config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
-    client = create_app(config, store=store, clock=clock).test_client()
-    fill(store)
+def test_the_export_metrics_count_objects_and_show_the_lag(archive: Archive, clock: FakeClock) -> None:
+    client = create_app(archive.config, store=archive.store, clock=clock).test_client()
     before = parse_samples(client.get("/metrics").get_data(as_text=True))
 
-    S3Exporter(store, config, clock=clock).export_once()
+    archive.exporter.export_once()
 
     after = parse_samples(client.get("/metrics").get_data(as_text=True))
     # Before: a1 (finished 4 April 10:15) is the oldest job not exported.
@@ -205,19 +216,12 @@ def test_the_export_metrics_count_objects_and_show_the_lag(tmp_path: Path, s3: M
     assert after.value("calabi_exporter_s3_exported_objects_total", outcome="success") == 4
     assert after.value("calabi_exporter_s3_exported_objects_total", outcome="failure") == 0
     assert after.value("calabi_exporter_s3_export_last_success_timestamp_seconds") == T0
-    store.close()
 
 
-def test_a_second_export_of_the_same_range_writes_the_same_keys(
-    tmp_path: Path, s3: MotoServer, clock: FakeClock
-) -> None:
-    config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
-    fill(store)
-    store.close()
+def test_a_second_export_of_the_same_range_writes_the_same_keys(archive: Archive, s3: MotoServer) -> None:
     env = {
         **os.environ,
-        "CALABI_DATA_DIR": config.data_dir,
+        "CALABI_DATA_DIR": archive.config.data_dir,
         "CALABI_S3_EXPORT__BUCKET": BUCKET,
         "CALABI_S3_EXPORT__PREFIX": PREFIX,
         "CALABI_S3_EXPORT__ENDPOINT_URL": s3.url,
@@ -242,13 +246,10 @@ def test_a_second_export_of_the_same_range_writes_the_same_keys(
 
 
 def test_with_s3_down_nothing_is_purged_and_the_export_then_the_purge_resume(
-    tmp_path: Path, s3: MotoServer, clock: FakeClock
+    archive: Archive, s3: MotoServer, clock: FakeClock
 ) -> None:
-    config = export_config(tmp_path, s3, retention_days=30)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
-    fill(store)
-    exporter = S3Exporter(store, config, clock=clock)
-    purger = Purger(store, config, clock=clock)
+    store, exporter = archive.store, archive.exporter
+    purger = Purger(store, archive.config, clock=clock)
     clock.advance(40 * DAY)  # every finished job is past the window now
     s3.stop()
 
@@ -268,16 +269,12 @@ def test_with_s3_down_nothing_is_purged_and_the_export_then_the_purge_resume(
     assert len(s3.objects(f"{PREFIX}/jobs/")) == 3 and len(s3.objects(f"{PREFIX}/logs/")) == 3
     exported_ids = sorted(j["job_id"] for key in s3.objects(f"{PREFIX}/jobs/") for j in s3.ndjson(key))
     assert exported_ids == ["a1", "a2", "b1", "d1"]
-    store.close()
 
 
 def test_a_line_arriving_after_the_export_sends_the_batch_again_to_the_same_keys(
-    tmp_path: Path, s3: MotoServer, clock: FakeClock
+    archive: Archive, s3: MotoServer
 ) -> None:
-    config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
-    fill(store)
-    exporter = S3Exporter(store, config, clock=clock)
+    store, exporter = archive.store, archive.exporter
     exporter.export_once()
     keys_before = sorted(s3.objects())
 
@@ -289,16 +286,10 @@ def test_a_line_arriving_after_the_export_sends_the_batch_again_to_the_same_keys
     late = next(k for k in keys_before if k.startswith(f"{PREFIX}/logs/dt=2026-04-05/"))
     assert [x["message"] for x in s3.ndjson(late)] == ["Sync complete", "Late summary from the worker"]
     assert exporter.export_once() == 0
-    store.close()
 
 
-def test_a_job_arriving_late_for_an_exported_hour_gets_its_own_object(
-    tmp_path: Path, s3: MotoServer, clock: FakeClock
-) -> None:
-    config = export_config(tmp_path, s3)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
-    fill(store)
-    exporter = S3Exporter(store, config, clock=clock)
+def test_a_job_arriving_late_for_an_exported_hour_gets_its_own_object(archive: Archive, s3: MotoServer) -> None:
+    store, exporter = archive.store, archive.exporter
     exporter.export_once()
     before = s3.objects(f"{PREFIX}/jobs/dt=2026-04-04/")
 
@@ -316,7 +307,6 @@ def test_a_job_arriving_late_for_an_exported_hour_gets_its_own_object(
     assert new == [f"{PREFIX}/jobs/dt=2026-04-04/{batch_name('20260404T100000Z', 'a3')}.ndjson.gz"]
     assert {k: v["ETag"] for k, v in before.items()} == {k: after[k]["ETag"] for k in before}
     assert [j["job_id"] for j in s3.ndjson(new[0])] == ["a3"]
-    store.close()
 
 
 def test_export_without_a_bucket_or_with_a_bad_range_exits_2_with_one_line(tmp_path: Path) -> None:
