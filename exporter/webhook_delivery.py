@@ -122,7 +122,8 @@ class WebhookDeliverer(SingletonWorker):
     def _retry(self, delivery: Delivery, error: str, retry_after: float | None) -> str:
         now = self._clock()
         backoff = min(self.MAX_BACKOFF, self.FIRST_BACKOFF * 2.0**delivery.attempts)
-        wait = backoff if retry_after is None else min(retry_after, self.MAX_BACKOFF)
+        # Retry-After wins over the backoff, but "0" must not turn into a tight loop.
+        wait = backoff if retry_after is None else min(max(retry_after, self.FIRST_BACKOFF), self.MAX_BACKOFF)
         if now + wait - delivery.created_at > self.MAX_AGE:
             self._store.webhook_dead(delivery, f"undelivered after 24 hours: {error}")
             log.warning("webhook %s: event %s dead-lettered: %s", delivery.endpoint, delivery.event_id, error)

@@ -278,19 +278,23 @@ def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lett
 ) -> None:
     clock = FakeClock()
     built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
-    receiver.answers = [429] + [503] * 100
+    receiver.answers = [(429, "120"), (503, "0"), *([503] * 100)]
     built.post(record("t1", "failed"))
 
-    built.deliverer.deliver_once()  # 429 (no Retry-After): retried after the first backoff
+    built.deliverer.deliver_once()  # 429 with Retry-After: 120
+    clock.advance(119)
     early = built.deliverer.deliver_once()
+    clock.advance(1)
+    retried = built.deliverer.deliver_once()  # 503 with Retry-After: 0: still the first backoff
+    right_away = built.deliverer.deliver_once()
     clock.advance(0.05)
-    retried = built.deliverer.deliver_once()  # 503 from now on
-    attempts = 2
+    after_backoff = built.deliverer.deliver_once()
+    attempts = 3
     while built.depth() and attempts < 60:
         clock.advance(3600)
         attempts += built.deliverer.deliver_once()
 
-    assert (early, retried) == (0, 1)
+    assert (early, retried, right_away, after_backoff) == (0, 1, 0, 1)
     letters = built.store.webhook_dead_letters()
     assert [(d.job_id, reason) for d, reason in letters] == [("t1", "undelivered after 24 hours: HTTP 503")]
     assert clock() - T0 > 23 * 3600 and clock() - T0 <= 24 * 3600 + 3600
