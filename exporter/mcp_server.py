@@ -72,13 +72,16 @@ class HttpSource:
             self._session.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
 
-    def _get(self, path: str, params: Params) -> dict[str, Any] | None:
+    def _get(self, path: str, params: Params, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """The JSON answer; None for a 404 only where a missing item is an answer (``missing_ok``)."""
         try:
             response = self._session.get(self._base + path, params=params, timeout=self._timeout)
         except requests.RequestException as error:
             raise ToolError(f"the exporter at {self._base} cannot be reached: {type(error).__name__}") from None
         if response.status_code == 404:
-            return None
+            if missing_ok:
+                return None
+            raise ToolError(f"the exporter at {self._base} has no {path} (HTTP 404); check the --url it was given")
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
@@ -90,13 +93,13 @@ class HttpSource:
         return body
 
     def jobs(self, params: Params) -> dict[str, Any]:
-        return self._get("/api/v1/jobs", params) or {"jobs": [], "next_cursor": None}
+        return self._get("/api/v1/jobs", params) or {}
 
     def job(self, job_id: str, params: Params) -> dict[str, Any] | None:
-        return self._get(f"/api/v1/jobs/{quote(job_id, safe='')}", params)
+        return self._get(f"/api/v1/jobs/{quote(job_id, safe='')}", params, missing_ok=True)
 
     def connections(self, params: Params) -> dict[str, Any]:
-        return self._get("/api/v1/connections", params) or {"connections": []}
+        return self._get("/api/v1/connections", params) or {}
 
 
 def _params(**values: str | int | list[str] | None) -> Params:
@@ -127,10 +130,10 @@ def build_server(source: ReadSource) -> MCPServer:
         name="get_job_status",
         description=(
             "Status of Calabi Connect sync jobs. Give job_id for one job (its Summary, streams, error summary and "
-            "its first ERROR log lines), or filters for a list, newest first: e.g. status=['failed'] and "
-            "since='24h' for 'failed sync jobs in the last 24 hours'. Each job has connection_name, status, "
-            "started_at/finished_at, duration_seconds, records_synced/records_failed, bytes_synced, "
-            "streams_succeeded/streams_failed, error_summary and job_url."
+            "its first ERROR log lines), or filters for a list, newest first by when each job was queued (or "
+            "started): e.g. status=['failed'] and since='24h' for 'failed sync jobs in the last 24 hours'. "
+            "Each job has connection_name, status, started_at/finished_at, duration_seconds, "
+            "records_synced/records_failed, bytes_synced, streams_succeeded/streams_failed, error_summary and job_url."
         ),
     )
     def get_job_status(
@@ -142,7 +145,10 @@ def build_server(source: ReadSource) -> MCPServer:
         status: Annotated[list[Status] | None, Field(description="Only jobs with these statuses")] = None,
         since: Annotated[
             str | None,
-            Field(description="Only jobs from this time on: an age before now ('24h', '7d') or RFC 3339"),
+            Field(
+                description="Only jobs queued (or started) from this time on: an age before now ('24h', '7d') "
+                "or RFC 3339"
+            ),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="Most jobs to return, newest first")] = 20,
     ) -> dict[str, Any]:
@@ -158,7 +164,7 @@ def build_server(source: ReadSource) -> MCPServer:
                 _params(connection=connection, status=list(status or []) or None, since=since, limit=limit)
             )
         )
-        return {"jobs": page["jobs"], "more": page["next_cursor"] is not None}
+        return {"jobs": page.get("jobs", []), "more": page.get("next_cursor") is not None}
 
     @server.tool(
         name="list_connections",

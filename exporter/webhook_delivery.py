@@ -10,17 +10,20 @@ an event. This worker (one process per data directory) POSTs them:
   backoff (or the endpoint's ``Retry-After``) for up to 24 hours from the
   change, then dead-lettered; any other 4xx (410 Gone included) is
   dead-lettered at once, since sending it again would get the same answer;
-- after a retryable failure the endpoint's other events wait for the same
-  backoff, so an endpoint that is down costs one request per period, not one
-  per event; each endpoint is served by its own thread, so a slow endpoint
-  never holds back another.
+- after a retryable failure the endpoint's other events, and the ones queued
+  for it meanwhile, wait for the same retry, so an endpoint that is down costs
+  one request per period, not one per event;
+- each endpoint is served by its own thread, dispatched on its own, so a slow
+  endpoint never holds back another;
+- a redirect is not followed (the signature is for the configured URL): it is
+  dead-lettered with its ``Location`` so that the URL can be corrected.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
 import requests
@@ -48,6 +51,7 @@ class WebhookDeliverer(SingletonWorker):
 
     NAME = "calabi-webhooks"
     IDLE: float = 0.5  # seconds between looks at the queue when nothing was due
+    BUSY_POLL: Final = 0.05  # while deliveries are in flight: hand the free endpoints their next events
     BATCH: Final = 200
     FIRST_BACKOFF: float = 1.0
     MAX_BACKOFF: float = 3600.0
@@ -59,16 +63,31 @@ class WebhookDeliverer(SingletonWorker):
         self._clock = clock
         self._session = requests.Session()
         self._pool = ThreadPoolExecutor(max_workers=max(len(self._endpoints), 1), thread_name_prefix=self.NAME)
+        self._running: dict[str, Future[int]] = {}
+        self._orphans_done = False
         super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
 
     def deliver_once(self) -> int:
-        """Try every due event once (endpoints in parallel); returns the attempts made."""
-        due = self._store.webhook_due(self._clock(), self.BATCH)
-        by_endpoint: dict[str, list[Delivery]] = {}
-        for delivery in due:
-            by_endpoint.setdefault(delivery.endpoint, []).append(delivery)
-        attempts = self._pool.map(self._deliver_all, by_endpoint.values())
-        return sum(attempts)
+        """Try every endpoint's due events once, endpoints in parallel, and wait; returns the attempts made."""
+        now = self._clock()
+        batches = [due for name in self._endpoints if (due := self._store.webhook_due(name, now, self.BATCH))]
+        return sum(self._pool.map(self._deliver_all, batches))
+
+    def _dispatch(self) -> bool:
+        """Hand each endpoint that is not busy its due events; whether any endpoint has work in flight."""
+        now = self._clock()
+        busy = False
+        for name in self._endpoints:
+            running = self._running.get(name)
+            if running is not None and not running.done():
+                busy = True
+                continue
+            due = self._store.webhook_due(name, now, self.BATCH)
+            if due:
+                self._running[name] = future = self._pool.submit(self._deliver_all, due)
+                future.add_done_callback(_log_failure)
+                busy = True
+        return busy
 
     def _deliver_all(self, deliveries: Sequence[Delivery]) -> int:
         """One endpoint's due events in queue order, until one fails in a way worth retrying.
@@ -80,13 +99,10 @@ class WebhookDeliverer(SingletonWorker):
         attempts = 0
         failure: str | None = None
         for delivery in deliveries:
-            endpoint = self._endpoints.get(delivery.endpoint)
-            if endpoint is None:
-                self._store.webhook_dead(delivery, "endpoint no longer configured")
-            elif failure is None:
+            if failure is None:
                 attempts += 1
-                failure = self._deliver(endpoint, delivery)
-            elif self._clock() - delivery.created_at > self.MAX_AGE:
+                failure = self._deliver(self._endpoints[delivery.endpoint], delivery)
+            elif self._clock() - delivery.created_at >= self.MAX_AGE:
                 self._store.webhook_dead(delivery, f"undelivered after 24 hours: {failure}")
         return attempts
 
@@ -110,6 +126,8 @@ class WebhookDeliverer(SingletonWorker):
             self._store.webhook_delivered(delivery)
             return None
         detail = f"HTTP {status}: {response.text.strip()[:300]}".rstrip(": ")
+        if 300 <= status < 400:
+            detail = f"HTTP {status} redirect to {response.headers.get('Location', '?')}: configure the final URL"
         if status in RETRYABLE_4XX or status >= 500:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             return self._retry(delivery, detail, retry_after)
@@ -120,21 +138,28 @@ class WebhookDeliverer(SingletonWorker):
         return None
 
     def _retry(self, delivery: Delivery, error: str, retry_after: float | None) -> str:
+        """Schedule the next attempt, never later than 24 hours after the change; after that, dead-letter."""
         now = self._clock()
+        deadline = delivery.created_at + self.MAX_AGE
         backoff = min(self.MAX_BACKOFF, self.FIRST_BACKOFF * 2.0**delivery.attempts)
         # Retry-After wins over the backoff, but "0" must not turn into a tight loop.
         wait = backoff if retry_after is None else min(max(retry_after, self.FIRST_BACKOFF), self.MAX_BACKOFF)
-        if now + wait - delivery.created_at > self.MAX_AGE:
+        if now >= deadline:
             self._store.webhook_dead(delivery, f"undelivered after 24 hours: {error}")
             log.warning("webhook %s: event %s dead-lettered: %s", delivery.endpoint, delivery.event_id, error)
         else:
+            wait = min(wait, deadline - now)  # the last try comes at the deadline, not an hour before it
             self._store.webhook_retry(delivery, now + wait, error)
             log.info("webhook %s: %s; retrying in %.1fs", delivery.endpoint, error, wait)
         return error
 
     def step(self) -> float:
         try:
-            return 0.0 if self.deliver_once() else self.IDLE
+            if not self._orphans_done:
+                self._orphans_done = True
+                if dropped := self._store.webhook_orphans(list(self._endpoints)):
+                    log.warning("webhooks: %d events of endpoints no longer configured dead-lettered", dropped)
+            return self.BUSY_POLL if self._dispatch() else self.IDLE
         except StoreError as error:
             log.error("webhooks: store error: %s", error)
             return self.ERROR_WAIT
@@ -142,3 +167,9 @@ class WebhookDeliverer(SingletonWorker):
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._session.close()
+
+
+def _log_failure(future: Future[int]) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("webhooks: delivery failed: %s", error, exc_info=error)

@@ -136,8 +136,8 @@ class SmtpCapture:
 class WebhookReceiver:
     """A webhook endpoint on loopback: keeps each request's headers and raw body.
 
-    ``answers`` is a queue of status codes to reply with (then 200), each alone or with a
-    ``Retry-After`` value as ``(429, "120")``; ``hold``,
+    ``answers`` is a queue of status codes to reply with (then 200), each alone or with
+    headers as ``(429, {"Retry-After": "120"})``; ``hold``,
     while cleared, keeps each request waiting after it was recorded. ``stop``
     and ``start`` again reuse the port, as an endpoint that goes down and
     comes back.
@@ -145,7 +145,7 @@ class WebhookReceiver:
 
     port: int = 0
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    answers: list[int | tuple[int, str]] = field(default_factory=list)
+    answers: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
     hold: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -170,11 +170,11 @@ class WebhookReceiver:
                 with receiver.lock:
                     receiver.requests.append((dict(self.headers.items()), raw))
                     answer = receiver.answers.pop(0) if receiver.answers else 200
-                status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
                 receiver.hold.wait(timeout=30)
                 self.send_response(status)
-                if retry_after is not None:
-                    self.send_header("Retry-After", retry_after)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -175,10 +175,14 @@ def test_through_a_running_exporters_read_api_the_answers_are_the_same(
         ]
 
     stale, failed, bad = run_client(["--url", exporter.url], session)
+    wrong_path = run_client(["--url", exporter.url + "/calabi"], session)
 
     assert [c["connection_name"] for c in stale[1]["connections"]] == [STRIPE, ZENDESK]
     assert [j["job_id"] for j in failed[1]["jobs"]] == ["st-2", "sf-4"]
     assert bad[0] is True and "bad argument window: must be a duration like 30m, 24h, 7d or 2w" in bad[1]
+    # A wrong URL is an error, not an empty answer.
+    assert [error for error, _ in wrong_path] == [True, True, True]
+    assert f"the exporter at {exporter.url}/calabi has no /api/v1/connections (HTTP 404)" in wrong_path[0][1]
 
 
 def test_streamable_http_serves_the_same_tools(data_dir: Path, tmp_path: Path) -> None:

@@ -113,11 +113,11 @@ def test_dead_letters_older_than_the_window_are_purged_too(tmp_path: Path, clock
     store.append_logs("gone", [LogLine("INFO", "refused by the receiver", T0 - DAY)])
     for entry in store.outbox_read(10):
         store.outbox_done(entry.id, exported=0, dead=[(entry, "HTTP 400")])
-    for delivery in store.webhook_due(clock()):
+    for delivery in store.webhook_due("ops", clock()):
         store.webhook_dead(delivery, "HTTP 410")
     clock.advance(20 * DAY)
     store.ingest_jobs([finished("kept", -19)], endpoint="jobs")
-    for delivery in store.webhook_due(clock()):
+    for delivery in store.webhook_due("ops", clock()):
         store.webhook_dead(delivery, "HTTP 410")
     before = (len(store.dead_letters()), len(store.webhook_dead_letters()))
 

@@ -24,6 +24,7 @@ from .conftest import T0, FakeClock, parse_samples
 from .s3_server import BUCKET, MotoServer
 
 DAY = 86400.0
+HOUR = 3600.0
 PREFIX = "archive/calabi"
 
 
@@ -340,7 +341,7 @@ def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock
     store.close()
     db = sqlite3.connect(tmp_path / "v1" / "calabi-exporter.sqlite3")
     db.executescript(  # the jobs table of version 1
-        "DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch;"
+        "DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch; DROP TABLE export_batches;"
         " DROP INDEX jobs_by_time; DROP INDEX jobs_by_status_time; DROP INDEX jobs_by_connection_time;"
         " ALTER TABLE jobs DROP COLUMN job_time; PRAGMA user_version = 1;"
     )
@@ -373,3 +374,24 @@ def test_the_index_of_jobs_waiting_for_export_exists_once_export_is_on(tmp_path:
 
     assert "jobs_to_export" not in without
     assert after - without == {"jobs_to_export"}
+
+
+def test_an_hour_is_purged_whole_and_never_uploaded_again_once_the_purge_took_part_of_it(
+    archive: Archive, s3: MotoServer, clock: FakeClock
+) -> None:
+    store, exporter = archive.store, archive.exporter
+    exporter.export_once()
+    key = next(k for k in s3.objects(f"{PREFIX}/jobs/dt=2026-04-04/"))
+    # 30 days after a1 finished (10:15) but not after a2 (10:40): their hour is not purged yet.
+    clock.now = T0 - 2 * DAY + 2 * HOUR + 30 * 60 + 30 * DAY
+    first = store.purge(clock() - 30 * DAY, exported_only=True)
+    clock.advance(HOUR)
+    part = store.purge(clock() - 30 * DAY, limit=1, exported_only=True)  # one transaction takes only a1
+    store.append_logs("a2", [LogLine("INFO", "A late line for a job whose hour is being purged")])
+    waiting = store.export_waiting()
+    again = exporter.export_range(T0 - 3 * DAY, T0)
+    rest = store.purge(clock() - 30 * DAY, exported_only=True)
+
+    assert (first, part, rest) == (0, 1, 1)
+    assert waiting == [] and [b.name for b in again if b.day == "2026-04-04"] == []
+    assert [j["job_id"] for j in s3.ndjson(key)] == ["a1", "a2"]  # the object still holds the whole hour

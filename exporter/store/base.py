@@ -263,8 +263,12 @@ class Store(Protocol):
         """Count objects whose upload failed."""
         ...
 
-    def webhook_due(self, now: float, limit: int = 100) -> list[Delivery]:
-        """Events whose next attempt is due and that are the oldest waiting for their job and endpoint."""
+    def webhook_due(self, endpoint: str, now: float, limit: int = 100) -> list[Delivery]:
+        """The endpoint's events whose next attempt is due and that are the oldest waiting for their job."""
+        ...
+
+    def webhook_orphans(self, endpoints: Sequence[str]) -> int:
+        """Dead-letter the events of endpoints not among ``endpoints`` (removed from the configuration)."""
         ...
 
     def webhook_delivered(self, delivery: Delivery) -> None: ...

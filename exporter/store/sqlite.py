@@ -63,14 +63,27 @@ _EXPORT_INDEX: Final = (
     " WHERE finished_at IS NOT NULL AND export_batch IS NULL"
 )
 SCHEMA_VERSION: Final = 3
-#: Statements that bring a store of version N to N + 1 (a new store gets the whole schema at once).
-_MIGRATIONS: Final = {
-    1: ("ALTER TABLE jobs ADD COLUMN export_batch INTEGER",),
-    2: (
-        "ALTER TABLE jobs ADD COLUMN job_time REAL",
-        "UPDATE jobs SET job_time = coalesce(created_at, started_at, finished_at, first_seen)",
-    ),
-}
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE jobs ADD COLUMN export_batch INTEGER")
+
+
+def _migrate_from_2(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE jobs ADD COLUMN job_time REAL")
+    db.execute("UPDATE jobs SET job_time = coalesce(created_at, started_at, finished_at, first_seen)")
+    db.execute("DROP INDEX IF EXISTS jobs_to_export")  # made again at open when export is on
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'export_batches'").fetchone():
+        db.execute("ALTER TABLE export_batches ADD COLUMN newest_finished REAL")
+        db.execute("ALTER TABLE export_batches ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0")
+        db.execute(
+            "UPDATE export_batches SET newest_finished = coalesce("
+            "(SELECT max(finished_at) FROM jobs WHERE export_batch = export_batches.id), oldest_finished)"
+        )
+
+
+#: What brings a store of version N to N + 1 (a new store gets the whole schema at once).
+_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _migrate_from_1, 2: _migrate_from_2}
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
 LEVEL_FAMILY: Final = "level"  # log_counts.family: lines by level
@@ -231,7 +244,9 @@ CREATE TABLE IF NOT EXISTS export_batches (
     name TEXT NOT NULL,
     oldest_finished REAL NOT NULL,
     version INTEGER NOT NULL DEFAULT 0,
-    exported_at REAL
+    exported_at REAL,
+    newest_finished REAL,
+    frozen INTEGER NOT NULL DEFAULT 0  -- the purge took some of its jobs: never uploaded again
 );
 CREATE INDEX IF NOT EXISTS export_batches_waiting ON export_batches (id) WHERE exported_at IS NULL;
 
@@ -259,6 +274,10 @@ CREATE TABLE IF NOT EXISTS webhook_dead_letters (
     dead_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_dead_letters_by_time ON webhook_dead_letters (dead_at);
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+    endpoint TEXT PRIMARY KEY,
+    blocked_until REAL NOT NULL  -- in backoff: new events wait until then
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhook_counts (
     endpoint TEXT NOT NULL,
     outcome TEXT NOT NULL,
@@ -522,10 +541,14 @@ def _casefold(text: str | None) -> str | None:
 
 
 def _export_changed(db: sqlite3.Connection, job_id: str) -> None:
-    """A sealed job changed: its batch is exported again, to the same keys."""
+    """A sealed job changed: its batch is exported again, to the same keys.
+
+    Not once the purge has taken some of the batch's jobs: the upload would
+    replace the objects with fewer jobs than they hold.
+    """
     db.execute(
         "UPDATE export_batches SET version = version + 1, exported_at = NULL"
-        " WHERE id = (SELECT export_batch FROM jobs WHERE job_id = ?)",
+        " WHERE id = (SELECT export_batch FROM jobs WHERE job_id = ?) AND NOT frozen",
         (job_id,),
     )
 
@@ -675,8 +698,7 @@ class SQLiteStore:
                     raise StoreError(f"{self.path}: schema version {version} is newer than this exporter")
                 if version:  # an existing store: bring it up to date first
                     for step in range(version, SCHEMA_VERSION):
-                        for statement in _MIGRATIONS[step]:
-                            tx.execute(statement)
+                        _MIGRATIONS[step](tx)
                 for statement in _SCHEMA.split(";\n"):
                     if statement.strip():
                         tx.execute(statement)
@@ -799,10 +821,12 @@ class SQLiteStore:
             return
         event_id = status_event_id(job.job_id, job.status)
         payload = json.dumps(status_event(job, previous, event_id, tx.now), ensure_ascii=False)
+        # An endpoint in backoff gets its new events at its next retry, not one request each right away.
         tx.db.executemany(
             "INSERT INTO webhook_queue (endpoint, job_id, event_id, payload, created_at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [(route.endpoint, job.job_id, event_id, payload, tx.now, tx.now) for route in routes],
+            " VALUES (?1, ?2, ?3, ?4, ?5, max(?5, coalesce("
+            "(SELECT blocked_until FROM webhook_endpoints WHERE endpoint = ?1), 0)))",
+            [(route.endpoint, job.job_id, event_id, payload, tx.now) for route in routes],
         )
 
     def _submit(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -1057,15 +1081,18 @@ class SQLiteStore:
         The aggregates are left alone, so no counter moves; one small transaction
         per call keeps the write lock short for ingestion running alongside.
         With ``exported_only`` a job goes only once the S3 batch holding it is
-        exported in its latest version; batches left without jobs go too.
+        exported in its latest version and every job of the batch is past the
+        cutoff. A batch the purge takes jobs from is frozen (never uploaded
+        again, which would shrink its objects); batches left without jobs go.
         """
         if exported_only:
             select = (
                 "SELECT j.job_id, j.export_batch FROM jobs j JOIN export_batches b ON b.id = j.export_batch"
-                " WHERE j.finished_at < ? AND b.exported_at IS NOT NULL ORDER BY j.finished_at LIMIT ?"
+                " WHERE j.finished_at < ?1 AND b.exported_at IS NOT NULL AND b.newest_finished < ?1"
+                " ORDER BY j.finished_at LIMIT ?2"
             )
         else:
-            select = "SELECT job_id, export_batch FROM jobs WHERE finished_at < ? ORDER BY finished_at LIMIT ?"
+            select = "SELECT job_id, export_batch FROM jobs WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2"
 
         def work(db: sqlite3.Connection) -> int:
             rows = db.execute(select, (finished_before, limit)).fetchall()
@@ -1078,8 +1105,10 @@ class SQLiteStore:
                     db.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", chunk)
             batches = sorted({row[1] for row in rows if row[1] is not None})
             for batch_chunk in _chunks(batches, _MAX_PARAMS):
+                marks = ", ".join("?" * len(batch_chunk))
+                db.execute(f"UPDATE export_batches SET frozen = 1 WHERE id IN ({marks})", batch_chunk)
                 db.execute(
-                    f"DELETE FROM export_batches WHERE id IN ({', '.join('?' * len(batch_chunk))})"
+                    f"DELETE FROM export_batches WHERE id IN ({marks})"
                     " AND NOT EXISTS (SELECT 1 FROM jobs WHERE export_batch = export_batches.id)",
                     batch_chunk,
                 )
@@ -1108,15 +1137,17 @@ class SQLiteStore:
             ).fetchall()
             windows: dict[float, list[str]] = {}
             oldest: dict[float, float] = {}
+            newest: dict[float, float] = {}
             for job_id, finished_at in rows:
                 start = finished_at // window_seconds * window_seconds
                 windows.setdefault(start, []).append(job_id)
                 oldest.setdefault(start, finished_at)
+                newest[start] = finished_at
             for start, ids in windows.items():
                 day, name = export_object_name(start, ids)
                 batch = db.execute(
-                    "INSERT INTO export_batches (day, name, oldest_finished) VALUES (?, ?, ?)",
-                    (day, name, oldest[start]),
+                    "INSERT INTO export_batches (day, name, oldest_finished, newest_finished) VALUES (?, ?, ?, ?)",
+                    (day, name, oldest[start], newest[start]),
                 ).lastrowid
                 for chunk in _chunks(ids, _MAX_PARAMS):
                     db.execute(
@@ -1130,7 +1161,8 @@ class SQLiteStore:
     def export_waiting(self, limit: int = 100) -> list[ExportBatch]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, day, name, version FROM export_batches WHERE exported_at IS NULL ORDER BY id LIMIT ?",
+                "SELECT id, day, name, version FROM export_batches WHERE exported_at IS NULL AND NOT frozen"
+                " ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
         return [ExportBatch(*row) for row in rows]
@@ -1138,8 +1170,9 @@ class SQLiteStore:
     def export_batches_between(self, since: float, until: float) -> list[ExportBatch]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, day, name, version FROM export_batches WHERE id IN (SELECT DISTINCT export_batch"
-                " FROM jobs WHERE finished_at >= ? AND finished_at < ? AND export_batch IS NOT NULL) ORDER BY id",
+                "SELECT id, day, name, version FROM export_batches WHERE NOT frozen AND id IN (SELECT DISTINCT"
+                " export_batch FROM jobs WHERE finished_at >= ? AND finished_at < ? AND export_batch IS NOT NULL)"
+                " ORDER BY id",
                 (since, until),
             ).fetchall()
         return [ExportBatch(*row) for row in rows]
@@ -1186,19 +1219,31 @@ class SQLiteStore:
 
     # Webhook deliveries ----------------------------------------------------------------------------
 
-    def webhook_due(self, now: float, limit: int = 100) -> list[Delivery]:
+    def webhook_due(self, endpoint: str, now: float, limit: int = 100) -> list[Delivery]:
         with self._read() as db:
             rows = db.execute(
                 "SELECT q.id, q.endpoint, q.job_id, q.event_id, q.payload, q.created_at, q.attempts"
-                " FROM webhook_queue q WHERE q.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM webhook_queue p"
-                " WHERE p.endpoint = q.endpoint AND p.job_id = q.job_id AND p.id < q.id) ORDER BY q.id LIMIT ?",
-                (now, limit),
+                " FROM webhook_queue q WHERE q.endpoint = ? AND q.next_attempt_at <= ? AND NOT EXISTS"
+                " (SELECT 1 FROM webhook_queue p WHERE p.endpoint = q.endpoint AND p.job_id = q.job_id AND p.id < q.id)"
+                " ORDER BY q.id LIMIT ?",
+                (endpoint, now, limit),
             ).fetchall()
         return [Delivery(*row) for row in rows]
+
+    def webhook_orphans(self, endpoints: Sequence[str]) -> int:
+        now = self._clock()
+        marks = ", ".join("?" * len(endpoints)) or "NULL"
+
+        def work(db: sqlite3.Connection) -> int:
+            where = f"endpoint NOT IN ({marks})"
+            return _dead_letter_webhooks(db, where, tuple(endpoints), "endpoint no longer configured", now)
+
+        return self._submit(work)
 
     def webhook_delivered(self, delivery: Delivery) -> None:
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM webhook_queue WHERE id = ?", (delivery.id,))
+            db.execute("DELETE FROM webhook_endpoints WHERE endpoint = ?", (delivery.endpoint,))
             _count_webhook(db, delivery.endpoint, "delivered")
 
         self._submit(work)
@@ -1212,6 +1257,11 @@ class SQLiteStore:
             db.execute(
                 "UPDATE webhook_queue SET next_attempt_at = ? WHERE endpoint = ? AND next_attempt_at < ?",
                 (next_attempt_at, delivery.endpoint, next_attempt_at),
+            )
+            db.execute(
+                "INSERT INTO webhook_endpoints (endpoint, blocked_until) VALUES (?, ?) ON CONFLICT (endpoint)"
+                " DO UPDATE SET blocked_until = excluded.blocked_until",
+                (delivery.endpoint, next_attempt_at),
             )
             _count_webhook(db, delivery.endpoint, "failed")
 
