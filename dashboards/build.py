@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from calabi_exporter.model import SUMMARY_FIELDS
+
 # The SDK deprecates its classic dashboard model in favour of the v2 schema, which Grafana's file
 # provisioning loads only behind feature flags; the classic JSON loads in every current Grafana.
 with warnings.catch_warnings():
@@ -211,12 +213,7 @@ def sync_jobs() -> dashboard.Dashboard:
                             "connection",
                             "job_id",
                             "status",
-                            "records_synced",
-                            "records_failed",
-                            "bytes_synced",
-                            "duration_seconds",
-                            "streams_succeeded",
-                            "streams_failed",
+                            *SUMMARY_FIELDS,
                         )
                     }
                 },

@@ -107,6 +107,11 @@ def job(
     return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
 
 
+def environment_without_calabi() -> dict[str, str]:
+    """This process's environment without any ``CALABI_*`` setting, for a subprocess under test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -140,7 +145,7 @@ class ExporterProcess:
 
     def start(self) -> ExporterProcess:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+        env = environment_without_calabi()
         # The data sets are dated 2026-04-06: keep them whatever today's date is.
         env["CALABI_RETENTION__DAYS"] = "36500"
         env.update(self.extra_env or {})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, env_name, load_config
+
+from .conftest import environment_without_calabi
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -82,7 +83,7 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    clean = environment_without_calabi()
     clean.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "calabi_exporter", *args], capture_output=True, text=True, env=clean, timeout=60

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import requests
 from calabi_exporter.simulator import CONNECTIONS, backfill
 
-from .conftest import T0, free_port, parse_samples
+from .conftest import T0, environment_without_calabi, free_port, parse_samples
 
 JOB_FAMILIES = [
     "calabi_sync_jobs_total",
@@ -53,7 +52,7 @@ def families_without_a_nonzero_value(text: str) -> list[str]:
 
 def test_demo_serves_nonzero_values_for_every_job_metric_family_within_15_seconds(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    env = environment_without_calabi()
     started = time.monotonic()
     demo = subprocess.Popen(
         [

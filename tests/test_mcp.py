@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from calabi_exporter.store import SQLiteStore
 from calabi_exporter.timeutil import format_rfc3339
 from mcp import Client, StdioServerParameters
 
-from .conftest import ExporterProcess, FakeClock, free_port, wait_until
+from .conftest import ExporterProcess, FakeClock, environment_without_calabi, free_port, wait_until
 
 SF = "Salesforce → Snowflake"
 STRIPE = "Stripe → Postgres"
@@ -82,7 +81,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def run_client(arguments: list[str], session: Callable[[Client], Any]) -> Any:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    env = environment_without_calabi()
     params = StdioServerParameters(command=sys.executable, args=["-m", "calabi_exporter", "mcp", *arguments], env=env)
 
     async def main() -> Any:
@@ -187,7 +186,7 @@ def test_through_a_running_exporters_read_api_the_answers_are_the_same(
 
 def test_streamable_http_serves_the_same_tools(data_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    env = environment_without_calabi()
     log = (tmp_path / "mcp-http.log").open("wb")
     command = ["mcp", "--data-dir", str(data_dir), "--http", "--http-listen", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
@@ -220,7 +219,7 @@ def test_streamable_http_serves_the_same_tools(data_dir: Path, tmp_path: Path) -
 
 
 def test_mcp_without_a_store_or_with_a_bad_url_exits_2_with_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    env = environment_without_calabi()
     base = [sys.executable, "-m", "calabi_exporter", "mcp"]
 
     empty = subprocess.run([*base, "--data-dir", str(tmp_path / "none")], env=env, capture_output=True, text=True)
