@@ -68,26 +68,26 @@ class WebhookDeliverer(SingletonWorker):
         super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
 
     def deliver_once(self) -> int:
-        """Try every endpoint's due events once, endpoints in parallel, and wait; returns the attempts made."""
-        now = self._clock()
-        batches = [due for name in self._endpoints if (due := self._store.webhook_due(name, now, self.BATCH))]
-        return sum(self._pool.map(self._deliver_all, batches))
+        """Hand every free endpoint its due events and wait for them; returns the attempts made."""
+        return sum(future.result() for future in self._dispatch())
 
-    def _dispatch(self) -> bool:
-        """Hand each endpoint that is not busy its due events; whether any endpoint has work in flight."""
+    def _dispatch(self) -> list[Future[int]]:
+        """Hand each endpoint that is not busy its due events, each endpoint on its own thread."""
         now = self._clock()
-        busy = False
+        started = []
         for name in self._endpoints:
             running = self._running.get(name)
             if running is not None and not running.done():
-                busy = True
                 continue
             due = self._store.webhook_due(name, now, self.BATCH)
             if due:
                 self._running[name] = future = self._pool.submit(self._deliver_all, due)
                 future.add_done_callback(_log_failure)
-                busy = True
-        return busy
+                started.append(future)
+        return started
+
+    def _busy(self) -> bool:
+        return any(not future.done() for future in self._running.values())
 
     def _deliver_all(self, deliveries: Sequence[Delivery]) -> int:
         """One endpoint's due events in queue order, until one fails in a way worth retrying.
@@ -159,7 +159,8 @@ class WebhookDeliverer(SingletonWorker):
                 self._orphans_done = True
                 if dropped := self._store.webhook_orphans(list(self._endpoints)):
                     log.warning("webhooks: %d events of endpoints no longer configured dead-lettered", dropped)
-            return self.BUSY_POLL if self._dispatch() else self.IDLE
+            started = self._dispatch()
+            return self.BUSY_POLL if started or self._busy() else self.IDLE
         except StoreError as error:
             log.error("webhooks: store error: %s", error)
             return self.ERROR_WAIT
