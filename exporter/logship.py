@@ -8,14 +8,25 @@ once the export succeeded. So Loki being slow or down never slows ingestion
 and loses nothing: the batch stays in the outbox and is tried again with a
 capped exponential backoff (or the server's ``Retry-After``).
 
-A batch the receiver refuses for good (HTTP 400, 413) is split in halves until
-the refused records are alone; those go to the dead letters, the rest is
-shipped. Loki answers 400 for a whole request when it rejects some of its
-lines while storing the others; re-sending the stored ones does not duplicate
-them, as Loki drops an entry identical to one it has (same stream, time and
-text). Lines older than ``log_max_age_seconds``, which Loki would reject that
-way, are dead-lettered before sending so that a backfill does not hold up the
-outbox.
+Each request holds one connection's records (one Loki stream, whatever Loki's
+OTLP mapping), oldest first, a job's summary after its lines. Loki refuses an
+entry older than its stream's newest entry minus ``max_chunk_age / 2`` ("entry
+too far behind"), which a backfill or a log uploaded after a long job meets all
+the time. Such entries are not lost: they are sent again at the oldest time
+Loki said it accepts (a nanosecond apart, in their order), with their true time
+in the ``log_time`` attribute, which the dashboards show. Loki's answer says how
+many entries it refused; as they are the oldest of the request, they are known
+exactly and nothing else is sent twice.
+
+A record refused for good (HTTP 400 for any other reason, 413) is narrowed down
+by splitting the request in halves until it is alone; it goes to the dead
+letters with the receiver's reason, the rest is shipped. Loki answers 400 for a
+whole request when it rejects some of its lines while storing the others;
+re-sending the stored ones does not duplicate them, as Loki drops an entry
+identical to one it has (same stream, time and text). Lines older than
+``log_max_age_seconds``, which Loki would refuse as too old
+(``reject_old_samples_max_age``), are dead-lettered before sending so that a
+backfill does not hold up the outbox.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import requests
@@ -39,6 +50,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from . import __version__
 from .config import Config
 from .model import SUMMARY_FIELDS
+from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
 from .singleton import DirectoryLock, SingletonWorker
 from .store import OutboxEntry, Store, StoreError
 from .timeutil import Clock, format_rfc3339, retry_after_seconds, system_clock
@@ -55,6 +67,10 @@ SUMMARY_SEVERITY: Final = {"succeeded": "INFO", "cancelled": "WARN", "failed": "
 SCOPE: Final = InstrumentationScope("calabi_exporter", __version__)
 LOCK_FILENAME: Final = "calabi-exporter-shipper.lock"
 REFUSED: Final = (400, 413)  # the receiver will never take this request as it is
+MAX_MESSAGE: Final = 65_536
+MAX_REASON: Final = 500  # characters of the receiver's message kept with a dead letter
+#: Times a record refused for its place in the stream is sent again later before it is dead-lettered.
+MAX_RETIMES: Final = 3
 
 
 def resource_for(config: Config, connection: str) -> Resource:
@@ -76,12 +92,12 @@ def resource_for(config: Config, connection: str) -> Resource:
     return Resource(attributes)
 
 
-def _nanos(seconds: float) -> int:
-    return round(seconds * 1e9)
+def to_log_record(entry: OutboxEntry, resource: Resource, *, at_ns: int | None = None) -> ReadableLogRecord:
+    """One outbox entry as an OTLP log record: a job's log line, or its ``job_summary`` event.
 
-
-def to_log_record(entry: OutboxEntry, resource: Resource) -> ReadableLogRecord:
-    """One outbox entry as an OTLP log record: a job's log line, or its ``job_summary`` event."""
+    ``at_ns`` sends the record at another time than its own (Loki refused it at its
+    own time); its true time then goes along as ``log_time``.
+    """
     job = entry.job
     attributes: dict[str, Any] = {"job_id": job.job_id, "connection": job.connection_name}
     if job.connection_id:
@@ -92,7 +108,6 @@ def to_log_record(entry: OutboxEntry, resource: Resource) -> ReadableLogRecord:
         if line.stream:
             attributes["stream"] = line.stream
         attributes["event"] = "log"
-        timestamp = line.timestamp if line.timestamp is not None else entry.received_at
         body = line.message
     else:
         level = SUMMARY_SEVERITY.get(job.status, "INFO")
@@ -106,17 +121,40 @@ def to_log_record(entry: OutboxEntry, resource: Resource) -> ReadableLogRecord:
             moment = getattr(job, name)
             if moment is not None:
                 attributes[name] = format_rfc3339(moment)
-        timestamp = job.finished_at if job.finished_at is not None else entry.received_at
         body = _summary_text(entry)
+    timestamp = nanos(moment_of(entry))
+    if at_ns is not None and at_ns != timestamp:
+        attributes["log_time"] = format_rfc3339(moment_of(entry))
+        timestamp = at_ns
     record = LogRecord(
-        timestamp=_nanos(timestamp),
-        observed_timestamp=_nanos(entry.received_at),
+        timestamp=timestamp,
+        observed_timestamp=nanos(entry.received_at),
         severity_text=level,
         severity_number=SEVERITIES.get(level, SeverityNumber.INFO),
         body=body,
         attributes=attributes,
     )
     return ReadableLogRecord(record, resource=resource, instrumentation_scope=SCOPE)
+
+
+def moment_of(entry: OutboxEntry) -> float:
+    """When a record happened: the line's own time, the job's finish, else when it was received."""
+    line = entry.line
+    if line is not None and line.timestamp is not None:
+        return line.timestamp
+    if line is None and entry.job.finished_at is not None:
+        return entry.job.finished_at
+    return entry.received_at
+
+
+def shipping_order(entry: OutboxEntry) -> tuple[float, int, int]:
+    """Oldest first; a job's summary after its lines of the same time; then as received."""
+    return moment_of(entry), entry.line is None, entry.id
+
+
+def nanos(seconds: float) -> int:
+    """Epoch seconds as the integer nanoseconds of OTLP."""
+    return round(seconds * 1e9)
 
 
 def _summary_text(entry: OutboxEntry) -> str:
@@ -158,17 +196,23 @@ class RecordingSession(requests.Session):
 
 
 def _error_message(response: requests.Response) -> str:
-    """What an OTLP receiver said was wrong: a protobuf ``google.rpc.Status`` (Loki) or text."""
-    body = response.content[:65536]
-    if "protobuf" in response.headers.get("Content-Type", ""):
+    """What an OTLP receiver said was wrong: a protobuf ``google.rpc.Status`` (Loki) or text.
+
+    Loki sends its Status as ``application/octet-stream``; kept whole (up to 64 KiB)
+    because the shipper reads which records were refused from it.
+    """
+    body = response.content[:MAX_MESSAGE]
+    content_type = response.headers.get("Content-Type", "")
+    if "protobuf" in content_type or "octet-stream" in content_type:
         status = Status()
         try:
             status.ParseFromString(body)
         except DecodeError:
             pass
         else:
-            return str(status.message)[:500]
-    return body.decode("utf-8", "replace").strip()[:500]
+            if status.message:
+                return str(status.message)
+    return body.decode("utf-8", "replace").strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +283,7 @@ class LogShipper(SingletonWorker):
         self._resources: dict[str, Resource] = {}
         self._backoff = 0.0
         self._healthy = False  # no export has got through yet
+        self._retimed_until: dict[str, int] = {}  # per connection, the last time a record was re-timed to
 
     # ---------------------------------------------------------------- one step
 
@@ -251,54 +296,97 @@ class LogShipper(SingletonWorker):
         if not entries:
             return self.IDLE_POLL
         oldest = self._clock() - self._config.log_max_age_seconds
-        dead: list[tuple[OutboxEntry, str]] = []
-        send: list[OutboxEntry] = []
+        too_old = f"older than log_max_age_seconds ({self._config.log_max_age_seconds:g} s), which Loki refuses"
+        shipment = _Shipment()
+        streams: dict[str, list[OutboxEntry]] = {}
         for entry in entries:
             line = entry.line
             debug = line is not None and line.level.upper() == "DEBUG"
             if debug and not self._config.ships_debug(entry.job.connection_name):
                 continue  # DEBUG lines of connections not in debug mode stay local
-            moment = _moment(entry)
-            if moment < oldest:
-                dead.append((entry, f"older than log_max_age_seconds ({self._config.log_max_age_seconds:g} s)"))
+            if moment_of(entry) < oldest:
+                shipment.dead.append((entry, too_old))
             else:
-                send.append(entry)
-        exported, refused, attempt = self._ship(send)
-        if attempt is not None and not attempt.ok and not attempt.refused:
-            self._healthy = False
-            self._store.outbox_failed(len(send))
-            self._backoff = min(self.MAX_BACKOFF, max(self.MIN_BACKOFF, self._backoff * 2))
-            wait = max(self._backoff, attempt.retry_after or 0.0)
-            log.warning(
-                "log export failed (HTTP %s); %d records wait, retrying in %.1f s", attempt.status, len(send), wait
-            )
-            return wait
+                streams.setdefault(entry.job.connection_name, []).append(entry)
+        for connection, stream in streams.items():
+            failure = self._deliver(connection, sorted(stream, key=shipping_order), shipment)
+            if failure is not None:
+                self._healthy = False
+                waiting = sum(len(s) for s in streams.values())
+                self._store.outbox_failed(waiting)
+                self._backoff = min(self.MAX_BACKOFF, max(self.MIN_BACKOFF, self._backoff * 2))
+                wait = max(self._backoff, failure.retry_after or 0.0)
+                log.warning(
+                    "log export failed (HTTP %s); %d records wait, retrying in %.1f s", failure.status, waiting, wait
+                )
+                return wait
         self._backoff = 0.0
-        self._healthy = (attempt is not None and attempt.ok) or self._healthy
-        dead += [(entry, _refusal(attempt)) for entry, attempt in refused]
-        self._store.outbox_done(entries[-1].id, exported=exported, dead=dead)
+        self._healthy = self._healthy or shipment.sent
+        self._store.outbox_done(entries[-1].id, exported=shipment.exported, dead=shipment.dead)
         return 0.0
 
-    def _ship(self, entries: Sequence[OutboxEntry]) -> tuple[int, list[tuple[OutboxEntry, Attempt]], Attempt | None]:
-        """Export ``entries``, splitting refused batches; a transient failure stops everything."""
-        if not entries:
-            return 0, [], None
-        attempt = self._exporter.export([to_log_record(e, self._resource(e.job.connection_name)) for e in entries])
+    def _deliver(self, connection: str, stream: list[OutboxEntry], shipment: _Shipment) -> Attempt | None:
+        """Ship one connection's records (oldest first); returns the attempt that failed for now, if one did."""
+        resource = self._resource(connection)
+        pending: list[tuple[OutboxEntry, int | None]] = [(entry, None) for entry in stream]
+        for retime in range(MAX_RETIMES + 1):
+            behind = _Behind()
+            failure = self._send(resource, pending, shipment, behind)
+            if failure is not None or not behind.entries:
+                return failure
+            if retime == MAX_RETIMES:
+                shipment.dead += [(entry, _refusal(behind.attempt)) for entry in behind.entries]
+                return None
+            pending = self._retimed(connection, behind)
+        return None
+
+    def _send(
+        self,
+        resource: Resource,
+        pending: Sequence[tuple[OutboxEntry, int | None]],
+        shipment: _Shipment,
+        behind: _Behind,
+    ) -> Attempt | None:
+        """Export ``pending``, sorting what the receiver refuses: later in time (``behind``) or never (dead)."""
+        records = [to_log_record(entry, resource, at_ns=at) for entry, at in pending]
+        attempt = self._exporter.export(records)
+        shipment.sent = shipment.sent or attempt.ok
         if attempt.ok:
-            return len(entries), [], attempt
+            shipment.exported += len(pending)
+            return None
         if not attempt.refused:
-            return 0, [], attempt
-        if len(entries) == 1:
-            return 0, [(entries[0], attempt)], attempt
-        middle = len(entries) // 2
-        exported, refused = 0, []
-        for half in (entries[:middle], entries[middle:]):
-            n, bad, last = self._ship(half)
-            if last is not None and not last.ok and not last.refused:
-                return 0, [], last  # transient: the whole batch is tried again later
-            exported += n
-            refused += bad
-        return exported, refused, Attempt(True, attempt.status)
+            return attempt
+        shipment.sent = True  # the receiver answered: it is up
+        refusal = read_refusal(attempt.message) if attempt.sent else None
+        prefix = refusal.refused_prefix([r.log_record.timestamp or 0 for r in records]) if refusal else None
+        if refusal is not None and prefix is not None:  # the receiver said exactly which: the oldest ones
+            shipment.exported += len(pending) - prefix
+            behind.add([entry for entry, _ in pending[:prefix]], refusal, attempt)
+            return None
+        if len(pending) == 1:
+            if refusal is not None and refusal.behind:
+                behind.add([pending[0][0]], refusal, attempt)
+            else:
+                shipment.dead.append((pending[0][0], _refusal(attempt)))
+            return None
+        middle = len(pending) // 2
+        for half in (pending[:middle], pending[middle:]):
+            failure = self._send(resource, half, shipment, behind)
+            if failure is not None:
+                return failure  # transient: the whole batch is tried again later
+        return None
+
+    def _retimed(self, connection: str, behind: _Behind) -> list[tuple[OutboxEntry, int | None]]:
+        """The records Loki found too far behind, at the oldest time it accepts, a nanosecond apart.
+
+        Without a time from Loki (an older Loki that only says "out of order") they go at
+        the present. Never earlier than the last record re-timed for this stream, so that
+        two re-timed records never share a time and text (Loki would keep one).
+        """
+        base = behind.cutoff + CUTOFF_RESOLUTION if behind.cutoff is not None else self._clock()
+        first = max(nanos(base), self._retimed_until.get(connection, 0) + 1)
+        self._retimed_until[connection] = first + len(behind.entries) - 1
+        return [(entry, first + offset) for offset, entry in enumerate(behind.entries)]
 
     def _resource(self, connection: str) -> Resource:
         resource = self._resources.get(connection)
@@ -321,17 +409,32 @@ class LogShipper(SingletonWorker):
         self._exporter.shutdown()
 
 
+@dataclass(slots=True)
+class _Shipment:
+    """What one batch came to."""
+
+    exported: int = 0
+    dead: list[tuple[OutboxEntry, str]] = field(default_factory=list)
+    sent: bool = False  # the receiver answered at least once
+
+
+@dataclass(slots=True)
+class _Behind:
+    """Records refused for their place in the stream, to be sent again later in time."""
+
+    entries: list[OutboxEntry] = field(default_factory=list)
+    cutoff: float | None = None
+    attempt: Attempt = field(default_factory=lambda: Attempt(False))
+
+    def add(self, entries: list[OutboxEntry], refusal: Refusal, attempt: Attempt) -> None:
+        self.entries += entries
+        self.attempt = attempt
+        if refusal.cutoff is not None:
+            self.cutoff = refusal.cutoff if self.cutoff is None else max(self.cutoff, refusal.cutoff)
+
+
 def _refusal(attempt: Attempt) -> str:
     if not attempt.sent:
         return "could not be sent (larger than the exporter's request limit)"
     reason = f"refused by the receiver (HTTP {attempt.status})"
-    return f"{reason}: {attempt.message}" if attempt.message else reason
-
-
-def _moment(entry: OutboxEntry) -> float:
-    line = entry.line
-    if line is not None and line.timestamp is not None:
-        return line.timestamp
-    if line is None and entry.job.finished_at is not None:
-        return entry.job.finished_at
-    return entry.received_at
+    return f"{reason}: {attempt.message[:MAX_REASON]}" if attempt.message else reason

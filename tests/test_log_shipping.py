@@ -291,7 +291,9 @@ def test_lines_older_than_the_receivers_limit_are_dead_lettered_without_being_se
     ship_all(shipper)
 
     assert [r.body for r in receiver.records] == ["today"]
-    assert [reason for _, _, reason in outbox_store.dead_letters()] == ["older than log_max_age_seconds (601200 s)"]
+    assert [reason for _, _, reason in outbox_store.dead_letters()] == [
+        "older than log_max_age_seconds (601200 s), which Loki refuses"
+    ]
 
 
 def post_lines(base_url: str, job_id: str, count: int, tag: str) -> None:

@@ -1,0 +1,102 @@
+"""What a receiver's HTTP 400 says about the records it refused.
+
+Loki answers a push with one refused entry or more with HTTP 400 and keeps the
+rest. Its message (a ``google.rpc.Status``) names the reason per entry, and for
+entries refused by the per-stream out-of-order window it also says how many
+were refused and which ones came first::
+
+    entry with timestamp 2026-11-30 02:10:40.274774016 +0000 UTC ignored, reason: 'entry too far behind,
+    entry timestamp is: 2026-11-30T02:10:40Z, oldest acceptable timestamp is: 2026-11-30T04:10:40Z',
+    ...
+    user 'fake', total ignored: 15 out of 16 for stream: {connection="A", service_name="calabi-connect"}
+
+Such an entry is refused only because of where it sits in its stream: the same
+entry sent at a later time is taken. An entry refused as older than
+``reject_old_samples_max_age`` ("timestamp too old") is refused for good.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from .timeutil import parse_rfc3339
+
+#: Reasons that depend on the stream's newest entry, not on the entry itself.
+_BEHIND: Final = re.compile(r"entry too far behind|entry out of order")
+_CUTOFF: Final = re.compile(
+    r"oldest acceptable timestamp is: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d))"
+)
+_COUNT: Final = re.compile(r"total ignored: (\d+) out of (\d+)")
+# Go's time.Time.String(): "2026-11-30 02:10:40.274774016 +0000 UTC"
+_LISTED: Final = re.compile(
+    r"entry with timestamp (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,9}))? ([+-]\d{2})(\d{2}) \S+"
+    r" ignored, reason: '([^']*)'"
+)
+#: Loki prints the window's start to the second, truncated: the true start is up to this much later.
+CUTOFF_RESOLUTION: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A receiver's refusal, read."""
+
+    #: Some entries were refused for their place in the stream (too far behind, out of order).
+    behind: bool
+    #: The oldest time the stream accepts, as the receiver named it (seconds), if it did.
+    cutoff: float | None
+    #: "total ignored: N out of M", if given.
+    ignored: int | None
+    out_of: int | None
+    #: The refused entries the message lists, first ones first: (nanoseconds, reason).
+    listed: tuple[tuple[int, str], ...]
+
+    def refused_prefix(self, sent_ns: Sequence[int]) -> int | None:
+        """How many of ``sent_ns`` (one stream, oldest first) were refused, when the message says exactly.
+
+        Records sent in time order to one stream are refused by the out-of-order
+        window from the oldest on, so the refused ones are the first N. That holds
+        only when every listed reason is of that kind, the receiver counted every
+        record sent, and the listed times are those of the first records; otherwise
+        None, and the caller narrows the refused records down another way.
+
+        >>> r = read_refusal("entry with timestamp 1970-01-01 00:00:01 +0000 UTC ignored, reason: "
+        ...     "'entry too far behind, entry timestamp is: 1970-01-01T00:00:01Z, oldest acceptable "
+        ...     "timestamp is: 1970-01-01T01:00:00Z',\\nuser 'fake', total ignored: 1 out of 2 for stream: {}")
+        >>> r.refused_prefix([1_000_000_000, 7_200_000_000_000])
+        1
+        >>> r.refused_prefix([2_000_000_000, 7_200_000_000_000]) is None
+        True
+        """
+        if not self.behind or self.ignored is None or self.out_of != len(sent_ns) or self.ignored > len(sent_ns):
+            return None
+        if not self.listed or any(not _BEHIND.search(reason) for _, reason in self.listed):
+            return None
+        if [ns for ns, _ in self.listed] != list(sent_ns[: len(self.listed)]):
+            return None
+        return self.ignored
+
+
+def read_refusal(message: str) -> Refusal:
+    """Read a refusal message (Loki's wording; anything else reads as a plain refusal)."""
+    listed = tuple((_go_time_ns(m), m.group(5)) for m in _LISTED.finditer(message))
+    cutoffs = [parse_rfc3339(m.group(1)) for m in _CUTOFF.finditer(message)]
+    count = _COUNT.search(message)
+    return Refusal(
+        behind=bool(_BEHIND.search(message)),
+        cutoff=max(cutoffs) if cutoffs else None,
+        ignored=int(count.group(1)) if count else None,
+        out_of=int(count.group(2)) if count else None,
+        listed=listed,
+    )
+
+
+def _go_time_ns(match: re.Match[str]) -> int:
+    """Nanoseconds since the epoch of a time printed by Go, exactly (a float would round)."""
+    whole = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    offset = int(match.group(3)) * 3600 + (1 if match.group(3)[0] != "-" else -1) * int(match.group(4)) * 60
+    fraction = int((match.group(2) or "0").ljust(9, "0"))
+    return (int(whole.timestamp()) - offset) * 1_000_000_000 + fraction
