@@ -237,6 +237,13 @@ OPTIONS: Final = (
         "Lines older than this are not sent but dead-lettered (Loki rejects lines older than its "
         "`reject_old_samples_max_age`, 7 days by default); accepts units: `6d`.",
     ),
+    Option(
+        "log_out_of_order_window_seconds",
+        _seconds,
+        3600.0,
+        "Loki's per-stream out-of-order window (`max_chunk_age / 2`, one hour by default): lines older than "
+        "five sixths of it are sent at that age, with their true time in `log_time`; accepts units: `1h`.",
+    ),
     Option("service_name", _text, "calabi-connect", "`service.name` of shipped log records."),
     Option("service_namespace", _optional_text, "", "`service.namespace` of shipped log records (empty: unset)."),
     Option(
@@ -352,6 +359,7 @@ class Config:
     otlp_timeout_seconds: float = 10.0
     otlp_batch_size: int = 1000
     log_max_age_seconds: float = 601200.0
+    log_out_of_order_window_seconds: float = 3600.0
     service_name: str = "calabi-connect"
     service_namespace: str = ""
     deployment_environment: str = ""

@@ -12,11 +12,15 @@ Each request holds one connection's records (one Loki stream, whatever Loki's
 OTLP mapping), oldest first, a job's summary after its lines. Loki refuses an
 entry older than its stream's newest entry minus ``max_chunk_age / 2`` ("entry
 too far behind"), which a backfill or a log uploaded after a long job meets all
-the time. Such entries are not lost: they are sent again at the oldest time
-Loki said it accepts (a nanosecond apart, in their order), with their true time
-in the ``log_time`` attribute, which the dashboards show. Loki's answer says how
-many entries it refused; as they are the oldest of the request, they are known
-exactly and nothing else is sent twice.
+the time. The stream's newest entry is never known for sure (other connections
+share the stream under Loki's default mapping, Loki shards busy streams, the
+exporter restarts), but it is seldom ahead of now. So a record older than five
+sixths of ``log_out_of_order_window_seconds`` is sent at that age instead, a
+nanosecond after the previous one so that order is kept and no two share a time,
+with its true time in the ``log_time`` attribute, which the dashboards show.
+Should Loki still refuse records as too far behind (its window is shorter, or
+the stream holds entries from the future), its answer says how many and from
+when it accepts: they are sent again from there, with ``log_time`` too.
 
 A record refused for good (HTTP 400 for any other reason, 413) is narrowed down
 by splitting the request in halves until it is alone; it goes to the dead
@@ -71,6 +75,9 @@ MAX_MESSAGE: Final = 65_536
 MAX_REASON: Final = 500  # characters of the receiver's message kept with a dead letter
 #: Times a record refused for its place in the stream is sent again later before it is dead-lettered.
 MAX_RETIMES: Final = 3
+#: Records older than this part of Loki's out-of-order window are sent at that age: the stream's
+#: newest entry may be a little ahead of this clock (another job's lines, clock skew).
+LATE_FRACTION: Final = 5 / 6
 
 
 def resource_for(config: Config, connection: str) -> Resource:
@@ -283,7 +290,7 @@ class LogShipper(SingletonWorker):
         self._resources: dict[str, Resource] = {}
         self._backoff = 0.0
         self._healthy = False  # no export has got through yet
-        self._retimed_until: dict[str, int] = {}  # per connection, the last time a record was re-timed to
+        self._retimed_until = 0  # the last time (ns) a record was sent at instead of its own
 
     # ---------------------------------------------------------------- one step
 
@@ -328,7 +335,9 @@ class LogShipper(SingletonWorker):
     def _deliver(self, connection: str, stream: list[OutboxEntry], shipment: _Shipment) -> Attempt | None:
         """Ship one connection's records (oldest first); returns the attempt that failed for now, if one did."""
         resource = self._resource(connection)
-        pending: list[tuple[OutboxEntry, int | None]] = [(entry, None) for entry in stream]
+        horizon = self._clock() - self._config.log_out_of_order_window_seconds * LATE_FRACTION
+        late = [entry for entry in stream if moment_of(entry) < horizon]
+        pending = self._retimed(late, horizon) + [(entry, None) for entry in stream[len(late) :]]
         for retime in range(MAX_RETIMES + 1):
             behind = _Behind()
             failure = self._send(resource, pending, shipment, behind)
@@ -337,7 +346,8 @@ class LogShipper(SingletonWorker):
             if retime == MAX_RETIMES:
                 shipment.dead += [(entry, _refusal(behind.attempt)) for entry in behind.entries]
                 return None
-            pending = self._retimed(connection, behind)
+            base = behind.cutoff + CUTOFF_RESOLUTION if behind.cutoff is not None else self._clock()
+            pending = self._retimed(behind.entries, base)
         return None
 
     def _send(
@@ -358,11 +368,15 @@ class LogShipper(SingletonWorker):
             return attempt
         shipment.sent = True  # the receiver answered: it is up
         refusal = read_refusal(attempt.message) if attempt.sent else None
-        prefix = refusal.refused_prefix([r.log_record.timestamp or 0 for r in records]) if refusal else None
-        if refusal is not None and prefix is not None:  # the receiver said exactly which: the oldest ones
-            shipment.exported += len(pending) - prefix
-            behind.add([entry for entry, _ in pending[:prefix]], refusal, attempt)
-            return None
+        split = refusal.split([r.log_record.timestamp or 0 for r in records]) if refusal else None
+        if refusal is not None and split is not None:  # the receiver said exactly which
+            unknown_end = split.dead + split.unknown
+            behind_end = unknown_end + split.behind
+            shipment.dead += [(entry, _refusal(attempt)) for entry, _ in pending[: split.dead]]
+            behind.add([entry for entry, _ in pending[unknown_end:behind_end]], refusal, attempt)
+            shipment.exported += len(pending) - behind_end
+            # The oldest ones, dropped without a word: on their own they get an answer of their own.
+            return self._send(resource, pending[split.dead : unknown_end], shipment, behind) if split.unknown else None
         if len(pending) == 1:
             if refusal is not None and refusal.behind:
                 behind.add([pending[0][0]], refusal, attempt)
@@ -376,17 +390,17 @@ class LogShipper(SingletonWorker):
                 return failure  # transient: the whole batch is tried again later
         return None
 
-    def _retimed(self, connection: str, behind: _Behind) -> list[tuple[OutboxEntry, int | None]]:
-        """The records Loki found too far behind, at the oldest time it accepts, a nanosecond apart.
+    def _retimed(self, entries: list[OutboxEntry], base: float) -> list[tuple[OutboxEntry, int | None]]:
+        """``entries`` (oldest first) sent from ``base`` on, a nanosecond apart, in their order.
 
-        Without a time from Loki (an older Loki that only says "out of order") they go at
-        the present. Never earlier than the last record re-timed for this stream, so that
-        two re-timed records never share a time and text (Loki would keep one).
+        Never earlier than the last record re-timed, so that two re-timed records never
+        share a time and text (Loki would keep one of them).
         """
-        base = behind.cutoff + CUTOFF_RESOLUTION if behind.cutoff is not None else self._clock()
-        first = max(nanos(base), self._retimed_until.get(connection, 0) + 1)
-        self._retimed_until[connection] = first + len(behind.entries) - 1
-        return [(entry, first + offset) for offset, entry in enumerate(behind.entries)]
+        if not entries:
+            return []
+        first = max(nanos(base), self._retimed_until + 1)
+        self._retimed_until = first + len(entries) - 1
+        return [(entry, first + offset) for offset, entry in enumerate(entries)]
 
     def _resource(self, connection: str) -> Resource:
         resource = self._resources.get(connection)
@@ -427,6 +441,8 @@ class _Behind:
     attempt: Attempt = field(default_factory=lambda: Attempt(False))
 
     def add(self, entries: list[OutboxEntry], refusal: Refusal, attempt: Attempt) -> None:
+        if not entries:
+            return
         self.entries += entries
         self.attempt = attempt
         if refusal.cutoff is not None:

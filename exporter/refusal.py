@@ -27,6 +27,7 @@ from .timeutil import parse_rfc3339
 
 #: Reasons that depend on the stream's newest entry, not on the entry itself.
 _BEHIND: Final = re.compile(r"entry too far behind|entry out of order")
+_TOO_OLD: Final = re.compile(r"has timestamp too old")
 _CUTOFF: Final = re.compile(
     r"oldest acceptable timestamp is: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d))"
 )
@@ -41,12 +42,28 @@ CUTOFF_RESOLUTION: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
+class Split:
+    """Which of the records sent to one stream, oldest first, met which fate, in this order.
+
+    ``dead`` first records were refused for good (too old); the ``unknown`` next were
+    dropped without a word and are sent again on their own; the ``behind`` next were
+    refused for their place in the stream; the rest was stored.
+    """
+
+    dead: int = 0
+    unknown: int = 0
+    behind: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """A receiver's refusal, read."""
 
     #: Some entries were refused for their place in the stream (too far behind, out of order).
     behind: bool
-    #: The oldest time the stream accepts, as the receiver named it (seconds), if it did.
+    #: Some entries were refused as older than the receiver keeps (``reject_old_samples_max_age``).
+    too_old: bool
+    #: The oldest time the receiver accepts, as it named it (seconds, truncated), if it did.
     cutoff: float | None
     #: "total ignored: N out of M", if given.
     ignored: int | None
@@ -54,30 +71,47 @@ class Refusal:
     #: The refused entries the message lists, first ones first: (nanoseconds, reason).
     listed: tuple[tuple[int, str], ...]
 
-    def refused_prefix(self, sent_ns: Sequence[int]) -> int | None:
-        """How many of ``sent_ns`` (one stream, oldest first) were refused, when the message says exactly.
+    def split(self, sent_ns: Sequence[int]) -> Split | None:
+        """Which records were refused, when the message says it exactly; None when it does not.
 
         Records sent in time order to one stream are refused by the out-of-order
-        window from the oldest on, so the refused ones are the first N. That holds
-        only when every listed reason is of that kind, the receiver counted every
-        record sent, and the listed times are those of the first records; otherwise
-        None, and the caller narrows the refused records down another way.
+        window from the oldest on; Loki counts them ("total ignored: N out of M") and
+        lists the first ones. Records it refuses as too old never reach that count
+        (M is short of what was sent by as many) and, being the oldest, come first.
+        Records refused only as too old are those before the time Loki names.
 
-        >>> r = read_refusal("entry with timestamp 1970-01-01 00:00:01 +0000 UTC ignored, reason: "
-        ...     "'entry too far behind, entry timestamp is: 1970-01-01T00:00:01Z, oldest acceptable "
+        >>> behind = read_refusal("entry with timestamp 1970-01-01 00:00:02 +0000 UTC ignored, reason: "
+        ...     "'entry too far behind, entry timestamp is: 1970-01-01T00:00:02Z, oldest acceptable "
         ...     "timestamp is: 1970-01-01T01:00:00Z',\\nuser 'fake', total ignored: 1 out of 2 for stream: {}")
-        >>> r.refused_prefix([1_000_000_000, 7_200_000_000_000])
-        1
-        >>> r.refused_prefix([2_000_000_000, 7_200_000_000_000]) is None
+        >>> behind.split([1_000_000_000, 2_000_000_000, 7_200_000_000_000])
+        Split(dead=0, unknown=1, behind=1)
+        >>> behind.split([3_000_000_000, 7_200_000_000_000]) is None
         True
+        >>> old = read_refusal("1 errors like: entry for stream '{}' has timestamp too old: 1970-01-01T00:00:01Z, "
+        ...     "oldest acceptable timestamp is: 1970-01-01T00:00:10Z")
+        >>> old.split([1_000_000_000, 10_500_000_000, 12_000_000_000])
+        Split(dead=1, unknown=1, behind=0)
         """
-        if not self.behind or self.ignored is None or self.out_of != len(sent_ns) or self.ignored > len(sent_ns):
+        if self.behind:
+            return self._behind_split(sent_ns)
+        if self.too_old and self.cutoff is not None:
+            cutoff = round(self.cutoff * 1e9)
+            dead = sum(1 for ns in sent_ns if ns < cutoff)
+            unsure = sum(1 for ns in sent_ns if cutoff <= ns < cutoff + round(CUTOFF_RESOLUTION * 1e9))
+            if dead == 0 or list(sent_ns) != sorted(sent_ns):
+                return None
+            return Split(dead=dead, unknown=unsure)
+        return None
+
+    def _behind_split(self, sent_ns: Sequence[int]) -> Split | None:
+        if self.ignored is None or self.out_of is None or not 0 < self.ignored <= self.out_of <= len(sent_ns):
             return None
         if not self.listed or any(not _BEHIND.search(reason) for _, reason in self.listed):
             return None
-        if [ns for ns, _ in self.listed] != list(sent_ns[: len(self.listed)]):
+        dropped = len(sent_ns) - self.out_of
+        if [ns for ns, _ in self.listed] != list(sent_ns[dropped : dropped + len(self.listed)]):
             return None
-        return self.ignored
+        return Split(unknown=dropped, behind=self.ignored)
 
 
 def read_refusal(message: str) -> Refusal:
@@ -87,6 +121,7 @@ def read_refusal(message: str) -> Refusal:
     count = _COUNT.search(message)
     return Refusal(
         behind=bool(_BEHIND.search(message)),
+        too_old=bool(_TOO_OLD.search(message)),
         cutoff=max(cutoffs) if cutoffs else None,
         ignored=int(count.group(1)) if count else None,
         out_of=int(count.group(2)) if count else None,

@@ -1,5 +1,5 @@
 """Shared fixtures: an injected clock, a store on a temp dir, the app and its client,
-and real servers (the exporter as a subprocess, Debian's Prometheus) on free loopback ports."""
+and real servers (the exporter as a subprocess, Debian's Prometheus, Loki) on free loopback ports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +24,8 @@ from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from .loki_server import MAPPINGS, Loki, loki_binary, start_loki
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
 
@@ -305,3 +308,29 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
         stop_server(process)
     for log in logs:
         log.close()
+
+
+@pytest.fixture(scope="session")
+def lokis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Loki]]:
+    """Two real Lokis for the session: the project's ``otlp_config`` and Loki's default OTLP mapping.
+
+    Started together (each takes about 15 s to be ready). Tests keep apart by
+    ``service_name``: only the dashboard query test ships as ``calabi-connect``.
+    """
+    binary, why = loki_binary()
+    if binary is None:
+        pytest.skip(why)
+    root = tmp_path_factory.mktemp("loki")
+    ports = {mapping: (free_port(), free_port()) for mapping in MAPPINGS}
+    with ThreadPoolExecutor(len(MAPPINGS)) as pool:
+        futures = {m: pool.submit(start_loki, binary, root / m, mapping=m, ports=ports[m]) for m in MAPPINGS}
+        started = {m: f.result() for m, f in futures.items()}
+    yield started
+    for loki in started.values():
+        loki.stop()
+
+
+@pytest.fixture(scope="session")
+def loki(lokis: dict[str, Loki]) -> Loki:
+    """The real Loki configured as the project ships it (``loki/loki-config.yaml``)."""
+    return lokis["project"]

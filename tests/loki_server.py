@@ -23,7 +23,8 @@ import yaml
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROJECT_CONFIG: Final = ROOT / "loki" / "loki-config.yaml"
-SERVICE: Final = "calabi-connect"
+#: ``project``: the otlp_config of loki/loki-config.yaml; ``default``: Loki's own OTLP mapping.
+MAPPINGS: Final = ("project", "default")
 
 
 def loki_binary() -> tuple[str | None, str]:
@@ -58,6 +59,8 @@ def loki_config(directory: Path, http_port: int, grpc_port: int, *, mapping: str
         # Far from the tests' volumes; what is tested is ordering and age, not rate.
         "ingestion_rate_mb": 64,
         "ingestion_burst_size_mb": 128,
+        "per_stream_rate_limit": "64MB",
+        "per_stream_rate_limit_burst": "128MB",
         "max_query_series": 100_000,
     }
     if mapping == "project":
@@ -139,6 +142,32 @@ class Loki:
                 out.append(Entry(int(ns), line, labels))
         out.sort(key=lambda e: e.ns)
         return out
+
+    def count(self, selector: str, *, at: float, days: int) -> int:
+        """How many entries ``selector`` matches in the ``days`` before ``at``."""
+        params = {"query": f"sum(count_over_time({selector} [{days}d]))", "time": str(int(at * 1e9))}
+        response = requests.get(self.url + "/loki/api/v1/query", params=params, timeout=30)
+        assert response.status_code == 200, response.text
+        result = response.json()["data"]["result"]
+        return int(result[0]["value"][1]) if result else 0
+
+    def flush(self, selector: str, *, expected: int, at: float, days: int, timeout: float = 60) -> None:
+        """Flush the ingester's chunks to the store and wait until ``selector`` counts ``expected`` entries.
+
+        Loki answers queries for times older than a few hours from its store only, so
+        backfilled history becomes queryable once its chunks are flushed (after
+        ``chunk_idle_period`` on its own; at once here).
+        """
+        response = requests.post(self.url + "/flush", timeout=30)
+        assert response.status_code == 204, response.text
+        deadline = time.monotonic() + timeout
+        found = -1
+        while time.monotonic() < deadline:
+            found = self.count(selector, at=at, days=days)
+            if found >= expected:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{selector}: {found} entries after {timeout} s, expected {expected}")
 
     def stop(self) -> None:
         self.process.terminate()

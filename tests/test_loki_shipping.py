@@ -1,0 +1,249 @@
+"""Job logs reach a real Loki whole, whatever order they arrive in: Loki decides what "accepted" means."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from calabi_exporter.config import Config
+from calabi_exporter.logship import LogShipper
+from calabi_exporter.store import SQLiteStore
+from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
+from calabi_exporter.web import create_app
+from flask.testing import FlaskClient
+
+from .conftest import parse_samples
+from .loki_server import Entry, Loki
+
+DAY = 86_400.0
+CONNECTIONS = (
+    "Salesforce → Snowflake",
+    "HubSpot → BigQuery",
+    "Stripe → Postgres",
+    "Zendesk → Redshift",
+    "Shopify → Snowflake",
+    "Jira → Databricks",
+)
+
+
+@dataclass(frozen=True)
+class HistoryJob:
+    """A finished job of the history and its log lines (true time, text)."""
+
+    record: dict[str, object]
+    lines: tuple[tuple[float, str], ...]
+
+    @property
+    def job_id(self) -> str:
+        return str(self.record["job_id"])
+
+    def text(self) -> str:
+        return "".join(f"{format_rfc3339(at)} INFO {message}\n" for at, message in self.lines)
+
+
+def history(
+    now: float, *, days: float = 7, connections: tuple[str, ...] = CONNECTIONS, per_connection: int = 40, seed: int = 1
+) -> list[HistoryJob]:
+    """``per_connection`` finished jobs per connection spread over ``days`` before ``now``.
+
+    Lines are 20 to 200 per job at whole milliseconds; every fifth job runs three hours,
+    longer than Loki's one-hour out-of-order window.
+    """
+    rng = random.Random(seed)
+    jobs = []
+    span = days * DAY - 6 * 3600  # the first job starts two hours inside ``days``, the last ends before now
+    for c, connection in enumerate(connections):
+        for n in range(per_connection):
+            started = round(now - days * DAY + 7200 + span * n / per_connection + rng.uniform(0, 600), 3)
+            duration = 3 * 3600.0 if n % 5 == 2 else round(rng.uniform(60, 1800), 3)
+            count = rng.randint(20, 200)
+            job_id = f"job-{c}-{n:03d}"
+            lines = tuple(
+                (round(started + duration * i / count, 3), f"Stream s{i % 7}: line {i} of {job_id}")
+                for i in range(count)
+            )
+            record = {
+                "job_id": job_id,
+                "connection_name": connection,
+                "status": "failed" if n % 9 == 4 else "succeeded",
+                "started_at": format_rfc3339(started),
+                "finished_at": format_rfc3339(started + duration),
+                "records_synced": count * 10,
+                "records_failed": 0,
+            }
+            jobs.append(HistoryJob(record, lines))
+    return jobs
+
+
+def post_records_then_logs(client: FlaskClient | requests.Session, base: str, jobs: list[HistoryJob]) -> None:
+    """As the product uploads history: every job record first, then each job's log, shuffled across connections."""
+    order = list(jobs)
+    random.Random(2).shuffle(order)
+    for start in range(0, len(order), 100):
+        batch = {"jobs": [j.record for j in order[start : start + 100]]}
+        response = client.post(base + "/api/v1/jobs", json=batch)
+        assert response.status_code == 200
+    random.Random(3).shuffle(order)
+    for job in order:
+        path = f"{base}/api/v1/jobs/{job.job_id}/logs"
+        if isinstance(client, requests.Session):
+            response = client.post(path, data=job.text().encode(), headers={"Content-Type": "text/plain"}, timeout=30)
+        else:
+            response = client.post(path, data=job.text(), content_type="text/plain")
+        assert response.status_code == 200
+
+
+def true_time(entry: Entry) -> float:
+    """When a line happened: its ``log_time`` when Loki took it at another time, else its own."""
+    if "log_time" in entry.labels:
+        return parse_rfc3339(entry.labels["log_time"])
+    return entry.ns / 1e9
+
+
+def job_entries(loki: Loki, service: str, job_id: str, now: float) -> list[Entry]:
+    found = loki.entries(f'{{service_name="{service}"}} | job_id="{job_id}"', start=now - 9 * DAY, end=now + 3600)
+    return sorted(found, key=lambda e: (true_time(e), e.labels.get("event") == "job_summary"))
+
+
+def assert_whole_in_loki(loki: Loki, service: str, jobs: list[HistoryJob], now: float) -> None:
+    """Every line and the summary of every job, in true-time order, each once."""
+    expected = sum(len(j.lines) + 1 for j in jobs)
+    loki.flush(f'{{service_name="{service}"}}', expected=expected, at=now + 3600, days=9)
+    for job in jobs:
+        entries = job_entries(loki, service, job.job_id, now)
+        lines = [(round(true_time(e), 3), e.line) for e in entries if e.labels["event"] == "log"]
+        summaries = [e for e in entries if e.labels["event"] == "job_summary"]
+        assert lines == list(job.lines), job.job_id
+        assert [s.labels["finished_at"] for s in summaries] == [job.record["finished_at"]], job.job_id
+        assert entries[-1] is summaries[0], job.job_id
+
+
+@pytest.fixture
+def shipping_to(tmp_path: Path) -> Iterator[Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]]:
+    opened: list[tuple[LogShipper, SQLiteStore]] = []
+
+    def open_(loki: Loki, service: str, **settings: object) -> tuple[FlaskClient, LogShipper, SQLiteStore]:
+        config = Config(
+            data_dir=str(tmp_path / service),
+            otlp_logs_endpoint=loki.otlp_url,
+            service_name=service,
+            service_instance_id="exporter-1",
+            **settings,  # type: ignore[arg-type]
+        )
+        store = SQLiteStore(config.data_path, outbox=True)
+        shipper = LogShipper(store, config)
+        opened.append((shipper, store))
+        return create_app(config, store=store).test_client(), shipper, store
+
+    yield open_
+    for shipper, store in opened:
+        shipper.stop()
+        store.close()
+
+
+def ship_everything(shipper: LogShipper, store: SQLiteStore, *, steps: int = 2000) -> None:
+    for _ in range(steps):
+        if not store.outbox_read(1):
+            return
+        time.sleep(min(shipper.ship_once(), 1.0))
+    raise AssertionError("the outbox did not empty")
+
+
+@pytest.mark.parametrize("mapping", ["project", "default"])
+def test_a_week_of_history_posted_records_first_reaches_loki_whole_and_in_true_time_order(
+    mapping: str, lokis: dict[str, Loki], shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+) -> None:
+    loki = lokis[mapping]
+    service = f"calabi-week-{mapping}"
+    now = time.time()
+    jobs = history(now)
+    ancient = history(now - 7 * DAY - 3 * 3600, days=0.5, connections=CONNECTIONS[:1], per_connection=1, seed=9)
+    ancient = [HistoryJob({**j.record, "job_id": "job-ancient"}, j.lines) for j in ancient]
+    client, shipper, store = shipping_to(loki, service)
+
+    post_records_then_logs(client, "", jobs + ancient)
+    ship_everything(shipper, store)
+
+    assert_whole_in_loki(loki, service, jobs, now)
+    lines = sum(len(j.lines) for j in jobs)
+    dead = store.dead_letters()
+    assert {job_id for _, job_id, _ in dead} == {"job-ancient"}
+    assert len(dead) == len(ancient[0].lines) + 1  # its lines and its summary
+    assert {reason for _, _, reason in dead} == {"older than log_max_age_seconds (601200 s), which Loki refuses"}
+    assert job_entries(loki, service, "job-ancient", now) == []
+    samples = parse_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples.value("calabi_exporter_log_records_total", outcome="exported") == lines + len(jobs)
+    assert samples.value("calabi_exporter_log_records_total", outcome="dead_lettered") == len(dead)
+    assert samples.value("calabi_exporter_log_outbox_records") == 0
+
+
+def one_job(job_id: str, start: float, count: int, step: float) -> HistoryJob:
+    lines = tuple((round(start + i * step, 3), f"line {i} of {job_id}") for i in range(count))
+    record = {
+        "job_id": job_id,
+        "connection_name": "Stripe → Postgres",
+        "status": "succeeded",
+        "started_at": format_rfc3339(start),
+        "finished_at": format_rfc3339(lines[-1][0] + 1),
+    }
+    return HistoryJob(record, lines)
+
+
+def test_lines_older_than_most_of_the_window_go_at_that_age_with_their_true_time_and_recent_ones_at_their_own(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+) -> None:
+    now = time.time()
+    # A line a minute for the last two hours, each 30 s off the minute: none is at the horizon while shipping.
+    job = one_job("job-late", now - 7200 + 30, 120, 60.0)
+    client, shipper, store = shipping_to(loki, "calabi-late")
+
+    post_records_then_logs(client, "", [job])
+    ship_everything(shipper, store)
+    shipped = time.time()
+    loki.flush('{service_name="calabi-late"}', expected=121, at=now + 3600, days=1)
+
+    entries = job_entries(loki, "calabi-late", job.job_id, now)
+    horizon = now - 3600 * 5 / 6
+    late = [e for e in entries if "log_time" in e.labels]
+    assert [e.labels["log_time"] for e in late] == [format_rfc3339(at) for at, _ in job.lines if at < horizon]
+    times = [e.ns for e in late]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert now - 3000 <= times[0] / 1e9 <= shipped - 3000
+    assert [(e.ns, e.line) for e in entries if "log_time" not in e.labels] == [
+        *((round(at * 1e9), text) for at, text in job.lines if at >= horizon),
+        (round(parse_rfc3339(str(job.record["finished_at"])) * 1e9), entries[-1].line),
+    ]
+    assert store.dead_letters() == []
+
+
+def test_lines_loki_refuses_as_too_far_behind_are_sent_again_from_the_oldest_time_it_accepts(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+) -> None:
+    now = time.time()
+    recent = one_job("job-recent", now - 300, 10, 1.0)
+    behind = one_job("job-behind", now - 7200, 30, 60.0)  # 1 to 2 hours before the stream's newest entry
+    # A window wider than Loki's (one hour): the exporter sends them at their own time and Loki refuses.
+    client, shipper, store = shipping_to(loki, "calabi-behind", log_out_of_order_window_seconds=6 * 3600)
+
+    post_records_then_logs(client, "", [recent])
+    ship_everything(shipper, store)
+    post_records_then_logs(client, "", [behind])
+    ship_everything(shipper, store)
+    loki.flush('{service_name="calabi-behind"}', expected=10 + 30 + 2, at=now + 3600, days=1)
+
+    newest = max(e.ns for e in job_entries(loki, "calabi-behind", recent.job_id, now))
+    entries = job_entries(loki, "calabi-behind", behind.job_id, now)
+    assert [(e.labels["log_time"], e.line) for e in entries[:-1]] == [
+        (format_rfc3339(at), text) for at, text in behind.lines
+    ]
+    times = [e.ns for e in entries]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert newest - 3600e9 <= times[0] <= newest - 3598e9  # Loki's window start, named to the second
+    assert store.dead_letters() == []
+    samples = parse_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples.value("calabi_exporter_log_records_total", outcome="exported") == 42
