@@ -45,6 +45,12 @@ HERE: Final = Path(__file__).resolve().parent
 PROMETHEUS: Final = DataSourceRef(type_val="prometheus", uid="prometheus")
 LOKI: Final = DataSourceRef(type_val="loki", uid="loki")
 SELECTOR: Final = 'connection=~"$connection"'
+#: Job logs of the selected connections. `connection` is filtered in the pipeline, not the stream
+#: selector: it is an index label with the project's Loki otlp_config but structured metadata with
+#: Loki's default OTLP mapping, and a label filter reads both.
+JOB_LOGS: Final = '{service_name="calabi-connect"} | ' + SELECTOR
+#: A line Loki took at another time than its own carries its true time as `log_time`: shown first.
+TRUE_TIME: Final = '| line_format "{{ if .log_time }}[{{ .log_time }}] {{ end }}{{ __line__ }}"'
 SYNC_JOBS_UID: Final = "calabi-sync-jobs"
 SYNC_JOB_UID: Final = "calabi-sync-job"
 EXPORTER_UID: Final = "calabi-exporter"
@@ -189,16 +195,15 @@ def sync_jobs() -> dashboard.Dashboard:
     jobs_table = (
         table.Panel()
         .title("Jobs")
-        .description("One row per finished job, from the job_summary events in Loki; a row opens the job.")
+        .description(
+            "One row per finished job, from the job_summary events in Loki, with its true finish time;"
+            " a row opens the job."
+        )
         .datasource(LOKI)
         .unit("short")
         .height(10)
         .span(24)
-        .with_target(
-            loki.Dataquery()
-            .expr('{service_name="calabi-connect", ' + SELECTOR + '} | event="job_summary" | status=~"$status"')
-            .ref_id("A")
-        )
+        .with_target(loki.Dataquery().expr(JOB_LOGS + ' | event="job_summary" | status=~"$status"').ref_id("A"))
         .data_links([_job_link()])
         .mappings(_status_mappings())
         .with_transformation(DataTransformerConfig(id_val="extractFields", options={"source": "labels"}))
@@ -209,7 +214,7 @@ def sync_jobs() -> dashboard.Dashboard:
                     "includeByName": {
                         name: True
                         for name in (
-                            "Time",
+                            "finished_at",
                             "connection",
                             "job_id",
                             "status",
@@ -370,7 +375,7 @@ def sync_job() -> dashboard.Dashboard:
             loki.Dataquery()
             .expr(
                 '{service_name="calabi-connect"} | job_id="$job_id" | event="log"'
-                ' | detected_level=~"$level" |= "$search"'
+                ' | detected_level=~"$level" |= "$search" ' + TRUE_TIME
             )
             .ref_id("A")
         )

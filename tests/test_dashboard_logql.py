@@ -73,7 +73,7 @@ def test_every_logql_query_uses_only_shipped_labels_and_metadata() -> None:
         assert stream_labels <= index, (where, stream_labels - index)
         pipeline = expr[selector.end() :]
         filters = set(re.findall(r"\|\s*(\w+)\s*(?:=~|!=|!~|=)", pipeline))
-        assert filters <= metadata | LOKI_DERIVED, (where, filters - metadata - LOKI_DERIVED)
+        assert filters <= index | metadata | LOKI_DERIVED, (where, filters - index - metadata - LOKI_DERIVED)
 
 
 def test_the_job_summary_stats_read_fields_every_summary_carries() -> None:

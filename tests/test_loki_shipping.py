@@ -37,13 +37,17 @@ class HistoryJob:
 
     record: dict[str, object]
     lines: tuple[tuple[float, str], ...]
+    levels: tuple[str, ...] = ()  # per line; INFO when empty
 
     @property
     def job_id(self) -> str:
         return str(self.record["job_id"])
 
     def text(self) -> str:
-        return "".join(f"{format_rfc3339(at)} INFO {message}\n" for at, message in self.lines)
+        levels = self.levels or ("INFO",) * len(self.lines)
+        return "".join(
+            f"{format_rfc3339(at)} {level} {text}\n" for (at, text), level in zip(self.lines, levels, strict=True)
+        )
 
 
 def history(
