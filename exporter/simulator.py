@@ -269,9 +269,12 @@ class Simulator:
         if response.status_code >= 400:
             log.warning("POST %s answered %s: %s", path, response.status_code, response.text[:300])
 
-    def post_job(self, job: SimJob, *, logs: bool = True) -> None:
+    def post_job(self, job: SimJob) -> None:
         self._post("/api/v1/jobs", json=job.record)
-        if logs and job.logs:
+        self._post_logs(job)
+
+    def _post_logs(self, job: SimJob) -> None:
+        if job.logs:
             self._post(
                 f"/api/v1/jobs/{job.record['job_id']}/logs",
                 data="\n".join(job.logs).encode(),
@@ -279,15 +282,12 @@ class Simulator:
             )
 
     def post_backfill(self, hours: float = 24) -> int:
-        """Post the history in batches of 100; logs only for the latest jobs of each connection."""
+        """Post the history as the product uploads it: job records in batches of 100, then each job's log."""
         jobs = backfill(self.specs, self.rng, now=self.clock(), hours=hours)
         for start in range(0, len(jobs), 100):
             self._post("/api/v1/jobs", json={"jobs": [j.record for j in jobs[start : start + 100]]})
-        latest: dict[str, SimJob] = {}
         for job in jobs:
-            latest[job.record["connection_name"]] = job
-        for job in latest.values():
-            self.post_job(job)
+            self._post_logs(job)
         return len(jobs)
 
     def start_live(self) -> None:

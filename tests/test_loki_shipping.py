@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,12 +14,14 @@ import pytest
 import requests
 from calabi_exporter.config import Config
 from calabi_exporter.logship import LogShipper
+from calabi_exporter.simulator import CONNECTIONS as SIMULATED
+from calabi_exporter.simulator import backfill
 from calabi_exporter.store import SQLiteStore
 from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 
-from .conftest import parse_samples
+from .conftest import ExporterProcess, environment_without_calabi, free_port, parse_samples, wait_until
 from .loki_server import Entry, Loki
 
 DAY = 86_400.0
@@ -251,3 +255,67 @@ def test_lines_loki_refuses_as_too_far_behind_are_sent_again_from_the_oldest_tim
     assert store.dead_letters() == []
     samples = parse_samples(client.get("/metrics").get_data(as_text=True))
     assert samples.value("calabi_exporter_log_records_total", outcome="exported") == 42
+
+
+def post_logs(session: requests.Session, base: str, jobs: list[HistoryJob]) -> None:
+    for job in jobs:
+        response = session.post(
+            f"{base}/api/v1/jobs/{job.job_id}/logs",
+            data=job.text().encode(),
+            headers={"Content-Type": "text/plain"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+
+
+def test_two_worker_processes_and_a_restart_ship_a_backfill_whole(
+    loki: Loki, exporter_process: Callable[..., ExporterProcess], tmp_path: Path
+) -> None:
+    now = time.time()
+    jobs = history(now, days=2, connections=CONNECTIONS[:3], per_connection=8, seed=4)
+    service = "calabi-workers"
+    env = {"CALABI_OTLP_LOGS_ENDPOINT": loki.otlp_url, "CALABI_SERVICE_NAME": service}
+    session = requests.Session()
+    first = exporter_process(workers=2, data_dir=tmp_path / "kept", env=env)
+    for start in range(0, len(jobs), 10):
+        response = session.post(first.url + "/api/v1/jobs", json={"jobs": [j.record for j in jobs[start : start + 10]]})
+        assert response.status_code == 200
+    post_logs(session, first.url, jobs[::2])
+    first.stop()
+
+    second = exporter_process(workers=2, data_dir=tmp_path / "kept", env=env)
+    post_logs(session, second.url, jobs[1::2])
+    wait_until(
+        lambda: second.scrape().value("calabi_exporter_log_outbox_records") == 0, timeout=60, what="an empty outbox"
+    )
+
+    assert_whole_in_loki(loki, service, jobs, now)
+    assert session.get(second.url + "/api/v1/logs/dead-letters", timeout=10).json()["dead_letters"] == []
+
+
+def test_the_demos_history_jobs_have_their_logs_in_loki(loki: Loki, tmp_path: Path) -> None:
+    seed = 7
+    history_jobs = backfill(SIMULATED, random.Random(seed), now=time.time())
+    env = {
+        **environment_without_calabi(),
+        "CALABI_OTLP_LOGS_ENDPOINT": loki.otlp_url,
+        "CALABI_SERVICE_NAME": "calabi-demo",
+    }
+    argv = [sys.executable, "-m", "calabi_exporter", "demo", "--duration", "60", "--seed", str(seed)]
+    argv += ["--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "demo"), "--log-level", "warning"]
+    began = time.time()
+    demo = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180, check=False)
+    assert demo.returncode == 0, demo.stderr.decode()[-2000:]
+
+    shipped = [[line for line in job.logs if " DEBUG " not in line] for job in history_jobs]
+    loki.flush('{service_name="calabi-demo"}', expected=sum(len(s) + 1 for s in shipped), at=time.time(), days=2)
+    for job, lines in zip(history_jobs, shipped, strict=True):
+        job_id = job.record["job_id"]
+        found = loki.entries(
+            f'{{service_name="calabi-demo"}} | job_id="{job_id}"', start=began - 2 * DAY, end=time.time()
+        )
+        events = sorted(e.labels["event"] for e in found)
+        assert events == ["job_summary"] + ["log"] * len(lines), job_id
+        assert sorted(e.line for e in found if e.labels["event"] == "log") == sorted(
+            line.split(" ", 2)[2] for line in lines
+        ), job_id
