@@ -6,7 +6,12 @@
    request with the protobuf runtime and counts the records. Reported: lines/s
    from first export to empty outbox, and the records the receiver counted
    (must equal the lines).
-2. Memory: with the receiver down, ``--outbox`` lines (1,000,000 by default)
+2. Real Loki (``--loki``, on by default when a Loki binary is found the way the tests find it:
+   ``LOKI_BIN``, ``loki`` on PATH, ``../shared/bin/loki``): the same outbox shipped to a single-process
+   Loki 3.x on loopback with the project's ``otlp_config`` (rate limits raised as in the tests), and the
+   tests' 7-day backfill (6 connections, 240 jobs, about 28,000 lines, records first then logs)
+   from the first request to the last line queryable (after Loki flushes its chunks).
+3. Memory: with the receiver down, ``--outbox`` lines (1,000,000 by default)
    are ingested while the shipper runs in its thread (backing off); the
    process's resident memory is sampled as the outbox grows, and the peak RSS
    is reported.
@@ -102,17 +107,14 @@ def rss_mib() -> float:
     return 0.0
 
 
-def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
-    port = free_port()
-    counted: Synchronized[int] = mp.Value("q", 0)  # type: ignore[assignment]
-    receiver = mp.get_context("fork").Process(target=serve_receiver, args=(port, counted), daemon=True)
-    receiver.start()
-    time.sleep(0.5)
+def ship_outbox(workdir: Path, name: str, endpoint: str, lines: int, batch: int) -> tuple[int, float, float]:
+    """Fill an outbox with ``lines`` and ship it all: (lines shipped, seconds, shipper CPU cores)."""
     config = Config(
-        data_dir=str(workdir / "throughput"),
-        otlp_logs_endpoint=f"http://127.0.0.1:{port}/otlp/v1/logs",
+        data_dir=str(workdir / name),
+        otlp_logs_endpoint=endpoint,
         otlp_batch_size=batch,
         service_instance_id="bench",
+        service_name=f"calabi-bench-{name}",
     )
     store = SQLiteStore(config.data_path, synchronous="normal", outbox=True)
     print(f"filling the outbox with {lines:,} lines", flush=True)
@@ -125,17 +127,73 @@ def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
         shipper.ship_once()
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
-    time.sleep(0.5)
     shipped = store.metrics_snapshot().shipping.exported
-    receiver.terminate()
     store.close()
+    return shipped, seconds, cpu / seconds
+
+
+def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
+    port = free_port()
+    counted: Synchronized[int] = mp.Value("q", 0)  # type: ignore[assignment]
+    receiver = mp.get_context("fork").Process(target=serve_receiver, args=(port, counted), daemon=True)
+    receiver.start()
+    time.sleep(0.5)
+    shipped, seconds, cores = ship_outbox(workdir, "imitation", f"http://127.0.0.1:{port}/otlp/v1/logs", lines, batch)
+    time.sleep(0.5)
+    receiver.terminate()
     rate = (shipped - 1) / seconds
     row = (
         f"| Shipping to a local OTLP/HTTP receiver | batches of {batch:,} | **{rate:,.0f} lines/s** "
-        f"({shipped:,} lines, receiver counted {counted.value:,}; shipper CPU {cpu / seconds:.2f} cores) "
+        f"({shipped:,} lines, receiver counted {counted.value:,}; shipper CPU {cores:.2f} cores) "
         f"| ≥ {TARGET_LINES_PER_S:,} lines/s | {'met' if rate >= TARGET_LINES_PER_S else '**MISSED**'} |"
     )
     return row, counted.value == shipped == lines
+
+
+def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[str], bool]:
+    """Shipping rate to a real Loki, and the 7-day backfill until fully queryable."""
+    from tests.conftest import free_port as test_port
+    from tests.loki_server import start_loki
+    from tests.test_loki_shipping import history, post_records_then_logs
+
+    loki = start_loki(binary, workdir / "loki", mapping="project", ports=(test_port(), test_port()))
+    try:
+        shipped, seconds, cores = ship_outbox(workdir, "loki", loki.otlp_url, lines, batch)
+        rate = (shipped - 1) / seconds
+        rows = [
+            f"| Shipping to a real Loki 3.x on loopback | batches of {batch:,} | **{rate:,.0f} lines/s** "
+            f"({shipped:,} lines; shipper CPU {cores:.2f} cores) | - | - |"
+        ]
+        now = time.time()
+        jobs = history(now)
+        expected = sum(len(j.lines) + 1 for j in jobs)
+        config = Config(
+            data_dir=str(workdir / "backfill"),
+            otlp_logs_endpoint=loki.otlp_url,
+            service_instance_id="bench",
+            service_name="calabi-bench-backfill",
+        )
+        store = SQLiteStore(config.data_path, synchronous="normal", outbox=True)
+        client = create_app(config, store=store).test_client()
+        started = time.perf_counter()
+        post_records_then_logs(client, "", jobs)
+        posted = time.perf_counter() - started
+        shipper = LogShipper(store, config)
+        while store.metrics_snapshot().shipping.waiting:
+            shipper.ship_once()
+        shipped_at = time.perf_counter() - started
+        dead = store.metrics_snapshot().shipping.dead_lettered
+        store.close()
+        loki.flush('{service_name="calabi-bench-backfill"}', expected=expected, at=now + 3600, days=8, timeout=300)
+        queryable = time.perf_counter() - started
+        rows.append(
+            f"| 7-day backfill to a real Loki | {len(jobs)} jobs, {expected:,} records, records first | "
+            f"posted {posted:.1f} s, shipped {shipped_at:.1f} s, **all queryable after {queryable:.1f} s** "
+            f"({dead} dead-lettered) | - | - |"
+        )
+        return rows, dead == 0
+    finally:
+        loki.stop()
 
 
 def memory(workdir: Path, outbox: int) -> str:
@@ -182,12 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000, help="records per export (otlp_batch_size)")
     parser.add_argument("--outbox", type=int, default=1_000_000, help="lines waiting for the memory run")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument("--no-loki", action="store_true", help="skip the real Loki runs")
     args = parser.parse_args(argv)
+    from tests.loki_server import loki_binary
+
+    binary, why = (None, "--no-loki") if args.no_loki else loki_binary()
     with tempfile.TemporaryDirectory(prefix="calabi-ship-bench-") as tmp:
         row, complete = throughput(Path(tmp), args.lines, args.batch)
         print(row, flush=True)
-        memory_row = memory(Path(tmp), args.outbox)
-    table = "\n".join(["| Benchmark | Setting | Result | Target | Status |", "|---|---|---|---|---|", row, memory_row])
+        rows = [row]
+        if binary is not None:
+            loki_rows, whole = real_loki(Path(tmp), binary, args.lines, args.batch)
+            print("\n".join(loki_rows), flush=True)
+            rows += loki_rows
+            complete = complete and whole
+        else:
+            print(f"no real Loki run: {why}", flush=True)
+        rows.append(memory(Path(tmp), args.outbox))
+    table = "\n".join(["| Benchmark | Setting | Result | Target | Status |", "|---|---|---|---|---|", *rows])
     print("\n" + table)
     if args.output:
         args.output.write_text(table + "\n", encoding="utf-8")
