@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--no-loki", action="store_true", help="skip the real Loki runs")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' Loki launcher and data set
     from tests.loki_server import loki_binary
 
     binary, why = (None, "--no-loki") if args.no_loki else loki_binary()
