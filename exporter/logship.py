@@ -291,6 +291,7 @@ class LogShipper(SingletonWorker):
         self._backoff = 0.0
         self._healthy = False  # no export has got through yet
         self._retimed_until = 0  # the last time (ns) a record was sent at instead of its own
+        self._placed: dict[int, int] = {}  # outbox id -> that time, for records not yet done
 
     # ---------------------------------------------------------------- one step
 
@@ -330,6 +331,7 @@ class LogShipper(SingletonWorker):
         self._backoff = 0.0
         self._healthy = self._healthy or shipment.sent
         self._store.outbox_done(entries[-1].id, exported=shipment.exported, dead=shipment.dead)
+        self._placed = {id_: at for id_, at in self._placed.items() if id_ > entries[-1].id}
         return 0.0
 
     def _deliver(self, connection: str, stream: list[OutboxEntry], shipment: _Shipment) -> Attempt | None:
@@ -347,7 +349,7 @@ class LogShipper(SingletonWorker):
                 shipment.dead += [(entry, _refusal(behind.attempt)) for entry in behind.entries]
                 return None
             base = behind.cutoff + CUTOFF_RESOLUTION if behind.cutoff is not None else self._clock()
-            pending = self._retimed(behind.entries, base)
+            pending = self._retimed(behind.entries, base, again=True)
         return None
 
     def _send(
@@ -390,17 +392,25 @@ class LogShipper(SingletonWorker):
                 return failure  # transient: the whole batch is tried again later
         return None
 
-    def _retimed(self, entries: list[OutboxEntry], base: float) -> list[tuple[OutboxEntry, int | None]]:
+    def _retimed(
+        self, entries: list[OutboxEntry], base: float, *, again: bool = False
+    ) -> list[tuple[OutboxEntry, int | None]]:
         """``entries`` (oldest first) sent from ``base`` on, a nanosecond apart, in their order.
 
         Never earlier than the last record re-timed, so that two re-timed records never
-        share a time and text (Loki would keep one of them).
+        share a time and text (Loki would keep one of them). A record of a batch tried
+        again after a failure keeps the time it was first sent at, so that Loki, which
+        may have stored it then, sees the same entry and keeps one; ``again`` moves
+        records Loki refused at that time.
         """
-        if not entries:
-            return []
-        first = max(nanos(base), self._retimed_until + 1)
-        self._retimed_until = first + len(entries) - 1
-        return [(entry, first + offset) for offset, entry in enumerate(entries)]
+        placed: list[tuple[OutboxEntry, int | None]] = []
+        for entry in entries:
+            at = None if again else self._placed.get(entry.id)
+            if at is None:
+                at = self._retimed_until = max(nanos(base), self._retimed_until + 1)
+                self._placed[entry.id] = at
+            placed.append((entry, at))
+        return placed
 
     def _resource(self, connection: str) -> Resource:
         resource = self._resources.get(connection)

@@ -439,3 +439,28 @@ def test_the_instance_id_defaults_to_the_host_name_so_restarts_keep_one_loki_str
     assert first["service.instance.id"] == socket.gethostname()
     assert dict(first) == dict(again)
     assert "service.namespace" not in first and "deployment.environment" not in first
+
+
+def test_late_records_of_a_batch_tried_again_after_a_failure_go_at_the_times_they_first_went_at(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, clock: FakeClock
+) -> None:
+    for job_id, connection in (("job_a", "Salesforce → Snowflake"), ("job_b", "Stripe → Postgres")):
+        assert api.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
+        # Two hours old: past five sixths of Loki's window, so sent at that age.
+        log = "".join(f"2026-04-06T06:00:{i:02d}Z INFO {job_id} line {i}\n" for i in range(3))
+        assert api.post(f"/api/v1/jobs/{job_id}/logs", data=log, content_type="text/plain").status_code == 200
+    # The oldest record alone (the shipper starts cautious), then job_a's stream, then job_b's fails
+    # (503 until the exporter's own retries run out of their 3 s).
+    receiver.answers.extend([(200, {}), (200, {}), *[(503, {})] * 4])
+
+    ship_all(shipper)
+
+    sent: dict[str, set[int]] = {}
+    for record in receiver.records:
+        sent.setdefault(record.body, set()).add(record.time_unix_nano)
+    assert sorted(sent) == sorted(f"{j} line {i}" for j in ("job_a", "job_b") for i in range(3))
+    assert [len(times) for times in sent.values()] == [1] * 6  # re-sent at the very same time
+    assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 2
+    times = sorted(t for times in sent.values() for t in times)
+    assert times[0] == round((T0 - 3000) * 1e9) and times == list(range(times[0], times[0] + 6))
+    assert {r.attributes["log_time"] for r in receiver.records if r.body == "job_a line 2"} == {"2026-04-06T06:00:02Z"}
