@@ -19,6 +19,7 @@ from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
 
 from .loki_server import MAPPINGS, Loki
+from .test_dashboard_logql import logql_queries
 from .test_loki_shipping import HistoryJob, post_records_then_logs, ship_everything, true_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,17 +72,6 @@ def dataset(now: float) -> list[HistoryJob]:
         ((old + 1, "Syncing stream: contacts"), (old + 5, "Stream contacts: 1,200 records synced in 4.0s")),
     )
     return [sf, hs]
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, LogQL) of every Loki target of the dashboards."""
-    out = []
-    for path in sorted((ROOT / "dashboards").glob("*.json")):
-        board = json.loads(path.read_text(encoding="utf-8"))
-        for panel in board["panels"]:
-            if panel["datasource"]["type"] == "loki":
-                out += [(f"{board['uid']} / {panel['title']}", t["expr"]) for t in panel["targets"]]
-    return out
 
 
 def document_queries(name: str) -> list[tuple[str, str]]:
@@ -144,7 +134,7 @@ def rows(loki: Loki, expr: str, now: float) -> Any:
 QUERIES = [
     *(
         pytest.param(expr, values, id=f"{where} ({label})")
-        for where, expr in dashboard_queries()
+        for where, expr in logql_queries()
         for label, values in (("one connection", ONE), ("All", ALL))
     ),
     *(pytest.param(expr, PLACEHOLDERS, id=where) for where, expr in document_queries("docs/runbook.md")),
@@ -165,7 +155,7 @@ def test_the_query_returns_the_same_rows_with_the_projects_mapping_and_lokis_def
 
 
 def test_the_logs_panel_shows_the_true_time_of_a_line_loki_took_later(lokis: dict[str, Loki], shipped: float) -> None:
-    (logs,) = [expr for where, expr in dashboard_queries() if where == "calabi-sync-job / Logs"]
+    (logs,) = [expr for where, expr in logql_queries() if where == "calabi-sync-job / Logs"]
     query = substituted(logs, {**ONE, "$job_id": "job-hs-1"})
     old = shipped - 7200
 
@@ -178,7 +168,7 @@ def test_the_logs_panel_shows_the_true_time_of_a_line_loki_took_later(lokis: dic
 
 
 def test_the_jobs_table_shows_each_jobs_true_finish_time(lokis: dict[str, Loki], shipped: float) -> None:
-    (jobs,) = [expr for where, expr in dashboard_queries() if where == "calabi-sync-jobs / Jobs"]
+    (jobs,) = [expr for where, expr in logql_queries() if where == "calabi-sync-jobs / Jobs"]
     board = json.loads((ROOT / "dashboards" / "calabi-sync-jobs.json").read_text(encoding="utf-8"))
     (table,) = [p for p in board["panels"] if p["title"] == "Jobs"]
     columns = next(t for t in table["transformations"] if t["id"] == "organize")["options"]["includeByName"]
