@@ -372,13 +372,11 @@ class LogShipper(SingletonWorker):
         refusal = read_refusal(attempt.message) if attempt.sent else None
         split = refusal.split([r.log_record.timestamp or 0 for r in records]) if refusal else None
         if refusal is not None and split is not None:  # the receiver said exactly which
-            unknown_end = split.dead + split.unknown
-            behind_end = unknown_end + split.behind
-            shipment.dead += [(entry, _refusal(attempt)) for entry, _ in pending[: split.dead]]
-            behind.add([entry for entry, _ in pending[unknown_end:behind_end]], refusal, attempt)
+            behind_end = split.unknown + split.behind
+            behind.add([entry for entry, _ in pending[split.unknown : behind_end]], refusal, attempt)
             shipment.exported += len(pending) - behind_end
             # The oldest ones, dropped without a word: on their own they get an answer of their own.
-            return self._send(resource, pending[split.dead : unknown_end], shipment, behind) if split.unknown else None
+            return self._send(resource, pending[: split.unknown], shipment, behind) if split.unknown else None
         if len(pending) == 1:
             if refusal is not None and refusal.behind:
                 behind.add([pending[0][0]], refusal, attempt)

@@ -11,8 +11,9 @@ were refused and which ones came first::
     user 'fake', total ignored: 15 out of 16 for stream: {connection="A", service_name="calabi-connect"}
 
 Such an entry is refused only because of where it sits in its stream: the same
-entry sent at a later time is taken. An entry refused as older than
-``reject_old_samples_max_age`` ("timestamp too old") is refused for good.
+entry sent at a later time is taken. Entries Loki drops before they reach their
+stream (older than ``reject_old_samples_max_age``, or invalid) are not in that
+count; each gets its own answer when sent on its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from .timeutil import parse_rfc3339
 
 #: Reasons that depend on the stream's newest entry, not on the entry itself.
 _BEHIND: Final = re.compile(r"entry too far behind|entry out of order")
-_TOO_OLD: Final = re.compile(r"has timestamp too old")
 _CUTOFF: Final = re.compile(
     r"oldest acceptable timestamp is: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d))"
 )
@@ -45,12 +45,11 @@ CUTOFF_RESOLUTION: Final = 1.0
 class Split:
     """Which of the records sent to one stream, oldest first, met which fate, in this order.
 
-    ``dead`` first records were refused for good (too old); the ``unknown`` next were
-    dropped without a word and are sent again on their own; the ``behind`` next were
-    refused for their place in the stream; the rest was stored.
+    The ``unknown`` first records were dropped before they reached the stream, with no
+    word on them, and are sent again on their own; the ``behind`` next were refused
+    for their place in the stream; the rest was stored.
     """
 
-    dead: int = 0
     unknown: int = 0
     behind: int = 0
 
@@ -61,9 +60,7 @@ class Refusal:
 
     #: Some entries were refused for their place in the stream (too far behind, out of order).
     behind: bool
-    #: Some entries were refused as older than the receiver keeps (``reject_old_samples_max_age``).
-    too_old: bool
-    #: The oldest time the receiver accepts, as it named it (seconds, truncated), if it did.
+    #: The oldest time the stream accepts, as the receiver named it (seconds, truncated), if it did.
     cutoff: float | None
     #: "total ignored: N out of M", if given.
     ignored: int | None
@@ -76,35 +73,22 @@ class Refusal:
 
         Records sent in time order to one stream are refused by the out-of-order
         window from the oldest on; Loki counts them ("total ignored: N out of M") and
-        lists the first ones. Records it refuses as too old never reach that count
-        (M is short of what was sent by as many) and, being the oldest, come first.
-        Records refused only as too old are those before the time Loki names.
+        lists the first ones. Records it dropped before the stream (too old, say) are
+        not counted, M falling short of what was sent by as many; being the oldest,
+        they come first. So the split is known when the listed times are those of the
+        records right after them.
 
         >>> behind = read_refusal("entry with timestamp 1970-01-01 00:00:02 +0000 UTC ignored, reason: "
         ...     "'entry too far behind, entry timestamp is: 1970-01-01T00:00:02Z, oldest acceptable "
         ...     "timestamp is: 1970-01-01T01:00:00Z',\\nuser 'fake', total ignored: 1 out of 2 for stream: {}")
         >>> behind.split([1_000_000_000, 2_000_000_000, 7_200_000_000_000])
-        Split(dead=0, unknown=1, behind=1)
+        Split(unknown=1, behind=1)
         >>> behind.split([3_000_000_000, 7_200_000_000_000]) is None
         True
-        >>> old = read_refusal("1 errors like: entry for stream '{}' has timestamp too old: 1970-01-01T00:00:01Z, "
-        ...     "oldest acceptable timestamp is: 1970-01-01T00:00:10Z")
-        >>> old.split([1_000_000_000, 10_500_000_000, 12_000_000_000])
-        Split(dead=1, unknown=1, behind=0)
         """
-        if self.behind:
-            return self._behind_split(sent_ns)
-        if self.too_old and self.cutoff is not None:
-            cutoff = round(self.cutoff * 1e9)
-            dead = sum(1 for ns in sent_ns if ns < cutoff)
-            unsure = sum(1 for ns in sent_ns if cutoff <= ns < cutoff + round(CUTOFF_RESOLUTION * 1e9))
-            if dead == 0 or list(sent_ns) != sorted(sent_ns):
-                return None
-            return Split(dead=dead, unknown=unsure)
-        return None
-
-    def _behind_split(self, sent_ns: Sequence[int]) -> Split | None:
-        if self.ignored is None or self.out_of is None or not 0 < self.ignored <= self.out_of <= len(sent_ns):
+        if not self.behind or self.ignored is None or self.out_of is None:
+            return None
+        if not 0 < self.ignored <= self.out_of <= len(sent_ns):
             return None
         if not self.listed or any(not _BEHIND.search(reason) for _, reason in self.listed):
             return None
@@ -121,7 +105,6 @@ def read_refusal(message: str) -> Refusal:
     count = _COUNT.search(message)
     return Refusal(
         behind=bool(_BEHIND.search(message)),
-        too_old=bool(_TOO_OLD.search(message)),
         cutoff=max(cutoffs) if cutoffs else None,
         ignored=int(count.group(1)) if count else None,
         out_of=int(count.group(2)) if count else None,

@@ -319,3 +319,38 @@ def test_the_demos_history_jobs_have_their_logs_in_loki(loki: Loki, tmp_path: Pa
         assert sorted(e.line for e in found if e.labels["event"] == "log") == sorted(
             line.split(" ", 2)[2] for line in lines
         ), job_id
+
+
+def test_lines_loki_finds_too_old_are_dead_lettered_with_its_reason_and_the_others_of_their_request_shipped(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+) -> None:
+    now = time.time()
+    recent = one_job("job-recent", now - 300, 10, 1.0)
+    ancient = one_job("job-ancient", now - 7 * DAY - 3 * 3600, 5, 60.0)  # past Loki's 168 h
+    behind = one_job("job-behind", now - 7200, 30, 60.0)
+    # Limits wider than Loki's, so that it is Loki that refuses: the ancient lines before their stream
+    # (too old), the others in it (too far behind), all in one request.
+    client, shipper, store = shipping_to(
+        loki, "calabi-too-old", log_max_age_seconds=8 * DAY, log_out_of_order_window_seconds=10 * DAY
+    )
+
+    post_records_then_logs(client, "", [recent])
+    ship_everything(shipper, store)
+    post_records_then_logs(client, "", [ancient, behind])
+    ship_everything(shipper, store)
+    loki.flush('{service_name="calabi-too-old"}', expected=10 + 30 + 2, at=now + 3600, days=1)
+
+    dead = store.dead_letters()
+    assert sorted(job_id for _, job_id, _ in dead) == ["job-ancient"] * 6  # its lines and its summary
+    assert all(
+        reason.startswith("refused by the receiver (HTTP 400): entry for stream")
+        and "has timestamp too old" in reason
+        for _, _, reason in dead
+    ), dead
+    entries = job_entries(loki, "calabi-too-old", behind.job_id, now)
+    assert [(e.labels["log_time"], e.line) for e in entries[:-1]] == [
+        (format_rfc3339(at), text) for at, text in behind.lines
+    ]
+    samples = parse_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples.value("calabi_exporter_log_records_total", outcome="exported") == 42
+    assert samples.value("calabi_exporter_log_records_total", outcome="dead_lettered") == 6
