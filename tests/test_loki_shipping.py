@@ -343,8 +343,7 @@ def test_lines_loki_finds_too_old_are_dead_lettered_with_its_reason_and_the_othe
     dead = store.dead_letters()
     assert sorted(job_id for _, job_id, _ in dead) == ["job-ancient"] * 6  # its lines and its summary
     assert all(
-        reason.startswith("refused by the receiver (HTTP 400): entry for stream")
-        and "has timestamp too old" in reason
+        reason.startswith("refused by the receiver (HTTP 400): entry for stream") and "has timestamp too old" in reason
         for _, _, reason in dead
     ), dead
     entries = job_entries(loki, "calabi-too-old", behind.job_id, now)
