@@ -16,6 +16,23 @@ ROOT = Path(__file__).resolve().parent.parent
 LOKI_DERIVED = {"detected_level"}  # Loki adds it from the severity of OTLP records
 
 
+#: A finished job with every field a shipped summary can carry.
+SAMPLE_JOB = {
+    "job_id": "j",
+    "connection_name": "c",
+    "connection_id": "c1",
+    "status": "failed",
+    "started_at": "2026-04-06T08:00:00Z",
+    "finished_at": "2026-04-06T08:01:00Z",
+    "records_synced": 1,
+    "records_failed": 1,
+    "bytes_synced": 1,
+    "error_summary": "x",
+    "job_url": "https://x",
+    "streams": [{"name": "Account", "status": "failed"}],
+}
+
+
 def loki_name(attribute: str) -> str:
     """How Loki names an OTLP attribute: dots become underscores."""
     return attribute.replace(".", "_")
@@ -24,22 +41,7 @@ def loki_name(attribute: str) -> str:
 def shipped_names() -> tuple[set[str], set[str]]:
     """(index labels, structured metadata) of a shipped line and summary, as Loki stores them."""
     config = Config(deployment_environment="prod", service_namespace="data")
-    job = parse_job(
-        {
-            "job_id": "j",
-            "connection_name": "c",
-            "connection_id": "c1",
-            "status": "failed",
-            "started_at": "2026-04-06T08:00:00Z",
-            "finished_at": "2026-04-06T08:01:00Z",
-            "records_synced": 1,
-            "records_failed": 1,
-            "bytes_synced": 1,
-            "error_summary": "x",
-            "job_url": "https://x",
-            "streams": [{"name": "Account", "status": "failed"}],
-        }
-    )
+    job = parse_job(SAMPLE_JOB)
     resource = resource_for(config, "c")
     index = {loki_name(name) for name in resource.attributes if name != "service.instance.id"}
     metadata = {"service_instance_id"}

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from .test_dashboard_logql import SAMPLE_JOB
+
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT = 600
 #: What pip says when it cannot reach the index at all.
@@ -31,6 +33,7 @@ OFFLINE = (
 
 SHIP = """
 import json
+import sys
 
 from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
@@ -41,22 +44,7 @@ from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 config = Config(deployment_environment="prod", service_namespace="data", service_instance_id="host-1")
-job = parse_job(
-    {
-        "job_id": "j",
-        "connection_name": "c",
-        "connection_id": "c1",
-        "status": "failed",
-        "started_at": "2026-04-06T08:00:00Z",
-        "finished_at": "2026-04-06T08:01:00Z",
-        "records_synced": 1,
-        "records_failed": 1,
-        "bytes_synced": 1,
-        "error_summary": "x",
-        "job_url": "https://x",
-        "streams": [{"name": "Account", "status": "failed"}],
-    }
-)
+job = parse_job(json.loads(sys.argv[1]))
 resource = resource_for(config, "c")
 records = [
     to_log_record(OutboxEntry(id, job, line, 1.0), resource)
@@ -174,6 +162,6 @@ def test_the_package_installs_and_ships_a_record_with_the_lowest_allowed_opentel
         name: Version(v) for name, v in bounds.items()
     }
 
-    shipped = run(python, "-c", SHIP, timeout=60)
+    shipped = run(python, "-c", SHIP, json.dumps(SAMPLE_JOB), timeout=60)
     assert shipped.returncode == 0, shipped.stderr
     assert json.loads(shipped.stdout) == SHIPPED
