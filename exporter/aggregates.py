@@ -115,6 +115,16 @@ class StreamAgg:
     last_finished_at: float | None = None
 
 
+#: A counter total stops here (the largest integer the store holds): 1,024 jobs at the largest
+#: count a record may carry (2^53 - 1) already reach it, and no float tells the difference.
+MAX_TOTAL: Final = 2**63 - 1
+
+
+def _grown(total: int, old: int | None, new: int | None) -> int:
+    """``total`` after a finished job's value goes from ``old`` to ``new``, saturating at :data:`MAX_TOTAL`."""
+    return min(total + _gain(old, new), MAX_TOTAL)
+
+
 def _gain(old: int | None, new: int | None) -> int:
     """What a counter gains when a finished job's value goes from ``old`` to ``new``."""
     if new is None:
@@ -154,11 +164,11 @@ def apply_finished(
     newly_finished = old is None or not old.finished
     before = None if newly_finished else old
 
-    agg.records_synced += _gain(_known(before, "records_synced"), new.records_synced)
-    agg.records_failed += _gain(_known(before, "records_failed"), new.records_failed)
-    agg.bytes_synced += _gain(_known(before, "bytes_synced"), new.bytes_synced)
-    agg.streams_succeeded += _gain(_known(before, "streams_succeeded"), new.streams_succeeded)
-    agg.streams_failed += _gain(_known(before, "streams_failed"), new.streams_failed)
+    agg.records_synced = _grown(agg.records_synced, _known(before, "records_synced"), new.records_synced)
+    agg.records_failed = _grown(agg.records_failed, _known(before, "records_failed"), new.records_failed)
+    agg.bytes_synced = _grown(agg.bytes_synced, _known(before, "bytes_synced"), new.bytes_synced)
+    agg.streams_succeeded = _grown(agg.streams_succeeded, _known(before, "streams_succeeded"), new.streams_succeeded)
+    agg.streams_failed = _grown(agg.streams_failed, _known(before, "streams_failed"), new.streams_failed)
 
     if newly_finished:
         agg.jobs[new.status] += 1
@@ -214,7 +224,9 @@ def apply_finished_streams(streams: dict[str, StreamAgg], old: Job | None, new: 
     for stream in new.streams:
         agg = streams[stream.name]
         before = known.get(stream.name)
-        agg.records_synced += _gain(None if before is None else before.records_synced, stream.records_synced)
+        agg.records_synced = _grown(
+            agg.records_synced, None if before is None else before.records_synced, stream.records_synced
+        )
         if stream.status in FINISHED_STATUSES and (
             agg.last_finished_at is None or new.finished_at >= agg.last_finished_at
         ):

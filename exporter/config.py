@@ -174,6 +174,13 @@ OPTIONS: Final = (
     Option("threads", _int(1), 8, "Threads per worker process."),
     Option("max_body_bytes", _int(1024), 10 * 1024 * 1024, "Largest accepted request body; larger gets HTTP 413."),
     Option(
+        "max_clock_skew_seconds",
+        _seconds,
+        86400.0,
+        "How far ahead of the exporter's clock a job's or a log line's time may be; later ones get HTTP 400. "
+        "Accepts units: `1d`.",
+    ),
+    Option(
         "ingest_tokens",
         _tokens,
         (),
@@ -347,6 +354,7 @@ class Config:
     workers: int = 2
     threads: int = 8
     max_body_bytes: int = 10 * 1024 * 1024
+    max_clock_skew_seconds: float = 86400.0
     ingest_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     log_level: str = "info"

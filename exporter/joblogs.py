@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .model import ValidationError, check_utf8
+from .model import LATEST_TIME, ValidationError, bounded_time, check_utf8
 from .redact import redact
-from .timeutil import parse_rfc3339
 
 LEVELS: Final = ("DEBUG", "INFO", "WARN", "ERROR")
 #: Spellings other tools use for the product's four levels.
@@ -83,8 +82,11 @@ def _message(value: Any, where: str) -> str:
     return redact(value)
 
 
-def parse_text(body: str) -> list[LogLine]:
-    """Parse ``text/plain`` lines in the product's format; blank lines are skipped."""
+def parse_text(body: str, *, latest: float = LATEST_TIME) -> list[LogLine]:
+    """Parse ``text/plain`` lines in the product's format; blank lines are skipped.
+
+    Line times must lie between 2000 and ``latest``, as a job record's do.
+    """
     lines: list[LogLine] = []
     for number, raw in enumerate(body.splitlines(), start=1):
         text = raw.rstrip("\r")
@@ -100,18 +102,15 @@ def parse_text(body: str) -> list[LogLine]:
         message = _message(match.group("message"), f"{where}.message")
         timestamp = None
         if match.group("ts"):
-            try:
-                timestamp = parse_rfc3339(match.group("ts"))
-            except ValueError:
-                raise ValidationError(f"{where}.timestamp", "must be an RFC 3339 timestamp") from None
+            timestamp = bounded_time(match.group("ts"), f"{where}.timestamp", latest)
         lines.append(LogLine(level, message, timestamp, stream_of(message)))
         if len(lines) > MAX_LINES:
             raise ValidationError("lines", f"at most {MAX_LINES} lines per request")
     return lines
 
 
-def parse_json(data: Any) -> list[LogLine]:
-    """Parse a JSON list of ``{timestamp, level, message, stream}`` objects."""
+def parse_json(data: Any, *, latest: float = LATEST_TIME) -> list[LogLine]:
+    """Parse a JSON list of ``{timestamp, level, message, stream}`` objects (times bounded as in :func:`parse_text`)."""
     if isinstance(data, dict) and "lines" in data:
         data = data["lines"]
     if not isinstance(data, list):
@@ -135,12 +134,9 @@ def parse_json(data: Any) -> list[LogLine]:
         timestamp = None
         if item.get("timestamp") is not None:
             value = item["timestamp"]
-            try:
-                if not isinstance(value, str):
-                    raise ValueError(value)
-                timestamp = parse_rfc3339(value)
-            except ValueError:
-                raise ValidationError(f"{where}.timestamp", "must be an RFC 3339 timestamp") from None
+            if not isinstance(value, str):
+                raise ValidationError(f"{where}.timestamp", "must be an RFC 3339 timestamp string")
+            timestamp = bounded_time(value, f"{where}.timestamp", latest)
         stream = item.get("stream")
         if stream is not None and (not isinstance(stream, str) or len(stream) > 256):
             raise ValidationError(f"{where}.stream", "must be a string of at most 256 characters")

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from .model import MAX_COUNT, MAX_SECONDS
+
 AUTH: Final = "auth"
 RATE_LIMIT: Final = "rate_limit"
 SCHEMA: Final = "schema"
@@ -97,11 +99,19 @@ class StreamLine:
 
 
 def stream_result(message: str) -> StreamLine | None:
-    """``Stream X: N records synced in Ts`` as a stream result, if the line is one."""
+    """``Stream X: N records synced in Ts`` as a stream result, if the line is one.
+
+    Counts and durations past what a record may carry are not believed: the line
+    is then not a stream result (a log line must never fail the job it belongs to).
+
+    >>> stream_result("Stream Account: 99999999999999999999 records synced in 1s") is None
+    True
+    """
     match = _STREAM_SYNCED.match(message)
     if match is None:
         return None
-    seconds = match.group("seconds")
-    return StreamLine(
-        match.group("stream"), int(match.group("records").replace(",", "")), float(seconds) if seconds else None
-    )
+    records = int(match.group("records").replace(",", ""))
+    seconds = float(match.group("seconds")) if match.group("seconds") else None
+    if records > MAX_COUNT or (seconds is not None and not seconds < MAX_SECONDS):
+        return None
+    return StreamLine(match.group("stream"), records, seconds)

@@ -8,12 +8,13 @@ client can find it in a batch of hundreds.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from .redact import redact_optional
-from .timeutil import parse_rfc3339
+from .timeutil import format_rfc3339, parse_rfc3339
 
 PENDING: Final = "pending"
 RUNNING: Final = "running"
@@ -34,6 +35,17 @@ MAX_CONNECTION_NAME: Final = 200
 MAX_TEXT: Final = 4096
 MAX_STREAMS: Final = 10_000
 MAX_STREAM_NAME: Final = 256
+#: Largest count or byte total a record may carry: 2^53 - 1, the largest integer a float (and so
+#: Prometheus, JSON readers, Grafana) holds exactly.
+MAX_COUNT: Final = 2**53 - 1
+#: Longest duration a record may carry (about 31 years): seconds, not milliseconds by mistake.
+MAX_SECONDS: Final = 10**9
+#: Earliest time a record may carry (2000-01-01T00:00:00Z): no sync job is older, and a typo such
+#: as ``0095-…`` is refused rather than stored.
+EARLIEST_TIME: Final = 946_684_800.0
+#: Latest time a record may carry when the caller has no clock (2100-01-01T00:00:00Z). Ingestion
+#: passes its own: now plus ``max_clock_skew_seconds``.
+LATEST_TIME: Final = 4_102_444_800.0
 
 
 class ValidationError(ValueError):
@@ -217,12 +229,8 @@ def _count(data: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     # bool is an int in Python; a JSON true is never a row count.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(name, "must be an integer >= 0")
-    if value < 0:
-        raise ValidationError(name, "must be an integer >= 0")
-    if value > 2**63 - 1:
-        raise ValidationError(name, "is too large")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValidationError(name, f"must be an integer from 0 to {MAX_COUNT}")
     return value
 
 
@@ -232,23 +240,41 @@ def _seconds(data: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(name, "must be a number >= 0")
-    if not 0 <= value < 10**9:  # also rejects NaN
+    if not 0 <= value < MAX_SECONDS:  # also rejects NaN
         raise ValidationError(name, "must be a number >= 0")
     return float(value)
 
 
-def _timestamp(data: dict[str, Any], name: str) -> float | None:
+def bounded_time(value: str, name: str, latest: float) -> float:
+    """An RFC 3339 time between :data:`EARLIEST_TIME` and ``latest``, or a ValidationError naming ``name``.
+
+    >>> bounded_time("2026-04-06T08:00:01Z", "started_at", LATEST_TIME)
+    1775462401.0
+    >>> bounded_time("9999-12-31T23:59:59-01:00", "finished_at", LATEST_TIME)
+    Traceback (most recent call last):
+    ...
+    calabi_exporter.model.ValidationError: finished_at must be between 2000-01-01T00:00:00Z and 2100-01-01T00:00:00Z
+    """
+    try:
+        moment = parse_rfc3339(value)
+    except (ValueError, OverflowError):
+        raise ValidationError(
+            name, f"must be an RFC 3339 timestamp with an offset, e.g. 2026-04-06T08:00:01Z (got {value!r})"
+        ) from None
+    if not EARLIEST_TIME <= moment <= latest:
+        raise ValidationError(
+            name, f"must be between {format_rfc3339(EARLIEST_TIME)} and {format_rfc3339(math.floor(latest))}"
+        )
+    return moment
+
+
+def _timestamp(data: dict[str, Any], name: str, latest: float) -> float | None:
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValidationError(name, "must be an RFC 3339 timestamp string")
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise ValidationError(
-            name, f"must be an RFC 3339 timestamp with an offset, e.g. 2026-04-06T08:00:01Z (got {value!r})"
-        ) from None
+    return bounded_time(value, name, latest)
 
 
 def _prefixed(error: ValidationError, prefix: str) -> ValidationError:
@@ -278,12 +304,16 @@ def _stream(data: Any, index: int) -> StreamResult:
         raise _prefixed(error, where) from None
 
 
-def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict: bool = True) -> Job:
+def parse_job(
+    data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict: bool = True, latest: float = LATEST_TIME
+) -> Job:
     """Validate one JSON job record and return it normalised.
 
     ``strict`` rejects fields outside ``allowed_fields`` (a typo such as
     ``record_synced`` would otherwise be silently dropped); the product's
     webhook is parsed leniently so that a new field there cannot stop alerts.
+    Times must lie between :data:`EARLIEST_TIME` and ``latest``: a job finished
+    in the year 9000 would stay the connection's latest for ever.
     """
     if not isinstance(data, dict):
         raise ValidationError("record", "must be a JSON object")
@@ -308,8 +338,8 @@ def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict:
             raise ValidationError("job_type", f"must be one of {', '.join(JOB_TYPES)}")
     attempt = _count(data, "attempt")
 
-    finished_at = _timestamp(data, "finished_at")
-    failed_at = _timestamp(data, "failed_at")
+    finished_at = _timestamp(data, "finished_at", latest)
+    failed_at = _timestamp(data, "failed_at", latest)
     if failed_at is not None:
         if status != FAILED:
             raise ValidationError("failed_at", "is only allowed on a failed job")
@@ -318,6 +348,11 @@ def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict:
         finished_at = failed_at
     if finished_at is not None and status not in FINISHED_STATUSES:
         raise ValidationError("finished_at", f"is only allowed on a finished job (status is {status})")
+
+    created_at = _timestamp(data, "created_at", latest)
+    started_at = _timestamp(data, "started_at", latest)
+    if started_at is not None and finished_at is not None and finished_at < started_at:
+        raise ValidationError("finished_at", "must not be before started_at")
 
     streams_data = data.get("streams")
     streams: tuple[StreamResult, ...] = ()
@@ -341,8 +376,8 @@ def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict:
         destination=_string(data, "destination", MAX_CONNECTION_NAME),
         job_type=job_type,
         attempt=attempt,
-        created_at=_timestamp(data, "created_at"),
-        started_at=_timestamp(data, "started_at"),
+        created_at=created_at,
+        started_at=started_at,
         finished_at=finished_at,
         records_synced=_count(data, "records_synced"),
         records_failed=_count(data, "records_failed"),
@@ -357,6 +392,6 @@ def parse_job(data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict:
     return job.with_derived_fields()
 
 
-def parse_webhook(data: Any) -> Job:
+def parse_webhook(data: Any, *, latest: float = LATEST_TIME) -> Job:
     """Read the product's status-change webhook as a job record."""
-    return parse_job(data, allowed_fields=WEBHOOK_FIELDS, strict=False)
+    return parse_job(data, allowed_fields=WEBHOOK_FIELDS, strict=False, latest=latest)

@@ -150,7 +150,12 @@ def test_a_batch_stores_the_good_records_and_reports_the_bad(client: FlaskClient
         "ignored": 0,
         "rejected": 2,
         "errors": [
-            {"index": 1, "field": "records_synced", "error": "records_synced must be an integer >= 0", "job_id": "b"},
+            {
+                "index": 1,
+                "field": "records_synced",
+                "job_id": "b",
+                "error": f"records_synced must be an integer from 0 to {2**53 - 1}",
+            },
             {"index": 3, "field": "record", "error": "record must be a JSON object"},
         ],
     }

@@ -87,6 +87,9 @@ def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: 
     """Validate every record, store the good ones in one transaction, report the bad."""
     if len(records) > MAX_RECORDS:
         raise ClientError(400, f"at most {MAX_RECORDS} records per request", "jobs")
+    if not records:
+        raise ClientError(400, "must hold at least one job record", "jobs")
+    latest = services().latest_time()
     good: list[Job] = []
     positions: list[int] = []
     errors: list[dict[str, Any]] = []
@@ -94,7 +97,7 @@ def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: 
         try:
             if isinstance(record, _BadLine):
                 raise ValidationError("record", f"is not valid JSON (line {record.number})")
-            good.append(parse(record))
+            good.append(parse(record, latest=latest))
             positions.append(index)
         except ValidationError as error:
             entry: dict[str, Any] = {"index": index, "field": error.field, "error": str(error)}
@@ -146,9 +149,9 @@ def post_logs(job_id: str) -> tuple[Response, int]:
                 text = request.get_data(cache=False).decode(request.mimetype_params.get("charset", "utf-8"))
             except (UnicodeDecodeError, LookupError):
                 raise ClientError(400, "request body is not valid UTF-8 text", "body") from None
-            lines = parse_text(text)
+            lines = parse_text(text, latest=services().latest_time())
         else:
-            lines = parse_json(read_json("lines"))
+            lines = parse_json(read_json("lines"), latest=services().latest_time())
     except ValidationError as error:
         store.count_rejected("logs", 1, [error.field])
         raise ClientError(400, str(error), error.field) from None

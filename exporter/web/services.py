@@ -25,6 +25,10 @@ class Services:
     registry: CollectorRegistry
     clock: Clock
 
+    def latest_time(self) -> float:
+        """The latest time a record may carry now: the clock plus the allowed skew."""
+        return self.clock() + self.config.max_clock_skew_seconds
+
 
 def services(app: Flask | None = None) -> Services:
     """The services of ``app`` (default: the current app)."""
