@@ -138,7 +138,15 @@ def _known(job: Job | None, name: str) -> int | None:
 
 
 def update_connection_metadata(agg: ConnectionAgg, job: Job) -> None:
-    """Keep the connection's id, source and destination from the records that name them."""
+    """Keep the connection's id, source and destination from the records that name them.
+
+    ``first_seen`` moves back to the earliest time of any of its jobs: history posted
+    today of a connection that never succeeded is stale from its first job, not from
+    the day it was posted.
+    """
+    times = [t for t in (job.created_at, job.started_at, job.finished_at) if t is not None]
+    if times:
+        agg.first_seen = min(agg.first_seen, *times)
     if job.connection_id is not None:
         agg.connection_id = job.connection_id
     if job.source is not None:

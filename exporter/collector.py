@@ -167,7 +167,8 @@ class SyncJobCollector(Collector):
         )
         first_seen = GaugeMetricFamily(
             "calabi_sync_connection_first_seen_timestamp_seconds",
-            "When the exporter first heard of the connection: the staleness clock until it first succeeds.",
+            "The earliest time of the connection's jobs, or when the exporter first heard of it if earlier: "
+            "the staleness clock until it first succeeds.",
             labels=["connection"],
         )
         thresholds = {

@@ -9,6 +9,7 @@ from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config, ConnectionSettings
 from calabi_exporter.exposition import render_text
 from calabi_exporter.store import SQLiteStore
+from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry, generate_latest
@@ -197,3 +198,29 @@ def test_a_connection_keeps_the_time_it_was_first_seen(
         "calabi_sync_connection_first_seen_timestamp_seconds", connection="Salesforce → Snowflake"
     )
     assert first_seen == T0
+
+
+def test_history_of_a_connection_that_never_succeeded_is_stale_from_its_first_job(
+    client: FlaskClient, clock: FakeClock, scrape: Callable[[], Samples]
+) -> None:
+    five_days_ago = T0 - 5 * 86400
+    history = [
+        job(
+            f"h{n}",
+            "failed",
+            created_at=format_rfc3339(five_days_ago + n * 3600),
+            finished_at=format_rfc3339(five_days_ago + n * 3600 + 60),
+        )
+        for n in range(3)
+    ]
+    assert client.post("/api/v1/jobs", json={"jobs": history[1:]}).status_code == 200
+    assert client.post("/api/v1/jobs", json=history[0]).status_code == 200
+
+    first_seen = scrape().value(
+        "calabi_sync_connection_first_seen_timestamp_seconds", connection="Salesforce → Snowflake"
+    )
+    assert first_seen == five_days_ago
+    stale = client.get("/api/v1/connections?stale_for=3d").get_json()["connections"]
+    assert [(c["connection_name"], c["first_seen"]) for c in stale] == [
+        ("Salesforce → Snowflake", format_rfc3339(five_days_ago))
+    ]
