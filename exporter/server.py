@@ -12,8 +12,10 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from .config import Config
+from .redact import redact
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -33,6 +35,24 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return self._factory()
 
 
+class AccessLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger with credentials masked in access lines.
+
+    The product's webhook can only be given a URL, so its token travels as
+    ``?token=``; at ``log_level: debug`` the access log would print it.
+    """
+
+    MASKED = ("r", "q", "U", "f", "{authorization}i", "{referer}i")
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+        for key in self.MASKED:
+            value = atoms.get(key)
+            if isinstance(value, str) and value not in ("", "-"):
+                atoms[key] = "[REDACTED]" if key == "{authorization}i" else redact(value)
+        return atoms
+
+
 def gunicorn_options(config: Config) -> dict[str, Any]:
     """gunicorn settings from the exporter's configuration."""
     return {
@@ -46,6 +66,7 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "loglevel": config.log_level,
         "errorlog": "-",
         "accesslog": "-" if config.log_level == "debug" else None,
+        "logger_class": AccessLogger,
         "proc_name": "calabi-exporter",
         # Large log batches arrive as long lines of text/plain bodies; header
         # limits stay at gunicorn's defaults.

@@ -139,7 +139,10 @@ class ExporterProcess:
     data_dir: Path
     workers: int = 1
     extra_env: dict[str, str] | None = None
+    log_level: str = "warning"
+    log_path: Path | None = None  # the process's output (access log on stdout, the rest on stderr)
     process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
     port: int = 0
 
     @property
@@ -152,6 +155,7 @@ class ExporterProcess:
         # The data sets are dated 2026-04-06: keep them whatever today's date is.
         env["CALABI_RETENTION__DAYS"] = "36500"
         env.update(self.extra_env or {})
+        self.log = None if self.log_path is None else self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -165,9 +169,11 @@ class ExporterProcess:
                 "--workers",
                 str(self.workers),
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             env=env,
+            stdout=self.log,
+            stderr=self.log,
         )
 
         def ready() -> bool:
@@ -188,6 +194,9 @@ class ExporterProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def scrape(self) -> Samples:
         response = requests.get(self.url + "/metrics", timeout=10)
@@ -199,8 +208,20 @@ class ExporterProcess:
 def exporter_process(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
     started: list[ExporterProcess] = []
 
-    def start(workers: int = 1, data_dir: Path | None = None, env: dict[str, str] | None = None) -> ExporterProcess:
-        process = ExporterProcess(data_dir or tmp_path / "exporter-data", workers=workers, extra_env=env).start()
+    def start(
+        workers: int = 1,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+        log_path: Path | None = None,
+    ) -> ExporterProcess:
+        process = ExporterProcess(
+            data_dir or tmp_path / "exporter-data",
+            workers=workers,
+            extra_env=env,
+            log_level=log_level,
+            log_path=log_path,
+        ).start()
         started.append(process)
         return process
 

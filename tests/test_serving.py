@@ -87,3 +87,22 @@ def test_two_worker_processes_count_a_thousand_concurrent_jobs_exactly(
         assert samples.value("calabi_sync_job_duration_seconds_count", connection=connection, status="succeeded") == (
             sum(1 for n in mine if STATUSES[n % 4] == "succeeded")
         )
+
+
+def test_the_access_log_masks_the_webhooks_query_token_and_authorization(
+    exporter_process: Callable[..., ExporterProcess], tmp_path: Path
+) -> None:
+    token = "s3cret-Ingest-Token-42"
+    log = tmp_path / "exporter.log"
+    exporter = exporter_process(env={"CALABI_INGEST_TOKENS": token}, log_level="debug", log_path=log)
+    failed = {"connection_name": "Stripe → Postgres", "job_id": "job_w1", "status": "failed"}
+
+    webhook = requests.post(f"{exporter.url}/webhooks/calabi?token={token}&source=calabi", json=failed, timeout=10)
+    api = requests.get(exporter.url + "/api/v1/jobs/job_w1", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    exporter.stop()
+
+    assert (webhook.status_code, api.status_code) == (200, 200)
+    text = log.read_text()
+    assert token not in text
+    access = [line for line in text.splitlines() if '"POST /webhooks/calabi' in line]
+    assert len(access) == 1 and '"POST /webhooks/calabi?token=[REDACTED]&source=calabi HTTP/1.1" 200' in access[0]
