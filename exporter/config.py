@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +104,38 @@ def _optional_text(value: Any) -> str:
 
 
 def _optional_url(value: Any) -> str:
+    """An http(s) URL checked whole at start-up (scheme, host, port), or empty.
+
+    A URL that parses but can never be reached (``http://``, a space in the host,
+    port 99999) would otherwise fail every request for ever while the exporter looks
+    healthy.
+
+    >>> _optional_url("http://minio:9000")
+    'http://minio:9000'
+    >>> _optional_url("http://bad host:9000")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be an http:// or https:// URL with a valid host (got 'http://bad host:9000')
+    """
     text = _optional_text(value)
-    if text and not (text.startswith("http://") or text.startswith("https://")):
-        raise ValueError(f"must be an http:// or https:// URL (got {text!r})")
+    if not text:
+        return text
+    problem = f"must be an http:// or https:// URL with a valid host (got {text!r})"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError(problem) from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not _HOST.match(host) or port == 0:
+        raise ValueError(problem)
     return text
+
+
+#: A DNS name, an IPv4 address or a bracketed IPv6 address (urlsplit drops the brackets).
+_HOST: Final = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$|^[0-9A-Fa-f:.]+$"
+)
 
 
 def _key_prefix(value: Any) -> str:

@@ -96,6 +96,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         pytest.param("workers: two\n", {}, "workers: must be an integer (got 'two')", id="bad value"),
         pytest.param("wokers: 2\n", {}, "wokers: unknown key", id="unknown key"),
         pytest.param("", {"CALABI_LISTEN": "nowhere"}, "listen: must be host:port", id="bad environment"),
+        pytest.param(
+            "s3_export:\n  bucket: b\n  endpoint_url: 'http://'\n",
+            {},
+            "s3_export.endpoint_url: must be an http:// or https:// URL with a valid host (got 'http://')",
+            id="url without a host",
+        ),
+        pytest.param(
+            "s3_export:\n  bucket: b\n  endpoint_url: 'http://bad host:9000'\n",
+            {},
+            "s3_export.endpoint_url: must be an http:// or https:// URL with a valid host",
+            id="url with a space in the host",
+        ),
+        pytest.param(
+            "",
+            {"CALABI_OTLP_LOGS_ENDPOINT": "http://loki:99999/otlp/v1/logs"},
+            "otlp_logs_endpoint: must be an http:// or https:// URL with a valid host",
+            id="url with a port out of range",
+        ),
+        pytest.param(
+            "webhooks:\n  - name: ops\n    url: 'https://'\n    secret: x\n",
+            {},
+            "webhooks[0].url: must be an http:// or https:// URL with a valid host",
+            id="webhook url without a host",
+        ),
     ],
 )
 def test_serve_with_bad_config_exits_2_with_one_line_naming_the_key(

@@ -6,12 +6,23 @@ import doctest
 from types import ModuleType
 
 import pytest
-from calabi_exporter import demo, joblogs, logsignals, redact, refusal, s3export, timeutil, webhook_signing
+from calabi_exporter import (
+    config,
+    demo,
+    joblogs,
+    logsignals,
+    model,
+    redact,
+    refusal,
+    s3export,
+    timeutil,
+    webhook_signing,
+)
 
 
 @pytest.mark.parametrize(
     "module",
-    [timeutil, joblogs, demo, redact, logsignals, webhook_signing, s3export, refusal],
+    [timeutil, joblogs, demo, redact, logsignals, webhook_signing, s3export, refusal, config, model],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_hold(module: ModuleType) -> None:
