@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..joblogs import LogLine, parse_json, parse_text
 from ..lifecycle import OUTCOMES
@@ -40,9 +41,25 @@ def require_type(*allowed: str) -> str:
     return kind
 
 
+def read_body() -> bytes:
+    """The whole request body, or a 413 when it is larger than ``max_body_bytes``.
+
+    Flask refuses a Content-Length over the limit, but a chunked body (no
+    Content-Length) is read through a stream that stops at the limit without a
+    word: the rest would be dropped and the truncated body taken. One byte more
+    from the server's own stream tells whether anything was left.
+    """
+    raw = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    truncated = request.content_length is None and limit is not None and len(raw) >= limit
+    if truncated and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def read_json(field: str = "body") -> Any:
     """The request body as JSON, or a 400 naming ``field``."""
-    raw = request.get_data(cache=False)
+    raw = read_body()
     if not raw.strip():
         raise ClientError(400, "request body is empty", field)
     try:
@@ -54,7 +71,7 @@ def read_json(field: str = "body") -> Any:
 def _records_from_body(kind: str) -> tuple[list[Any], bool]:
     """The raw records of a request and whether it was a batch."""
     if kind in NDJSON_TYPES:
-        raw = request.get_data(cache=False)
+        raw = read_body()
         records: list[Any] = []
         for number, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():
@@ -146,7 +163,7 @@ def post_logs(job_id: str) -> tuple[Response, int]:
     try:
         if kind in TEXT_TYPES:
             try:
-                text = request.get_data(cache=False).decode(request.mimetype_params.get("charset", "utf-8"))
+                text = read_body().decode(request.mimetype_params.get("charset", "utf-8"))
             except (UnicodeDecodeError, LookupError):
                 raise ClientError(400, "request body is not valid UTF-8 text", "body") from None
             lines = parse_text(text, latest=services().latest_time())
