@@ -26,19 +26,33 @@ from typing import Final
 REDACTED: Final = "[REDACTED]"
 
 # Names whose value is a secret, in key=value, key: value and JSON forms.
+# A prefix may stand with or without a separator: ``client_secret``, ``PGPASSWORD``.
 _SECRET_NAMES: Final = (
-    r"(?:[a-z0-9]+[_-])?(?:api[_-]?key|apikey|access[_-]?key|secret[_-]?(?:access[_-]?)?key|private[_-]?key|"
+    r"(?:[a-z0-9]+[_-]?)?(?:api[_-]?key|apikey|access[_-]?key|secret[_-]?(?:access[_-]?)?key|private[_-]?key|"
     r"access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|session[_-]?token|bearer[_-]?token|"
     r"client[_-]?secret|secret|token|password|passwd|passphrase|pwd)"
 )
 # A credential-looking word: long enough, and not a plain English word.
 _CREDENTIAL: Final = r"(?=[A-Za-z0-9\-._~+/]*[0-9._~+/-])[A-Za-z0-9\-._~+/]{8,}=*"
 
+# Between a name and its value: = or :, also URL-encoded (%3D, %3A).
+_ASSIGN: Final = r"\s*(?:[=:]|%3[dDaA])\s*"
+
 _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # JSON or quoted: "refresh_token": "1//0gXyz"  ->  "refresh_token": "[REDACTED]"
     (
         re.compile(rf"""(?i)(["'])({_SECRET_NAMES})\1(\s*[:=]\s*)(["'])(?:\\.|(?!\4).)*\4"""),
         rf"\1\2\1\3\4{REDACTED}\4",
+    ),
+    # JSON escaped inside a string: {\"client_secret\":\"x\"}
+    (
+        re.compile(rf"""(?i)(\\["'])({_SECRET_NAMES})\1(\s*[:=]\s*)(\\["'])(?:(?!\4).)*\4"""),
+        rf"\1\2\1\3\4{REDACTED}\4",
+    ),
+    # A quoted value after a bare name: password="x y", password='x'
+    (
+        re.compile(rf"""(?i)(?<![a-z0-9])({_SECRET_NAMES})({_ASSIGN})(["'])(?!\[REDACTED\])(?:\\.|(?!\3).)*\3"""),
+        rf"\1\2\3{REDACTED}\3",
     ),
     # Authorization headers, whatever the scheme.
     (
@@ -47,13 +61,21 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     ),
     # key=value and key: value, in query strings, env dumps and prose.
     (
-        re.compile(rf"""(?i)(?<![a-z0-9])({_SECRET_NAMES})(\s*[=:]\s*)(?!\[REDACTED\])([^\s&,;"'<>)\]}}]+)"""),
+        re.compile(rf"""(?i)(?<![a-z0-9])({_SECRET_NAMES})({_ASSIGN})(?!\[REDACTED\])([^\s&,;"'<>)\]}}]+)"""),
         rf"\1\2{REDACTED}",
     ),
-    # "Bearer <token>" in prose.
-    (re.compile(rf"(?i)\b(bearer)(\s+)(?!\[REDACTED\]){_CREDENTIAL}"), rf"\1\2{REDACTED}"),
-    # user:password@host in URLs (the user name stays).
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), rf"\1{REDACTED}@"),
+    # "Bearer <token>" in prose: a credential-looking word, or 16 letters and more.
+    (
+        re.compile(rf"(?i)\b(bearer)(\s+)(?!\[REDACTED\])(?:{_CREDENTIAL}|[A-Za-z]{{16,}}\b)"),
+        rf"\1\2{REDACTED}",
+    ),
+    # "Basic <base64 user:password>" in prose.
+    (
+        re.compile(r"\b(Basic)(\s+)(?!\[REDACTED\])(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}"),
+        rf"\1\2{REDACTED}",
+    ),
+    # user:password@host in URLs (the user name stays); the password may hold an @ itself.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s]+@"), rf"\1{REDACTED}@"),
     # JSON Web Tokens.
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     # AWS access key ids (secret keys next to their name are caught above).

@@ -81,6 +81,34 @@ SECRETS = [
         "7Fjfp0ZBr1KtDRbnfVdmIw",
         "client_secret: [REDACTED]",
     ),
+    ('connect(password="Pa55 w0rd!x")', "Pa55 w0rd!x", 'connect(password="[REDACTED]")'),
+    ("connect(password='Qq9 pass#x')", "Qq9 pass#x", "connect(password='[REDACTED]')"),
+    (
+        "login rejected for Basic ZXRsOmh1bnRlcjI9 credentials",
+        "ZXRsOmh1bnRlcjI9",
+        "login rejected for Basic [REDACTED] credentials",
+    ),
+    (
+        "retrying with Bearer QwErTyUiOpAsDfGhJkLzXcVbNm",
+        "QwErTyUiOpAsDfGhJkLzXcVbNm",
+        "retrying with Bearer [REDACTED]",
+    ),
+    (
+        'body was {\\"client_secret\\":\\"cs-9Xy8Wv7\\",\\"grant\\":\\"x\\"}',
+        "cs-9Xy8Wv7",
+        'body was {\\"client_secret\\":\\"[REDACTED]\\",\\"grant\\":\\"x\\"}',
+    ),
+    (
+        "could not connect to mysql://etl:p@ss@w0rd@db.internal/sales",
+        "p@ss@w0rd",
+        "could not connect to mysql://etl:[REDACTED]@db.internal/sales",
+    ),
+    ("env: PGPASSWORD=Hunt3r2-pg PGUSER=etl", "Hunt3r2-pg", "env: PGPASSWORD=[REDACTED] PGUSER=etl"),
+    (
+        "redirect to /callback?state=1&token%3Dt0k-9Zq81x&next=%2F",
+        "t0k-9Zq81x",
+        "redirect to /callback?state=1&token%3D[REDACTED]&next=%2F",
+    ),
 ]
 
 UNTOUCHED = [
