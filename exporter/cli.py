@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, optional_url
 from .store import StoreError
 
 PROG = "calabi-exporter"
@@ -183,8 +183,10 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
 
     source: ReadSource
     if args.url:
-        if not (args.url.startswith("http://") or args.url.startswith("https://")):
-            raise ConfigError("--url", f"must be an http:// or https:// URL (got {args.url!r})")
+        try:
+            optional_url(args.url)
+        except ValueError as error:
+            raise ConfigError("--url", str(error)) from None
         source = HttpSource(args.url, args.token)
     else:
         if not (config.data_path / DB_FILENAME).exists():

@@ -103,16 +103,16 @@ def _optional_text(value: Any) -> str:
     return value
 
 
-def _optional_url(value: Any) -> str:
+def optional_url(value: Any) -> str:
     """An http(s) URL checked whole at start-up (scheme, host, port), or empty.
 
     A URL that parses but can never be reached (``http://``, a space in the host,
     port 99999) would otherwise fail every request for ever while the exporter looks
     healthy.
 
-    >>> _optional_url("http://minio:9000")
+    >>> optional_url("http://minio:9000")
     'http://minio:9000'
-    >>> _optional_url("http://bad host:9000")
+    >>> optional_url("http://bad host:9000")
     Traceback (most recent call last):
     ...
     ValueError: must be an http:// or https:// URL with a valid host (got 'http://bad host:9000')
@@ -253,7 +253,7 @@ OPTIONS: Final = (
     ),
     Option(
         "otlp_logs_endpoint",
-        _optional_url,
+        optional_url,
         "",
         "OTLP/HTTP logs URL job logs are shipped to, e.g. `http://loki:3100/otlp/v1/logs` (empty: no shipping).",
     ),
@@ -314,7 +314,7 @@ OPTIONS: Final = (
     Option("s3_export.region", _optional_text, "", "AWS region of the bucket (empty: the AWS chain's)."),
     Option(
         "s3_export.endpoint_url",
-        _optional_url,
+        optional_url,
         "",
         "Endpoint of an S3-compatible store such as MinIO, e.g. `http://minio:9000` (empty: AWS).",
     ),
@@ -485,7 +485,7 @@ def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
     if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
         raise ConfigError(f"{where}.name", f"must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
     try:
-        url = _optional_url(value["url"])
+        url = optional_url(value["url"])
         if not url:
             raise ValueError("must be an http:// or https:// URL")
     except ValueError as error:

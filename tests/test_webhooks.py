@@ -446,7 +446,7 @@ def test_webhook_configuration_errors_name_the_key(tmp_path: Path) -> None:
         "webhooks: {}": "webhooks: must be a list of endpoints",
         "webhooks: [{url: 'http://x'}]": "webhooks[0].name: is required",
         "webhooks: [{name: a, url: 'ftp://x', secret: " + SECRET + "}]": (
-            "webhooks[0].url: must be an http:// or https:// URL (got 'ftp://x')"
+            "webhooks[0].url: must be an http:// or https:// URL with a valid host (got 'ftp://x')"
         ),
         "webhooks: [{name: a, url: 'http://x'}]": "webhooks[0].secret_file: give exactly one of secret_file and secret",
         "webhooks: [{name: a, url: 'http://x', secret: short}]": (
