@@ -233,7 +233,8 @@ def test_mcp_without_a_store_or_with_a_bad_url_exits_2_with_one_line(tmp_path: P
         ),
         (
             2,
-            "calabi-exporter: config error: --url: must be an http:// or https:// URL with a valid host (got 'exporter:9188')\n",
+            "calabi-exporter: config error: --url: must be an http:// or https:// URL with a valid host"
+            " (got 'exporter:9188')\n",
         ),
     ]
     assert not (tmp_path / "none").exists()
