@@ -1,6 +1,8 @@
 # calabi-connect-exporter: slim image, non-root, with a health check.
 FROM python:3.11-slim
 
+# The container listens on every interface, so `serve` needs CALABI_INGEST_TOKENS (or
+# CALABI_ALLOW_UNAUTHENTICATED=true, an explicit choice) to start.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     CALABI_LISTEN=0.0.0.0:9188 CALABI_DATA_DIR=/var/lib/calabi-exporter
 

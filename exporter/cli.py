@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "mcp":
             return _mcp(config, args)
+        problem = config.exposure_problem() if args.command == "serve" else None
+        if problem is not None:
+            raise problem  # before anything is opened: closed by default
         _open_store(config)
         if args.command == "export":
             return _export(config, args.since, args.until)

@@ -11,6 +11,7 @@ comma-separated there.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import urllib.parse
@@ -138,6 +139,21 @@ _HOST: Final = re.compile(
 )
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (as in ``listen``) is reachable from this machine only.
+
+    >>> [_is_loopback(h) for h in ("127.0.0.1", "[::1]", "localhost", "0.0.0.0", "", "10.0.0.5")]
+    [True, True, True, False, False, False]
+    """
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _key_prefix(value: Any) -> str:
     """An S3 key prefix, without leading or trailing slashes."""
     return _optional_text(value).strip("/")
@@ -191,7 +207,19 @@ class Option:
 
 
 OPTIONS: Final = (
-    Option("listen", _listen, "0.0.0.0:9188", "Address and port the HTTP server listens on."),
+    Option(
+        "listen",
+        _listen,
+        "127.0.0.1:9188",
+        "Address and port the HTTP server listens on (loopback by default; another address needs `ingest_tokens` "
+        "or `allow_unauthenticated`).",
+    ),
+    Option(
+        "allow_unauthenticated",
+        _bool,
+        False,
+        "Serve on a non-loopback `listen` without `ingest_tokens`: anyone who reaches the port writes and reads.",
+    ),
     Option("data_dir", _text, "./data", "Directory of the embedded SQLite store (created if missing)."),
     Option(
         "sqlite_synchronous",
@@ -222,6 +250,13 @@ OPTIONS: Final = (
         (),
         "Bearer tokens accepted on the read API (`/api/v1/jobs`, `/api/v1/connections`) besides the ingest tokens; "
         "with no token of either kind configured the read API is open.",
+    ),
+    Option(
+        "metrics_tokens",
+        _tokens,
+        (),
+        "Bearer tokens `/metrics` requires (empty: open, as Prometheus scrapes by default); "
+        "the latest error summary, job id and URL of every connection are in its labels.",
     ),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "The exporter's own log level."),
     Option(
@@ -377,7 +412,8 @@ class WebhookEndpoint:
 class Config:
     """The exporter's whole configuration, validated."""
 
-    listen: str = "0.0.0.0:9188"
+    listen: str = "127.0.0.1:9188"
+    allow_unauthenticated: bool = False
     data_dir: str = "./data"
     sqlite_synchronous: str = "full"
     workers: int = 2
@@ -386,6 +422,7 @@ class Config:
     max_clock_skew_seconds: float = 86400.0
     ingest_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
+    metrics_tokens: tuple[str, ...] = ()
     log_level: str = "info"
     failure_threshold: int = 2
     freshness_threshold_seconds: float = 259200.0
@@ -412,6 +449,20 @@ class Config:
     s3_export_batch_seconds: float = 3600.0
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
     webhooks: tuple[WebhookEndpoint, ...] = ()
+
+    def exposure_problem(self) -> ConfigError | None:
+        """Why serving as configured would open a write port to anyone, if it would.
+
+        Closed by default: a loopback ``listen`` is private to the machine; any
+        other address needs ``ingest_tokens`` or an explicit ``allow_unauthenticated``.
+        """
+        if self.ingest_tokens or self.allow_unauthenticated or _is_loopback(self.listen.rpartition(":")[0]):
+            return None
+        return ConfigError(
+            "ingest_tokens",
+            f"required when listen ({self.listen}) is not a loopback address; "
+            "or set allow_unauthenticated: true to serve it open",
+        )
 
     @property
     def retention_seconds(self) -> float:

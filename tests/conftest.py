@@ -293,7 +293,13 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
 
-    def start(target: str, *, rule_files: Sequence[Path] = (), alertmanager: str | None = None) -> Prometheus:
+    def start(
+        target: str,
+        *,
+        rule_files: Sequence[Path] = (),
+        alertmanager: str | None = None,
+        credentials_file: Path | None = None,
+    ) -> Prometheus:
         binary = require_binary("prometheus")
         port = free_port()
         config = tmp_path / "prometheus.yml"
@@ -302,6 +308,8 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
             "scrape_configs:\n  - job_name: calabi-exporter\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
+        if credentials_file is not None:
+            text += f"    authorization:\n      credentials_file: '{credentials_file}'\n"
         if rule_files:
             text += "rule_files:\n" + "".join(f"  - '{path}'\n" for path in rule_files)
         if alertmanager:

@@ -66,3 +66,19 @@ def test_the_log_dead_letters_need_the_token(guarded: FlaskClient) -> None:
     response = guarded.get("/api/v1/logs/dead-letters", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert response.get_json() == {"dead_letters": []}
+
+
+METRICS_TOKEN = "scrape-token-0123456789"
+
+
+def test_metrics_tokens_guard_the_scrape_and_leave_health_open(tmp_path: Path, clock: FakeClock) -> None:
+    config = Config(data_dir=str(tmp_path), metrics_tokens=(METRICS_TOKEN,), ingest_tokens=(TOKEN,))
+    client = create_app(config, clock=clock).test_client()
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status_code == 200
+    assert b"calabi_exporter_" in scraped.data
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, env_name, load_config
 
-from .conftest import environment_without_calabi
+from .conftest import environment_without_calabi, free_port, wait_until
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -96,6 +97,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         pytest.param("workers: two\n", {}, "workers: must be an integer (got 'two')", id="bad value"),
         pytest.param("wokers: 2\n", {}, "wokers: unknown key", id="unknown key"),
         pytest.param("", {"CALABI_LISTEN": "nowhere"}, "listen: must be host:port", id="bad environment"),
+        pytest.param(
+            "",
+            {"CALABI_LISTEN": "0.0.0.0:9188"},
+            "ingest_tokens: required when listen (0.0.0.0:9188) is not a loopback address; "
+            "or set allow_unauthenticated: true to serve it open",
+            id="an open port without tokens",
+        ),
+        pytest.param(
+            "",
+            {"CALABI_LISTEN": "[::]:9188", "CALABI_ALLOW_UNAUTHENTICATED": "no"},
+            "ingest_tokens: required when listen ([::]:9188) is not a loopback address",
+            id="ipv6 any without tokens",
+        ),
         pytest.param(
             "s3_export:\n  bucket: b\n  endpoint_url: 'http://'\n",
             {},
@@ -225,3 +239,40 @@ def test_check_config_masks_webhook_secrets(tmp_path: Path) -> None:
         "timeout_seconds": 10.0,
     }
     assert secret not in result.stdout
+
+
+def test_the_default_listen_is_loopback() -> None:
+    assert Config().listen.startswith("127.0.0.1:")
+    result = run_cli("check-config")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["listen"] == "127.0.0.1:9188"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({"CALABI_ALLOW_UNAUTHENTICATED": "true"}, id="open by choice"),
+        pytest.param({"CALABI_INGEST_TOKENS": "s3cret-token-0123456789"}, id="with a token"),
+    ],
+)
+def test_serve_on_every_interface_starts_with_a_token_or_an_explicit_choice(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    port = free_port()
+    clean = environment_without_calabi()
+    clean.update(env)
+    argv = [sys.executable, "-m", "calabi_exporter", "serve", "--listen", f"0.0.0.0:{port}"]
+    process = subprocess.Popen([*argv, "--data-dir", str(tmp_path / "d"), "--log-level", "warning"], env=clean)
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, "serve exited"
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout=30, what="serve on 0.0.0.0 to be ready")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -89,3 +90,19 @@ def test_promql_over_a_known_data_set_returns_exact_numbers(
     assert sorted(r["metric"]["connection"] for r in stale) == [SF, STRIPE]
     latest = prometheus.query(f'calabi_sync_last_job_info{{connection="{SF}"}}')
     assert [r["metric"]["job_id"] for r in latest] == ["sf3"]
+
+
+def test_prometheus_scrapes_a_token_guarded_metrics_endpoint_with_its_credentials_file(
+    exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus], tmp_path: Path
+) -> None:
+    token = "scrape-token-0123456789"
+    exporter = exporter_process(env={"CALABI_METRICS_TOKENS": token})
+    post(exporter, job("sf1", finished_at="2026-04-06T08:01:42Z", records_synced=12847))
+    assert requests.get(exporter.url + "/metrics", timeout=10).status_code == 401
+    secret = tmp_path / "metrics-token"
+    secret.write_text(token + "\n")
+
+    prometheus = prometheus_for(exporter.url.removeprefix("http://"), credentials_file=secret)
+
+    wait_until(settled(prometheus, 'up{job="calabi-exporter"}', 1.0), timeout=30, what="an authorised scrape")
+    assert prometheus.scalar(f'calabi_sync_records_synced_total{{connection="{SF}"}}') == 12847

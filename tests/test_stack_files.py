@@ -173,3 +173,18 @@ def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() 
     )
     assert services["exporter"]["environment"]["CALABI_LISTEN"].endswith(":9188")
     assert mcp["ports"] == ["127.0.0.1:9189:9189"]
+
+
+def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_ships() -> None:
+    services = load("docker-compose.yml")["services"]
+    required = "${CALABI_INGEST_TOKEN:?set CALABI_INGEST_TOKEN in .env (openssl rand -hex 32)}"
+
+    assert services["exporter"]["environment"]["CALABI_LISTEN"] == "0.0.0.0:9188"
+    assert services["exporter"]["environment"]["CALABI_INGEST_TOKENS"] == required
+    assert services["simulator"]["environment"]["CALABI_SIMULATOR_TOKEN"] == required
+    assert services["mcp"]["environment"]["CALABI_MCP_TOKEN"] == required
+    shipped = dict(
+        line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert shipped["CALABI_INGEST_TOKEN"] == ""  # compose refuses to start until one is set
+    assert all("ALLOW_UNAUTHENTICATED" not in str(s.get("environment", {})) for s in services.values())

@@ -1,4 +1,5 @@
-"""Bearer tokens: ingest tokens on the write endpoints, read or ingest tokens on the read API."""
+"""Bearer tokens: ingest tokens on the write endpoints, read or ingest tokens on the read API,
+metrics tokens on ``/metrics`` when any is set."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def require_read_token() -> None:
     """Refuse the request with 401 unless it carries a read or an ingest token (when any is configured)."""
     config = services().config
     _require(config.read_tokens + config.ingest_tokens, allow_query_token=False)
+
+
+def require_metrics_token() -> None:
+    """Refuse a scrape with 401 unless it carries a metrics token (when any is configured)."""
+    _require(services().config.metrics_tokens, allow_query_token=False)
 
 
 def _require(tokens: tuple[str, ...], *, allow_query_token: bool) -> None:

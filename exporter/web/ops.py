@@ -1,4 +1,4 @@
-"""``/metrics`` and the health endpoints (readable without a token), and the dead letters."""
+"""``/metrics`` (open unless ``metrics_tokens`` are set), the health endpoints, and the dead letters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..exposition import render
 from ..store import StoreError
 from ..timeutil import format_rfc3339
-from .auth import require_ingest_token
+from .auth import require_ingest_token, require_metrics_token
 from .services import services
 
 bp = Blueprint("ops", __name__)
@@ -18,6 +18,7 @@ bp = Blueprint("ops", __name__)
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text format, or OpenMetrics when the scraper asks for it."""
+    require_metrics_token()
     body, content_type = render(services().registry, request.headers.get("Accept"))
     return Response(body, status=200, content_type=content_type)
 
