@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config, optional_url
-from .store import StoreError
+from .store import StoreError, StoreFull
 
 PROG = "calabi-exporter"
 EXIT_CONFIG = 2
@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{PROG}: config error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except StoreFull as error:
+        print(f"{PROG}: the store's disk is full: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -212,6 +215,8 @@ def _open_store(config: Config) -> None:
 
     try:
         SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous).close()
+    except StoreFull:
+        raise  # not a configuration error: the disk needs space
     except StoreError as error:
         raise ConfigError("data_dir", str(error)) from None
 

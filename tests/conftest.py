@@ -183,7 +183,11 @@ class ExporterProcess:
             except requests.RequestException:
                 return False
 
-        wait_until(ready, timeout=30, what="the exporter to be ready")
+        try:
+            wait_until(ready, timeout=30, what="the exporter to be ready")
+        except AssertionError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ from .base import (
     Store,
     StoredLine,
     StoreError,
+    StoreFull,
     WindowStats,
 )
 from .sqlite import SQLiteStore
@@ -41,6 +42,7 @@ __all__ = [
     "ShippingStats",
     "Store",
     "StoreError",
+    "StoreFull",
     "StoredLine",
     "WindowStats",
 ]

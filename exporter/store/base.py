@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..aggregates import ConnectionAgg, StreamAgg
 from ..joblogs import LogLine
 from ..model import Job
 
+#: SQLite's result code for "database or disk is full".
+SQLITE_FULL: Final = 13
+
 
 class StoreError(RuntimeError):
     """The store cannot be read or written (disk full, locked, corrupt)."""
+
+
+class StoreFull(StoreError):
+    """The store's disk is full: writes fail until space is freed; what is stored stays readable."""
+
+
+def store_error(error: Exception, context: str = "") -> StoreError:
+    """The StoreError for a database or file error: :class:`StoreFull` when the disk is full."""
+    message = f"{context}: {error}" if context else str(error)
+    full = getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or getattr(error, "errno", None) == errno.ENOSPC
+    return StoreFull(message) if full else StoreError(message)
 
 
 @dataclass(slots=True)

@@ -53,6 +53,7 @@ from .base import (
     StoredLine,
     StoreError,
     WindowStats,
+    store_error,
 )
 from .groupcommit import GroupCommitter
 
@@ -706,7 +707,7 @@ class SQLiteStore:
                     tx.execute(_EXPORT_INDEX)
                 tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as error:
-            raise StoreError(f"cannot open the store at {self.path}: {error}") from error
+            raise store_error(error, f"cannot open the store at {self.path}") from error
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -834,7 +835,7 @@ class SQLiteStore:
         try:
             return self._group.submit(work)
         except sqlite3.Error as error:
-            raise StoreError(str(error)) from error
+            raise store_error(error) from error
 
     def count_rejected(self, endpoint: str, count: int, fields: Sequence[str] = ()) -> None:
         def work(db: sqlite3.Connection) -> None:
@@ -1003,7 +1004,7 @@ class SQLiteStore:
                 }
                 webhook_depth = dict(db.execute("SELECT endpoint, count(*) FROM webhook_queue GROUP BY endpoint"))
         except sqlite3.Error as error:
-            raise StoreError(str(error)) from error
+            raise store_error(error) from error
         return MetricsSnapshot(
             connections,
             streams,
@@ -1045,7 +1046,7 @@ class SQLiteStore:
                     out.append(OutboxEntry(outbox_id, job, line, queued_at))
                 return out
         except sqlite3.Error as error:
-            raise StoreError(str(error)) from error
+            raise store_error(error) from error
 
     def outbox_done(self, last_id: int, *, exported: int, dead: Sequence[tuple[OutboxEntry, str]] = ()) -> None:
         now = self._clock()
@@ -1297,7 +1298,7 @@ class SQLiteStore:
             with self._write() as db:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_check', ?)", (int(self._clock()),))
         except sqlite3.Error as error:
-            raise StoreError(f"store at {self.path} is not writable: {error}") from error
+            raise store_error(error, f"store at {self.path} is not writable") from error
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from ..store import StoreError
+from ..store import StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
             response[0].headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
         return response
+
+    @app.errorhandler(StoreFull)
+    def store_full(error: StoreFull) -> tuple[Response, int]:
+        log.error("store's disk is full: %s", error)
+        return error_response(507, "the store's disk is full; nothing was stored, retry once space is freed")
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError) -> tuple[Response, int]:

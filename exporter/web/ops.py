@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..exposition import render
-from ..store import StoreError
+from ..store import StoreError, StoreFull
 from ..timeutil import format_rfc3339
 from .auth import require_ingest_token, require_metrics_token
 from .services import services
 
+log = logging.getLogger(__name__)
 bp = Blueprint("ops", __name__)
 
 
@@ -31,11 +33,19 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The store can be read and written."""
+    """The store can be read and written.
+
+    Anyone may ask, so the answer says what is wrong without the store's path; the
+    exporter's own log has the detail.
+    """
     try:
         services().store.check_ready()
+    except StoreFull as error:
+        log.error("not ready: %s", error)
+        return jsonify({"status": "unavailable", "error": "the store's disk is full"}), 503
     except StoreError as error:
-        return jsonify({"status": "unavailable", "error": str(error)}), 503
+        log.error("not ready: %s", error)
+        return jsonify({"status": "unavailable", "error": "the store cannot be written"}), 503
     return jsonify({"status": "ready"}), 200
 
 
