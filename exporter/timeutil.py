@@ -11,7 +11,7 @@ import re
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -47,6 +47,12 @@ def parse_rfc3339(value: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+#: The range RFC 3339 (four-digit years) can write; a time stored before values were bounded at the
+#: door may lie outside it, and is written as the nearest end rather than failing a read.
+_FIRST: Final = -62_135_596_800.0  # 0001-01-01T00:00:00Z
+_LAST: Final = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
 def format_rfc3339(epoch: float) -> str:
     """Format epoch seconds as RFC 3339 UTC with a ``Z``.
 
@@ -54,13 +60,15 @@ def format_rfc3339(epoch: float) -> str:
     '2026-04-06T08:03:17Z'
     >>> format_rfc3339(1775462597.25)
     '2026-04-06T08:03:17.25Z'
+    >>> format_rfc3339(253402304399.0)
+    '9999-12-31T23:59:59Z'
+    >>> format_rfc3339(-59_023_123_200.0)  # four digits for the year, as RFC 3339 wants
+    '0099-08-19T00:00:00Z'
     """
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    if moment.microsecond:
-        text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
-    else:
-        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    return text + "Z"
+    moment = datetime.fromtimestamp(min(max(epoch, _FIRST), _LAST), tz=UTC)
+    # isoformat, not strftime: glibc's %Y writes the year 95 as "95".
+    text = moment.replace(tzinfo=None).isoformat(timespec="microseconds" if moment.microsecond else "seconds")
+    return (text.rstrip("0") if moment.microsecond else text) + "Z"
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

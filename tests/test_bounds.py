@@ -164,3 +164,19 @@ def test_a_stream_line_with_an_unbelievable_count_does_not_fail_its_job(
 
     assert response.status_code == 200
     assert scrape().value("calabi_sync_records_synced_total", connection="Salesforce → Snowflake") == 5
+
+
+def test_a_far_future_time_stored_before_the_bounds_still_reads(client: FlaskClient, store: SQLiteStore) -> None:
+    from dataclasses import replace
+
+    from calabi_exporter.model import parse_job
+
+    stored = replace(parse_job(job("old-poison", "succeeded")), finished_at=253_402_304_399.0)  # year 10000
+    store.ingest_jobs([stored], endpoint="jobs")
+
+    listing = client.get("/api/v1/jobs")
+    one = client.get("/api/v1/jobs/old-poison")
+
+    assert (listing.status_code, one.status_code) == (200, 200)
+    assert one.get_json()["finished_at"] == "9999-12-31T23:59:59Z"
+    assert client.get("/api/v1/connections").status_code == 200
