@@ -7,13 +7,16 @@ loopback; local capture servers stand in for Slack, PagerDuty's Events API, the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
+from calabi_exporter.timeutil import format_rfc3339
 
 from .capture_servers import HttpCapture, SmtpCapture
 from .conftest import ExporterProcess, Prometheus, free_port, require_binary, start_server, stop_server, wait_until
@@ -21,6 +24,9 @@ from .conftest import ExporterProcess, Prometheus, free_port, require_binary, st
 RULES_DIR = Path(__file__).resolve().parent.parent / "alerting-rules"
 CONNECTION = "Salesforce → Snowflake"
 ROUTING_KEY = "test-routing-key-0123456789"
+# The jobs ran within the last hour: a connection whose history is days old and never succeeded is
+# stale (CalabiSyncStale), which is not what this test is about.
+BASE = int(time.time()) // 3600 * 3600 - 3600
 DEADLINE = 60  # seconds for each step: scrape 1 s, evaluation 1 s, group wait 1 s, and slack
 
 
@@ -87,13 +93,18 @@ def post_job(exporter: ExporterProcess, job_id: str, status: str, minute: int, e
         "job_id": job_id,
         "connection_name": CONNECTION,
         "status": status,
-        "started_at": f"2026-04-06T08:{minute:02d}:01Z",
-        "finished_at": f"2026-04-06T08:{minute + 3:02d}:17Z",
+        "started_at": format_rfc3339(BASE + minute * 60 + 1),
+        "finished_at": format_rfc3339(BASE + (minute + 3) * 60 + 17),
         "error_summary": error,
         "job_url": f"https://app.calabi.io/connect/jobs/{job_id}",
     }
     response = requests.post(exporter.url + "/api/v1/jobs", json=record, timeout=10)
     assert response.status_code == 200, response.text
+
+
+def go_time(epoch: float) -> str:
+    """A time as Alertmanager's templates print it (Go's time.Time)."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
 def slack_texts(http: HttpCapture) -> list[str]:
@@ -125,8 +136,8 @@ def test_a_failure_notifies_slack_and_email_a_second_pages_and_a_success_resolve
         CONNECTION,
         "Stream Account: 401 Unauthorized — token expired",
         "https://app.calabi.io/connect/jobs/job_01HX4M9QZPKR",
-        "Started at: 2026-04-06 08:00:01 +0000 UTC",
-        "Failed at: 2026-04-06 08:03:17 +0000 UTC",
+        f"Started at: {go_time(BASE + 1)}",
+        f"Failed at: {go_time(BASE + 3 * 60 + 17)}",
         "var-job_id=job_01HX4M9QZPKR",
     ):
         assert expected in slack
