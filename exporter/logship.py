@@ -271,6 +271,7 @@ class LogShipper(SingletonWorker):
 
     MIN_BACKOFF: Final = 0.5
     MAX_BACKOFF: Final = 30.0
+    MAX_RETRY_AFTER: Final = 300.0  # a receiver's Retry-After is honoured up to this (a day would stall shipping)
     IDLE_POLL: Final = 0.5
 
     def __init__(
@@ -291,7 +292,7 @@ class LogShipper(SingletonWorker):
         self._backoff = 0.0
         self._healthy = False  # no export has got through yet
         self._retimed_until = 0  # the last time (ns) a record was sent at instead of its own
-        self._placed: dict[int, int] = {}  # outbox id -> that time, for records not yet done
+        self._placed: dict[int, int] = {}  # outbox id -> the time (ns) it went at, for records not yet done
 
     # ---------------------------------------------------------------- one step
 
@@ -323,7 +324,7 @@ class LogShipper(SingletonWorker):
                 waiting = sum(len(s) for s in streams.values())
                 self._store.outbox_failed(waiting)
                 self._backoff = min(self.MAX_BACKOFF, max(self.MIN_BACKOFF, self._backoff * 2))
-                wait = max(self._backoff, failure.retry_after or 0.0)
+                wait = min(max(self._backoff, failure.retry_after or 0.0), self.MAX_RETRY_AFTER)
                 log.warning(
                     "log export failed (HTTP %s); %d records wait, retrying in %.1f s", failure.status, waiting, wait
                 )
@@ -338,8 +339,12 @@ class LogShipper(SingletonWorker):
         """Ship one connection's records (oldest first); returns the attempt that failed for now, if one did."""
         resource = self._resource(connection)
         horizon = self._clock() - self._config.log_out_of_order_window_seconds * LATE_FRACTION
-        late = [entry for entry in stream if moment_of(entry) < horizon]
-        pending = self._retimed(late, horizon) + [(entry, None) for entry in stream[len(late) :]]
+        # A record of a batch tried again goes at the time it went at before, whatever it is now.
+        late = [e for e in stream if e.id not in self._placed and moment_of(e) < horizon]
+        self._retimed(late, horizon)
+        for entry in stream:
+            self._placed.setdefault(entry.id, nanos(moment_of(entry)))
+        pending = _in_sent_order([(entry, self._placed[entry.id]) for entry in stream])
         for retime in range(MAX_RETIMES + 1):
             behind = _Behind()
             failure = self._send(resource, pending, shipment, behind)
@@ -349,7 +354,7 @@ class LogShipper(SingletonWorker):
                 shipment.dead += [(entry, _refusal(behind.attempt)) for entry in behind.entries]
                 return None
             base = behind.cutoff + CUTOFF_RESOLUTION if behind.cutoff is not None else self._clock()
-            pending = self._retimed(behind.entries, base, again=True)
+            pending = self._retimed(sorted(behind.entries, key=shipping_order), base, again=True)
         return None
 
     def _send(
@@ -429,6 +434,11 @@ class LogShipper(SingletonWorker):
 
     def close(self) -> None:
         self._exporter.shutdown()
+
+
+def _in_sent_order(pending: list[tuple[OutboxEntry, int | None]]) -> list[tuple[OutboxEntry, int | None]]:
+    """Records by the time they are sent at: Loki's refusals are read as the oldest of a request."""
+    return sorted(pending, key=lambda item: item[1] if item[1] is not None else nanos(moment_of(item[0])))
 
 
 @dataclass(slots=True)

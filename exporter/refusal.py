@@ -76,7 +76,8 @@ class Refusal:
         lists the first ones. Records it dropped before the stream (too old, say) are
         not counted, M falling short of what was sent by as many; being the oldest,
         they come first. So the split is known when the listed times are those of the
-        records right after them.
+        records right after them, and of no other run of records (times repeat within a
+        second), and the refused block ends where Loki's cutoff says it does.
 
         >>> behind = read_refusal("entry with timestamp 1970-01-01 00:00:02 +0000 UTC ignored, reason: "
         ...     "'entry too far behind, entry timestamp is: 1970-01-01T00:00:02Z, oldest acceptable "
@@ -85,6 +86,8 @@ class Refusal:
         Split(unknown=1, behind=1)
         >>> behind.split([3_000_000_000, 7_200_000_000_000]) is None
         True
+        >>> behind.split([2_000_000_000, 2_000_000_000, 7_200_000_000_000]) is None  # listed at 0 or 1: unsure
+        True
         """
         if not self.behind or self.ignored is None or self.out_of is None:
             return None
@@ -92,9 +95,20 @@ class Refusal:
             return None
         if not self.listed or any(not _BEHIND.search(reason) for _, reason in self.listed):
             return None
-        dropped = len(sent_ns) - self.out_of
-        if [ns for ns, _ in self.listed] != list(sent_ns[dropped : dropped + len(self.listed)]):
+        sent = list(sent_ns)
+        if sent != sorted(sent):
             return None
+        listed = [ns for ns, _ in self.listed]
+        width = len(listed)
+        at = [start for start in range(len(sent) - width + 1) if sent[start : start + width] == listed]
+        dropped = len(sent) - self.out_of
+        if at != [dropped]:
+            return None
+        end = dropped + self.ignored
+        if self.cutoff is not None:
+            cutoff = round(self.cutoff * 1e9)
+            if sent[end - 1] >= cutoff + round(CUTOFF_RESOLUTION * 1e9) or (end < len(sent) and sent[end] < cutoff):
+                return None
         return Split(unknown=dropped, behind=self.ignored)
 
 

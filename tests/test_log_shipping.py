@@ -464,3 +464,35 @@ def test_late_records_of_a_batch_tried_again_after_a_failure_go_at_the_times_the
     times = sorted(t for times in sent.values() for t in times)
     assert times[0] == round((T0 - 3000) * 1e9) and times == list(range(times[0], times[0] + 6))
     assert {r.attributes["log_time"] for r in receiver.records if r.body == "job_a line 2"} == {"2026-04-06T06:00:02Z"}
+
+
+def test_a_retry_after_of_a_day_waits_at_most_five_minutes(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver
+) -> None:
+    receiver.answers.append((429, {"Retry-After": "86400"}))
+    post_job_with_logs(api)
+
+    assert shipper.ship_once() == LogShipper.MAX_RETRY_AFTER == 300.0
+
+
+def test_a_record_sent_at_its_own_time_goes_at_that_time_again_when_its_batch_is_retried_later(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, clock: FakeClock
+) -> None:
+    for job_id, connection in (("job_a", "Salesforce → Snowflake"), ("job_b", "Stripe → Postgres")):
+        assert api.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
+        # 49 minutes old: inside five sixths of Loki's hour, so sent at its own time.
+        log = "".join(f"2026-04-06T07:11:0{i}Z INFO {job_id} line {i}\n" for i in range(3))
+        assert api.post(f"/api/v1/jobs/{job_id}/logs", data=log, content_type="text/plain").status_code == 200
+    receiver.answers.extend([(200, {}), (200, {}), *[(503, {})] * 4])
+    shipper.ship_once()  # the oldest record alone
+    shipper.ship_once()  # job_a's stream goes through, job_b's fails
+    clock.advance(120)  # the records are past the horizon now
+
+    ship_all(shipper)
+
+    sent: dict[str, set[int]] = {}
+    for record in receiver.records:
+        sent.setdefault(record.body, set()).add(record.time_unix_nano)
+    assert sent["job_a line 1"] == {nanos("2026-04-06T07:11:01Z")}  # sent twice, at the same time
+    assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 2
+    assert all("log_time" not in r.attributes for r in receiver.records if r.body.startswith("job_a"))
