@@ -441,23 +441,33 @@ def test_the_instance_id_defaults_to_the_host_name_so_restarts_keep_one_loki_str
     assert "service.namespace" not in first and "deployment.environment" not in first
 
 
+def post_logs_on_two_connections(api: FlaskClient, stamp: str) -> None:
+    """job_a and job_b, on two connections, with three lines each at ``stamp`` + 0, 1, 2 seconds."""
+    for job_id, connection in (("job_a", "Salesforce → Snowflake"), ("job_b", "Stripe → Postgres")):
+        assert api.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
+        log = "".join(f"{stamp}{i}Z INFO {job_id} line {i}\n" for i in range(3))
+        assert api.post(f"/api/v1/jobs/{job_id}/logs", data=log, content_type="text/plain").status_code == 200
+
+
+def times_by_body(receiver: Receiver) -> dict[str, set[int]]:
+    """The times each line was received at."""
+    sent: dict[str, set[int]] = {}
+    for record in receiver.records:
+        sent.setdefault(record.body, set()).add(record.time_unix_nano)
+    return sent
+
+
 def test_late_records_of_a_batch_tried_again_after_a_failure_go_at_the_times_they_first_went_at(
     api: FlaskClient, shipper: LogShipper, receiver: Receiver, clock: FakeClock
 ) -> None:
-    for job_id, connection in (("job_a", "Salesforce → Snowflake"), ("job_b", "Stripe → Postgres")):
-        assert api.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
-        # Two hours old: past five sixths of Loki's window, so sent at that age.
-        log = "".join(f"2026-04-06T06:00:{i:02d}Z INFO {job_id} line {i}\n" for i in range(3))
-        assert api.post(f"/api/v1/jobs/{job_id}/logs", data=log, content_type="text/plain").status_code == 200
+    post_logs_on_two_connections(api, "2026-04-06T06:00:0")  # two hours old: past five sixths of Loki's window
     # The oldest record alone (the shipper starts cautious), then job_a's stream, then job_b's fails
     # (503 until the exporter's own retries run out of their 3 s).
     receiver.answers.extend([(200, {}), (200, {}), *[(503, {})] * 4])
 
     ship_all(shipper)
 
-    sent: dict[str, set[int]] = {}
-    for record in receiver.records:
-        sent.setdefault(record.body, set()).add(record.time_unix_nano)
+    sent = times_by_body(receiver)
     assert sorted(sent) == sorted(f"{j} line {i}" for j in ("job_a", "job_b") for i in range(3))
     assert [len(times) for times in sent.values()] == [1] * 6  # re-sent at the very same time
     assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 2
@@ -478,11 +488,7 @@ def test_a_retry_after_of_a_day_waits_at_most_five_minutes(
 def test_a_record_sent_at_its_own_time_goes_at_that_time_again_when_its_batch_is_retried_later(
     api: FlaskClient, shipper: LogShipper, receiver: Receiver, clock: FakeClock
 ) -> None:
-    for job_id, connection in (("job_a", "Salesforce → Snowflake"), ("job_b", "Stripe → Postgres")):
-        assert api.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
-        # 49 minutes old: inside five sixths of Loki's hour, so sent at its own time.
-        log = "".join(f"2026-04-06T07:11:0{i}Z INFO {job_id} line {i}\n" for i in range(3))
-        assert api.post(f"/api/v1/jobs/{job_id}/logs", data=log, content_type="text/plain").status_code == 200
+    post_logs_on_two_connections(api, "2026-04-06T07:11:0")  # 49 minutes old: sent at its own time
     receiver.answers.extend([(200, {}), (200, {}), *[(503, {})] * 4])
     shipper.ship_once()  # the oldest record alone
     shipper.ship_once()  # job_a's stream goes through, job_b's fails
@@ -490,9 +496,7 @@ def test_a_record_sent_at_its_own_time_goes_at_that_time_again_when_its_batch_is
 
     ship_all(shipper)
 
-    sent: dict[str, set[int]] = {}
-    for record in receiver.records:
-        sent.setdefault(record.body, set()).add(record.time_unix_nano)
+    sent = times_by_body(receiver)
     assert sent["job_a line 1"] == {nanos("2026-04-06T07:11:01Z")}  # sent twice, at the same time
     assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 2
     assert all("log_time" not in r.attributes for r in receiver.records if r.body.startswith("job_a"))
