@@ -1,13 +1,15 @@
 """Ingestion and scrape benchmark of the exporter, with Pushgateway side by side.
 
 What it measures, each against a real ``calabi-exporter serve`` (gunicorn, default
-config: 2 workers × 8 threads) on a free loopback port and a fresh temp data dir:
+config: 2 workers × 128 threads) on a free loopback port and a fresh temp data dir:
 
 1. Ingestion, once with the default ``sqlite_synchronous: full`` and once with
    ``CALABI_SQLITE_SYNCHRONOUS=normal``:
    (a) job records/s posting ``{"jobs": [...]}`` batches of 100 finished jobs
        (4 succeeded : 1 failed, 3 streams each, unique ids, 200 connections);
    (b) requests/s posting one job per request (1,000 connections).
+   Meanwhile ``GET /healthz`` is sent every 100 ms on a new connection and its
+   answer time recorded: what a liveness probe sees while the exporter is busy.
    Afterwards ``/metrics`` must report ``calabi_exporter_stored_jobs`` equal to
    the number of jobs posted, and no request may have failed.
 2. Scrape: a store with 1,000 connections × 20 streams (one finished job with
@@ -53,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -71,7 +74,8 @@ DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
 PUSHGATEWAY: Final = "/usr/bin/prometheus-pushgateway"
 WRK: Final = "/usr/bin/wrk"
 EXPORTER_WORKERS: Final = 2  # the defaults of `calabi-exporter serve`
-EXPORTER_THREADS: Final = 8
+EXPORTER_THREADS: Final = 128
+HEALTH_PROBE_INTERVAL: Final = 0.1
 WRK_THREADS: Final = 1  # one wrk thread keeps up with these rates and leaves the server the most CPU
 T0: Final = 1_775_462_400  # 2026-04-06T08:00:00Z; all job times are after this
 STARTUP_TIMEOUT: Final = 60.0
@@ -256,6 +260,7 @@ class LoadResult:
     server_cpu: float
     p50_ms: float
     p99_ms: float
+    health_ms: list[float] = field(default_factory=list)
 
     @property
     def requests_per_s(self) -> float:
@@ -321,7 +326,9 @@ def run_load(spec: LoadSpec, server_pid: int, workdir: Path) -> LoadResult:
     ]
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_before = process_tree_cpu(server_pid)
-    stdout = run_wrk(argv)
+    # Pushgateway has no /healthz: only the exporter is probed.
+    with health_probe(spec.base_url, enabled=spec.kind != "push") as health_ms:
+        stdout = run_wrk(argv)
     server_cpu = process_tree_cpu(server_pid) - cpu_before
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cpu = (children_after.ru_utime - children_before.ru_utime) + (
@@ -347,7 +354,40 @@ def run_load(spec: LoadSpec, server_pid: int, workdir: Path) -> LoadResult:
         server_cpu=server_cpu,
         p50_ms=float(values["p50_ms"]),
         p99_ms=float(values["p99_ms"]),
+        health_ms=health_ms,
     )
+
+
+@contextmanager
+def health_probe(base_url: str, *, enabled: bool = True) -> Iterator[list[float]]:
+    """Time ``GET /healthz`` every 100 ms, each on a new connection, while the body runs.
+
+    A failed or non-200 probe counts as its full timeout, so a starved
+    server shows in the maximum rather than vanishing from the list.
+    """
+
+    times: list[float] = []
+    if not enabled:
+        yield times
+        return
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.wait(HEALTH_PROBE_INTERVAL):
+            start = time.perf_counter()
+            try:
+                ok = requests.get(base_url + "/healthz", timeout=REQUEST_TIMEOUT).status_code == 200
+            except requests.RequestException:
+                ok = False
+            times.append((time.perf_counter() - start) * 1000 if ok else REQUEST_TIMEOUT * 1000)
+
+    thread = threading.Thread(target=probe, name="health-probe")
+    thread.start()
+    try:
+        yield times
+    finally:
+        stop.set()
+        thread.join()
 
 
 # --------------------------------------------------------------------------- processes
@@ -471,7 +511,7 @@ def running(service: Service) -> Iterator[Service]:
 
 
 def exporter_service(data_dir: Path, log_dir: Path, synchronous: str) -> Service:
-    """``calabi-exporter serve`` with the default workers/threads; only the sync mode may differ."""
+    """``calabi-exporter serve`` with the default workers and threads; only the sync mode may differ."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
     # The jobs are dated from 2026-04-06 (T0): keep them all, whatever today's date, so no purge runs.
@@ -673,8 +713,16 @@ def load_row(result: LoadResult, cores: int) -> str:
         f"{result.requests:,} requests in {result.seconds:.1f} s;"
         f" p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms;"
         f" CPU server {result.server_cpu / result.seconds:.2f} + client {result.client_cpu / result.seconds:.2f}"
-        f" of {cores} cores"
+        f" of {cores} cores{health_summary(result.health_ms)}"
     )
+
+
+def health_summary(times: Sequence[float]) -> str:
+    if not times:
+        return ""
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"; `/healthz` meanwhile p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
 
 
 def check_load(report: Report, label: str, result: LoadResult) -> None:
@@ -931,8 +979,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = time.perf_counter()
     report = Report()
     report.notes += [
-        f"Server: `calabi-exporter serve --workers {EXPORTER_WORKERS} --threads {EXPORTER_THREADS}` (gunicorn"
-        " gthread), default config apart from `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`"
+        f"Server: `calabi-exporter serve --workers {EXPORTER_WORKERS} --threads {EXPORTER_THREADS}`"
+        " (gunicorn gthread), default config"
+        " apart from `CALABI_SQLITE_SYNCHRONOUS` where the setting says `sync=normal`"
         " and a retention long enough to keep the data set (dated from 2026-04-06);"
         " the load starts once every worker is up. Load generator: Debian's `wrk` (one thread) replaying"
         " requests serialised beforehand, each sent once, with `bench/wrk_replay.lua`, over keep-alive"

@@ -228,7 +228,13 @@ OPTIONS: Final = (
         "`full` fsyncs every write request; `normal` may lose the last requests on power loss, never on a crash.",
     ),
     Option("workers", _int(1), 2, "Worker processes of the WSGI server (gunicorn)."),
-    Option("threads", _int(1), 8, "Threads per worker process."),
+    Option(
+        "threads",
+        _int(1),
+        128,
+        "Threads per worker process; a client sending its body slowly holds one, so keep more than the slow "
+        "clients expected at once (idle threads cost little).",
+    ),
     Option("max_body_bytes", _int(1024), 10 * 1024 * 1024, "Largest accepted request body; larger gets HTTP 413."),
     Option(
         "max_clock_skew_seconds",
@@ -417,7 +423,7 @@ class Config:
     data_dir: str = "./data"
     sqlite_synchronous: str = "full"
     workers: int = 2
-    threads: int = 8
+    threads: int = 128
     max_body_bytes: int = 10 * 1024 * 1024
     max_clock_skew_seconds: float = 86400.0
     ingest_tokens: tuple[str, ...] = ()
