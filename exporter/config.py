@@ -22,6 +22,8 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
+from .model import MAX_SECONDS
+
 ENV_PREFIX: Final = "CALABI_"
 T = TypeVar("T")
 
@@ -68,6 +70,8 @@ def _seconds(value: Any) -> float:
             raise ValueError(f"must be seconds, e.g. 259200 or 3d (got {text!r})") from None
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"must be a number of seconds > 0 (got {value!r})")
+    if not value <= MAX_SECONDS:  # an int too large for a float, inf, or decades: later arithmetic would fail
+        raise ValueError(f"must be at most {MAX_SECONDS} seconds (about 31 years)")
     return float(value)
 
 

@@ -228,6 +228,8 @@ def _count(data: dict[str, Any], name: str) -> int | None:
     value = data.get(name)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 829.0 is the integer 829 to JSON (and to JavaScript senders)
     # bool is an int in Python; a JSON true is never a row count.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ValidationError(name, f"must be an integer from 0 to {MAX_COUNT}")

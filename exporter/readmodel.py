@@ -36,7 +36,7 @@ MAX_LOG_LIMIT: Final = 5000
 DEFAULT_WINDOW: Final = "7d"
 MAX_WINDOW_SECONDS: Final = 366 * 86400
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE: Final = re.compile(r"^(\d+)([smhdw])$")
+_AGE: Final = re.compile(r"^0*(\d{1,12})([smhdw])$")  # twelve digits: any age a float holds exactly
 
 
 class BadParameter(ValueError):

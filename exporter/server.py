@@ -7,12 +7,15 @@ the shared store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker
 
 from .config import Config
 from .redact import redact
@@ -53,13 +56,64 @@ class AccessLogger(Logger):  # type: ignore[misc]
         return atoms
 
 
+# The longest request line gunicorn takes (its default is 4 KB): room for long read-API filters.
+LIMIT_REQUEST_LINE = 8190
+
+
+class _Recorder:
+    """Stands in for a client socket to keep what gunicorn would have written to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0  # already non-blocking: gunicorn writes without switching modes
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker whose own refusals are JSON like the app's.
+
+    gunicorn answers some requests before the app sees them (a request line
+    over 8 KB: 414, too many or too large headers: 431, a malformed request:
+    400) with an HTML page. A client of this API reads every error as
+    ``{"error": ..., "field": ...}``, so the same status goes out with that body.
+    """
+
+    ERRORS: ClassVar[dict[int, tuple[str, str]]] = {
+        414: (f"the request line (method, URL, version) is longer than {LIMIT_REQUEST_LINE} bytes", "url"),
+        431: ("the request headers are too many or too large", "headers"),
+    }
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        recorder = _Recorder()
+        super().handle_error(req, recorder, addr, exc)  # logs, classifies, writes into the recorder
+        status_line = recorder.data.partition(b"\r\n")[0].decode("latin-1")
+        _, status, reason = [*status_line.split(" ", 2), "", ""][:3]
+        if not status.isdigit():
+            return
+        message, field = self.ERRORS.get(int(status), (reason.lower(), None))
+        body = json.dumps({"error": message, "field": field}).encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            util.write_nonblock(client, head.encode("latin-1") + body)
+        except OSError:
+            self.log.debug("Failed to send error message.")
+
+
 def gunicorn_options(config: Config) -> dict[str, Any]:
     """gunicorn settings from the exporter's configuration."""
     return {
         "bind": [config.listen],
         "workers": config.workers,
         "threads": config.threads,
-        "worker_class": "gthread",
+        "worker_class": JsonErrorWorker,
+        "limit_request_line": LIMIT_REQUEST_LINE,
         "timeout": 120,
         "graceful_timeout": 20,
         "keepalive": 5,

@@ -65,6 +65,11 @@ def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> N
         pytest.param("listen: 9188\n", {}, "listen", id="listen without host"),
         pytest.param("log_level: loud\n", {}, "log_level", id="unknown choice"),
         pytest.param("freshness_threshold_seconds: soon\n", {}, "freshness_threshold_seconds", id="bad duration"),
+        pytest.param(
+            f"freshness_threshold_seconds: {'9' * 400}\n", {}, "freshness_threshold_seconds", id="integer past a float"
+        ),
+        pytest.param("", {"CALABI_STUCK_FLOOR_SECONDS": "inf"}, "stuck_floor_seconds", id="infinite duration"),
+        pytest.param("", {"CALABI_STUCK_FLOOR_SECONDS": "40000d"}, "stuck_floor_seconds", id="a century"),
         pytest.param("ingest_tokens: [short]\n", {}, "ingest_tokens", id="token too short"),
         pytest.param(
             "connections:\n  A:\n    failure_threshold: -1\n", {}, "connections.A.failure_threshold", id="bad override"

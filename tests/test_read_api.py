@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -318,6 +320,9 @@ def test_connection_filters(setup: tuple[SQLiteStore, FlaskClient, FakeClock], q
         ("/api/v1/connections?window=7x", "window", "must be a duration like 30m, 24h, 7d or 2w (got '7x')"),
         ("/api/v1/connections?window=400d", "window", "must be at most 366d"),
         ("/api/v1/connections?stale_for=soon", "stale_for", "must be a duration like 30m, 24h, 7d or 2w"),
+        ("/api/v1/connections?stale_for=" + "9" * 5000 + "d", "stale_for", "must be a duration like 30m, 24h, 7d"),
+        ("/api/v1/connections?window=" + "9" * 400 + "d", "window", "must be a duration like 30m, 24h, 7d or 2w"),
+        ("/api/v1/jobs?since=" + "9" * 400 + "d", "since", "must be RFC 3339 (2026-04-06T08:00:00Z) or an age"),
         ("/api/v1/connections?last_status=running", "last_status", "must be one of succeeded, failed, cancelled"),
     ],
 )
@@ -372,3 +377,20 @@ def test_a_connection_name_with_a_comma_is_one_name(setup: tuple[SQLiteStore, Fl
 
     assert jobs == ["eu-1"]
     assert [c["connection_name"] for c in connections] == [name]
+
+
+def test_the_documented_window_pattern_takes_exactly_the_windows_the_api_takes(
+    setup: tuple[SQLiteStore, FlaskClient, FakeClock],
+) -> None:
+    _, client, _ = setup
+    document = json.loads((Path(__file__).parent.parent / "exporter" / "openapi.json").read_text(encoding="utf-8"))
+    parameter = next(p for p in document["paths"]["/api/v1/connections"]["get"]["parameters"] if p["name"] == "window")
+    pattern = re.compile(parameter["schema"]["pattern"])
+    limits = {"s": 366 * 86400, "m": 366 * 1440, "h": 366 * 24, "d": 366, "w": 52}
+    windows = [f"{n}{unit}" for unit, limit in limits.items() for n in (0, 1, limit - 1, limit, limit + 1, limit * 10)]
+
+    documented = {w for w in windows if pattern.fullmatch(w)}
+    served = {w for w in windows if client.get(f"/api/v1/connections?window={w}").status_code == 200}
+
+    assert documented == served
+    assert "366d" in served and "367d" not in served and "52w" in served and "53w" not in served

@@ -86,6 +86,14 @@ BAD_REQUESTS = [
     pytest.param("/api/v1/jobs", "{not json", "application/json", 400, "body", id="jobs: broken JSON"),
     pytest.param("/api/v1/jobs", "", "application/json", 400, "body", id="jobs: empty body"),
     pytest.param("/api/v1/jobs", '{"jobs": {}}', "application/json", 400, "jobs", id="jobs: jobs not a list"),
+    pytest.param(
+        "/api/v1/jobs",
+        json.dumps({"jobs": [GOOD], "dry_run": True}),
+        "application/json",
+        400,
+        "dry_run",
+        id="jobs: unknown field beside the batch",
+    ),
     pytest.param("/api/v1/jobs", "[" * 100000, "application/json", 400, "body", id="jobs: nesting bomb"),
     pytest.param("/api/v1/jobs", "job_id=1", "application/x-www-form-urlencoded", 415, "Content-Type", id="jobs: form"),
     pytest.param("/api/v1/jobs", "{}", "", 415, "Content-Type", id="jobs: no content type"),
@@ -208,3 +216,14 @@ def test_rejections_are_counted_by_the_field_their_error_names(client: FlaskClie
         ("logs", "level"): 1,
     }
     assert samples.value("calabi_exporter_store_size_bytes") > 0
+
+
+def test_a_count_written_as_an_integral_float_is_that_integer(client: FlaskClient, store: SQLiteStore) -> None:
+    record = _with(records_synced=829.0, attempt=2.0, streams=[{"name": "Account", "records_synced": 7.0}])
+
+    response = client.post("/api/v1/jobs", json=record)
+
+    assert response.status_code == 200
+    stored = client.get(f"/api/v1/jobs/{GOOD['job_id']}").get_json()
+    assert (stored["records_synced"], stored["attempt"], stored["streams"][0]["records_synced"]) == (829, 2, 7)
+    assert isinstance(stored["records_synced"], int)

@@ -87,6 +87,9 @@ def _records_from_body(kind: str) -> tuple[list[Any], bool]:
     if isinstance(data, dict) and "jobs" in data and "job_id" not in data:
         if not isinstance(data["jobs"], list):
             raise ClientError(400, "must be a list of job records", "jobs")
+        unknown = sorted(key for key in data if key != "jobs")
+        if unknown:  # a misspelt option beside the batch would otherwise be ignored without a word
+            raise ClientError(400, 'is not a batch field (a batch is {"jobs": [...]})', unknown[0])
         return data["jobs"], True
     if isinstance(data, list):
         return data, True
