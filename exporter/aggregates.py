@@ -101,6 +101,12 @@ class ConnectionAgg:
     last_job_streams_failed: int | None = None
     last_job_error_summary: str | None = None
     last_job_url: str | None = None
+    # Within the series budget (limits.max_connections) when first seen: its own series. Otherwise
+    # its jobs also count into the overflow aggregate, exposed as connection="__overflow__".
+    admitted: bool = True
+    # Changes whenever anything a scrape shows of the connection does (its aggregates, streams, log
+    # counts): a scrape re-renders the connection's lines only then.
+    version: int = 0
     durations: dict[str, Histogram] = field(default_factory=dict)
 
 

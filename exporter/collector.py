@@ -12,9 +12,9 @@ to a few thousand), ``stream`` by the streams of each connection (tens),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,11 +26,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .aggregates import ConnectionAgg
+from .aggregates import ConnectionAgg, StreamAgg
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
-from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, SUCCEEDED
+from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
 from .store import MetricsSnapshot
+from .store.base import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS
 from .timeutil import Clock, system_clock
 
 STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
@@ -60,6 +61,165 @@ THRESHOLD_METRICS: Final = {
 
 
 @dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family with a sample (or several) per connection."""
+
+    name: str  # as prometheus_client names it: a counter without ``_total``
+    kind: str  # counter, gauge or histogram
+    help: str
+    labels: tuple[str, ...]
+
+    def metric(self) -> Metric:
+        """An empty library family, to add samples to."""
+        kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+        family: Metric = kinds[self.kind](self.name, self.help, labels=list(self.labels))
+        return family
+
+
+LAST_JOB_VALUES: Final = (
+    ("records_synced", "Records Synced of the connection's latest finished job."),
+    ("records_failed", "Records Failed of the connection's latest finished job."),
+    ("bytes_synced", "Bytes Synced of the connection's latest finished job."),
+    ("duration_seconds", "Duration of the connection's latest finished job."),
+    ("streams_succeeded", "Streams Succeeded of the connection's latest finished job."),
+    ("streams_failed", "Streams Failed of the connection's latest finished job."),
+)
+_C: Final = ("connection",)
+_CS: Final = ("connection", "status")
+
+#: Every per-connection family, in the order a scrape shows them.
+CONNECTION_FAMILIES: Final = (
+    Family("calabi_sync_jobs", "counter", "Finished sync jobs by final status.", _CS),
+    Family("calabi_sync_jobs_in_progress", "gauge", "Jobs queued (pending) or running now.", _CS),
+    Family(
+        "calabi_sync_oldest_job_start_timestamp_seconds",
+        "gauge",
+        "Queue time of the oldest pending job, or start time of the oldest running job.",
+        _CS,
+    ),
+    Family(
+        "calabi_sync_job_duration_seconds",
+        "histogram",
+        "Wall-clock duration of finished sync jobs, start to end.",
+        _CS,
+    ),
+    Family("calabi_sync_records_synced", "counter", "Rows written to the destination by finished jobs.", _C),
+    Family(
+        "calabi_sync_records_failed",
+        "counter",
+        "Rows finished jobs could not write (schema mismatch, type errors).",
+        _C,
+    ),
+    Family("calabi_sync_bytes_synced", "counter", "Compressed bytes processed by finished jobs.", _C),
+    Family("calabi_sync_streams", "counter", "Stream results of finished jobs.", _CS),
+    Family(
+        "calabi_sync_stream_records_synced",
+        "counter",
+        "Rows written per stream by finished jobs.",
+        ("connection", "stream"),
+    ),
+    Family(
+        "calabi_sync_stream_last_status",
+        "gauge",
+        "1 for the stream's latest status, 0 for the others.",
+        ("connection", "stream", "status"),
+    ),
+    Family(
+        "calabi_sync_consecutive_failures",
+        "gauge",
+        "Failed jobs since the connection's latest success, by finish time; cancelled jobs neither add nor reset.",
+        _C,
+    ),
+    Family(
+        "calabi_sync_last_success_timestamp_seconds", "gauge", "End time of the connection's latest succeeded job.", _C
+    ),
+    Family(
+        "calabi_sync_last_failure_timestamp_seconds", "gauge", "End time of the connection's latest failed job.", _C
+    ),
+    Family(
+        "calabi_sync_last_job_status",
+        "gauge",
+        "1 for the status of the connection's latest finished job, 0 for the others.",
+        _CS,
+    ),
+    *(Family(f"calabi_sync_last_job_{key}", "gauge", help_text, _C) for key, help_text in LAST_JOB_VALUES),
+    Family(
+        "calabi_sync_last_job_info",
+        "gauge",
+        "The connection's latest finished job, for alert messages (always 1).",
+        ("connection", "job_id", "status", "error_summary", "job_url"),
+    ),
+    Family(
+        "calabi_sync_connection_info",
+        "gauge",
+        "Connection metadata (always 1).",
+        ("connection", "connection_id", "source", "destination"),
+    ),
+    Family(
+        "calabi_sync_connection_first_seen_timestamp_seconds",
+        "gauge",
+        "The earliest time of the connection's jobs, or when the exporter first heard of it if earlier: "
+        "the staleness clock until it first succeeds.",
+        _C,
+    ),
+    *(Family(name, "gauge", help_text, _C) for name, help_text in THRESHOLD_METRICS.values()),
+    Family("calabi_sync_log_lines", "counter", "Job log lines stored, by level.", ("connection", "level")),
+    Family(
+        "calabi_sync_errors",
+        "counter",
+        "Errors by kind, from ERROR log lines and from failed jobs' error summaries (one each).",
+        ("connection", "kind"),
+    ),
+    Family(
+        "calabi_sync_rate_limit_usage_ratio",
+        "gauge",
+        "Latest share of the source API's rate limit a log line reported as used (0 to 1).",
+        _C,
+    ),
+)
+
+
+@dataclass(slots=True)
+class ConnectionPart:
+    """What one connection's series are made of (or, named ``__overflow__``, those beyond the budget)."""
+
+    name: str
+    agg: ConnectionAgg | None  # None: an overflow with jobs in progress or log lines only
+    streams: list[StreamAgg] = field(default_factory=list)  # sorted by stream name
+    log_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (family, key) -> count
+    rate_limit: float | None = None
+    active: dict[str, tuple[int, float]] = field(default_factory=dict)  # status -> (jobs, oldest since)
+
+
+def connection_parts(snap: MetricsSnapshot, own: Collection[str] = ()) -> list[ConnectionPart]:
+    """The snapshot grouped by connection: sorted by name, the overflow (if any) last.
+
+    ``own``: connections with series of their own that the snapshot left out (it was
+    restricted); their jobs in progress are theirs, not the overflow's.
+    """
+    parts = {c.connection: ConnectionPart(c.connection, c) for c in snap.connections}
+    overflow = ConnectionPart(OVERFLOW, snap.overflow)
+    for s in sorted(snap.streams, key=lambda s: s.stream):
+        parts.get(s.connection, overflow).streams.append(s)
+    for (connection, family_name, key), count in snap.log_counts.items():
+        target = parts.get(connection, overflow)
+        target.log_counts[(family_name, key)] = target.log_counts.get((family_name, key), 0) + count
+    for connection, ratio in snap.rate_limits.items():
+        if connection in parts:
+            parts[connection].rate_limit = ratio
+    for a in snap.active:  # jobs of connections beyond the budget add up under __overflow__
+        if a.connection in own and a.connection not in parts:
+            continue
+        target = parts.get(a.connection, overflow)
+        count, since = target.active.get(a.status, (0, a.oldest_since))
+        target.active[a.status] = (count + a.count, min(since, a.oldest_since))
+    ordered = [parts[name] for name in sorted(parts)]
+    if overflow.agg is not None or overflow.streams or overflow.log_counts or overflow.active:
+        ordered.append(overflow)
+    return ordered
+
+
+@dataclass(frozen=True, slots=True)
 class Thresholds:
     """Alerting thresholds per connection, from the configuration; exposed as gauges for the alert rules."""
 
@@ -86,13 +246,18 @@ class SyncJobCollector(Collector):
         clock: Clock = system_clock,
         s3_export: bool = False,
         webhook_endpoints: Sequence[str] = (),
+        streams_exposed: Callable[[str], bool] = lambda _connection: True,
     ) -> None:
-        """``s3_export`` and ``webhook_endpoints``: the features whose metrics are exposed (configured ones only)."""
+        """``s3_export`` and ``webhook_endpoints``: the features whose metrics are exposed (configured ones only).
+
+        ``streams_exposed(connection)``: whether its per-stream series are shown (``per_stream_metrics``).
+        """
         self._snapshot = snapshot
         self._thresholds = thresholds
         self._clock = clock
         self._s3_export = s3_export
         self._webhook_endpoints = tuple(webhook_endpoints)
+        self._streams_exposed = streams_exposed
 
     def describe(self) -> list[Metric]:
         # Describing must not touch the store: registration happens at start-up.
@@ -100,86 +265,56 @@ class SyncJobCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        conns = sorted(snap.connections, key=lambda c: c.connection)
+        families, _ = self.connection_families(connection_parts(snap))
+        yield from families
+        yield from self.exporter_families(snap)
 
-        jobs = CounterMetricFamily(
-            "calabi_sync_jobs", "Finished sync jobs by final status.", labels=["connection", "status"]
-        )
-        durations = HistogramMetricFamily(
-            "calabi_sync_job_duration_seconds",
-            "Wall-clock duration of finished sync jobs, start to end.",
-            labels=["connection", "status"],
-        )
-        records = CounterMetricFamily(
-            "calabi_sync_records_synced", "Rows written to the destination by finished jobs.", labels=["connection"]
-        )
-        records_failed = CounterMetricFamily(
-            "calabi_sync_records_failed",
-            "Rows finished jobs could not write (schema mismatch, type errors).",
-            labels=["connection"],
-        )
-        bytes_synced = CounterMetricFamily(
-            "calabi_sync_bytes_synced", "Compressed bytes processed by finished jobs.", labels=["connection"]
-        )
-        streams = CounterMetricFamily(
-            "calabi_sync_streams", "Stream results of finished jobs.", labels=["connection", "status"]
-        )
-        consecutive = GaugeMetricFamily(
-            "calabi_sync_consecutive_failures",
-            "Failed jobs since the connection's latest success, by finish time; cancelled jobs neither add nor reset.",
-            labels=["connection"],
-        )
-        last_success = GaugeMetricFamily(
-            "calabi_sync_last_success_timestamp_seconds",
-            "End time of the connection's latest succeeded job.",
-            labels=["connection"],
-        )
-        last_failure = GaugeMetricFamily(
-            "calabi_sync_last_failure_timestamp_seconds",
-            "End time of the connection's latest failed job.",
-            labels=["connection"],
-        )
-        last_status = GaugeMetricFamily(
-            "calabi_sync_last_job_status",
-            "1 for the status of the connection's latest finished job, 0 for the others.",
-            labels=["connection", "status"],
-        )
-        last_values = {
-            name: GaugeMetricFamily(f"calabi_sync_last_job_{name}", help_text, labels=["connection"])
-            for name, help_text in (
-                ("records_synced", "Records Synced of the connection's latest finished job."),
-                ("records_failed", "Records Failed of the connection's latest finished job."),
-                ("bytes_synced", "Bytes Synced of the connection's latest finished job."),
-                ("duration_seconds", "Duration of the connection's latest finished job."),
-                ("streams_succeeded", "Streams Succeeded of the connection's latest finished job."),
-                ("streams_failed", "Streams Failed of the connection's latest finished job."),
-            )
-        }
-        last_info = GaugeMetricFamily(
-            "calabi_sync_last_job_info",
-            "The connection's latest finished job, for alert messages (always 1).",
-            labels=["connection", "job_id", "status", "error_summary", "job_url"],
-        )
-        info = GaugeMetricFamily(
-            "calabi_sync_connection_info",
-            "Connection metadata (always 1).",
-            labels=["connection", "connection_id", "source", "destination"],
-        )
-        first_seen = GaugeMetricFamily(
-            "calabi_sync_connection_first_seen_timestamp_seconds",
-            "The earliest time of the connection's jobs, or when the exporter first heard of it if earlier: "
-            "the staleness clock until it first succeeds.",
-            labels=["connection"],
-        )
-        thresholds = {
-            key: GaugeMetricFamily(name, help_text, labels=["connection"])
-            for key, (name, help_text) in THRESHOLD_METRICS.items()
-        }
+    def connection_families(self, parts: Sequence[ConnectionPart]) -> tuple[list[Metric], list[list[int]]]:
+        """The per-connection families (:data:`CONNECTION_FAMILIES`) holding the samples of ``parts``, in order.
 
-        for c in conns:
-            name = c.connection
+        Also where each part's samples end in each family, so that a renderer can
+        cut one connection's lines out of them (see :mod:`.scrape`).
+        """
+        families = [family.metric() for family in CONNECTION_FAMILIES]
+        ends: list[list[int]] = []
+        for part in parts:
+            self._add(part, families)
+            ends.append([len(family.samples) for family in families])
+        return families, ends
+
+    def _add(self, part: ConnectionPart, families: Sequence[Any]) -> None:
+        """Add one connection's samples; the overflow part gets only what adds up (counters, jobs in progress)."""
+        (
+            jobs,
+            in_progress,
+            oldest,
+            durations,
+            records,
+            records_failed,
+            bytes_synced,
+            streams,
+            stream_records,
+            stream_last,
+            consecutive,
+            last_success,
+            last_failure,
+            last_status,
+            *rest,
+        ) = families
+        last_values, (last_info, info, first_seen), rest = rest[:6], rest[6:9], rest[9:]
+        thresholds, (lines, errors, usage) = rest[:4], rest[4:]
+        name, c = part.name, part.agg
+        overflow = name == OVERFLOW
+        if c is not None:
             for status in FINISHED_STATUSES:
                 jobs.add_metric([name, status], c.jobs[status])
+        for status in ACTIVE_STATUSES:
+            entry = part.active.get(status)
+            in_progress.add_metric([name, status], entry[0] if entry else 0)
+            if entry is not None:
+                oldest.add_metric([name, status], entry[1])
+        if c is not None:
+            for status in FINISHED_STATUSES:
                 histogram = c.durations.get(status)
                 if histogram is not None:
                     durations.add_metric([name, status], histogram.cumulative(), histogram.total)
@@ -188,6 +323,27 @@ class SyncJobCollector(Collector):
             bytes_synced.add_metric([name], c.bytes_synced)
             streams.add_metric([name, SUCCEEDED], c.streams_succeeded)
             streams.add_metric([name, FAILED], c.streams_failed)
+        if self._streams_exposed(name):
+            # The largest families (connections × streams): samples are appended
+            # directly, skipping add_metric's per-sample label checks.
+            for s in part.streams:
+                stream_records.samples.append(
+                    Sample(
+                        "calabi_sync_stream_records_synced_total",
+                        {"connection": name, "stream": s.stream},
+                        s.records_synced,
+                    )
+                )
+                if s.last_status is not None and s.stream != OVERFLOW:  # no one latest status for many streams
+                    for status in STREAM_STATUSES:
+                        stream_last.samples.append(
+                            Sample(
+                                "calabi_sync_stream_last_status",
+                                {"connection": name, "stream": s.stream, "status": status},
+                                1.0 if s.last_status == status else 0.0,
+                            )
+                        )
+        if c is not None and not overflow:
             consecutive.add_metric([name], c.consecutive_failures)
             if c.last_success_at is not None:
                 last_success.add_metric([name], c.last_success_at)
@@ -196,7 +352,7 @@ class SyncJobCollector(Collector):
             if c.last_job_status is not None:
                 for status in FINISHED_STATUSES:
                     last_status.add_metric([name, status], 1.0 if c.last_job_status == status else 0.0)
-                for key, family in last_values.items():
+                for (key, _), family in zip(LAST_JOB_VALUES, last_values, strict=True):
                     value = getattr(c, f"last_job_{key}")
                     if value is not None:
                         family.add_metric([name], value)
@@ -212,112 +368,17 @@ class SyncJobCollector(Collector):
                 )
             info.add_metric([name, c.connection_id or "", c.source or "", c.destination or ""], 1.0)
             first_seen.add_metric([name], c.first_seen)
-            for key, value in self._thresholds.for_connection(name).items():
-                thresholds[key].add_metric([name], value)
-
-        yield jobs
-        yield from self._active(snap, conns)
-        yield durations
-        yield records
-        yield records_failed
-        yield bytes_synced
-        yield streams
-        yield from self._streams(snap)
-        yield consecutive
-        yield last_success
-        yield last_failure
-        yield last_status
-        yield from last_values.values()
-        yield last_info
-        yield info
-        yield first_seen
-        yield from thresholds.values()
-        yield from self._logs(snap, conns)
-        yield from self._exporter(snap)
-
-    def _active(self, snap: MetricsSnapshot, conns: list[ConnectionAgg]) -> Iterator[Metric]:
-        in_progress = GaugeMetricFamily(
-            "calabi_sync_jobs_in_progress", "Jobs queued (pending) or running now.", labels=["connection", "status"]
-        )
-        oldest = GaugeMetricFamily(
-            "calabi_sync_oldest_job_start_timestamp_seconds",
-            "Queue time of the oldest pending job, or start time of the oldest running job.",
-            labels=["connection", "status"],
-        )
-        active = {(a.connection, a.status): a for a in snap.active}
-        for c in conns:
-            for status in ACTIVE_STATUSES:
-                entry = active.get((c.connection, status))
-                in_progress.add_metric([c.connection, status], entry.count if entry else 0)
-                if entry is not None:
-                    oldest.add_metric([c.connection, status], entry.oldest_since)
-        yield in_progress
-        yield oldest
-
-    def _streams(self, snap: MetricsSnapshot) -> Iterator[Metric]:
-        records = CounterMetricFamily(
-            "calabi_sync_stream_records_synced",
-            "Rows written per stream by finished jobs.",
-            labels=["connection", "stream"],
-        )
-        last = GaugeMetricFamily(
-            "calabi_sync_stream_last_status",
-            "1 for the stream's latest status, 0 for the others.",
-            labels=["connection", "stream", "status"],
-        )
-        # The largest families (connections × streams): samples are appended
-        # directly, skipping add_metric's per-sample label checks; the label
-        # names are the family's own.
-        records_samples, last_samples = records.samples, last.samples
-        for s in sorted(snap.streams, key=lambda s: (s.connection, s.stream)):
-            records_samples.append(
-                Sample(
-                    "calabi_sync_stream_records_synced_total",
-                    {"connection": s.connection, "stream": s.stream},
-                    s.records_synced,
-                )
-            )
-            if s.last_status is not None:
-                for status in STREAM_STATUSES:
-                    last_samples.append(
-                        Sample(
-                            "calabi_sync_stream_last_status",
-                            {"connection": s.connection, "stream": s.stream, "status": status},
-                            1.0 if s.last_status == status else 0.0,
-                        )
-                    )
-        yield records
-        yield last
-
-    def _logs(self, snap: MetricsSnapshot, conns: list[ConnectionAgg]) -> Iterator[Metric]:
-        lines = CounterMetricFamily(
-            "calabi_sync_log_lines", "Job log lines stored, by level.", labels=["connection", "level"]
-        )
-        errors = CounterMetricFamily(
-            "calabi_sync_errors",
-            "Errors by kind, from ERROR log lines and from failed jobs' error summaries (one each).",
-            labels=["connection", "kind"],
-        )
-        usage = GaugeMetricFamily(
-            "calabi_sync_rate_limit_usage_ratio",
-            "Latest share of the source API's rate limit a log line reported as used (0 to 1).",
-            labels=["connection"],
-        )
-        counts = snap.log_counts
-        for c in conns:
-            name = c.connection
+            for family, value in zip(thresholds, self._thresholds.for_connection(name).values(), strict=True):
+                family.add_metric([name], value)
+        if c is not None or part.log_counts:
             for level in LOG_LEVELS:
-                lines.add_metric([name, level], counts.get((name, "level", level), 0))
+                lines.add_metric([name, level], part.log_counts.get((LEVEL_FAMILY, level), 0))
             for kind in ERROR_KINDS:
-                errors.add_metric([name, kind], counts.get((name, "error", kind), 0))
-            ratio = snap.rate_limits.get(name)
-            if ratio is not None:
-                usage.add_metric([name], ratio)
-        yield lines
-        yield errors
-        yield usage
+                errors.add_metric([name, kind], part.log_counts.get((ERROR_FAMILY, kind), 0))
+        if part.rate_limit is not None and not overflow:
+            usage.add_metric([name], part.rate_limit)
 
-    def _exporter(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+    def exporter_families(self, snap: MetricsSnapshot) -> Iterator[Metric]:
         build = GaugeMetricFamily("calabi_exporter_build_info", "Exporter version (always 1).", labels=["version"])
         build.add_metric([__version__], 1.0)
         yield build
@@ -331,6 +392,15 @@ class SyncJobCollector(Collector):
                 ingested.add_metric([endpoint, outcome], snap.ingest_counts.get((endpoint, outcome), 0))
         yield ingested
         yield GaugeMetricFamily("calabi_exporter_stored_jobs", "Jobs in the store.", value=snap.stored_jobs)
+        overflowed = CounterMetricFamily(
+            "calabi_exporter_cardinality_overflow",
+            "Jobs counted under the __overflow__ connection (theirs is beyond limits.max_connections) "
+            "or with streams under the __overflow__ stream (beyond limits.max_streams_per_connection).",
+            labels=["kind"],
+        )
+        for kind in OVERFLOW_KINDS:
+            overflowed.add_metric([kind], snap.overflow_jobs.get(kind, 0))
+        yield overflowed
         rejected = CounterMetricFamily(
             "calabi_exporter_rejected_records",
             "Rejected records by the field their error names (positions removed).",

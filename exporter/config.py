@@ -341,6 +341,26 @@ OPTIONS: Final = (
     ),
     Option("debug_logs", _bool, False, "Ship DEBUG lines too (per connection: `connections.<name>.debug_logs`)."),
     Option(
+        "per_stream_metrics",
+        _bool,
+        True,
+        "Expose the per-stream series (`calabi_sync_stream_*`); per connection: "
+        "`connections.<name>.per_stream_metrics`.",
+    ),
+    Option(
+        "limits.max_connections",
+        _int(1),
+        10_000,
+        "Connections with their own series; jobs of later ones are stored and counted under "
+        '`connection="__overflow__"`.',
+    ),
+    Option(
+        "limits.max_streams_per_connection",
+        _int(1),
+        100,
+        'Streams of a connection with their own series; later ones are counted under `stream="__overflow__"`.',
+    ),
+    Option(
         "retention.plan",
         _choice("professional", "enterprise"),
         "professional",
@@ -392,6 +412,7 @@ CONNECTION_KEYS: Final = (
     "stuck_floor_seconds",
     "pending_threshold_seconds",
     "debug_logs",
+    "per_stream_metrics",
 )
 
 
@@ -404,6 +425,7 @@ class ConnectionSettings:
     stuck_floor_seconds: float | None = None
     pending_threshold_seconds: float | None = None
     debug_logs: bool | None = None
+    per_stream_metrics: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +471,9 @@ class Config:
     deployment_environment: str = ""
     service_instance_id: str = ""
     debug_logs: bool = False
+    per_stream_metrics: bool = True
+    limits_max_connections: int = 10_000
+    limits_max_streams_per_connection: int = 100
     retention_plan: str = "professional"
     retention_days: int = 0
     s3_export_bucket: str = ""
@@ -483,6 +508,11 @@ class Config:
         """Whether DEBUG lines of ``connection`` are shipped."""
         override = self.connections.get(connection, ConnectionSettings()).debug_logs
         return self.debug_logs if override is None else override
+
+    def streams_exposed(self, connection: str) -> bool:
+        """Whether ``connection``'s per-stream series are exposed."""
+        override = self.connections.get(connection, ConnectionSettings()).per_stream_metrics
+        return self.per_stream_metrics if override is None else override
 
     @property
     def s3_export_enabled(self) -> bool:

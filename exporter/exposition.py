@@ -6,8 +6,8 @@ scrape has well over 100,000 samples, and the library re-validates and
 re-escapes every label of every sample (about 5 µs each). Label pairs repeat
 across families, so escaping each distinct pair once keeps a large scrape well
 under a second. The output is byte-for-byte what ``generate_latest`` writes
-(a test holds the two together); OpenMetrics, asked for by the ``Accept``
-header, is left to the library.
+(a test holds the two together). :mod:`.scrape` builds the ``/metrics`` body
+from these lines.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import cast
 
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -37,30 +36,37 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def render_text(registry: Collector) -> bytes:
-    """The Prometheus text format (0.0.4) of everything ``registry`` collects."""
-    pairs: dict[tuple[str, str], str] = {}
-    numbers: dict[float, str] = {}
-    out: list[str] = []
+class LineWriter:
+    """Sample lines as ``generate_latest`` writes them, each distinct label pair escaped once."""
 
-    def line(name: str, labels: dict[str, str], value: float, timestamp: object) -> str:
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str], str] = {}
+        self._numbers: dict[float, str] = {}
+
+    def line(self, name: str, labels: dict[str, str], value: float, timestamp: object = None) -> str:
         if labels:
             parts = []
             for key in sorted(labels):
                 item = (key, labels[key])
-                text = pairs.get(item)
+                text = self._pairs.get(item)
                 if text is None:
-                    text = pairs[item] = f'{key}="{_escape_value(item[1])}"'
+                    text = self._pairs[item] = f'{key}="{_escape_value(item[1])}"'
                 parts.append(text)
             head = f"{name}{{{','.join(parts)}}}"
         else:
             head = name
-        number = numbers.get(value)
+        number = self._numbers.get(value)
         if number is None:
-            number = numbers[value] = _go_float(value)
+            number = self._numbers[value] = _go_float(value)
         if timestamp is not None:
             return f"{head} {number} {int(float(timestamp) * 1000):d}\n"  # type: ignore[arg-type]
         return f"{head} {number}\n"
+
+
+def render_text(registry: Collector) -> bytes:
+    """The Prometheus text format (0.0.4) of everything ``registry`` collects."""
+    line = LineWriter().line
+    out: list[str] = []
 
     for metric in registry.collect():
         name, kind = metric.name, metric.type
@@ -86,17 +92,8 @@ def render_text(registry: Collector) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def render(registry: Collector, accept: str | None) -> tuple[bytes, str]:
-    """Body and content type for a scrape with the given ``Accept`` header."""
-    encoder, content_type = choose_encoder(accept or "")
-    with _gc_paused():
-        if content_type.startswith("application/openmetrics-text"):
-            return encoder(registry), content_type
-        return render_text(registry), CONTENT_TYPE_PLAIN_0_0_4
-
-
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Keep the cyclic garbage collector out of a scrape.
 
     A large scrape allocates a few hundred thousand short-lived objects (one

@@ -37,6 +37,9 @@ MAX_STREAMS: Final = 10_000
 MAX_STREAM_NAME: Final = 256
 #: Largest count or byte total a record may carry: 2^53 - 1, the largest integer a float (and so
 #: Prometheus, JSON readers, Grafana) holds exactly.
+#: The series label value that stands for every connection (or stream) beyond the series budget;
+#: no connection or stream may carry it as its own name.
+OVERFLOW: Final = "__overflow__"
 MAX_COUNT: Final = 2**53 - 1
 #: Longest duration a record may carry (about 31 years): seconds, not milliseconds by mistake.
 MAX_SECONDS: Final = 10**9
@@ -293,6 +296,8 @@ def _stream(data: Any, index: int) -> StreamResult:
     try:
         name = _string(data, "name", MAX_STREAM_NAME, required=True)
         assert name is not None
+        if name == OVERFLOW:
+            raise ValidationError("name", f"{OVERFLOW} is reserved for the streams beyond the series budget")
         return StreamResult(
             name=name,
             status=_status(data, "status", required=False),
@@ -330,6 +335,8 @@ def parse_job(
         raise ValidationError("job_id", "must be 1-128 characters of letters, digits, _ - . :")
     connection_name = _string(data, "connection_name", MAX_CONNECTION_NAME, required=True)
     assert connection_name is not None
+    if connection_name == OVERFLOW:
+        raise ValidationError("connection_name", f"{OVERFLOW} is reserved for the connections beyond the series budget")
     status = _status(data, "status", required=True)
     assert status is not None
 

@@ -70,6 +70,21 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def open_app(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Flask]]:
+    """Apps over one data dir, each owning its store as ``serve`` does (settings: Config fields); closed after."""
+    apps: list[Flask] = []
+
+    def open_app(**settings: Any) -> Flask:
+        app = create_app(Config(data_dir=str(tmp_path / "data"), **settings), clock=clock)
+        apps.append(app)
+        return app
+
+    yield open_app
+    for app in apps:
+        app.extensions["calabi_exporter"].store.close()
+
+
 class Samples(dict[tuple[str, frozenset[tuple[str, str]]], float]):
     """Scraped samples keyed by name and labels, for exact assertions."""
 

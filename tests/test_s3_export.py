@@ -343,7 +343,9 @@ def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock
     db.executescript(  # the jobs table of version 1
         "DROP INDEX jobs_by_export_batch; ALTER TABLE jobs DROP COLUMN export_batch; DROP TABLE export_batches;"
         " DROP INDEX jobs_by_time; DROP INDEX jobs_by_status_time; DROP INDEX jobs_by_connection_time;"
-        " ALTER TABLE jobs DROP COLUMN job_time; PRAGMA user_version = 1;"
+        " ALTER TABLE jobs DROP COLUMN job_time; ALTER TABLE connections DROP COLUMN admitted;"
+        " ALTER TABLE connections DROP COLUMN version;"
+        " DROP TABLE connection_overflow; PRAGMA user_version = 1;"
     )
     db.close()
 

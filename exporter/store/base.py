@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -156,6 +156,24 @@ class WindowStats:
     duration_count: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesLimits:
+    """The series budget: connections and streams per connection with series of their own.
+
+    Jobs beyond it are stored and counted as usual, and their counters also add
+    up under ``connection="__overflow__"`` / ``stream="__overflow__"``, so a sum
+    over any counter stays exact while the number of series stays bounded.
+    """
+
+    max_connections: int = 10_000
+    max_streams_per_connection: int = 100
+
+
+OVERFLOW_KINDS: Final = ("connection", "stream")
+LEVEL_FAMILY: Final = "level"  # log counts: lines by level
+ERROR_FAMILY: Final = "error"  # log counts: errors by kind
+
+
 @dataclass(slots=True)
 class MetricsSnapshot:
     """All a scrape needs, read in one consistent transaction."""
@@ -176,6 +194,9 @@ class MetricsSnapshot:
     export: ExportStats = field(default_factory=ExportStats)
     webhook_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, outcome) -> deliveries
     webhook_depth: dict[str, int] = field(default_factory=dict)  # endpoint -> events waiting
+    # Counters of every connection beyond the series budget, added up (None: none so far).
+    overflow: ConnectionAgg | None = None
+    overflow_jobs: dict[str, int] = field(default_factory=dict)  # kind -> jobs counted into an overflow series
 
 
 class Store(Protocol):
@@ -235,8 +256,20 @@ class Store(Protocol):
         """Per connection, the jobs finished since then, by status, with their duration total."""
         ...
 
-    def metrics_snapshot(self) -> MetricsSnapshot:
-        """The aggregates a scrape renders; never scans job history."""
+    def metrics_snapshot(self, only: Collection[str] | None = None) -> MetricsSnapshot:
+        """The aggregates a scrape renders; never scans job history.
+
+        ``only``: the connections (with series of their own) to read, besides everything
+        not per connection; None reads them all.
+        """
+        ...
+
+    def connection_versions(self) -> dict[str, int]:
+        """Each connection with series of its own, and the version of what its series show."""
+        ...
+
+    def forget_connection(self, name: str) -> int | None:
+        """Drop a connection's aggregates (its series); returns its jobs still stored, None if unknown."""
         ...
 
     def purge(self, finished_before: float, limit: int = 1000, *, exported_only: bool = False) -> int:

@@ -15,7 +15,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields, replace
 from functools import partial
@@ -36,9 +36,12 @@ from ..documents import export_object_name, status_event, status_event_id
 from ..joblogs import LogLine
 from ..lifecycle import ACCEPTED, OUTCOMES, merge
 from ..logsignals import classify_error, rate_limit_ratio, stream_result
-from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, PENDING, SUCCEEDED, Job, StreamResult
+from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, PENDING, SUCCEEDED, Job, StreamResult
 from ..timeutil import Clock, system_clock
 from .base import (
+    ERROR_FAMILY,
+    LEVEL_FAMILY,
+    OVERFLOW_KINDS,
     ActiveJobs,
     Delivery,
     EventRoute,
@@ -49,6 +52,7 @@ from .base import (
     LogIngestResult,
     MetricsSnapshot,
     OutboxEntry,
+    SeriesLimits,
     ShippingStats,
     StoredLine,
     StoreError,
@@ -63,7 +67,7 @@ _EXPORT_INDEX: Final = (
     "CREATE INDEX IF NOT EXISTS jobs_to_export ON jobs (finished_at)"
     " WHERE finished_at IS NOT NULL AND export_batch IS NULL"
 )
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 
 def _migrate_from_1(db: sqlite3.Connection) -> None:
@@ -83,12 +87,23 @@ def _migrate_from_2(db: sqlite3.Connection) -> None:
         )
 
 
+def _migrate_from_3(db: sqlite3.Connection) -> None:
+    # Every connection known before the series budget keeps its series, however many there are.
+    db.execute("ALTER TABLE connections ADD COLUMN admitted INTEGER NOT NULL DEFAULT 1")
+    db.execute("ALTER TABLE connections ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('admitted_connections', (SELECT count(*) FROM connections))"
+    )
+
+
 #: What brings a store of version N to N + 1 (a new store gets the whole schema at once).
-_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _migrate_from_1, 2: _migrate_from_2}
+_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
+    1: _migrate_from_1,
+    2: _migrate_from_2,
+    3: _migrate_from_3,
+}
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
-LEVEL_FAMILY: Final = "level"  # log_counts.family: lines by level
-ERROR_FAMILY: Final = "error"  # log_counts.family: errors by kind
 _MAX_PARAMS: Final = 500  # bound parameters per statement, well below SQLite's limit
 _SEAL_LIMIT: Final = 50_000  # jobs sealed into export batches per call
 
@@ -107,6 +122,9 @@ _CONNECTION_UPSERT: Final = (
     f"INSERT OR REPLACE INTO connections ({', '.join(_CONNECTION_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(_CONNECTION_COLUMNS))})"
 )
+_STREAM_SELECT: Final = "SELECT connection, stream, records_synced, last_status, last_finished_at FROM stream_aggs"
+_OVERFLOW_SELECT: Final = f"SELECT {', '.join(_CONNECTION_COLUMNS)} FROM connection_overflow"
+_OVERFLOW_UPSERT: Final = _CONNECTION_UPSERT.replace("INTO connections", "INTO connection_overflow")
 
 _job_values: Final = attrgetter(*_JOB_COLUMNS)
 _stream_values: Final = attrgetter(*_STREAM_COLUMNS)
@@ -117,6 +135,25 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
+
+_CONNECTION_DDL: Final = f"""
+    connection TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    connection_id TEXT, source TEXT, destination TEXT,
+    records_synced INTEGER NOT NULL, records_failed INTEGER NOT NULL, bytes_synced INTEGER NOT NULL,
+    streams_succeeded INTEGER NOT NULL, streams_failed INTEGER NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    last_success_at REAL, last_failure_at REAL,
+    last_job_id TEXT, last_job_finished_at REAL, last_job_status TEXT,
+    last_job_records_synced INTEGER, last_job_records_failed INTEGER, last_job_bytes_synced INTEGER,
+    last_job_duration_seconds REAL, last_job_streams_succeeded INTEGER, last_job_streams_failed INTEGER,
+    last_job_error_summary TEXT, last_job_url TEXT,
+    admitted INTEGER NOT NULL DEFAULT 1,
+    version INTEGER NOT NULL DEFAULT 0,
+    {", ".join(f"jobs_{s} INTEGER NOT NULL" for s in FINISHED_STATUSES)},
+    {", ".join(f"duration_counts_{s} TEXT, duration_sum_{s} REAL" for s in FINISHED_STATUSES)}
+
+"""
 
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS jobs (
@@ -165,21 +202,10 @@ CREATE TABLE IF NOT EXISTS log_lines (
 );
 CREATE INDEX IF NOT EXISTS log_lines_by_job ON log_lines (job_id, id);
 
-CREATE TABLE IF NOT EXISTS connections (
-    connection TEXT PRIMARY KEY,
-    first_seen REAL NOT NULL,
-    connection_id TEXT, source TEXT, destination TEXT,
-    records_synced INTEGER NOT NULL, records_failed INTEGER NOT NULL, bytes_synced INTEGER NOT NULL,
-    streams_succeeded INTEGER NOT NULL, streams_failed INTEGER NOT NULL,
-    consecutive_failures INTEGER NOT NULL,
-    last_success_at REAL, last_failure_at REAL,
-    last_job_id TEXT, last_job_finished_at REAL, last_job_status TEXT,
-    last_job_records_synced INTEGER, last_job_records_failed INTEGER, last_job_bytes_synced INTEGER,
-    last_job_duration_seconds REAL, last_job_streams_succeeded INTEGER, last_job_streams_failed INTEGER,
-    last_job_error_summary TEXT, last_job_url TEXT,
-    {", ".join(f"jobs_{s} INTEGER NOT NULL" for s in FINISHED_STATUSES)},
-    {", ".join(f"duration_counts_{s} TEXT, duration_sum_{s} REAL" for s in FINISHED_STATUSES)}
-);
+CREATE TABLE IF NOT EXISTS connections ({_CONNECTION_DDL});
+
+-- The counters of every connection beyond the series budget, added up: one row, connection "__overflow__".
+CREATE TABLE IF NOT EXISTS connection_overflow ({_CONNECTION_DDL});
 
 CREATE TABLE IF NOT EXISTS stream_aggs (
     connection TEXT NOT NULL,
@@ -293,6 +319,10 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_jobs', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_exported', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_failed', 0);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('log_dead_lettered', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('admitted_connections', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('overflow_jobs_connection', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('overflow_jobs_stream', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('connections_version', 0);
 """
 
 
@@ -315,14 +345,20 @@ def _active_since(job: Job, now: float) -> float | None:
 class _Transaction:
     """Loads the aggregates a request touches once, and writes them back once."""
 
-    def __init__(self, db: sqlite3.Connection, now: float) -> None:
+    def __init__(self, db: sqlite3.Connection, now: float, limits: SeriesLimits) -> None:
         self.db = db
         self.now = now
+        self.limits = limits
         self.connections: dict[str, ConnectionAgg] = {}
         self.streams: dict[tuple[str, str], StreamAgg] = {}
+        self.streams_looked_up: set[tuple[str, str]] = set()  # pairs read from the store, found or not
+        self.own_streams: dict[str, int] = {}  # connection -> streams with a series of their own
         self.known_missing: set[str] = set()  # connections a prefetch found absent
         self.errors: dict[str, dict[tuple[str, str], int]] = {}
         self.new_jobs = 0
+        self.admitted: int | None = None  # connections with series of their own, once read
+        self.overflow: ConnectionAgg | None = None  # the overflow aggregate, once read or made
+        self.overflow_jobs: dict[str, int] = dict.fromkeys(OVERFLOW_KINDS, 0)
 
     def prefetch(self, jobs: Sequence[Job]) -> None:
         """Read the aggregates a batch touches with a few queries instead of a few per job."""
@@ -335,9 +371,8 @@ class _Transaction:
                 self.connections[agg.connection] = agg
             self.known_missing.update(name for name in chunk if name not in self.connections)
         pairs = list(dict.fromkeys((job.connection_name, s.name) for job in jobs if job.finished for s in job.streams))
-        for pairs_chunk in _chunks([p for p in pairs if p not in self.streams], _MAX_PARAMS // 2):
-            for pair in pairs_chunk:
-                self.streams[pair] = StreamAgg(*pair)
+        for pairs_chunk in _chunks([p for p in pairs if p not in self.streams_looked_up], _MAX_PARAMS // 2):
+            self.streams_looked_up.update(pairs_chunk)
             for row in self.db.execute(
                 "SELECT connection, stream, records_synced, last_status, last_finished_at FROM stream_aggs"
                 f" WHERE (connection, stream) IN (VALUES {', '.join(['(?, ?)'] * len(pairs_chunk))})",
@@ -377,30 +412,79 @@ class _Transaction:
             )
 
     def connection(self, name: str) -> ConnectionAgg:
+        """The connection's aggregate; a new connection gets series of its own while the budget lasts."""
         agg = self.connections.get(name)
         if agg is None:
             row = None if name in self.known_missing else self._connection_row(name)
-            agg = ConnectionAgg(connection=name, first_seen=self.now) if row is None else _connection_from_row(row)
+            if row is None:
+                if self.admitted is None:
+                    self.admitted = _meta(self.db, "admitted_connections")
+                admitted = self.admitted < self.limits.max_connections
+                self.admitted += admitted
+                agg = ConnectionAgg(connection=name, first_seen=self.now, admitted=admitted)
+            else:
+                agg = _connection_from_row(row)
             self.connections[name] = agg
         return agg
+
+    def overflow_agg(self) -> ConnectionAgg:
+        """The added-up counters of the connections beyond the budget."""
+        if self.overflow is None:
+            row = self.db.execute(_OVERFLOW_SELECT).fetchone()
+            self.overflow = ConnectionAgg(OVERFLOW, self.now) if row is None else _connection_from_row(row)
+        return self.overflow
 
     def _connection_row(self, name: str) -> Sequence[object] | None:
         row: Sequence[object] | None = self.db.execute(_CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
         return row
 
-    def stream_aggs(self, connection: str, names: Sequence[str]) -> dict[str, StreamAgg]:
-        missing = [name for name in names if (connection, name) not in self.streams]
+    def stream_aggs(self, connection: str, names: Sequence[str]) -> tuple[dict[str, StreamAgg], bool]:
+        """Each stream's aggregate, and whether any of them is folded into ``stream="__overflow__"``.
+
+        A stream gets a series of its own while its connection has fewer than
+        ``max_streams_per_connection``; a later one counts into the connection's overflow stream.
+        """
+        missing = [name for name in names if (connection, name) not in self.streams_looked_up]
         for start in range(0, len(missing), _MAX_PARAMS):
             chunk = missing[start : start + _MAX_PARAMS]
-            for name in chunk:
-                self.streams[(connection, name)] = StreamAgg(connection, name)
+            self.streams_looked_up.update((connection, name) for name in chunk)
             for row in self.db.execute(
                 "SELECT stream, records_synced, last_status, last_finished_at FROM stream_aggs"
                 f" WHERE connection = ? AND stream IN ({', '.join('?' * len(chunk))})",
                 (connection, *chunk),
             ):
                 self.streams[(connection, row[0])] = StreamAgg(connection, *row)
-        return {name: self.streams[(connection, name)] for name in names}
+        out: dict[str, StreamAgg] = {}
+        folded = False
+        for name in names:
+            agg = self.streams.get((connection, name))
+            if agg is None:
+                if self._own_streams(connection) < self.limits.max_streams_per_connection:
+                    self.own_streams[connection] += 1
+                    agg = self.streams[(connection, name)] = StreamAgg(connection, name)
+                else:
+                    agg, folded = self.stream_overflow(connection), True
+            out[name] = agg
+        return out, folded
+
+    def stream_overflow(self, connection: str) -> StreamAgg:
+        """The stream aggregate the streams beyond the budget count into."""
+        pair = (connection, OVERFLOW)
+        if pair not in self.streams:
+            row = self.db.execute(
+                "SELECT stream, records_synced, last_status, last_finished_at FROM stream_aggs"
+                " WHERE connection = ? AND stream = ?",
+                pair,
+            ).fetchone()
+            self.streams[pair] = StreamAgg(connection, OVERFLOW) if row is None else StreamAgg(connection, *row)
+        return self.streams[pair]
+
+    def _own_streams(self, connection: str) -> int:
+        if connection not in self.own_streams:
+            self.own_streams[connection] = self.db.execute(
+                "SELECT count(*) FROM stream_aggs WHERE connection = ? AND stream != ?", (connection, OVERFLOW)
+            ).fetchone()[0]
+        return self.own_streams[connection]
 
     def count_error(self, connection: str, kind: str) -> None:
         counts = self.errors.setdefault(connection, {})
@@ -416,7 +500,19 @@ class _Transaction:
 
     def flush(self, endpoint: str, counts: dict[str, int]) -> None:
         if self.connections:
+            version = self.db.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'connections_version' RETURNING value"
+            ).fetchone()[0]
+            for agg in self.connections.values():
+                agg.version = version
             self.db.executemany(_CONNECTION_UPSERT, [_connection_row(agg) for agg in self.connections.values()])
+        if self.admitted is not None:
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'admitted_connections'", (self.admitted,))
+        if self.overflow is not None:
+            self.db.execute(_OVERFLOW_UPSERT, _connection_row(self.overflow))
+        for kind, jobs in self.overflow_jobs.items():
+            if jobs:
+                self.db.execute("UPDATE meta SET value = value + ? WHERE key = ?", (jobs, f"overflow_jobs_{kind}"))
         if self.streams:
             self.db.executemany(
                 "INSERT OR REPLACE INTO stream_aggs (connection, stream, records_synced, last_status,"
@@ -431,6 +527,20 @@ class _Transaction:
         if self.new_jobs:
             self.db.execute("UPDATE meta SET value = value + ? WHERE key = 'stored_jobs'", (self.new_jobs,))
         _count_ingest(self.db, endpoint, counts)
+
+
+def _forget(db: sqlite3.Connection, names: Sequence[str]) -> None:
+    """Delete the aggregates of ``names``; a place in the series budget they held is free again."""
+    for chunk in _chunks(names, _MAX_PARAMS):
+        marks = ", ".join("?" * len(chunk))
+        admitted = db.execute(f"SELECT count(*) FROM connections WHERE admitted AND connection IN ({marks})", chunk)
+        db.execute("UPDATE meta SET value = value - ? WHERE key = 'admitted_connections'", admitted.fetchone())
+        for table in ("connections", "stream_aggs", "log_counts", "rate_limits"):
+            db.execute(f"DELETE FROM {table} WHERE connection IN ({marks})", chunk)
+
+
+def _meta(db: sqlite3.Connection, key: str) -> int:
+    return int(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
 
 def _shipping_stats(db: sqlite3.Connection) -> ShippingStats:
@@ -669,6 +779,7 @@ class SQLiteStore:
         outbox: bool = False,
         webhook_routes: Sequence[EventRoute] = (),
         s3_export: bool = False,
+        limits: SeriesLimits | None = None,
     ) -> None:
         """``outbox``: keep every new log line and finished job in the outbox for the log shipper.
 
@@ -686,6 +797,7 @@ class SQLiteStore:
         self._outbox = outbox
         self._s3_export = s3_export
         self._routes = tuple(webhook_routes)
+        self._limits = limits or SeriesLimits()
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock_fds: list[int] = []
@@ -773,7 +885,7 @@ class SQLiteStore:
     ) -> IngestResult:
         def work(db: sqlite3.Connection) -> IngestResult:
             result = IngestResult()
-            tx = _Transaction(db, self._clock())
+            tx = _Transaction(db, self._clock(), self._limits)
             if len(jobs) > 1:
                 tx.prefetch(jobs)
             for job in jobs:
@@ -803,16 +915,28 @@ class SQLiteStore:
         agg = tx.connection(name)
         if job.connection_name == name:
             update_connection_metadata(agg, job)
+        if existing is None and not agg.admitted:
+            tx.overflow_jobs["connection"] += 1
         if merged.finished:
-            if self._outbox and (existing is None or not existing.finished):
+            newly_finished = existing is None or not existing.finished
+            if self._outbox and newly_finished:
                 tx.db.execute(
                     "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, NULL, ?)", (merged.job_id, tx.now)
                 )
             apply_finished(agg, existing, merged, failures_after=partial(tx.failures_after, name))
+            if not agg.admitted:  # the same change to the added-up counters; its gauges are not shown
+                apply_finished(tx.overflow_agg(), existing, merged, failures_after=lambda _moment: 0)
+            series = name if agg.admitted else OVERFLOW
             if _new_failure_summary(existing, merged):
-                tx.count_error(name, classify_error(merged.error_summary or ""))
+                tx.count_error(series, classify_error(merged.error_summary or ""))
             if merged.streams:
-                streams = tx.stream_aggs(name, [s.name for s in merged.streams])
+                if agg.admitted:
+                    streams, folded = tx.stream_aggs(name, [s.name for s in merged.streams])
+                    if folded and newly_finished:
+                        tx.overflow_jobs["stream"] += 1
+                else:
+                    overflow = tx.stream_overflow(OVERFLOW)
+                    streams = {s.name: overflow for s in merged.streams}
                 apply_finished_streams(streams, existing, merged)
         return outcome
 
@@ -846,7 +970,7 @@ class SQLiteStore:
 
     def get_job(self, job_id: str) -> Job | None:
         with self._read() as db:
-            return _Transaction(db, 0.0).load_job(job_id)
+            return _Transaction(db, 0.0, self._limits).load_job(job_id)
 
     def append_logs(self, job_id: str, lines: Sequence[LogLine]) -> LogIngestResult:
         now = self._clock()
@@ -859,7 +983,7 @@ class SQLiteStore:
             rows.append((job_id, line.timestamp, now, line.level, line.message, line.stream, key))
 
         def work(db: sqlite3.Connection) -> LogIngestResult:
-            tx = _Transaction(db, now)
+            tx = _Transaction(db, now, self._limits)
             job = tx.load_job(job_id)
             if job is None:
                 raise KeyError(job_id)
@@ -891,8 +1015,9 @@ class SQLiteStore:
                     seen_at = line.timestamp if line.timestamp is not None else now
                     if rate_limit is None or seen_at >= rate_limit[1]:
                         rate_limit = (ratio, seen_at)
-            _add_log_counts(db, connection, counts)
-            if rate_limit is not None:
+            admitted = tx.connection(connection).admitted
+            _add_log_counts(db, connection if admitted else OVERFLOW, counts)
+            if rate_limit is not None and admitted:
                 db.execute(
                     "INSERT INTO rate_limits (connection, ratio, seen_at) VALUES (?, ?, ?)"
                     " ON CONFLICT (connection) DO UPDATE SET ratio = excluded.ratio, seen_at = excluded.seen_at"
@@ -973,16 +1098,34 @@ class SQLiteStore:
                 entry.duration_count += duration_count
         return stats
 
-    def metrics_snapshot(self) -> MetricsSnapshot:
+    def connection_versions(self) -> dict[str, int]:
+        with self._read() as db:
+            return dict(db.execute("SELECT connection, version FROM connections WHERE admitted"))
+
+    def metrics_snapshot(self, only: Collection[str] | None = None) -> MetricsSnapshot:
         try:
             with self._read() as db:
-                connections = [_connection_from_row(row) for row in db.execute(_CONNECTION_SELECT)]
-                streams = [
-                    StreamAgg(*row)
-                    for row in db.execute(
-                        "SELECT connection, stream, records_synced, last_status, last_finished_at FROM stream_aggs"
-                    )
-                ]
+                # Only connections within the budget have series; the others are in the overflow row.
+                if only is None:
+                    connections = [_connection_from_row(r) for r in db.execute(_CONNECTION_SELECT + " WHERE admitted")]
+                    streams = [StreamAgg(*row) for row in db.execute(_STREAM_SELECT)]
+                    log_counts = {(c, f, k): n for c, f, k, n in db.execute("SELECT * FROM log_counts")}
+                    rate_limits = {c: r for c, r in db.execute("SELECT connection, ratio FROM rate_limits")}
+                else:  # these connections (and the overflow) only: a scrape re-rendering what changed
+                    names = [*only, OVERFLOW]
+                    connections, streams, log_counts, rate_limits = [], [], {}, {}
+                    for chunk in _chunks(names, _MAX_PARAMS):
+                        marks = ", ".join("?" * len(chunk))
+                        where = f" WHERE connection IN ({marks})"
+                        rows = db.execute(_CONNECTION_SELECT + where + " AND admitted", chunk)
+                        connections += [_connection_from_row(row) for row in rows]
+                        streams += [StreamAgg(*row) for row in db.execute(_STREAM_SELECT + where, chunk)]
+                        log_counts.update(
+                            ((c, f, k), n) for c, f, k, n in db.execute("SELECT * FROM log_counts" + where, chunk)
+                        )
+                        rate_limits.update(db.execute("SELECT connection, ratio FROM rate_limits" + where, chunk))
+                overflow_row = db.execute(_OVERFLOW_SELECT).fetchone()
+                overflow_jobs = {kind: _meta(db, f"overflow_jobs_{kind}") for kind in OVERFLOW_KINDS}
                 active = [
                     ActiveJobs(*row)
                     for row in db.execute(
@@ -992,8 +1135,6 @@ class SQLiteStore:
                 ]
                 ingest = {(e, o): n for e, o, n in db.execute("SELECT endpoint, outcome, count FROM ingest_counts")}
                 stored = db.execute("SELECT value FROM meta WHERE key = 'stored_jobs'").fetchone()[0]
-                log_counts = {(c, f, k): n for c, f, k, n in db.execute("SELECT * FROM log_counts")}
-                rate_limits = {c: r for c, r in db.execute("SELECT connection, ratio FROM rate_limits")}
                 shipping = _shipping_stats(db)
                 rejections = {(e, f): n for e, f, n in db.execute("SELECT endpoint, field, count FROM rejections")}
                 purged = db.execute("SELECT value FROM meta WHERE key = 'purged_jobs'").fetchone()[0]
@@ -1021,6 +1162,8 @@ class SQLiteStore:
             export,
             webhook_counts,
             webhook_depth,
+            None if overflow_row is None else _connection_from_row(overflow_row),
+            overflow_jobs,
         )
 
     def outbox_read(self, limit: int) -> list[OutboxEntry]:
@@ -1033,7 +1176,7 @@ class SQLiteStore:
                     " WHERE o.id > ? ORDER BY o.id LIMIT ?",
                     (cursor, limit),
                 ).fetchall()
-                tx = _Transaction(db, 0.0)
+                tx = _Transaction(db, 0.0, self._limits)
                 jobs: dict[str, Job | None] = {}
                 out: list[OutboxEntry] = []
                 for outbox_id, job_id, level, message, timestamp, stream, queued_at in rows:
@@ -1115,7 +1258,28 @@ class SQLiteStore:
                 )
             db.execute("UPDATE meta SET value = value - ? WHERE key = 'stored_jobs'", (len(ids),))
             db.execute("UPDATE meta SET value = value + ? WHERE key = 'purged_jobs'", (len(ids),))
+            # A connection without a job left in the retention window is forgotten: its series go.
+            idle = db.execute(
+                "SELECT connection FROM connections c"
+                " WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE connection_name = c.connection)"
+            ).fetchall()
+            _forget(db, [row[0] for row in idle])
             return len(ids)
+
+        return self._submit(work)
+
+    def forget_connection(self, name: str) -> int | None:
+        """Drop a connection's aggregates (and so its series); its jobs stay until retention.
+
+        Returns how many of its jobs are still stored, or None for an unknown connection.
+        Counters of other connections do not move; a job posted later starts it afresh.
+        """
+
+        def work(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM connections WHERE connection = ?", (name,)).fetchone() is None:
+                return None
+            _forget(db, [name])
+            return int(db.execute("SELECT count(*) FROM jobs WHERE connection_name = ?", (name,)).fetchone()[0])
 
         return self._submit(work)
 
@@ -1180,7 +1344,7 @@ class SQLiteStore:
 
     def export_jobs(self, batch: ExportBatch) -> ExportBatch:
         with self._read() as db:
-            tx = _Transaction(db, 0.0)
+            tx = _Transaction(db, 0.0, self._limits)
             ids = [
                 row[0]
                 for row in db.execute(

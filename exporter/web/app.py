@@ -10,7 +10,8 @@ from ..config import Config
 from ..logship import LogShipper
 from ..retention import Purger
 from ..s3export import S3Exporter
-from ..store import SQLiteStore, Store
+from ..scrape import ScrapeRenderer
+from ..store import SeriesLimits, SQLiteStore, Store
 from ..timeutil import Clock, system_clock
 from ..webhook_delivery import WebhookDeliverer, routes_from
 from . import ingest, ops, read_api, webhooks
@@ -58,18 +59,22 @@ def create_app(
             outbox=shipping,
             webhook_routes=routes_from(config),
             s3_export=config.s3_export_enabled,
+            limits=SeriesLimits(config.limits_max_connections, config.limits_max_streams_per_connection),
         )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        SyncJobCollector(
-            store.metrics_snapshot,
-            thresholds_from(config),
-            clock=clock,
-            s3_export=config.s3_export_enabled,
-            webhook_endpoints=[e.name for e in config.webhooks],
-        )
+    collector = SyncJobCollector(
+        store.metrics_snapshot,
+        thresholds_from(config),
+        clock=clock,
+        s3_export=config.s3_export_enabled,
+        webhook_endpoints=[e.name for e in config.webhooks],
+        streams_exposed=config.streams_exposed,
     )
-    app.extensions[EXTENSION_KEY] = Services(config=config, store=store, registry=registry, clock=clock)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    scrapes = ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot)
+    app.extensions[EXTENSION_KEY] = Services(
+        config=config, store=store, registry=registry, clock=clock, scrapes=scrapes
+    )
     app.register_blueprint(ingest.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)

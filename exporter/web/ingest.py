@@ -182,3 +182,16 @@ def post_logs(job_id: str) -> tuple[Response, int]:
     except KeyError:
         raise ClientError(404, f"no job {job_id!r}; post the job record first", "job_id") from None
     return jsonify({"accepted": result.accepted, "unchanged": result.unchanged}), 200
+
+
+@bp.delete("/connections/<path:name>")
+def forget_connection(name: str) -> tuple[Response, int]:
+    """Forget a connection: its series and aggregates go, its jobs stay until retention.
+
+    For a connection that was renamed or removed in the product: it frees its place in
+    the series budget and Prometheus sees its series end. A later job starts it afresh.
+    """
+    jobs = services().store.forget_connection(name)
+    if jobs is None:
+        raise ClientError(404, f"no connection {name!r}", "name")
+    return jsonify({"connection_name": name, "forgotten": True, "jobs_kept": jobs}), 200

@@ -7,7 +7,6 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..exposition import render
 from ..store import StoreError, StoreFull
 from ..timeutil import format_rfc3339
 from .auth import require_ingest_token, require_metrics_token
@@ -19,10 +18,10 @@ bp = Blueprint("ops", __name__)
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format, or OpenMetrics when the scraper asks for it."""
+    """Prometheus text format, or OpenMetrics when the scraper asks for it; streamed (see :mod:`..scrape`)."""
     require_metrics_token()
-    body, content_type = render(services().registry, request.headers.get("Accept"))
-    return Response(body, status=200, content_type=content_type)
+    chunks, content_type = services().scrapes.render(request.headers.get("Accept"))
+    return Response(chunks, status=200, content_type=content_type)
 
 
 @bp.get("/healthz")

@@ -8,6 +8,7 @@ from flask import Flask, current_app
 from prometheus_client import CollectorRegistry
 
 from ..config import Config
+from ..scrape import ScrapeRenderer
 from ..store import Store
 from ..timeutil import Clock
 
@@ -24,6 +25,7 @@ class Services:
     store: Store
     registry: CollectorRegistry
     clock: Clock
+    scrapes: ScrapeRenderer
 
     def latest_time(self) -> float:
         """The latest time a record may carry now: the clock plus the allowed skew."""

@@ -1,0 +1,297 @@
+"""Scrape benchmark for large fleets: time, worker memory, and what the per-connection cache saves.
+
+What it measures, side by side in one run:
+
+1. 10,000 connections × 20 streams (one finished job each; about 1.2 M samples),
+   served by a real ``calabi-exporter serve`` (defaults: 2 workers): the first
+   scrape of each worker (it renders every connection), then 20 scrapes one
+   after another (p50, max), then 4 scrapes at once, 5 times, while the
+   resident memory of every worker is sampled every 50 ms (max).
+2. 1,000 connections × 20 streams, in process: a full render (a new renderer,
+   nothing kept) against a scrape after 9 connections (0.9 %) got a new job,
+   10 times each (p50 of both, and their ratio).
+3. 50,000 connections × 20 streams posted with the default budget (10,000
+   connections with series of their own, the rest under ``__overflow__``):
+   the same as 1, to compare with it.
+
+Run from the project root::
+
+    .venv/bin/python bench/bench_scrape.py              # about 10 minutes on 2 cores
+    .venv/bin/python bench/bench_scrape.py --quick      # 2,000 / 200 / 10,000 connections
+
+Results are printed as a Markdown table and written to ``docs/scrape-benchmark.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ingest_scrape import Service, free_port, running, wait_for_workers
+from calabi_exporter.collector import SyncJobCollector, Thresholds
+from calabi_exporter.model import Job, StreamResult
+from calabi_exporter.scrape import ScrapeRenderer
+from calabi_exporter.store import SQLiteStore
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT: Final = ROOT / "docs" / "scrape-benchmark.md"
+T0: Final = 1_775_462_400.0  # 2026-04-06T08:00:00Z
+WORKERS: Final = 2
+STREAMS: Final = 20
+TARGET_P50: Final = 2.0
+TARGET_RSS_MIB: Final = 600.0
+TARGET_RATIO: Final = 0.25
+
+
+def fleet_job(n: int, tag: str = "seed", finished: float = T0 + 60) -> Job:
+    status = "failed" if n % 4 == 0 else "succeeded"
+    return Job(
+        job_id=f"{tag}-{n:06d}",
+        connection_name=f"Source {n:05d} → Warehouse",
+        status=status,
+        job_type="sync",
+        attempt=1,
+        started_at=finished - 45,
+        finished_at=finished,
+        records_synced=1_000 + n,
+        records_failed=n % 7,
+        bytes_synced=250_000 + n,
+        error_summary="destination rejected rows" if status == "failed" else None,
+        streams=tuple(
+            StreamResult(name=f"table_{k:02d}", status="succeeded", records_synced=10 * k) for k in range(STREAMS)
+        ),
+    ).with_derived_fields()
+
+
+def fill(data_dir: Path, connections: int) -> float:
+    store = SQLiteStore(data_dir, synchronous="normal")
+    started = time.perf_counter()
+    try:
+        for start in range(0, connections, 2_000):
+            store.ingest_jobs([fleet_job(n) for n in range(start, min(start + 2_000, connections))], endpoint="jobs")
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+def worker_pids(master: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == str(master):
+                pids.append(int(entry.name))
+    return pids
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """The largest resident set of any worker, sampled every 50 ms while running."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for pid in worker_pids(self.master):
+                self.peak = max(self.peak, rss_mib(pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed_scrape(session: requests.Session, url: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    response = session.get(url + "/metrics", timeout=300)
+    response.raise_for_status()
+    return time.perf_counter() - started, len(response.content)
+
+
+def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) -> dict[str, float]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+    env["CALABI_RETENTION__DAYS"] = "36500"
+    console = Path(sys.executable).parent / "calabi-exporter"
+    argv = [str(console), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
+    service = Service(label, argv, env, f"http://127.0.0.1:{port}", "/readyz", workdir / f"{label}.log")
+    with running(service):
+        wait_for_workers(service.pid, WORKERS)
+        idle = max(rss_mib(pid) for pid in worker_pids(service.pid))
+        cold: list[float] = []
+        size = 0
+        with requests.Session() as session:
+            # Until both workers have rendered once, a scrape may be a worker's first (its cold render).
+            for _ in range(2 * WORKERS):
+                seconds, size = timed_scrape(requests.Session(), service.base_url)
+                cold.append(seconds)
+            warm = [timed_scrape(session, service.base_url)[0] for _ in range(scrapes)]
+        with RssSampler(service.pid) as sampler:
+            concurrent: list[float] = []
+            lock = threading.Lock()
+
+            def scrape() -> None:
+                with requests.Session() as own:
+                    for _ in range(5):
+                        seconds, _ = timed_scrape(own, service.base_url)
+                        with lock:
+                            concurrent.append(seconds)
+
+            threads = [threading.Thread(target=scrape) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        samples = requests.get(service.base_url + "/metrics", timeout=300).text.rsplit("calabi_exporter_series ", 1)[1]
+    return {
+        "cold_max": max(cold),
+        "p50": statistics.median(warm),
+        "max": max(warm),
+        "concurrent_p50": statistics.median(concurrent),
+        "concurrent_max": max(concurrent),
+        "rss_idle": idle,
+        "rss_peak": sampler.peak,
+        "bytes": float(size),
+        "samples": float(samples.split()[0]),
+    }
+
+
+def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
+    """Full render (nothing kept) against a render after 0.9 % of the connections changed, in process."""
+    store = SQLiteStore(data_dir, synchronous="normal")
+    try:
+
+        def renderer() -> ScrapeRenderer:
+            collector = SyncJobCollector(store.metrics_snapshot, Thresholds())
+            return ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot)
+
+        def timed(render: Callable[[], bytes]) -> float:
+            started = time.perf_counter()
+            render()
+            return time.perf_counter() - started
+
+        full = [timed(renderer().body) for _ in range(rounds)]
+        kept = renderer()
+        kept.body()
+        connections = len(store.connection_versions())
+        changed = max(1, connections * 9 // 1000)
+        partial: list[float] = []
+        for round_ in range(rounds):
+            store.ingest_jobs(
+                [fleet_job(n, f"again{round_}", T0 + 3600 + round_) for n in range(changed)], endpoint="jobs"
+            )
+            partial.append(timed(kept.body))
+    finally:
+        store.close()
+    return {"full": statistics.median(full), "partial": statistics.median(partial), "changed": float(changed)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 / 200 / 10,000 connections")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    large, small, huge = (2_000, 200, 10_000) if args.quick else (10_000, 1_000, 50_000)
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="calabi-bench-scrape-") as tmp:
+        work = Path(tmp)
+        print(f"== {large:,} connections × {STREAMS} streams", flush=True)
+        fill_large = fill(work / "large", large)
+        big = serve_and_scrape(work / "large", work, "large", 20)
+        print(f"== {huge:,} connections × {STREAMS} streams (default budget: 10,000)", flush=True)
+        fill_huge = fill(work / "huge", huge)
+        over = serve_and_scrape(work / "huge", work, "huge", 20)
+        print(f"== {small:,} connections × {STREAMS} streams, in process", flush=True)
+        fill(work / "small", small)
+        inc = incremental(work / "small", 10)
+
+    def status(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    for label, result, filled in (
+        (f"{large:,} × {STREAMS}", big, fill_large),
+        (f"{huge:,} × {STREAMS}", over, fill_huge),
+    ):
+        rows.append(
+            f"| Scrape, {label} | **p50 {result['p50']:.2f} s**, max {result['max']:.2f} s; first scrape of a worker"
+            f" {result['cold_max']:.2f} s; {result['samples']:,.0f} samples, {result['bytes'] / 1e6:,.0f} MB"
+            f" (store filled in {filled:.0f} s) | p50 ≤ {TARGET_P50:.0f} s | {status(result['p50'] <= TARGET_P50)} |"
+        )
+        rows.append(
+            f"| 4 scrapes at once, {label} | worker RSS **max {result['rss_peak']:,.0f} MiB** (idle"
+            f" {result['rss_idle']:,.0f} MiB); scrape p50 {result['concurrent_p50']:.2f} s, max"
+            f" {result['concurrent_max']:.2f} s | ≤ {TARGET_RSS_MIB:.0f} MiB |"
+            f" {status(result['rss_peak'] <= TARGET_RSS_MIB)} |"
+        )
+    ratio = inc["partial"] / inc["full"]
+    rows.append(
+        f"| {small:,} × {STREAMS}, {inc['changed']:.0f} connections changed between scrapes (in process) |"
+        f" **{inc['partial'] * 1000:.0f} ms** vs full render {inc['full'] * 1000:.0f} ms: {ratio:.0%} |"
+        f" ≤ {TARGET_RATIO:.0%} of the full render | {status(ratio <= TARGET_RATIO)} |"
+    )
+    same = over["samples"] <= big["samples"] * 1.05 if not args.quick else True
+    rows.append(
+        f"| {huge:,} vs {large:,} connections | samples {over['samples']:,.0f} vs {big['samples']:,.0f};"
+        f" p50 {over['p50']:.2f} vs {big['p50']:.2f} s; RSS max {over['rss_peak']:,.0f} vs"
+        f" {big['rss_peak']:,.0f} MiB | the 10,000 level | {status(same)} |"
+    )
+    seconds = time.perf_counter() - clock
+    text = "\n".join(
+        [
+            "# Scrape benchmark",
+            "",
+            "Written by `bench/bench_scrape.py` (see its docstring); run it again rather than editing.",
+            "",
+            f"- date: {started:%Y-%m-%d %H:%M} UTC; run took {seconds / 60:.1f} min"
+            + (" (`--quick`: smaller fleets)" if args.quick else ""),
+            f"- `nproc`: {os.cpu_count()}; {platform.platform()}; Python {platform.python_version()}",
+            f"- server: `calabi-exporter serve` with its defaults ({WORKERS} workers), client on the same machine",
+            "",
+            "| Benchmark | Result | Target | Status |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
+    print(text)
+    args.output.write_text(text, encoding="utf-8")
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The streamed ``/metrics`` body: what the library writes, re-rendered only where something changed."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from calabi_exporter.collector import ConnectionPart, SyncJobCollector, Thresholds
+from calabi_exporter.joblogs import parse_text
+from calabi_exporter.model import parse_job
+from calabi_exporter.scrape import CHUNK_BYTES, ScrapeRenderer
+from calabi_exporter.store import SeriesLimits, SQLiteStore
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from .conftest import FakeClock, job
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+SERIES_FAMILY = b"# HELP calabi_exporter_series "
+
+
+class CountingCollector(SyncJobCollector):
+    """The collector, counting the connections it renders."""
+
+    rendered: list[str]
+
+    def connection_families(self, parts: Sequence[ConnectionPart]) -> tuple[list[Metric], list[list[int]]]:
+        self.rendered += [part.name for part in parts]
+        return super().connection_families(parts)
+
+
+def renderer_for(store: SQLiteStore, **options: object) -> tuple[ScrapeRenderer, CountingCollector]:
+    collector = CountingCollector(store.metrics_snapshot, Thresholds(), **options)  # type: ignore[arg-type]
+    collector.rendered = []
+    return ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot), collector
+
+
+def library_bodies(store: SQLiteStore, **options: object) -> tuple[bytes, bytes]:
+    """What prometheus_client's own encoders write for the store (text, OpenMetrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds(), **options))  # type: ignore[arg-type]
+    return generate_latest(registry), generate_openmetrics(registry)
+
+
+def without_series(body: bytes) -> bytes:
+    """The body without its last family, ``calabi_exporter_series`` (an OpenMetrics body keeps its EOF)."""
+    head, _, tail = body.rpartition(SERIES_FAMILY)
+    return head + (b"# EOF\n" if tail.endswith(b"# EOF\n") else b"")
+
+
+def post(store: SQLiteStore, *records: dict[str, object]) -> None:
+    store.ingest_jobs([parse_job(r) for r in records], endpoint="jobs")
+
+
+@pytest.fixture
+def small_budget(tmp_path: Path, clock: FakeClock) -> SQLiteStore:
+    """Three connections with series of their own (and odd names), two past the budget, jobs in progress."""
+    store = SQLiteStore(
+        tmp_path / "d", clock=clock, limits=SeriesLimits(max_connections=3, max_streams_per_connection=2)
+    )
+    names = ['Conn "q" \\ new\nline → ✓', "HubSpot → BigQuery", "Salesforce → Snowflake", "Late A", "Late B"]
+    for n, name in enumerate(names):
+        streams = [{"name": f"s{k}", "status": "succeeded", "records_synced": n * k} for k in range(3)]
+        post(
+            store,
+            job(
+                f"f{n}",
+                "failed",
+                connection=name,
+                started_at="2026-04-06T08:00:00Z",
+                finished_at="2026-04-06T08:01:00Z",
+                duration_seconds=60,
+                error_summary='quote " \\',
+                streams=streams,
+            ),
+            job(f"r{n}", "running", connection=name, started_at="2026-04-06T09:00:00Z"),
+        )
+    store.append_logs("f4", parse_text("ERROR 401 Unauthorized\nINFO Stream s1: 5 records synced"))
+    return store
+
+
+@pytest.mark.parametrize("per_stream", [True, False], ids=["with streams", "without streams"])
+def test_the_body_is_byte_for_byte_what_prometheus_client_writes_in_both_formats(
+    small_budget: SQLiteStore, per_stream: bool
+) -> None:
+    options = {"streams_exposed": lambda name: per_stream or name != "HubSpot → BigQuery"}
+    renderer, _ = renderer_for(small_budget, **options)
+
+    text, openmetrics = renderer.body(), renderer.body(OPENMETRICS)
+
+    assert without_series(text) == library_bodies(small_budget, **options)[0]
+    assert without_series(openmetrics) == library_bodies(small_budget, **options)[1]
+    samples = len([line for line in text.splitlines() if not line.startswith(b"#")])
+    assert b'connection="__overflow__"' in text
+    assert text.endswith(f"calabi_exporter_series {samples}.0\n".encode())
+
+
+def test_a_second_scrape_renders_only_the_connection_that_changed(small_budget: SQLiteStore) -> None:
+    renderer, collector = renderer_for(small_budget)
+    renderer.body()
+    first = list(collector.rendered)
+
+    post(small_budget, job("f1-again", connection="HubSpot → BigQuery", finished_at="2026-04-06T10:00:00Z"))
+    collector.rendered.clear()
+    body = renderer.body()
+
+    assert first == ['Conn "q" \\ new\nline → ✓', "HubSpot → BigQuery", "Salesforce → Snowflake", "__overflow__"]
+    assert collector.rendered == ["HubSpot → BigQuery", "__overflow__"]
+    assert without_series(body) == library_bodies(small_budget)[0]
+
+
+def test_a_job_starting_re_renders_its_connection_though_no_aggregate_moved(small_budget: SQLiteStore) -> None:
+    renderer, collector = renderer_for(small_budget)
+    renderer.body()
+
+    post(small_budget, job("r1", "succeeded", connection="HubSpot → BigQuery", finished_at="2026-04-06T09:30:00Z"))
+    post(small_budget, job("p9", "pending", connection="Salesforce → Snowflake"))
+    collector.rendered.clear()
+    body = renderer.body()
+
+    assert sorted(collector.rendered) == ["HubSpot → BigQuery", "Salesforce → Snowflake", "__overflow__"]
+    assert without_series(body) == library_bodies(small_budget)[0]
+
+
+def test_forgotten_connections_leave_the_body(small_budget: SQLiteStore) -> None:
+    renderer, _ = renderer_for(small_budget)
+    renderer.body()
+
+    small_budget.forget_connection("HubSpot → BigQuery")
+    body = renderer.body()
+
+    assert b"HubSpot" not in body
+    assert without_series(body) == library_bodies(small_budget)[0]
+
+
+def test_concurrent_scrapes_share_one_render(small_budget: SQLiteStore) -> None:
+    renderer, collector = renderer_for(small_budget)
+    start = threading.Barrier(4)
+    bodies: list[bytes] = []
+
+    def scrape() -> None:
+        start.wait()
+        bodies.append(renderer.body())
+
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(bodies) == 4 and len(set(bodies)) == 1
+    # Each connection once; the overflow (a few lines, never kept) once per scrape.
+    assert sorted(name for name in collector.rendered if name != "__overflow__") == [
+        'Conn "q" \\ new\nline → ✓',
+        "HubSpot → BigQuery",
+        "Salesforce → Snowflake",
+    ]
+
+
+def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(tmp_path: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(tmp_path / "big", clock=clock, synchronous="normal")
+    streams = [{"name": f"table_{k:02d}", "status": "succeeded", "records_synced": k} for k in range(20)]
+    for start in range(0, 10_000, 2_000):
+        post(
+            store,
+            *(
+                job(f"j{n}", connection=f"connection-{n:05d}", finished_at="2026-04-06T08:01:00Z", streams=streams)
+                for n in range(start, start + 2_000)
+            ),
+        )
+    renderer, _ = renderer_for(store)
+    renderer.body()  # the first scrape renders and keeps every connection's lines
+
+    tracemalloc.start()
+    try:
+        chunks, _ = renderer.render(None)
+        size = largest = 0
+        for chunk in chunks:
+            size += len(chunk)
+            largest = max(largest, len(chunk))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    store.close()
+
+    assert size > 100_000_000  # about a million samples
+    assert largest < 2 * CHUNK_BYTES
+    assert peak < size / 20
