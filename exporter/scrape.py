@@ -35,6 +35,7 @@ from .model import OVERFLOW
 from .store import MetricsSnapshot
 
 CHUNK_BYTES: Final = 256 * 1024  # what the body is written in: large enough to keep the syscalls few
+RENDER_BATCH: Final = 256  # connections rendered together (see ScrapeRenderer._render)
 SERIES_HELP: Final = "Samples in this scrape, this one included: the exporter's share of Prometheus' series."
 _EOF: Final = b"# EOF\n"
 
@@ -107,6 +108,7 @@ class ScrapeRenderer:
         return b"".join(chunks)
 
     def _refresh(self) -> _Plan:
+        """Bring the kept pieces up to date (one scrape at a time) and fix what this scrape streams."""
         with self._lock, gc_paused():
             versions = self._versions()
             stale = [name for name, version in versions.items() if self._stale(name, version)]
@@ -145,18 +147,25 @@ class ScrapeRenderer:
         return piece is None or piece.version != version
 
     def _render(self, parts: Sequence[ConnectionPart], versions: Sequence[int]) -> list[_Piece]:
-        families, ends = self._collector.connection_families(parts)
+        """Render ``parts`` into pieces, :data:`RENDER_BATCH` connections at a time.
+
+        A first scrape renders every connection; in batches, the library's sample
+        objects of only a few hundred connections exist at once, beside the kept bytes.
+        """
         writer = LineWriter()
         out: list[_Piece] = []
-        starts = [0] * len(families)
-        for part, version, part_ends in zip(parts, versions, ends, strict=True):
-            lines = []
-            for index, family in enumerate(families):
-                samples = family.samples[starts[index] : part_ends[index]]
-                lines.append("".join(writer.line(s.name, s.labels, s.value, s.timestamp) for s in samples).encode())
-            count = sum(end - start for start, end in zip(starts, part_ends, strict=True))
-            out.append(_Piece(version, _key(part.active), part, tuple(lines), count))
-            starts = part_ends
+        for start in range(0, len(parts), RENDER_BATCH):
+            batch = parts[start : start + RENDER_BATCH]
+            families, ends = self._collector.connection_families(batch)
+            starts = [0] * len(families)
+            for part, version, part_ends in zip(batch, versions[start : start + RENDER_BATCH], ends, strict=True):
+                lines = []
+                for index, family in enumerate(families):
+                    samples = family.samples[starts[index] : part_ends[index]]
+                    lines.append("".join(writer.line(s.name, s.labels, s.value, s.timestamp) for s in samples).encode())
+                count = sum(end - begin for begin, end in zip(starts, part_ends, strict=True))
+                out.append(_Piece(version, _key(part.active), part, tuple(lines), count))
+                starts = part_ends
         return out
 
     def _header_lines(self, openmetrics: bool) -> tuple[bytes, ...]:

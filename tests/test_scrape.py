@@ -83,10 +83,12 @@ def small_budget(tmp_path: Path, clock: FakeClock) -> SQLiteStore:
     return store
 
 
+@pytest.mark.parametrize("batch", [2, 256], ids=["rendered two at a time", "rendered together"])
 @pytest.mark.parametrize("per_stream", [True, False], ids=["with streams", "without streams"])
 def test_the_body_is_byte_for_byte_what_prometheus_client_writes_in_both_formats(
-    small_budget: SQLiteStore, per_stream: bool
+    small_budget: SQLiteStore, per_stream: bool, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("calabi_exporter.scrape.RENDER_BATCH", batch)
     options = {"streams_exposed": lambda name: per_stream or name != "HubSpot → BigQuery"}
     renderer, _ = renderer_for(small_budget, **options)
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from calabi_exporter.config import Config, ConnectionSettings
 from calabi_exporter.store import SeriesLimits, SQLiteStore
 from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import FakeClock, Samples, job, parse_samples
+from .conftest import ExporterProcess, FakeClock, Prometheus, Samples, job, parse_samples, wait_until
 
 CONNECTIONS = 12_000
 BUDGET = 10_000  # the default limits.max_connections
 FINISHED = "2026-04-06T08:03:17Z"
+RULES = Path(__file__).parent.parent / "alerting-rules" / "calabi-sync.rules.yml"
 
 
 def connection(n: int) -> str:
@@ -36,7 +38,12 @@ def values(samples: Samples, name: str, **labels: str) -> dict[str, float]:
     return {dict(key)["connection"]: value for (n, key), value in samples.items() if n == name and wanted <= key}
 
 
-def post_fleet(client: FlaskClient) -> None:
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FlaskClient, Path]]:
+    """An exporter (with the default budget) that took 12,000 connections, one job each; read-only for the tests."""
+    data = tmp_path_factory.mktemp("fleet")
+    app = create_app(Config(data_dir=str(data)), clock=FakeClock())
+    client = app.test_client()
     records = [
         job(
             f"job-{n:05d}",
@@ -53,15 +60,14 @@ def post_fleet(client: FlaskClient) -> None:
         response = client.post("/api/v1/jobs", json={"jobs": records[start : start + 10_000]})
         assert response.status_code == 200
         assert response.get_json()["accepted"] == len(records[start : start + 10_000])
+    yield client, data
+    app.extensions["calabi_exporter"].store.close()
 
 
 def test_connections_past_the_budget_add_up_under_overflow_with_exact_sums(
-    open_app: Callable[..., Flask],
+    fleet: tuple[FlaskClient, Path],
 ) -> None:
-    client = open_app().test_client()
-    post_fleet(client)
-
-    samples = scrape(client)
+    samples = scrape(fleet[0])
 
     records = values(samples, "calabi_sync_records_synced_total")
     assert len(records) == BUDGET + 1
@@ -80,9 +86,8 @@ def test_connections_past_the_budget_add_up_under_overflow_with_exact_sums(
     assert samples[("calabi_exporter_series", frozenset())] == len(samples)
 
 
-def test_the_read_api_still_lists_every_connection_past_the_budget(open_app: Callable[..., Flask]) -> None:
-    client = open_app().test_client()
-    post_fleet(client)
+def test_the_read_api_still_lists_every_connection_past_the_budget(fleet: tuple[FlaskClient, Path]) -> None:
+    client = fleet[0]
 
     listed = client.get("/api/v1/connections?connection=conn-11999").get_json()["connections"]
 
@@ -90,12 +95,13 @@ def test_the_read_api_still_lists_every_connection_past_the_budget(open_app: Cal
     assert client.get("/api/v1/jobs/job-11999").get_json()["records_synced"] == 11999
 
 
-def test_a_restart_keeps_the_same_series(open_app: Callable[..., Flask]) -> None:
-    first = open_app().test_client()
-    post_fleet(first)
-    before = scrape(first)
+def test_a_restart_keeps_the_same_series(fleet: tuple[FlaskClient, Path]) -> None:
+    client, data = fleet
+    before = scrape(client)
 
-    after = scrape(open_app().test_client())
+    restarted = create_app(Config(data_dir=str(data)), clock=FakeClock())
+    after = scrape(restarted.test_client())
+    restarted.extensions["calabi_exporter"].store.close()
 
     assert after == before
 
@@ -207,3 +213,21 @@ def test_a_store_from_before_the_budget_keeps_every_connection_it_had(tmp_path: 
         connection(2),
         "__overflow__",
     }
+
+
+def test_a_real_prometheus_fires_the_cardinality_alert_when_a_job_overflows(
+    exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus]
+) -> None:
+    exporter = exporter_process(env={"CALABI_LIMITS__MAX_CONNECTIONS": "1"})
+    requests.post(exporter.url + "/api/v1/jobs", json=job("a1", connection="A", finished_at=FINISHED), timeout=10)
+    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[RULES])
+    overflowed = 'calabi_exporter_cardinality_overflow_total{kind="connection"}'
+    wait_until(lambda: prometheus.scalar(overflowed) == 0, timeout=30, what="the overflow counter at 0")
+
+    requests.post(exporter.url + "/api/v1/jobs", json=job("b1", connection="B", finished_at=FINISHED), timeout=10)
+
+    firing = 'ALERTS{alertname="CalabiExporterCardinalityLimit", alertstate="firing"}'
+    wait_until(lambda: bool(prometheus.query(firing)), timeout=60, what="CalabiExporterCardinalityLimit to fire")
+    assert prometheus.query(firing)[0]["metric"]["kind"] == "connection"
+    assert prometheus.scalar('sum(calabi_sync_jobs_total{status="succeeded"})') == 2
+    assert prometheus.scalar('calabi_sync_jobs_total{connection="__overflow__", status="succeeded"}') == 1
