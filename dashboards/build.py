@@ -453,6 +453,15 @@ def exporter() -> dashboard.Dashboard:
                 _promql('scrape_duration_seconds{job="calabi-exporter"}', "{{instance}}")
             )
         )
+        .with_panel(_stat("Samples per scrape", "max(calabi_exporter_series)", "short", width=6))
+        .with_panel(
+            _stat(
+                "Jobs past the series budget",
+                "sum(increase(calabi_exporter_cardinality_overflow_total[$__range]))",
+                "short",
+                width=6,
+            )
+        )
         .with_panel(
             table.Panel()
             .title("Build")
