@@ -52,6 +52,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from . import __version__
+from .backoff import Backoff
 from .config import Config
 from .model import SUMMARY_FIELDS
 from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
@@ -269,9 +270,8 @@ class LogShipper(SingletonWorker):
 
     NAME = "calabi-log-shipper"
 
-    MIN_BACKOFF: Final = 0.5
-    MAX_BACKOFF: Final = 30.0
-    MAX_RETRY_AFTER: Final = 300.0  # a receiver's Retry-After is honoured up to this (a day would stall shipping)
+    # A receiver's Retry-After is honoured up to five minutes (a day would stall shipping).
+    BACKOFF: Final = Backoff(first=0.5, cap=30.0, retry_after_cap=300.0)
     IDLE_POLL: Final = 0.5
 
     def __init__(
@@ -282,14 +282,16 @@ class LogShipper(SingletonWorker):
         exporter: Exporter | None = None,
         clock: Clock = system_clock,
         lock: DirectoryLock | None = None,
+        backoff: Backoff = BACKOFF,
     ) -> None:
         self._store = store
+        self._backoff = backoff
         self._config = config
         self._exporter = exporter or Exporter(config)
         self._clock = clock
         super().__init__(lock or DirectoryLock(config.data_path, LOCK_FILENAME))
         self._resources: dict[str, Resource] = {}
-        self._backoff = 0.0
+        self._failures = 0  # failed attempts in a row
         self._healthy = False  # no export has got through yet
         self._retimed_until = 0  # the last time (ns) a record was sent at instead of its own
         self._placed: dict[int, int] = {}  # outbox id -> the time (ns) it went at, for records not yet done
@@ -323,13 +325,13 @@ class LogShipper(SingletonWorker):
                 self._healthy = False
                 waiting = sum(len(s) for s in streams.values())
                 self._store.outbox_failed(waiting)
-                self._backoff = min(self.MAX_BACKOFF, max(self.MIN_BACKOFF, self._backoff * 2))
-                wait = min(max(self._backoff, failure.retry_after or 0.0), self.MAX_RETRY_AFTER)
+                self._failures += 1
+                wait = self._backoff.wait(self._failures, failure.retry_after)
                 log.warning(
                     "log export failed (HTTP %s); %d records wait, retrying in %.1f s", failure.status, waiting, wait
                 )
                 return wait
-        self._backoff = 0.0
+        self._failures = 0
         self._healthy = self._healthy or shipment.sent
         self._store.outbox_done(entries[-1].id, exported=shipment.exported, dead=shipment.dead)
         self._placed = {id_: at for id_, at in self._placed.items() if id_ > entries[-1].id}
@@ -423,14 +425,14 @@ class LogShipper(SingletonWorker):
 
     # ---------------------------------------------------------------- the thread
 
-    ERROR_WAIT = MAX_BACKOFF
+    ERROR_WAIT = BACKOFF.cap
 
     def step(self) -> float:
         try:
             return self.ship_once()
         except StoreError as error:
             log.error("log shipper cannot read the store: %s", error)
-            return self.MAX_BACKOFF
+            return self._backoff.cap
 
     def close(self) -> None:
         self._exporter.shutdown()

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO, Any, Final, Protocol
 
+from .backoff import Backoff
 from .config import Config
 from .documents import job_document, line_document
 from .singleton import DirectoryLock, SingletonWorker
@@ -94,13 +95,19 @@ class S3Exporter(SingletonWorker):
 
     NAME = "calabi-s3-export"
     INTERVAL: Final = 60.0
-    MIN_BACKOFF: Final = 5.0
-    MAX_BACKOFF: Final = 300.0
+    BACKOFF: Final = Backoff(first=5.0, cap=300.0)
 
     def __init__(
-        self, store: Store, config: Config, *, clock: Clock = system_clock, client: ObjectStore | None = None
+        self,
+        store: Store,
+        config: Config,
+        *,
+        clock: Clock = system_clock,
+        client: ObjectStore | None = None,
+        backoff: Backoff = BACKOFF,
     ) -> None:
         self._store = store
+        self._backoff = backoff
         self._config = config
         self._clock = clock
         self._client = client
@@ -185,7 +192,7 @@ class S3Exporter(SingletonWorker):
             return self.INTERVAL
         except Exception as error:  # boto3 raises many kinds; all mean "try again later"
             self._failures += 1
-            wait = min(self.MAX_BACKOFF, self.MIN_BACKOFF * 2.0 ** (self._failures - 1))
+            wait = self._backoff.wait(self._failures)
             log.warning(
                 "s3 export to bucket %s failed (%s); retrying in %.0fs", self._config.s3_export_bucket, error, wait
             )

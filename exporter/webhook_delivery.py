@@ -29,6 +29,7 @@ from typing import Final
 import requests
 
 from . import __version__
+from .backoff import Backoff
 from .config import Config, WebhookEndpoint
 from .singleton import DirectoryLock, SingletonWorker
 from .store import Delivery, EventRoute, Store, StoreError
@@ -53,12 +54,14 @@ class WebhookDeliverer(SingletonWorker):
     IDLE: float = 0.5  # seconds between looks at the queue when nothing was due
     BUSY_POLL: Final = 0.05  # while deliveries are in flight: hand the free endpoints their next events
     BATCH: Final = 200
-    FIRST_BACKOFF: float = 1.0
-    MAX_BACKOFF: float = 3600.0
+    BACKOFF: Final = Backoff(first=1.0, cap=3600.0)
     MAX_AGE: float = 86400.0  # an event still failing this long after the change is dead-lettered
 
-    def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, store: Store, config: Config, *, clock: Clock = system_clock, backoff: Backoff = BACKOFF
+    ) -> None:
         self._store = store
+        self._backoff = backoff
         self._endpoints = {e.name: e for e in config.webhooks}
         self._clock = clock
         self._session = requests.Session()
@@ -141,9 +144,7 @@ class WebhookDeliverer(SingletonWorker):
         """Schedule the next attempt, never later than 24 hours after the change; after that, dead-letter."""
         now = self._clock()
         deadline = delivery.created_at + self.MAX_AGE
-        backoff = min(self.MAX_BACKOFF, self.FIRST_BACKOFF * 2.0**delivery.attempts)
-        # Retry-After wins over the backoff, but "0" must not turn into a tight loop.
-        wait = backoff if retry_after is None else min(max(retry_after, self.FIRST_BACKOFF), self.MAX_BACKOFF)
+        wait = self._backoff.wait(delivery.attempts + 1, retry_after)  # attempts: those before this one
         if now >= deadline:
             self._store.webhook_dead(delivery, f"undelivered after 24 hours: {error}")
             log.warning("webhook %s: event %s dead-lettered: %s", delivery.endpoint, delivery.event_id, error)

@@ -64,7 +64,7 @@ def api(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock) ->
 
 @pytest.fixture
 def shipper(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock) -> Iterator[LogShipper]:
-    shipper = LogShipper(outbox_store, shipping_config, clock=clock)
+    shipper = LogShipper(outbox_store, shipping_config, clock=clock, backoff=LogShipper.BACKOFF.without_jitter())
     yield shipper
     shipper.stop()
 
@@ -209,12 +209,12 @@ def test_an_outage_keeps_everything_waiting_and_the_receiver_gets_it_all_when_ba
 
     wait = shipper.ship_once()
 
-    assert wait == LogShipper.MIN_BACKOFF
+    assert wait == LogShipper.BACKOFF.first
     samples = parse_samples(api.get("/metrics").get_data(as_text=True))
     assert samples.value("calabi_exporter_log_outbox_records") == 5  # every line, DEBUG too (skipped when shipped)
     assert samples.value("calabi_exporter_log_records_total", outcome="failed") == 1  # only the oldest was tried
     assert samples.get_value("calabi_exporter_log_export_last_success_timestamp_seconds") is None
-    assert shipper.ship_once() == 2 * LogShipper.MIN_BACKOFF  # backing off
+    assert shipper.ship_once() == 2 * LogShipper.BACKOFF.first  # backing off
 
     receiver.port = port
     receiver.start()
@@ -482,7 +482,7 @@ def test_a_retry_after_of_a_day_waits_at_most_five_minutes(
     receiver.answers.append((429, {"Retry-After": "86400"}))
     post_job_with_logs(api)
 
-    assert shipper.ship_once() == LogShipper.MAX_RETRY_AFTER == 300.0
+    assert shipper.ship_once() == LogShipper.BACKOFF.retry_after_cap == 300.0
 
 
 def test_a_record_sent_at_its_own_time_goes_at_that_time_again_when_its_batch_is_retried_later(

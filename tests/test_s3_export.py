@@ -68,7 +68,7 @@ def archive(tmp_path: Path, s3: MotoServer, clock: FakeClock) -> Iterator[Archiv
     config = export_config(tmp_path, s3, retention_days=30)
     store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
     fill(store)
-    yield Archive(config, store, S3Exporter(store, config, clock=clock))
+    yield Archive(config, store, S3Exporter(store, config, clock=clock, backoff=S3Exporter.BACKOFF.without_jitter()))
     store.close()
 
 
@@ -263,7 +263,7 @@ def test_with_s3_down_nothing_is_purged_and_the_export_then_the_purge_resume(
     wait_after = exporter.step()
     purged_after = purger.purge_once()
 
-    assert (wait, purged_during_outage, kept, failures) == (S3Exporter.MIN_BACKOFF, 0, [True] * 4, 1)
+    assert (wait, purged_during_outage, kept, failures) == (S3Exporter.BACKOFF.first, 0, [True] * 4, 1)
     assert wait_after == S3Exporter.INTERVAL
     assert purged_after == 4
     assert [store.get_job(j) is not None for j in ("a1", "a2", "b1", "d1", "c1")] == [False] * 4 + [True]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config, WebhookEndpoint, load_config
 from calabi_exporter.store import SQLiteStore
 from calabi_exporter.timeutil import system_clock
@@ -53,8 +54,9 @@ class Setup:
         self.config = Config(data_dir=str(tmp_path / "data"), webhooks=tuple(endpoints))
         self.store = SQLiteStore(self.config.data_path, clock=clock, webhook_routes=routes_from(self.config))
         self.client: FlaskClient = create_app(self.config, store=self.store, clock=clock).test_client()
-        self.deliverer = WebhookDeliverer(self.store, self.config, clock=clock)
-        self.deliverer.FIRST_BACKOFF = 0.05
+        self.deliverer = WebhookDeliverer(
+            self.store, self.config, clock=clock, backoff=Backoff(first=0.05, cap=3600.0).without_jitter()
+        )
 
     def post(self, *records: dict[str, Any]) -> None:
         response = self.client.post("/api/v1/jobs", json=list(records))
