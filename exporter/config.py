@@ -23,6 +23,7 @@ from typing import Any, Final, TypeVar
 import yaml
 
 from .model import MAX_SECONDS
+from .timeutil import parse_duration
 
 ENV_PREFIX: Final = "CALABI_"
 T = TypeVar("T")
@@ -56,18 +57,18 @@ def _int(minimum: int) -> Callable[[Any], int]:
 
 
 def _seconds(value: Any) -> float:
-    """Seconds as a number, or with a unit: ``90``, ``30m``, ``3d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    """Seconds: a number (``90``), or a duration in the grammar of every input (``30m``, ``3d``, ``2w``)."""
     if isinstance(value, bool):
         raise ValueError("must be a number of seconds")
     if isinstance(value, str):
         text = value.strip()
-        scale = units.get(text[-1:])
-        number = text[:-1] if scale else text
         try:
-            value = float(number) * (scale or 1)
+            value = float(text)
         except ValueError:
-            raise ValueError(f"must be seconds, e.g. 259200 or 3d (got {text!r})") from None
+            try:
+                value = parse_duration(text)
+            except ValueError:
+                raise ValueError(f"must be seconds or a duration, e.g. 259200 or 3d (got {text!r})") from None
     if not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"must be a number of seconds > 0 (got {value!r})")
     if not value <= MAX_SECONDS:  # an int too large for a float, inf, or decades: later arithmetic would fail

@@ -15,11 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
+from . import timeutil
 from .aggregates import ConnectionAgg
 from .documents import job_document
 from .joblogs import LEVEL_ALIASES, LEVELS
@@ -35,8 +36,6 @@ DEFAULT_LOG_LIMIT: Final = 200
 MAX_LOG_LIMIT: Final = 5000
 DEFAULT_WINDOW: Final = "7d"
 MAX_WINDOW_SECONDS: Final = 366 * 86400
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE: Final = re.compile(r"^0*(\d{1,12})([smhdw])$")  # twelve digits: any age a float holds exactly
 
 
 class BadParameter(ValueError):
@@ -58,10 +57,10 @@ def parse_duration(name: str, text: str) -> float:
     ...
     calabi_exporter.readmodel.BadParameter: window: must be a duration like 30m, 24h, 7d or 2w (got 'a week')
     """
-    match = _AGE.match(text.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise BadParameter(name, f"must be a duration like 30m, 24h, 7d or 2w (got {text!r})")
-    return float(int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return timeutil.parse_duration(text)
+    except ValueError as error:
+        raise BadParameter(name, str(error)) from None
 
 
 def parse_moment(name: str, text: str, now: float) -> float:
@@ -72,9 +71,8 @@ def parse_moment(name: str, text: str, now: float) -> float:
     >>> parse_moment("since", "2026-04-06T08:00:00Z", 0.0)
     1775462400.0
     """
-    age = _AGE.match(text.strip())
-    if age is not None and int(age.group(1)) > 0:
-        return now - parse_duration(name, text)
+    with suppress(ValueError):
+        return now - timeutil.parse_duration(text)
     try:
         return parse_rfc3339(text.strip())
     except ValueError:

@@ -20,6 +20,28 @@ RFC3339_PATTERN: Final = (
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
 
+#: The duration grammar of every input (configuration, read API, MCP tools, CLI): a whole number of
+#: seconds, minutes, hours, days or weeks, up to twelve digits (any such age a float holds exactly).
+DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION: Final = re.compile(r"^0*([0-9]{1,12})([smhdw])$")
+
+
+def parse_duration(text: str) -> float:
+    """A duration like ``30m``, ``24h``, ``7d`` or ``2w`` in seconds; ValueError if it is not one, or zero.
+
+    >>> parse_duration("7d")
+    604800.0
+    >>> parse_duration("1.5h")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a duration like 30m, 24h, 7d or 2w (got '1.5h')
+    """
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"must be a duration like 30m, 24h, 7d or 2w (got {text!r})")
+    return float(int(match.group(1)) * DURATION_UNITS[match.group(2)])
+
+
 class Clock(Protocol):
     """Anything that tells the current time in epoch seconds."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, env_name, load_config
+from calabi_exporter.readmodel import BadParameter, parse_duration
 
 from .conftest import environment_without_calabi, free_port, wait_until
 
@@ -281,3 +282,27 @@ def test_serve_on_every_interface_starts_with_a_token_or_an_explicit_choice(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        pytest.param(90, 90.0, id="a number"),
+        pytest.param("90", 90.0, id="a number as text"),
+        pytest.param("2.5", 2.5, id="a fraction of seconds"),
+        pytest.param("30m", 1800.0, id="minutes"),
+        pytest.param("2w", 1_209_600.0, id="weeks, as the read API takes them"),
+        pytest.param("1.5h", None, id="a fractional duration, which the read API refuses too"),
+        pytest.param("0d", None, id="zero"),
+    ],
+)
+def test_durations_in_the_configuration_use_the_read_apis_grammar(raw: object, seconds: float | None) -> None:
+    env = {"CALABI_FRESHNESS_THRESHOLD_SECONDS": str(raw)}
+    if seconds is None:
+        with pytest.raises(ConfigError) as raised:
+            load_config(env=env)
+        assert raised.value.key == "freshness_threshold_seconds"
+        with pytest.raises(BadParameter):
+            parse_duration("window", str(raw))
+    else:
+        assert load_config(env=env).freshness_threshold_seconds == seconds
