@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import JobNotFound, SQLiteStore
 from calabi_exporter.store.groupcommit import GroupCommitter
 
 from .conftest import wait_until
@@ -140,7 +140,7 @@ def test_logs_for_an_unknown_job_fail_alone_beside_jobs_stored_in_the_same_commi
     def logs() -> None:
         try:
             store.append_logs("no-such-job", [LogLine(level="INFO", message="hello")])
-        except KeyError as error:
+        except JobNotFound as error:
             outcomes["logs"] = error
 
     def jobs() -> None:
@@ -154,7 +154,7 @@ def test_logs_for_an_unknown_job_fail_alone_beside_jobs_stored_in_the_same_commi
     for thread in threads:
         thread.join(timeout=10)
 
-    assert isinstance(outcomes["logs"], KeyError)
+    assert isinstance(outcomes["logs"], JobNotFound) and outcomes["logs"].job_id == "no-such-job"
     assert outcomes["jobs"] == 1
     assert store.get_job("j-1") is not None
     assert store.metrics_snapshot().ingest_counts[("jobs", "accepted")] == 1

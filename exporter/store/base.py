@@ -19,6 +19,14 @@ class StoreError(RuntimeError):
     """The store cannot be read or written (disk full, locked, corrupt)."""
 
 
+class JobNotFound(LookupError):
+    """A request names a job the store does not hold (post the job record first)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
 class StoreFull(StoreError):
     """The store's disk is full: writes fail until space is freed; what is stored stays readable."""
 
@@ -221,7 +229,10 @@ class Store(Protocol):
         ...
 
     def append_logs(self, job_id: str, lines: Sequence[LogLine]) -> LogIngestResult:
-        """Append log lines to a known job, in order; timestamped lines sent again are kept once."""
+        """Append log lines to a known job, in order; timestamped lines sent again are kept once.
+
+        Raises :class:`JobNotFound` for a job the store does not hold.
+        """
         ...
 
     def log_lines(self, job_id: str) -> list[LogLine]:

@@ -49,6 +49,7 @@ from .base import (
     ExportStats,
     IngestResult,
     JobFilter,
+    JobNotFound,
     LogIngestResult,
     MetricsSnapshot,
     OutboxEntry,
@@ -986,7 +987,7 @@ class SQLiteStore:
             tx = _Transaction(db, now, self._limits)
             job = tx.load_job(job_id)
             if job is None:
-                raise KeyError(job_id)
+                raise JobNotFound(job_id)
             connection = job.connection_name
             counts: dict[tuple[str, str], int] = {}
             rate_limit: tuple[float, float] | None = None

@@ -11,6 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..joblogs import LogLine, parse_json, parse_text
 from ..lifecycle import OUTCOMES
 from ..model import JOB_ID_PATTERN, Job, ValidationError, parse_job
+from ..store import JobNotFound
 from .auth import require_ingest_token
 from .errors import ClientError
 from .services import services
@@ -179,7 +180,7 @@ def post_logs(job_id: str) -> tuple[Response, int]:
         raise ClientError(400, "no log lines in the request", "lines")
     try:
         result = store.append_logs(job_id, lines)
-    except KeyError:
+    except JobNotFound:
         raise ClientError(404, f"no job {job_id!r}; post the job record first", "job_id") from None
     return jsonify({"accepted": result.accepted, "unchanged": result.unchanged}), 200
 
