@@ -42,6 +42,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ingest_scrape import Service, free_port, running, wait_for_workers
 from calabi_exporter.collector import SyncJobCollector, Thresholds
+from calabi_exporter.config import Config
 from calabi_exporter.model import Job, StreamResult
 from calabi_exporter.scrape import ScrapeRenderer
 from calabi_exporter.store import SQLiteStore
@@ -195,7 +196,7 @@ def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
     try:
 
         def renderer() -> ScrapeRenderer:
-            collector = SyncJobCollector(store.metrics_snapshot, Thresholds())
+            collector = SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config()))
             return ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot)
 
         def timed(render: Callable[[], bytes]) -> float:

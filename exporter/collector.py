@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .aggregates import ConnectionAgg, StreamAgg
+from .config import Config
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
@@ -223,11 +224,26 @@ def connection_parts(snap: MetricsSnapshot, own: Collection[str] = ()) -> list[C
 class Thresholds:
     """Alerting thresholds per connection, from the configuration; exposed as gauges for the alert rules."""
 
-    failure_threshold: int = 2
-    freshness_threshold_seconds: float = 3 * 24 * 3600
-    stuck_floor_seconds: float = 3600
-    pending_threshold_seconds: float = 1800
+    failure_threshold: int
+    freshness_threshold_seconds: float
+    stuck_floor_seconds: float
+    pending_threshold_seconds: float
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Thresholds:
+        """The configured thresholds, with each connection's overrides (defaults live in the configuration)."""
+        overrides = {
+            name: {key: value for key in THRESHOLD_METRICS if (value := getattr(settings, key)) is not None}
+            for name, settings in config.connections.items()
+        }
+        return cls(
+            failure_threshold=config.failure_threshold,
+            freshness_threshold_seconds=config.freshness_threshold_seconds,
+            stuck_floor_seconds=config.stuck_floor_seconds,
+            pending_threshold_seconds=config.pending_threshold_seconds,
+            overrides=overrides,
+        )
 
     def for_connection(self, connection: str) -> dict[str, float]:
         values: dict[str, float] = {key: getattr(self, key) for key in THRESHOLD_METRICS}

@@ -441,48 +441,53 @@ class WebhookEndpoint:
     timeout_seconds: float = 10.0
 
 
+def _default(key: str) -> Any:
+    """An option's default: declared once, in :data:`OPTIONS`."""
+    return _BY_KEY[key].default
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The exporter's whole configuration, validated."""
 
-    listen: str = "127.0.0.1:9188"
-    allow_unauthenticated: bool = False
-    data_dir: str = "./data"
-    sqlite_synchronous: str = "full"
-    workers: int = 2
-    threads: int = 128
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_clock_skew_seconds: float = 86400.0
-    ingest_tokens: tuple[str, ...] = ()
-    read_tokens: tuple[str, ...] = ()
-    metrics_tokens: tuple[str, ...] = ()
-    log_level: str = "info"
-    failure_threshold: int = 2
-    freshness_threshold_seconds: float = 259200.0
-    stuck_floor_seconds: float = 3600.0
-    pending_threshold_seconds: float = 1800.0
-    otlp_logs_endpoint: str = ""
-    otlp_headers: tuple[tuple[str, str], ...] = ()
-    otlp_timeout_seconds: float = 10.0
-    otlp_batch_size: int = 1000
-    log_max_age_seconds: float = 601200.0
-    log_out_of_order_window_seconds: float = 3600.0
-    service_name: str = "calabi-connect"
-    service_namespace: str = ""
-    deployment_environment: str = ""
-    service_instance_id: str = ""
-    debug_logs: bool = False
-    per_stream_metrics: bool = True
-    limits_max_connections: int = 10_000
-    limits_max_streams_per_connection: int = 100
-    retention_plan: str = "professional"
-    retention_days: int = 0
-    s3_export_bucket: str = ""
-    s3_export_prefix: str = "calabi-connect"
-    s3_export_region: str = ""
-    s3_export_endpoint_url: str = ""
-    s3_export_addressing_style: str = "auto"
-    s3_export_batch_seconds: float = 3600.0
+    listen: str = _default("listen")
+    allow_unauthenticated: bool = _default("allow_unauthenticated")
+    data_dir: str = _default("data_dir")
+    sqlite_synchronous: str = _default("sqlite_synchronous")
+    workers: int = _default("workers")
+    threads: int = _default("threads")
+    max_body_bytes: int = _default("max_body_bytes")
+    max_clock_skew_seconds: float = _default("max_clock_skew_seconds")
+    ingest_tokens: tuple[str, ...] = _default("ingest_tokens")
+    read_tokens: tuple[str, ...] = _default("read_tokens")
+    metrics_tokens: tuple[str, ...] = _default("metrics_tokens")
+    log_level: str = _default("log_level")
+    failure_threshold: int = _default("failure_threshold")
+    freshness_threshold_seconds: float = _default("freshness_threshold_seconds")
+    stuck_floor_seconds: float = _default("stuck_floor_seconds")
+    pending_threshold_seconds: float = _default("pending_threshold_seconds")
+    otlp_logs_endpoint: str = _default("otlp_logs_endpoint")
+    otlp_headers: tuple[tuple[str, str], ...] = _default("otlp_headers")
+    otlp_timeout_seconds: float = _default("otlp_timeout_seconds")
+    otlp_batch_size: int = _default("otlp_batch_size")
+    log_max_age_seconds: float = _default("log_max_age_seconds")
+    log_out_of_order_window_seconds: float = _default("log_out_of_order_window_seconds")
+    service_name: str = _default("service_name")
+    service_namespace: str = _default("service_namespace")
+    deployment_environment: str = _default("deployment_environment")
+    service_instance_id: str = _default("service_instance_id")
+    debug_logs: bool = _default("debug_logs")
+    per_stream_metrics: bool = _default("per_stream_metrics")
+    limits_max_connections: int = _default("limits.max_connections")
+    limits_max_streams_per_connection: int = _default("limits.max_streams_per_connection")
+    retention_plan: str = _default("retention.plan")
+    retention_days: int = _default("retention.days")
+    s3_export_bucket: str = _default("s3_export.bucket")
+    s3_export_prefix: str = _default("s3_export.prefix")
+    s3_export_region: str = _default("s3_export.region")
+    s3_export_endpoint_url: str = _default("s3_export.endpoint_url")
+    s3_export_addressing_style: str = _default("s3_export.addressing_style")
+    s3_export_batch_seconds: float = _default("s3_export.batch_seconds")
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
     webhooks: tuple[WebhookEndpoint, ...] = ()
 

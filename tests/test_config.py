@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from calabi_exporter.collector import Thresholds
 from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, env_name, load_config
 from calabi_exporter.readmodel import BadParameter, parse_duration
 
@@ -306,3 +307,15 @@ def test_durations_in_the_configuration_use_the_read_apis_grammar(raw: object, s
             parse_duration("window", str(raw))
     else:
         assert load_config(env=env).freshness_threshold_seconds == seconds
+
+
+def test_the_defaults_are_the_options_defaults_wherever_they_are_read() -> None:
+    config = Config()
+
+    assert config == load_config(env={})
+    assert Thresholds.from_config(config).for_connection("any") == {
+        "failure_threshold": 2,
+        "freshness_threshold_seconds": 259200.0,
+        "stuck_floor_seconds": 3600.0,
+        "pending_threshold_seconds": 1800.0,
+    }

@@ -42,7 +42,7 @@ def _fill(store: SQLiteStore) -> None:
 def test_the_fast_text_rendering_is_byte_for_byte_what_prometheus_client_writes(store: SQLiteStore) -> None:
     _fill(store)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds()))
+    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config())))
 
     ours = render_text(registry)
 

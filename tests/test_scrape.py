@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from calabi_exporter.collector import ConnectionPart, SyncJobCollector, Thresholds
+from calabi_exporter.config import Config
 from calabi_exporter.joblogs import parse_text
 from calabi_exporter.model import parse_job
 from calabi_exporter.scrape import CHUNK_BYTES, ScrapeRenderer
@@ -34,7 +35,7 @@ class CountingCollector(SyncJobCollector):
 
 
 def renderer_for(store: SQLiteStore, **options: object) -> tuple[ScrapeRenderer, CountingCollector]:
-    collector = CountingCollector(store.metrics_snapshot, Thresholds(), **options)  # type: ignore[arg-type]
+    collector = CountingCollector(store.metrics_snapshot, Thresholds.from_config(Config()), **options)  # type: ignore[arg-type]
     collector.rendered = []
     return ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot), collector
 
@@ -42,7 +43,7 @@ def renderer_for(store: SQLiteStore, **options: object) -> tuple[ScrapeRenderer,
 def library_bodies(store: SQLiteStore, **options: object) -> tuple[bytes, bytes]:
     """What prometheus_client's own encoders write for the store (text, OpenMetrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds(), **options))  # type: ignore[arg-type]
+    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config()), **options))  # type: ignore[arg-type]
     return generate_latest(registry), generate_openmetrics(registry)
 
 

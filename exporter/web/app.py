@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from ..collector import THRESHOLD_METRICS, SyncJobCollector, Thresholds
+from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
 from ..logship import LogShipper
 from ..retention import Purger
@@ -17,20 +17,6 @@ from ..webhook_delivery import WebhookDeliverer, routes_from
 from . import ingest, ops, read_api, webhooks
 from .errors import register_error_handlers
 from .services import EXTENSION_KEY, PURGER_KEY, S3_EXPORTER_KEY, SHIPPER_KEY, WEBHOOKS_KEY, Services
-
-
-def thresholds_from(config: Config) -> Thresholds:
-    overrides = {
-        name: {key: value for key in THRESHOLD_METRICS if (value := getattr(settings, key)) is not None}
-        for name, settings in config.connections.items()
-    }
-    return Thresholds(
-        failure_threshold=config.failure_threshold,
-        freshness_threshold_seconds=config.freshness_threshold_seconds,
-        stuck_floor_seconds=config.stuck_floor_seconds,
-        pending_threshold_seconds=config.pending_threshold_seconds,
-        overrides=overrides,
-    )
 
 
 def create_app(
@@ -63,7 +49,7 @@ def create_app(
         )
     collector = SyncJobCollector(
         store.metrics_snapshot,
-        thresholds_from(config),
+        Thresholds.from_config(config),
         clock=clock,
         s3_export=config.s3_export_enabled,
         webhook_endpoints=[e.name for e in config.webhooks],
