@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from . import __version__, readmodel
+from .sessions import ThreadSessions
 from .store import Store, StoreError
 from .timeutil import Clock, system_clock
 
@@ -66,16 +67,17 @@ class HttpSource:
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
         self._base = base_url.rstrip("/")
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"calabi-exporter-mcp/{__version__}"
+        headers = {"User-Agent": f"calabi-exporter-mcp/{__version__}"}
         if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = f"Bearer {token}"
+        # Tool calls run on worker threads: each gets its own session.
+        self._sessions = ThreadSessions(lambda session: session.headers.update(headers))
         self._timeout = timeout
 
     def _get(self, path: str, params: Params, *, missing_ok: bool = False) -> dict[str, Any] | None:
         """The JSON answer; None for a 404 only where a missing item is an answer (``missing_ok``)."""
         try:
-            response = self._session.get(self._base + path, params=params, timeout=self._timeout)
+            response = self._sessions.get().get(self._base + path, params=params, timeout=self._timeout)
         except requests.RequestException as error:
             raise ToolError(f"the exporter at {self._base} cannot be reached: {type(error).__name__}") from None
         if response.status_code == 404:

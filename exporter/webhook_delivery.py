@@ -31,6 +31,7 @@ import requests
 from . import __version__
 from .backoff import Backoff
 from .config import Config, WebhookEndpoint
+from .sessions import ThreadSessions
 from .singleton import DirectoryLock, SingletonWorker
 from .store import Delivery, EventRoute, Store, StoreError
 from .timeutil import Clock, retry_after_seconds, system_clock
@@ -64,7 +65,7 @@ class WebhookDeliverer(SingletonWorker):
         self._backoff = backoff
         self._endpoints = {e.name: e for e in config.webhooks}
         self._clock = clock
-        self._session = requests.Session()
+        self._sessions = ThreadSessions()  # one per endpoint thread
         self._pool = ThreadPoolExecutor(max_workers=max(len(self._endpoints), 1), thread_name_prefix=self.NAME)
         self._running: dict[str, Future[int]] = {}
         self._orphans_done = False
@@ -119,7 +120,7 @@ class WebhookDeliverer(SingletonWorker):
             HEADER: sign(endpoint.secret.encode(), body, timestamp=int(self._clock())),
         }
         try:
-            response = self._session.post(
+            response = self._sessions.get().post(
                 endpoint.url, data=body, headers=headers, timeout=endpoint.timeout_seconds, allow_redirects=False
             )
         except requests.RequestException as error:
@@ -168,7 +169,7 @@ class WebhookDeliverer(SingletonWorker):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._session.close()
+        self._sessions.close()
 
 
 def _log_failure(future: Future[int]) -> None:
