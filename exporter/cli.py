@@ -224,7 +224,7 @@ def _open_store(config: Config) -> None:
 def _make_app(config: Config) -> Any:
     from .web import create_app
 
-    return create_app(config)
+    return create_app(config, server_worker=True)
 
 
 def _jsonable(config: Config) -> dict[str, Any]:

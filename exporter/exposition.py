@@ -12,9 +12,7 @@ from these lines.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import cast
 
 from prometheus_client.registry import Collector
@@ -90,22 +88,3 @@ def render_text(registry: Collector) -> bytes:
             out.append(f"# HELP {metric.name}{suffix} {help_text}\n# TYPE {metric.name}{suffix} gauge\n")
             out.extend(lines)
     return "".join(out).encode("utf-8")
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Keep the cyclic garbage collector out of a scrape.
-
-    A large scrape allocates a few hundred thousand short-lived objects (one
-    sample, label dict and line each) and none of them form cycles, yet the
-    allocations alone trigger collections that re-walk every live object: a
-    quarter of the render time. Reference counting frees them as usual.
-    """
-    if not gc.isenabled():  # another scrape in this process paused it and will resume it
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()

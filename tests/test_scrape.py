@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import tracemalloc
 from collections.abc import Sequence
@@ -193,3 +194,38 @@ def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(tmp_path: P
     assert size > 100_000_000  # about a million samples
     assert largest < 2 * CHUNK_BYTES
     assert peak < size / 20
+
+
+def test_a_scrape_leaves_the_cyclic_collector_on_for_the_rest_of_the_process(small_budget: SQLiteStore) -> None:
+    seen: list[bool] = []
+
+    class Watching(SyncJobCollector):
+        def connection_families(self, parts: Sequence[ConnectionPart]) -> tuple[list[Metric], list[list[int]]]:
+            seen.append(gc.isenabled())
+            return super().connection_families(parts)
+
+    collector = Watching(small_budget.metrics_snapshot, Thresholds.from_config(Config()))
+    ScrapeRenderer(collector, small_budget.connection_versions, small_budget.metrics_snapshot).body()
+
+    assert seen and all(seen)
+
+
+@pytest.mark.parametrize("server_worker", [True, False], ids=["a server worker", "any other process"])
+def test_only_a_server_workers_first_render_freezes_what_it_keeps(
+    small_budget: SQLiteStore, server_worker: bool
+) -> None:
+    collector = SyncJobCollector(small_budget.metrics_snapshot, Thresholds.from_config(Config()))
+    renderer = ScrapeRenderer(
+        collector, small_budget.connection_versions, small_budget.metrics_snapshot, freeze_first_render=server_worker
+    )
+    gc.unfreeze()
+    try:
+        renderer.body()
+        after_first = gc.get_freeze_count()
+        gc.unfreeze()
+        post(small_budget, job("again", connection="HubSpot → BigQuery", finished_at="2026-04-06T11:00:00Z"))
+        renderer.body()
+
+        assert (after_first > 0, gc.get_freeze_count()) == (server_worker, 0)
+    finally:
+        gc.unfreeze()

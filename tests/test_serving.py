@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from calabi_exporter.config import Config
+from calabi_exporter.server import gunicorn_options
 
 from .conftest import ExporterProcess, job
 
@@ -106,3 +109,14 @@ def test_the_access_log_masks_the_webhooks_query_token_and_authorization(
     assert token not in text
     access = [line for line in text.splitlines() if '"POST /webhooks/calabi' in line]
     assert len(access) == 1 and '"POST /webhooks/calabi?token=[REDACTED]&source=calabi HTTP/1.1" 200' in access[0]
+
+
+def test_a_worker_freezes_what_start_up_made_once_it_has_loaded_the_app() -> None:
+    hook = gunicorn_options(Config())["post_worker_init"]
+    gc.unfreeze()
+    try:
+        hook(None)
+
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

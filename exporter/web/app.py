@@ -20,7 +20,12 @@ from .services import EXTENSION_KEY, PURGER_KEY, S3_EXPORTER_KEY, SHIPPER_KEY, W
 
 
 def create_app(
-    config: Config, *, store: Store | None = None, clock: Clock = system_clock, ship_logs: bool | None = None
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Clock = system_clock,
+    ship_logs: bool | None = None,
+    server_worker: bool = False,
 ) -> Flask:
     """Build the exporter's WSGI app.
 
@@ -28,7 +33,9 @@ def create_app(
     store and clock. With an ``otlp_logs_endpoint`` the app starts the log
     shipper thread (``ship_logs`` overrides; by default only an app that owns
     its store ships). Under gunicorn every worker builds its app, and the
-    shipper's lock lets one of them ship at a time.
+    shipper's lock lets one of them ship at a time. ``server_worker``: the app
+    is the whole of a server worker process (``serve``), which may freeze what
+    its start-up made out of the cyclic garbage collector's way.
     """
     app = Flask("calabi_exporter", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -57,7 +64,9 @@ def create_app(
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    scrapes = ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot)
+    scrapes = ScrapeRenderer(
+        collector, store.connection_versions, store.metrics_snapshot, freeze_first_render=server_worker
+    )
     app.extensions[EXTENSION_KEY] = Services(
         config=config, store=store, registry=registry, clock=clock, scrapes=scrapes
     )
