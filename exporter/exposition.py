@@ -1,13 +1,11 @@
-"""Rendering the registry for ``/metrics``.
+"""Sample lines of ``/metrics``, as ``prometheus_client.generate_latest`` writes them.
 
-The Prometheus text format is rendered here rather than by
-``prometheus_client.generate_latest``: with 1,000 connections × 20 streams a
+They are rendered here rather than by the library: with 1,000 connections × 20 streams a
 scrape has well over 100,000 samples, and the library re-validates and
 re-escapes every label of every sample (about 5 µs each). Label pairs repeat
 across families, so escaping each distinct pair once keeps a large scrape well
-under a second. The output is byte-for-byte what ``generate_latest`` writes
-(a test holds the two together). :mod:`.scrape` builds the ``/metrics`` body
-from these lines.
+under a second. :mod:`.scrape` builds the ``/metrics`` body from these lines;
+tests hold it byte for byte to what the library writes.
 """
 
 from __future__ import annotations
@@ -15,23 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 # The library's Go-compatible float formatting (untyped upstream).
 _go_float = cast(Callable[[float], str], floatToGoString)
 
-# The library's own suffixes for OpenMetrics-only samples; they go last, as gauges.
-_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
-_TYPE_MUNGING = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
-
 
 def _escape_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
 class LineWriter:
@@ -59,32 +48,3 @@ class LineWriter:
         if timestamp is not None:
             return f"{head} {number} {int(float(timestamp) * 1000):d}\n"  # type: ignore[arg-type]
         return f"{head} {number}\n"
-
-
-def render_text(registry: Collector) -> bytes:
-    """The Prometheus text format (0.0.4) of everything ``registry`` collects."""
-    line = LineWriter().line
-    out: list[str] = []
-
-    for metric in registry.collect():
-        name, kind = metric.name, metric.type
-        if kind == "counter":
-            name += "_total"
-        elif kind == "info":
-            name += "_info"
-        kind = _TYPE_MUNGING.get(kind, kind)
-        help_text = _escape_help(metric.documentation)
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-        deferred: dict[str, list[str]] = {}
-        om_names = {metric.name + s: s for s in _OM_SUFFIXES}
-        for sample in metric.samples:
-            suffix = om_names.get(sample.name)
-            rendered = line(sample.name, sample.labels, sample.value, sample.timestamp)
-            if suffix is None:
-                out.append(rendered)
-            else:
-                deferred.setdefault(suffix, []).append(rendered)
-        for suffix, lines in sorted(deferred.items()):
-            out.append(f"# HELP {metric.name}{suffix} {help_text}\n# TYPE {metric.name}{suffix} gauge\n")
-            out.extend(lines)
-    return "".join(out).encode("utf-8")

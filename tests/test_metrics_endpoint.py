@@ -7,7 +7,7 @@ from pathlib import Path
 
 from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config, ConnectionSettings
-from calabi_exporter.exposition import render_text
+from calabi_exporter.scrape import ScrapeRenderer
 from calabi_exporter.store import SQLiteStore
 from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
@@ -41,10 +41,12 @@ def _fill(store: SQLiteStore) -> None:
 
 def test_the_fast_text_rendering_is_byte_for_byte_what_prometheus_client_writes(store: SQLiteStore) -> None:
     _fill(store)
+    collector = SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config()))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config())))
+    registry.register(collector)
 
-    ours = render_text(registry)
+    body = ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot).body()
+    ours = body[: body.rindex(b"# HELP calabi_exporter_series ")]
 
     assert ours == generate_latest(registry)
     assert b'connection="Conn \\"1\\" \\\\ new\\nline \xe2\x86\x92 \xe2\x9c\x93"' in ours

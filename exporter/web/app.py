@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from prometheus_client import CollectorRegistry
 
 from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
@@ -62,14 +61,10 @@ def create_app(
         webhook_endpoints=[e.name for e in config.webhooks],
         streams_exposed=config.streams_exposed,
     )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
     scrapes = ScrapeRenderer(
         collector, store.connection_versions, store.metrics_snapshot, freeze_first_render=server_worker
     )
-    app.extensions[EXTENSION_KEY] = Services(
-        config=config, store=store, registry=registry, clock=clock, scrapes=scrapes
-    )
+    app.extensions[EXTENSION_KEY] = Services(config=config, store=store, clock=clock, scrapes=scrapes)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)

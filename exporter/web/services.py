@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Flask, current_app
-from prometheus_client import CollectorRegistry
 
 from ..config import Config
 from ..scrape import ScrapeRenderer
@@ -23,7 +22,6 @@ WEBHOOKS_KEY = "calabi_exporter.webhooks"
 class Services:
     config: Config
     store: Store
-    registry: CollectorRegistry
     clock: Clock
     scrapes: ScrapeRenderer
 
