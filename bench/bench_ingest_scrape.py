@@ -15,7 +15,7 @@ config: 2 workers × 128 threads) on a free loopback port and a fresh temp data 
 2. Scrape: a store with 1,000 connections × 20 streams (one finished job with
    20 streams per connection) is served and ``GET /metrics`` is timed; then the
    same store is filled to 1,000,000 jobs (in-process through
-   ``SQLiteStore.ingest_jobs``, jobs without streams, same series set) and the
+   ``Store.ingest.jobs``, jobs without streams, same series set) and the
    scrape is timed again: scrape time must not depend on the stored jobs.
 3. Pushgateway: Debian's ``prometheus-pushgateway`` (no persistence) receives the
    same per-job summaries as single-record exporter requests, one
@@ -67,7 +67,7 @@ from typing import Any, Final, Literal
 
 import requests
 from calabi_exporter.model import Job, parse_job
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
@@ -657,15 +657,15 @@ def bulk_jobs(start: int, count: int, connections: int) -> list[Job]:
 
 def fill_store(data_dir: Path, total: int, sizes: Sizes) -> tuple[int, float]:
     """Add bulk jobs until the store holds ``total``; returns (jobs added, seconds)."""
-    store = SQLiteStore(data_dir, synchronous="normal")
+    store = Store.sqlite(data_dir, synchronous="normal")
     try:
-        stored = store.metrics_snapshot().stored_jobs
+        stored = store.metrics.snapshot().stored_jobs
         started = time.perf_counter()
         added = 0
         next_index = stored - sizes.scrape_connections
         while stored + added < total:
             count = min(sizes.bulk_batch, total - stored - added)
-            result = store.ingest_jobs(bulk_jobs(next_index, count, sizes.scrape_connections), endpoint="jobs")
+            result = store.ingest.jobs(bulk_jobs(next_index, count, sizes.scrape_connections), endpoint="jobs")
             if result.count("accepted") != count:
                 raise RuntimeError(f"bulk fill: {result.count('accepted')} of {count} accepted")
             added += count
@@ -832,9 +832,9 @@ def bench_scrape(report: Report, sizes: Sizes, workdir: Path) -> None:
     data_dir = workdir / "scrape"
     shape = f"{sizes.scrape_connections:,} conn × {sizes.scrape_streams} streams"
     print(f"\n== scrape, {shape}", flush=True)
-    store = SQLiteStore(data_dir, synchronous="normal")
+    store = Store.sqlite(data_dir, synchronous="normal")
     try:
-        store.ingest_jobs(seed_jobs(sizes), endpoint="jobs")
+        store.ingest.jobs(seed_jobs(sizes), endpoint="jobs")
     finally:
         store.close()
 
@@ -845,7 +845,7 @@ def bench_scrape(report: Report, sizes: Sizes, workdir: Path) -> None:
     added, seconds = fill_store(data_dir, sizes.scrape_big_jobs, sizes)
     db_size = (data_dir / "calabi-exporter.sqlite3").stat().st_size
     report.add(
-        "Store fill (in-process `ingest_jobs`)",
+        "Store fill (in-process `Store.ingest.jobs`)",
         f"{sizes.bulk_batch:,} jobs per call, sync=normal",
         f"{added:,} jobs in {seconds:.0f} s ({added / seconds:,.0f} jobs/s); DB {db_size / 1e6:,.0f} MB",
     )
@@ -1002,7 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         " its push cost grows with the groups held (1,000 here); it is run a second time with"
         " `--push.disable-consistency-check` to show that cost.",
         f"Scrape store: one finished job with {sizes.scrape_streams} streams per connection, then jobs without"
-        f" streams added in-process with `SQLiteStore.ingest_jobs` ({sizes.bulk_batch:,} per call) up to"
+        f" streams added in-process with `Store.ingest.jobs` ({sizes.bulk_batch:,} per call) up to"
         f" {sizes.scrape_big_jobs:,}; every job of a connection has the same status (1 in 4 connections failing),"
         " so both stores expose exactly the same series. Scrapes: one cold, six warm-ups, then"
         f" {sizes.scrapes} timed (median and max); the target applies to the max.",

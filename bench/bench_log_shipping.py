@@ -42,9 +42,8 @@ from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.logship import LogShipper
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import SQLiteStore
-from calabi_exporter.web import create_app
-from calabi_exporter.web.services import SHIPPER_KEY
+from calabi_exporter.store import Store
+from calabi_exporter.web import background_workers, create_app
 
 TARGET_LINES_PER_S = 20_000
 
@@ -88,15 +87,15 @@ def lines_for(job: int, start: int, count: int, base: float) -> list[LogLine]:
     ]
 
 
-def fill(store: SQLiteStore, lines: int, jobs: int = 100) -> None:
+def fill(store: Store, lines: int, jobs: int = 100) -> None:
     base = time.time() - 3600
     for j in range(jobs):
         record = {"job_id": f"job-{j}", "connection_name": f"conn-{j % 10} → warehouse", "status": "running"}
-        store.ingest_jobs([parse_job(record)], endpoint="jobs")
+        store.ingest.jobs([parse_job(record)], endpoint="jobs")
     per_job = lines // jobs
     for j in range(jobs):
         for start in range(0, per_job, 1000):
-            store.append_logs(f"job-{j}", lines_for(j, start, min(1000, per_job - start), base))
+            store.ingest.logs(f"job-{j}", lines_for(j, start, min(1000, per_job - start), base))
 
 
 def rss_mib() -> float:
@@ -116,18 +115,18 @@ def ship_outbox(workdir: Path, name: str, endpoint: str, lines: int, batch: int)
         service_instance_id="bench",
         service_name=f"calabi-bench-{name}",
     )
-    store = SQLiteStore(config.data_path, synchronous="normal", outbox=True)
+    store = Store.sqlite(config.data_path, synchronous="normal", outbox=True)
     print(f"filling the outbox with {lines:,} lines", flush=True)
     fill(store, lines)
     shipper = LogShipper(store, config)
     shipper.ship_once()  # the first export carries one record (the shipper starts cautious)
     started = time.perf_counter()
     cpu_started = time.process_time()
-    while store.metrics_snapshot().shipping.waiting:
+    while store.metrics.snapshot().shipping.waiting:
         shipper.ship_once()
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
-    shipped = store.metrics_snapshot().shipping.exported
+    shipped = store.metrics.snapshot().shipping.exported
     store.close()
     return shipped, seconds, cpu / seconds
 
@@ -173,16 +172,16 @@ def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[
             service_instance_id="bench",
             service_name="calabi-bench-backfill",
         )
-        store = SQLiteStore(config.data_path, synchronous="normal", outbox=True)
+        store = Store.sqlite(config.data_path, synchronous="normal", outbox=True)
         client = create_app(config, store=store).test_client()
         started = time.perf_counter()
         post_records_then_logs(client, "", jobs)
         posted = time.perf_counter() - started
         shipper = LogShipper(store, config)
-        while store.metrics_snapshot().shipping.waiting:
+        while store.metrics.snapshot().shipping.waiting:
             shipper.ship_once()
         shipped_at = time.perf_counter() - started
-        dead = store.metrics_snapshot().shipping.dead_lettered
+        dead = store.metrics.snapshot().shipping.dead_lettered
         store.close()
         loki.flush('{service_name="calabi-bench-backfill"}', expected=expected, at=now + 3600, days=8, timeout=300)
         queryable = time.perf_counter() - started
@@ -203,8 +202,11 @@ def memory(workdir: Path, outbox: int) -> str:
         otlp_timeout_seconds=1.0,
         sqlite_synchronous="normal",
     )
-    app = create_app(config, ship_logs=True)
+    app = create_app(config)
     client = app.test_client()
+    workers = background_workers(app)
+    assert workers is not None
+    workers.start()
     for j in range(100):
         record = {"job_id": f"job-{j}", "connection_name": f"conn-{j % 10} → warehouse", "status": "running"}
         client.post("/api/v1/jobs", json=record)
@@ -224,8 +226,8 @@ def memory(workdir: Path, outbox: int) -> str:
         if done % (outbox // 5) == 0:
             samples.append((done, rss_mib()))
             print(f"  {done:,} lines waiting, RSS {samples[-1][1]:.0f} MiB", flush=True)
-    waiting = app.extensions["calabi_exporter"].store.metrics_snapshot().shipping.waiting
-    app.extensions[SHIPPER_KEY].stop()
+    waiting = app.extensions["calabi_exporter"].store.metrics.snapshot().shipping.waiting
+    workers.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     curve = ", ".join(f"{n:,}: {mib:.0f}" for n, mib in samples)
     return (

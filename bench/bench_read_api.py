@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from calabi_exporter.config import Config
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z, the clock of the queries
@@ -40,7 +40,7 @@ QUERIES = {
 
 def fill(data_dir: Path, jobs: int) -> float:
     """Insert ``jobs`` finished jobs ending at T0 (the newest spaced as in the million-job store)."""
-    store = SQLiteStore(data_dir, synchronous="normal")
+    store = Store.sqlite(data_dir, synchronous="normal")
     store.close()
     started = time.perf_counter()
     db = sqlite3.connect(data_dir / "calabi-exporter.sqlite3")
@@ -66,7 +66,7 @@ def fill(data_dir: Path, jobs: int) -> float:
 
 def time_queries(data_dir: Path) -> dict[str, tuple[float, float, int]]:
     """Median and max milliseconds of each query, and how many items it returned."""
-    app = create_app(Config(data_dir=str(data_dir)), store=SQLiteStore(data_dir), clock=lambda: T0)
+    app = create_app(Config(data_dir=str(data_dir)), store=Store.sqlite(data_dir), clock=lambda: T0)
     client = app.test_client()
     out: dict[str, tuple[float, float, int]] = {}
     for name, url in QUERIES.items():

@@ -45,7 +45,7 @@ from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config
 from calabi_exporter.model import Job, StreamResult
 from calabi_exporter.scrape import ScrapeRenderer
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "scrape-benchmark.md"
@@ -78,11 +78,11 @@ def fleet_job(n: int, tag: str = "seed", finished: float = T0 + 60) -> Job:
 
 
 def fill(data_dir: Path, connections: int) -> float:
-    store = SQLiteStore(data_dir, synchronous="normal")
+    store = Store.sqlite(data_dir, synchronous="normal")
     started = time.perf_counter()
     try:
         for start in range(0, connections, 2_000):
-            store.ingest_jobs([fleet_job(n) for n in range(start, min(start + 2_000, connections))], endpoint="jobs")
+            store.ingest.jobs([fleet_job(n) for n in range(start, min(start + 2_000, connections))], endpoint="jobs")
     finally:
         store.close()
     return time.perf_counter() - started
@@ -192,12 +192,12 @@ def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) ->
 
 def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
     """Full render (nothing kept) against a render after 0.9 % of the connections changed, in process."""
-    store = SQLiteStore(data_dir, synchronous="normal")
+    store = Store.sqlite(data_dir, synchronous="normal")
     try:
 
         def renderer() -> ScrapeRenderer:
-            collector = SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config()))
-            return ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot)
+            collector = SyncJobCollector(store.metrics.snapshot, Thresholds.from_config(Config()))
+            return ScrapeRenderer(collector, store.metrics.versions, store.metrics.snapshot)
 
         def timed(render: Callable[[], bytes]) -> float:
             started = time.perf_counter()
@@ -207,11 +207,11 @@ def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
         full = [timed(renderer().body) for _ in range(rounds)]
         kept = renderer()
         kept.body()
-        connections = len(store.connection_versions())
+        connections = len(store.metrics.versions())
         changed = max(1, connections * 9 // 1000)
         partial: list[float] = []
         for round_ in range(rounds):
-            store.ingest_jobs(
+            store.ingest.jobs(
                 [fleet_job(n, f"again{round_}", T0 + 3600 + round_) for n in range(changed)], endpoint="jobs"
             )
             partial.append(timed(kept.body))

@@ -6,7 +6,7 @@ read off directly. It posts the same job records (finished, 3 streams, 1 in 5
 failed) through Flask's test client into a store on a temp dir, then:
 
 1. splits the cost per job into validation (``parse_job``), the store's
-   ``ingest_jobs`` and an empty write transaction (``BEGIN IMMEDIATE``/``COMMIT``,
+   ``Store.ingest.jobs`` and an empty write transaction (``BEGIN IMMEDIATE``/``COMMIT``,
    i.e. the fsync with ``sqlite_synchronous: full``);
 2. prints the top functions of a cProfile of the whole request path.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from bench_ingest_scrape import job_record
 from calabi_exporter.config import Config
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 
 
@@ -56,15 +56,15 @@ def per_job_breakdown(tmp: Path, requests: int, batch: int, synchronous: str) ->
     parsed = [parse_job(record) for record in records]
     parse_us = (time.perf_counter() - started) / jobs_total * 1e6
 
-    store = SQLiteStore(tmp / "store", synchronous=synchronous)
+    store = Store.sqlite(tmp / "store", synchronous=synchronous)
     started = time.perf_counter()
     for r in range(requests):
-        store.ingest_jobs(parsed[r * batch : (r + 1) * batch], endpoint="jobs")
+        store.ingest.jobs(parsed[r * batch : (r + 1) * batch], endpoint="jobs")
     store_us = (time.perf_counter() - started) / jobs_total * 1e6
 
     started = time.perf_counter()
     for _ in range(requests):
-        store.ingest_jobs([], endpoint="jobs")  # an empty write transaction: BEGIN IMMEDIATE, counters, COMMIT
+        store.ingest.jobs([], endpoint="jobs")  # an empty write transaction: BEGIN IMMEDIATE, counters, COMMIT
     empty_us = (time.perf_counter() - started) / requests * 1e6
     store.close()
 
@@ -80,7 +80,7 @@ def per_job_breakdown(tmp: Path, requests: int, batch: int, synchronous: str) ->
     print(f"per job, batches of {batch}, sync={synchronous}, one thread, {jobs_total:,} jobs:")
     print(f"  whole request path (Flask test client) {request_us:8.0f} µs/job")
     print(f"  parse_job (validation)                 {parse_us:8.0f} µs/job")
-    print(f"  SQLiteStore.ingest_jobs                {store_us:8.0f} µs/job")
+    print(f"  Store.ingest.jobs                      {store_us:8.0f} µs/job")
     print(f"  of which empty write transaction       {empty_us / batch:8.0f} µs/job ({empty_us:.0f} µs/request)")
     print(f"  → one thread could ingest at most ~{1e6 / request_us:,.0f} jobs/s on this path\n")
 

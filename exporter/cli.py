@@ -153,7 +153,7 @@ def _export(config: Config, since_text: str, until_text: str | None) -> int:
     import time
 
     from .s3export import S3Exporter, object_keys
-    from .store import SQLiteStore
+    from .store import Store
 
     if not config.s3_export_enabled:
         raise ConfigError("s3_export.bucket", "is not set; export needs a bucket")
@@ -162,7 +162,7 @@ def _export(config: Config, since_text: str, until_text: str | None) -> int:
     until = now if until_text is None else _moment("--until", until_text, now)
     if until <= since:
         raise ConfigError("--until", "must be after --since")
-    store = SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous, s3_export=True)
+    store = Store.from_config(config)
     try:
         exporter = S3Exporter(store, config)
         try:
@@ -184,7 +184,7 @@ def _export(config: Config, since_text: str, until_text: str | None) -> int:
 def _mcp(config: Config, args: argparse.Namespace) -> int:
     """Serve the MCP tools over stdio (the default; logs go to stderr) or Streamable HTTP."""
     from .mcp_server import HttpSource, ReadSource, StoreSource, build_server
-    from .store import SQLiteStore
+    from .store import Store
     from .store.sqlite import DB_FILENAME
 
     source: ReadSource
@@ -197,7 +197,7 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
     else:
         if not (config.data_path / DB_FILENAME).exists():
             raise ConfigError("data_dir", f"no store in {config.data_path}; give the exporter's data_dir, or --url")
-        source = StoreSource(SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous))
+        source = StoreSource(Store.from_config(config).reads)
     server = build_server(source)
     if not args.http:
         server.run("stdio")
@@ -211,10 +211,10 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
 
 def _open_store(config: Config) -> None:
     """Fail before forking workers when the data directory cannot hold the store."""
-    from .store import SQLiteStore
+    from .store import Store
 
     try:
-        SQLiteStore(config.data_path, synchronous=config.sqlite_synchronous).close()
+        Store.from_config(config).close()
     except StoreFull:
         raise  # not a configuration error: the disk needs space
     except StoreError as error:

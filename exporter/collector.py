@@ -32,7 +32,7 @@ from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
 from .store import MetricsSnapshot
-from .store.base import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS
+from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS
 from .timeutil import Clock, system_clock
 
 STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")

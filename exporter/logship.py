@@ -56,8 +56,9 @@ from .backoff import Backoff
 from .config import Config
 from .model import SUMMARY_FIELDS
 from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
-from .singleton import DirectoryLock, SingletonWorker
+from .singleton import SingletonWorker
 from .store import OutboxEntry, Store, StoreError
+from .store.database import RoleLock
 from .timeutil import Clock, format_rfc3339, retry_after_seconds, system_clock
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ SEVERITIES: Final = {
 }
 SUMMARY_SEVERITY: Final = {"succeeded": "INFO", "cancelled": "WARN", "failed": "ERROR"}
 SCOPE: Final = InstrumentationScope("calabi_exporter", __version__)
-LOCK_FILENAME: Final = "calabi-exporter-shipper.lock"
+ROLE: Final = "shipper"  # one process (or replica) at a time ships
 REFUSED: Final = (400, 413)  # the receiver will never take this request as it is
 MAX_MESSAGE: Final = 65_536
 MAX_REASON: Final = 500  # characters of the receiver's message kept with a dead letter
@@ -281,15 +282,15 @@ class LogShipper(SingletonWorker):
         *,
         exporter: Exporter | None = None,
         clock: Clock = system_clock,
-        lock: DirectoryLock | None = None,
+        lock: RoleLock | None = None,
         backoff: Backoff = BACKOFF,
     ) -> None:
-        self._store = store
+        self._outbox = store.outbox
         self._backoff = backoff
         self._config = config
         self._exporter = exporter or Exporter(config)
         self._clock = clock
-        super().__init__(lock or DirectoryLock(config.data_path, LOCK_FILENAME))
+        super().__init__(lock or store.role_lock(ROLE))
         self._resources: dict[str, Resource] = {}
         self._failures = 0  # failed attempts in a row
         self._healthy = False  # no export has got through yet
@@ -303,7 +304,7 @@ class LogShipper(SingletonWorker):
         # Until an export gets through (at start, and after a failure) only the oldest record goes
         # out: an outage then costs one small request per backoff period, not a batch encoded again
         # and again while ingestion needs the CPU.
-        entries = self._store.outbox_read(self._config.otlp_batch_size if self._healthy else 1)
+        entries = self._outbox.read(self._config.otlp_batch_size if self._healthy else 1)
         if not entries:
             return self.IDLE_POLL
         oldest = self._clock() - self._config.log_max_age_seconds
@@ -324,7 +325,7 @@ class LogShipper(SingletonWorker):
             if failure is not None:
                 self._healthy = False
                 waiting = sum(len(s) for s in streams.values())
-                self._store.outbox_failed(waiting)
+                self._outbox.failed(waiting)
                 self._failures += 1
                 wait = self._backoff.wait(self._failures, failure.retry_after)
                 log.warning(
@@ -333,7 +334,7 @@ class LogShipper(SingletonWorker):
                 return wait
         self._failures = 0
         self._healthy = self._healthy or shipment.sent
-        self._store.outbox_done(entries[-1].id, exported=shipment.exported, dead=shipment.dead)
+        self._outbox.done(entries[-1].id, exported=shipment.exported, dead=shipment.dead)
         self._placed = {id_: at for id_, at in self._placed.items() if id_ > entries[-1].id}
         return 0.0
 

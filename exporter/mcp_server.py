@@ -20,7 +20,7 @@ from pydantic import Field
 
 from . import __version__, readmodel
 from .sessions import ThreadSessions
-from .store import Store, StoreError
+from .store import JobReads, StoreError
 from .timeutil import Clock, system_clock
 
 Status = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -48,7 +48,7 @@ class ReadSource(Protocol):
 class StoreSource:
     """Reads the store directly (the exporter's data directory)."""
 
-    def __init__(self, store: Store, clock: Clock = system_clock) -> None:
+    def __init__(self, store: JobReads, clock: Clock = system_clock) -> None:
         self._store = store
         self._clock = clock
 

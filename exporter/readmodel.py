@@ -25,7 +25,7 @@ from .aggregates import ConnectionAgg
 from .documents import job_document
 from .joblogs import LEVEL_ALIASES, LEVELS
 from .model import FAILED, FINISHED_STATUSES, JOB_TYPES, STATUSES, SUCCEEDED
-from .store import JobFilter, Store, StoredLine
+from .store import JobFilter, JobReads, StoredLine
 from .timeutil import format_rfc3339, parse_rfc3339
 
 Params = Mapping[str, Sequence[str]]
@@ -133,7 +133,7 @@ def _decode_cursor(text: str) -> Any:
         raise BadParameter("cursor", "is not a cursor this API returned") from None
 
 
-def _resolve_connections(store: Store, wanted: Sequence[str]) -> tuple[str, ...] | None:
+def _resolve_connections(store: JobReads, wanted: Sequence[str]) -> tuple[str, ...] | None:
     """Connection names for names, ids, or (failing both) case-insensitive parts of names.
 
     ``()`` when nothing was asked for; None when nothing asked for is known.
@@ -165,7 +165,7 @@ class JobsQuery:
 JOBS_PARAMETERS: Final = ("connection", "status", "since", "until", "job_type", "limit", "cursor")
 
 
-def list_jobs(store: Store, params: Params, now: float) -> dict[str, Any]:
+def list_jobs(store: JobReads, params: Params, now: float) -> dict[str, Any]:
     """``GET /api/v1/jobs``: newest first, one page, and the cursor of the next (null on the last page)."""
     args = _Args(params, JOBS_PARAMETERS)
     statuses = args.statuses()
@@ -194,7 +194,7 @@ def list_jobs(store: Store, params: Params, now: float) -> dict[str, Any]:
     if connections is None:
         return {"jobs": [], "next_cursor": None}
     where = JobFilter(connections=connections, statuses=statuses, since=since, until=until, job_type=job_type)
-    rows = store.list_jobs(where, limit + 1, after)
+    rows = store.jobs(where, limit + 1, after)
     page = rows[:limit]
     next_cursor = _encode_cursor([page[-1][0], page[-1][1].job_id]) if len(rows) > limit else None
     return {
@@ -218,7 +218,7 @@ def _line_document(stored: StoredLine) -> dict[str, Any]:
     }
 
 
-def get_job(store: Store, job_id: str, params: Params) -> dict[str, Any] | None:
+def get_job(store: JobReads, job_id: str, params: Params) -> dict[str, Any] | None:
     """``GET /api/v1/jobs/<job_id>``: the job with its streams and one page of its log lines; None if unknown."""
     args = _Args(params, JOB_PARAMETERS)
     levels = []
@@ -236,7 +236,7 @@ def get_job(store: Store, job_id: str, params: Params) -> dict[str, Any] | None:
         if not isinstance(decoded, int) or isinstance(decoded, bool) or decoded < 0:
             raise BadParameter("cursor", "is not a cursor this API returned")
         after_id = decoded
-    job = store.get_job(job_id)
+    job = store.job(job_id)
     if job is None:
         return None
     lines = store.log_page(job_id, levels=levels, search=search, after_id=after_id, limit=limit + 1)
@@ -290,7 +290,7 @@ def connection_document(
     }
 
 
-def list_connections(store: Store, params: Params, now: float) -> dict[str, Any]:
+def list_connections(store: JobReads, params: Params, now: float) -> dict[str, Any]:
     """``GET /api/v1/connections``: every known connection with its health and its jobs over ``window``.
 
     ``stale_for``: only connections without a success for that long, counting a

@@ -15,12 +15,12 @@ import logging
 from typing import Final
 
 from .config import Config
-from .singleton import DirectoryLock, SingletonWorker
+from .singleton import SingletonWorker
 from .store import Store, StoreError
 from .timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
-LOCK_FILENAME: Final = "calabi-exporter-purge.lock"
+ROLE: Final = "purge"  # one process (or replica) at a time purges
 
 
 class Purger(SingletonWorker):
@@ -32,19 +32,19 @@ class Purger(SingletonWorker):
     INTERVAL: Final = 60.0
 
     def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
-        self._store = store
+        self._retention = store.retention
         self._config = config
         self._clock = clock
-        super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
+        super().__init__(store.role_lock(ROLE))
 
     def purge_once(self, max_batches: int = 1_000_000) -> int:
         """Purge everything past the window now (in batches); returns the jobs deleted."""
         cutoff = self._clock() - self._config.retention_seconds
         exported_only = self._config.s3_export_enabled
-        self._store.purge_dead_letters(cutoff)
+        self._retention.purge_dead_letters(cutoff)
         total = 0
         for _ in range(max_batches):
-            deleted = self._store.purge(cutoff, self.BATCH, exported_only=exported_only)
+            deleted = self._retention.purge(cutoff, self.BATCH, exported_only=exported_only)
             total += deleted
             if deleted < self.BATCH or self._stop.wait(self.PAUSE):
                 break

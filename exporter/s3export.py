@@ -25,12 +25,12 @@ from typing import IO, Any, Final, Protocol
 from .backoff import Backoff
 from .config import Config
 from .documents import job_document, line_document
-from .singleton import DirectoryLock, SingletonWorker
+from .singleton import SingletonWorker
 from .store import ExportBatch, Store, StoreError
 from .timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
-LOCK_FILENAME: Final = "calabi-exporter-s3.lock"
+ROLE: Final = "s3"  # one process (or replica) at a time exports
 SETTLE_SECONDS: Final = 300.0  # a window is sealed this long after it ends: late log lines still make it
 _SPOOL_BYTES: Final = 16 * 1024 * 1024  # objects larger than this are staged on disk
 
@@ -106,13 +106,13 @@ class S3Exporter(SingletonWorker):
         client: ObjectStore | None = None,
         backoff: Backoff = BACKOFF,
     ) -> None:
-        self._store = store
+        self._queue = store.exports
         self._backoff = backoff
         self._config = config
         self._clock = clock
         self._client = client
         self._failures = 0
-        super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
+        super().__init__(store.role_lock(ROLE))
 
     @property
     def client(self) -> ObjectStore:
@@ -124,16 +124,16 @@ class S3Exporter(SingletonWorker):
         """Seal the jobs of every window that ended at least ``SETTLE_SECONDS`` ago."""
         window = self._config.s3_export_batch_seconds
         before = (self._clock() - SETTLE_SECONDS) // window * window
-        return self._store.export_seal(before, window)
+        return self._queue.seal(before, window)
 
     def upload(self, batch: ExportBatch) -> None:
         """Write the batch's two objects (logs first, so a jobs object never lacks its logs)."""
-        batch = self._store.export_jobs(batch)
+        batch = self._queue.jobs(batch)
         jobs = {job.job_id: job for job in batch.jobs}
         jobs_key, logs_key = object_keys(self._config.s3_export_prefix, batch)
         lines = (
             line_document(jobs[job_id], line, received_at)
-            for job_id, line, received_at in self._store.export_lines(batch.id)
+            for job_id, line, received_at in self._queue.lines(batch.id)
             if job_id in jobs
         )
         for key, documents in ((logs_key, lines), (jobs_key, map(job_document, batch.jobs))):
@@ -146,7 +146,7 @@ class S3Exporter(SingletonWorker):
                         ExtraArgs={"ContentType": "application/gzip"},
                     )
                 except Exception:
-                    self._store.export_failed(1)
+                    self._queue.failed(1)
                     raise
 
     def export_batches(self, batches: Iterable[ExportBatch]) -> list[ExportBatch]:
@@ -154,7 +154,7 @@ class S3Exporter(SingletonWorker):
         done = []
         for batch in batches:
             self.upload(batch)
-            if not self._store.export_done(batch, objects=2):
+            if not self._queue.done(batch, objects=2):
                 log.info("s3 export: batch %s changed during its upload; sending it again", batch.name)
             done.append(batch)
         return done
@@ -167,7 +167,7 @@ class S3Exporter(SingletonWorker):
         self.seal()
         done: set[int] = set()
         while not self._stop.is_set():
-            batches = [b for b in self._store.export_waiting() if b.id not in done]
+            batches = [b for b in self._queue.waiting() if b.id not in done]
             if not batches:
                 break
             done.update(batch.id for batch in self.export_batches(batches))
@@ -180,9 +180,9 @@ class S3Exporter(SingletonWorker):
         already exported are sent again to the same keys.
         """
         window = self._config.s3_export_batch_seconds
-        while self._store.export_seal(until, window, finished_since=since):
+        while self._queue.seal(until, window, finished_since=since):
             pass
-        return self.export_batches(self._store.export_batches_between(since, until))
+        return self.export_batches(self._queue.batches_between(since, until))
 
     def step(self) -> float:
         try:

@@ -20,6 +20,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from .config import Config
 from .redact import redact
+from .web import background_workers
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -107,13 +108,26 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
             self.log.debug("Failed to send error message.")
 
 
-def freeze_what_was_loaded(_worker: Any) -> None:
-    """gunicorn's ``post_worker_init``: keep the cyclic collector off everything start-up made.
+def start_worker(worker: Any) -> None:
+    """gunicorn's ``post_worker_init``: freeze what start-up made, then start the background work.
 
-    The app, its modules and the configuration live as long as the worker; frozen,
-    a collection triggered by a large scrape or batch no longer walks them all.
+    The app, its modules and the configuration live as long as the worker; frozen
+    (``gc.freeze()``), a collection triggered by a large scrape or batch no longer
+    walks them all. The app's background workers start here, in the process that
+    serves, and stop in :func:`stop_worker`.
     """
     gc.freeze()
+    workers = background_workers(worker.wsgi)
+    if workers is not None:
+        workers.start()
+
+
+def stop_worker(_server: Any, worker: Any) -> None:
+    """gunicorn's ``worker_exit``: stop the background work, releasing its roles for another process."""
+    app = getattr(worker, "wsgi", None)
+    workers = background_workers(app) if isinstance(app, Flask) else None
+    if workers is not None:
+        workers.stop()
 
 
 def gunicorn_options(config: Config) -> dict[str, Any]:
@@ -131,7 +145,8 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "errorlog": "-",
         "accesslog": "-" if config.log_level == "debug" else None,
         "logger_class": AccessLogger,
-        "post_worker_init": freeze_what_was_loaded,
+        "post_worker_init": start_worker,
+        "worker_exit": stop_worker,
         "proc_name": "calabi-exporter",
         # Large log batches arrive as long lines of text/plain bodies; header
         # limits stay at gunicorn's defaults.

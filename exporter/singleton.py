@@ -1,49 +1,24 @@
-"""Background work that one process per data directory does: the log shipper and the purge.
+"""Background work that one process at a time does: log shipping, S3 export, webhooks, the purge.
 
-Under gunicorn every worker process builds the app and starts these threads;
-a non-blocking ``flock`` on a file next to the store lets exactly one of them
-work at a time, and another takes over when that process goes away.
+Every worker process (and every replica) may run these threads; the store's
+role lock (an ``flock`` next to the SQLite file, a PostgreSQL advisory lock)
+lets exactly one of them work at a time, and another takes over when that
+process goes away.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
-from pathlib import Path
 from typing import Final
+
+from .store.database import RoleLock
 
 log = logging.getLogger(__name__)
 
 
-class DirectoryLock:
-    """A non-blocking exclusive ``flock`` on ``data_dir/filename``, held until released."""
-
-    def __init__(self, data_dir: Path, filename: str) -> None:
-        self._path = Path(data_dir) / filename
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        if self._fd is not None:
-            return True
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the file releases the lock
-            self._fd = None
-
-
 class SingletonWorker:
-    """A daemon thread that calls :meth:`step` while it holds the directory lock.
+    """A daemon thread that calls :meth:`step` while it holds its role lock.
 
     ``step`` returns how many seconds to wait before the next call; an exception
     from it is logged and waited out for ``ERROR_WAIT`` seconds.
@@ -53,7 +28,7 @@ class SingletonWorker:
     LOCK_POLL: Final = 5.0  # another process works; try to take over this often
     ERROR_WAIT: float = 30.0
 
-    def __init__(self, lock: DirectoryLock) -> None:
+    def __init__(self, lock: RoleLock) -> None:
         self._lock = lock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,6 +38,11 @@ class SingletonWorker:
 
     def close(self) -> None:
         """Release what the worker holds besides the lock (after the thread stopped)."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive (working, or waiting for its role)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.NAME, daemon=True)

@@ -32,20 +32,15 @@ from . import __version__
 from .backoff import Backoff
 from .config import Config, WebhookEndpoint
 from .sessions import ThreadSessions
-from .singleton import DirectoryLock, SingletonWorker
-from .store import Delivery, EventRoute, Store, StoreError
+from .singleton import SingletonWorker
+from .store import Delivery, Store, StoreError
 from .timeutil import Clock, retry_after_seconds, system_clock
 from .webhook_signing import HEADER, sign
 
 log = logging.getLogger(__name__)
-LOCK_FILENAME: Final = "calabi-exporter-webhooks.lock"
+ROLE: Final = "webhooks"  # one process (or replica) at a time delivers
 EVENT_ID_HEADER: Final = "Calabi-Event-Id"
 RETRYABLE_4XX: Final = frozenset({408, 429})
-
-
-def routes_from(config: Config) -> list[EventRoute]:
-    """The store's queueing filters of the configured endpoints."""
-    return [EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks]
 
 
 class WebhookDeliverer(SingletonWorker):
@@ -61,7 +56,7 @@ class WebhookDeliverer(SingletonWorker):
     def __init__(
         self, store: Store, config: Config, *, clock: Clock = system_clock, backoff: Backoff = BACKOFF
     ) -> None:
-        self._store = store
+        self._queue = store.webhooks
         self._backoff = backoff
         self._endpoints = {e.name: e for e in config.webhooks}
         self._clock = clock
@@ -69,7 +64,7 @@ class WebhookDeliverer(SingletonWorker):
         self._pool = ThreadPoolExecutor(max_workers=max(len(self._endpoints), 1), thread_name_prefix=self.NAME)
         self._running: dict[str, Future[int]] = {}
         self._orphans_done = False
-        super().__init__(DirectoryLock(config.data_path, LOCK_FILENAME))
+        super().__init__(store.role_lock(ROLE))
 
     def deliver_once(self) -> int:
         """Hand every free endpoint its due events and wait for them; returns the attempts made."""
@@ -83,7 +78,7 @@ class WebhookDeliverer(SingletonWorker):
             running = self._running.get(name)
             if running is not None and not running.done():
                 continue
-            due = self._store.webhook_due(name, now, self.BATCH)
+            due = self._queue.due(name, now, self.BATCH)
             if due:
                 self._running[name] = future = self._pool.submit(self._deliver_all, due)
                 future.add_done_callback(_log_failure)
@@ -107,7 +102,7 @@ class WebhookDeliverer(SingletonWorker):
                 attempts += 1
                 failure = self._deliver(self._endpoints[delivery.endpoint], delivery)
             elif self._clock() - delivery.created_at >= self.MAX_AGE:
-                self._store.webhook_dead(delivery, f"undelivered after 24 hours: {failure}")
+                self._queue.dead(delivery, f"undelivered after 24 hours: {failure}")
         return attempts
 
     def _deliver(self, endpoint: WebhookEndpoint, delivery: Delivery) -> str | None:
@@ -127,7 +122,7 @@ class WebhookDeliverer(SingletonWorker):
             return self._retry(delivery, f"{type(error).__name__}: {error}"[:500], None)
         status = response.status_code
         if 200 <= status < 300:
-            self._store.webhook_delivered(delivery)
+            self._queue.delivered(delivery)
             return None
         detail = f"HTTP {status}: {response.text.strip()[:300]}".rstrip(": ")
         if 300 <= status < 400:
@@ -135,7 +130,7 @@ class WebhookDeliverer(SingletonWorker):
         if status in RETRYABLE_4XX or status >= 500:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             return self._retry(delivery, detail, retry_after)
-        self._store.webhook_dead(delivery, detail)
+        self._queue.dead(delivery, detail)
         log.warning(
             "webhook %s refused event %s for job %s: %s", endpoint.name, delivery.event_id, delivery.job_id, detail
         )
@@ -147,11 +142,11 @@ class WebhookDeliverer(SingletonWorker):
         deadline = delivery.created_at + self.MAX_AGE
         wait = self._backoff.wait(delivery.attempts + 1, retry_after)  # attempts: those before this one
         if now >= deadline:
-            self._store.webhook_dead(delivery, f"undelivered after 24 hours: {error}")
+            self._queue.dead(delivery, f"undelivered after 24 hours: {error}")
             log.warning("webhook %s: event %s dead-lettered: %s", delivery.endpoint, delivery.event_id, error)
         else:
             wait = min(wait, deadline - now)  # the last try comes at the deadline, not an hour before it
-            self._store.webhook_retry(delivery, now + wait, error)
+            self._queue.retry(delivery, now + wait, error)
             log.info("webhook %s: %s; retrying in %.1fs", delivery.endpoint, error, wait)
         return error
 
@@ -159,7 +154,7 @@ class WebhookDeliverer(SingletonWorker):
         try:
             if not self._orphans_done:
                 self._orphans_done = True
-                if dropped := self._store.webhook_orphans(list(self._endpoints)):
+                if dropped := self._queue.orphans(list(self._endpoints)):
                     log.warning("webhooks: %d events of endpoints no longer configured dead-lettered", dropped)
             started = self._dispatch()
             return self.BUSY_POLL if started or self._busy() else self.IDLE

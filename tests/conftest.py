@@ -19,7 +19,7 @@ from typing import IO, Any
 import pytest
 import requests
 from calabi_exporter.config import Config
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
@@ -54,14 +54,14 @@ def config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def store(config: Config, clock: FakeClock) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(config.data_path, clock=clock)
+def store(config: Config, clock: FakeClock) -> Iterator[Store]:
+    store = Store.sqlite(config.data_path, clock=clock)
     yield store
     store.close()
 
 
 @pytest.fixture
-def app(config: Config, store: SQLiteStore, clock: FakeClock) -> Flask:
+def app(config: Config, store: Store, clock: FakeClock) -> Flask:
     return create_app(config, store=store, clock=clock)
 
 

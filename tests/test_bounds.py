@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from flask.testing import FlaskClient
 
 from .conftest import Samples, job
@@ -103,7 +103,7 @@ def test_a_success_dated_in_the_year_9000_cannot_hide_the_failures_after_it(
 
 
 def test_counts_up_to_two_to_the_53_add_up_and_larger_ones_are_refused_alone(
-    client: FlaskClient, scrape: Callable[[], Samples], store: SQLiteStore
+    client: FlaskClient, scrape: Callable[[], Samples], store: Store
 ) -> None:
     batch = [
         job("big-1", records_synced=MAX_COUNT, bytes_synced=MAX_COUNT),
@@ -128,7 +128,7 @@ def test_counts_up_to_two_to_the_53_add_up_and_larger_ones_are_refused_alone(
     total = scrape().value("calabi_sync_records_synced_total", connection="Salesforce → Snowflake")
     assert total == float(2 * MAX_COUNT + 7)
     assert client.post("/api/v1/jobs", json=job("later", records_synced=1)).status_code == 200
-    assert store.get_job("huge") is None
+    assert store.reads.job("huge") is None
 
 
 def test_totals_saturate_rather_than_fail_a_batch(client: FlaskClient, scrape: Callable[[], Samples]) -> None:
@@ -166,13 +166,13 @@ def test_a_stream_line_with_an_unbelievable_count_does_not_fail_its_job(
     assert scrape().value("calabi_sync_records_synced_total", connection="Salesforce → Snowflake") == 5
 
 
-def test_a_far_future_time_stored_before_the_bounds_still_reads(client: FlaskClient, store: SQLiteStore) -> None:
+def test_a_far_future_time_stored_before_the_bounds_still_reads(client: FlaskClient, store: Store) -> None:
     from dataclasses import replace
 
     from calabi_exporter.model import parse_job
 
     stored = replace(parse_job(job("old-poison", "succeeded")), finished_at=253_402_304_399.0)  # year 10000
-    store.ingest_jobs([stored], endpoint="jobs")
+    store.ingest.jobs([stored], endpoint="jobs")
 
     listing = client.get("/api/v1/jobs")
     one = client.get("/api/v1/jobs/old-poison")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 from calabi_exporter.config import Config
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
@@ -109,13 +109,13 @@ def test_forgetting_frees_a_place_in_the_series_budget(open_app: Callable[..., F
 
 
 def test_the_purge_forgets_connections_without_a_job_left(tmp_path: Path, clock: FakeClock) -> None:
-    store = SQLiteStore(tmp_path / "data", clock=clock)
+    store = Store.sqlite(tmp_path / "data", clock=clock)
     client = create_app(Config(data_dir=str(tmp_path / "data")), store=store, clock=clock).test_client()
     client.post("/api/v1/jobs", json=job("old", connection="Gone", finished_at="2026-03-01T00:00:00Z"))
     client.post("/api/v1/jobs", json=job("new", finished_at=FINISHED))
     kept = of(scrape(client), SF)
 
-    purged = store.purge(finished_before=clock() - 30 * 86400)
+    purged = store.retention.purge(finished_before=clock() - 30 * 86400)
 
     samples = scrape(client)
     assert purged == 1

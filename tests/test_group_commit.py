@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import JobNotFound, SQLiteStore
+from calabi_exporter.store import JobNotFound, Store
 from calabi_exporter.store.groupcommit import GroupCommitter
 
 from .conftest import wait_until
@@ -133,29 +133,29 @@ def test_a_lone_write_that_fails_is_rolled_back(database: Database) -> None:
     assert database.values() == ["after"]
 
 
-def test_logs_for_an_unknown_job_fail_alone_beside_jobs_stored_in_the_same_commit(store: SQLiteStore) -> None:
+def test_logs_for_an_unknown_job_fail_alone_beside_jobs_stored_in_the_same_commit(store: Store) -> None:
     job = parse_job({"job_id": "j-1", "connection_name": "Stripe → Postgres", "status": "succeeded"})
     outcomes: dict[str, object] = {}
 
     def logs() -> None:
         try:
-            store.append_logs("no-such-job", [LogLine(level="INFO", message="hello")])
+            store.ingest.logs("no-such-job", [LogLine(level="INFO", message="hello")])
         except JobNotFound as error:
             outcomes["logs"] = error
 
     def jobs() -> None:
-        outcomes["jobs"] = store.ingest_jobs([job], endpoint="jobs").count("accepted")
+        outcomes["jobs"] = store.ingest.jobs([job], endpoint="jobs").count("accepted")
 
     threads = [threading.Thread(target=logs), threading.Thread(target=jobs)]
-    with store._group._leader:
+    with store.database._group._leader:
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(store._group._queue) == 2, timeout=10, what="both writes queued")
+        wait_until(lambda: len(store.database._group._queue) == 2, timeout=10, what="both writes queued")
     for thread in threads:
         thread.join(timeout=10)
 
     assert isinstance(outcomes["logs"], JobNotFound) and outcomes["logs"].job_id == "no-such-job"
     assert outcomes["jobs"] == 1
-    assert store.get_job("j-1") is not None
-    assert store.metrics_snapshot().ingest_counts[("jobs", "accepted")] == 1
-    assert ("logs", "accepted") not in store.metrics_snapshot().ingest_counts
+    assert store.reads.job("j-1") is not None
+    assert store.metrics.snapshot().ingest_counts[("jobs", "accepted")] == 1
+    assert ("logs", "accepted") not in store.metrics.snapshot().ingest_counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from flask.testing import FlaskClient
 
 from .conftest import FakeClock, Samples, job
@@ -65,7 +65,7 @@ def test_a_batch_posted_three_times_gives_the_same_metrics_as_once(
 
 
 def test_a_late_running_for_a_succeeded_job_is_ignored_and_counted_once(
-    client: FlaskClient, scrape: Callable[[], Samples], store: SQLiteStore
+    client: FlaskClient, scrape: Callable[[], Samples], store: Store
 ) -> None:
     post(client, job("j1", finished_at="2026-04-06T08:01:42Z", records_synced=100))
 
@@ -73,7 +73,7 @@ def test_a_late_running_for_a_succeeded_job_is_ignored_and_counted_once(
 
     samples = scrape()
     assert report["ignored"] == 1
-    stored = store.get_job("j1")
+    stored = store.reads.job("j1")
     assert stored is not None and stored.status == "succeeded"
     assert samples.value("calabi_sync_jobs_total", connection=SF, status="succeeded") == 1
     assert samples.value("calabi_sync_records_synced_total", connection=SF) == 100

@@ -11,10 +11,9 @@ import pytest
 import requests
 from calabi_exporter.config import Config
 from calabi_exporter.logship import LogShipper
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
-from calabi_exporter.web import create_app
-from calabi_exporter.web.services import SHIPPER_KEY
+from calabi_exporter.web import background_workers, create_app
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -51,19 +50,19 @@ def shipping_config(tmp_path: Path, receiver: Receiver) -> Config:
 
 
 @pytest.fixture
-def outbox_store(shipping_config: Config, clock: FakeClock) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(shipping_config.data_path, clock=clock, outbox=True)
+def outbox_store(shipping_config: Config, clock: FakeClock) -> Iterator[Store]:
+    store = Store.sqlite(shipping_config.data_path, clock=clock, outbox=True)
     yield store
     store.close()
 
 
 @pytest.fixture
-def api(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock) -> FlaskClient:
+def api(shipping_config: Config, outbox_store: Store, clock: FakeClock) -> FlaskClient:
     return create_app(shipping_config, store=outbox_store, clock=clock).test_client()
 
 
 @pytest.fixture
-def shipper(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock) -> Iterator[LogShipper]:
+def shipper(shipping_config: Config, outbox_store: Store, clock: FakeClock) -> Iterator[LogShipper]:
     shipper = LogShipper(outbox_store, shipping_config, clock=clock, backoff=LogShipper.BACKOFF.without_jitter())
     yield shipper
     shipper.stop()
@@ -72,7 +71,7 @@ def shipper(shipping_config: Config, outbox_store: SQLiteStore, clock: FakeClock
 def ship_all(shipper: LogShipper, steps: int = 50) -> None:
     """Ship until the outbox is empty (bounded)."""
     for _ in range(steps):
-        if shipper.ship_once() > 0 and not shipper._store.outbox_read(1):
+        if shipper.ship_once() > 0 and not shipper._outbox.read(1):
             return
     raise AssertionError("the outbox did not empty")
 
@@ -183,7 +182,7 @@ def test_debug_lines_ship_only_for_connections_in_debug_mode(
         otlp_logs_endpoint=receiver.url,
         connections={"Stripe → Postgres": ConnectionSettings(debug_logs=True)},
     )
-    store = SQLiteStore(config.data_path, clock=clock, outbox=True)
+    store = Store.sqlite(config.data_path, clock=clock, outbox=True)
     client = create_app(config, store=store, clock=clock).test_client()
     for job_id, connection in (("a", "Stripe → Postgres"), ("b", "Salesforce → Snowflake")):
         assert client.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200
@@ -201,7 +200,7 @@ def test_debug_lines_ship_only_for_connections_in_debug_mode(
 
 
 def test_an_outage_keeps_everything_waiting_and_the_receiver_gets_it_all_when_back(
-    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
 ) -> None:
     port = receiver.port
     receiver.stop()
@@ -246,21 +245,21 @@ def test_a_server_busy_answer_is_retried(api: FlaskClient, shipper: LogShipper, 
 
 
 def test_retry_after_is_honoured_when_it_is_longer_than_the_export_timeout(
-    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
 ) -> None:
     receiver.answers.append((429, {"Retry-After": "30"}))
     post_job_with_logs(api)
 
     assert shipper.ship_once() == 30.0
     assert receiver.records == []
-    assert outbox_store.metrics_snapshot().shipping.waiting == 5
+    assert outbox_store.metrics.snapshot().shipping.waiting == 5
 
     ship_all(shipper)
     assert len(receiver.records) == 4
 
 
 def test_a_refused_record_is_dead_lettered_alone_and_the_rest_is_shipped(
-    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
 ) -> None:
     receiver.refuse_marker = "REFUSE-ME"
     lines = [f"2026-04-06T08:00:{i:02d}Z INFO line {i}" for i in range(1, 8)]
@@ -272,18 +271,18 @@ def test_a_refused_record_is_dead_lettered_alone_and_the_rest_is_shipped(
     bodies = [r.body for r in receiver.records]
     assert sorted(set(bodies)) == sorted(f"line {i}" for i in range(1, 8))
     assert len(bodies) <= 4 * 8  # re-sent halves: bounded by the split depth, never a flood
-    dead = outbox_store.dead_letters()
+    dead = outbox_store.outbox.dead_letters()
     assert [(job_id, reason) for _, job_id, reason in dead] == [
         ("job_1", f"refused by the receiver (HTTP 400): {REFUSAL}")
     ]
-    stats = outbox_store.metrics_snapshot().shipping
+    stats = outbox_store.metrics.snapshot().shipping
     assert (stats.waiting, stats.exported, stats.dead_lettered) == (0, 7, 1)
     listed = api.get("/api/v1/logs/dead-letters").get_json()["dead_letters"]
     assert [(d["job_id"], d["reason"]) for d in listed] == [("job_1", f"refused by the receiver (HTTP 400): {REFUSAL}")]
 
 
 def test_lines_older_than_the_receivers_limit_are_dead_lettered_without_being_sent(
-    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: SQLiteStore
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
 ) -> None:
     old = "2026-03-01T08:00:00Z INFO a backfilled line from March\n2026-04-06T08:00:01Z INFO today\n"
     post_job_with_logs(api, log=old)
@@ -291,7 +290,7 @@ def test_lines_older_than_the_receivers_limit_are_dead_lettered_without_being_se
     ship_all(shipper)
 
     assert [r.body for r in receiver.records] == ["today"]
-    assert [reason for _, _, reason in outbox_store.dead_letters()] == [
+    assert [reason for _, _, reason in outbox_store.outbox.dead_letters()] == [
         "older than log_max_age_seconds (601200 s), which Loki refuses"
     ]
 
@@ -369,8 +368,12 @@ def test_a_restart_during_an_outage_loses_nothing(
 def ingest_seconds(data_dir: Path, endpoint: str, *, ship: bool) -> tuple[float, Flask]:
     """Seconds to ingest 10,000 lines (100 requests of 100) into a fresh store with its outbox, and the app."""
     config = Config(data_dir=str(data_dir), otlp_logs_endpoint=endpoint, otlp_timeout_seconds=1.0)
-    app = create_app(config, ship_logs=ship)
+    app = create_app(config)
     client = app.test_client()
+    workers = background_workers(app)
+    assert workers is not None and workers.shipper is not None
+    if ship:
+        workers.shipper.start()
     start = time.time() - 3600
     bodies = [
         "".join(f"{format_rfc3339(start + r * 100 + i)} INFO request {r} line {i}\n" for i in range(100))
@@ -383,6 +386,12 @@ def ingest_seconds(data_dir: Path, endpoint: str, *, ship: bool) -> tuple[float,
     return time.perf_counter() - began, app
 
 
+def stop_shipping(app: Flask) -> None:
+    workers = background_workers(app)
+    assert workers is not None and workers.shipper is not None
+    workers.shipper.stop()
+
+
 def test_an_outage_does_not_slow_ingestion_and_every_line_arrives_when_the_receiver_is_back(tmp_path: Path) -> None:
     port = free_port()
     down = f"http://127.0.0.1:{port}/otlp/v1/logs"
@@ -392,7 +401,7 @@ def test_an_outage_does_not_slow_ingestion_and_every_line_arrives_when_the_recei
         seconds, app = ingest_seconds(tmp_path / f"down-{attempt}", down, ship=True)
         down_times.append(seconds)
         if attempt < 4:
-            app.extensions[SHIPPER_KEY].stop()
+            stop_shipping(app)
 
     # With the receiver down the shipper backs off instead of competing with ingestion.
     ratio = min(down_times) / min(quiet_times)
@@ -404,7 +413,7 @@ def test_an_outage_does_not_slow_ingestion_and_every_line_arrives_when_the_recei
         wait_until(lambda: len(received_bodies(receiver)) >= 10_000, timeout=90, what="10,000 lines at the receiver")
         bodies = received_bodies(receiver)
     finally:
-        app.extensions[SHIPPER_KEY].stop()
+        stop_shipping(app)
         receiver.stop()
     assert len(set(bodies)) == 10_000
     assert len(bodies) - 10_000 <= 1000  # duplicates, if any, bounded by one batch

@@ -14,7 +14,7 @@ import pytest
 import requests
 from calabi_exporter.config import Config
 from calabi_exporter.logship import LogShipper
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
 
@@ -109,11 +109,11 @@ def shipped(lokis: dict[str, Loki], tmp_path_factory: pytest.TempPathFactory) ->
             otlp_logs_endpoint=loki.otlp_url,
             service_instance_id="exporter-1",
         )
-        store = SQLiteStore(config.data_path, outbox=True)
+        store = Store.sqlite(config.data_path, outbox=True)
         shipper = LogShipper(store, config)
         post_records_then_logs(create_app(config, store=store).test_client(), "", jobs)
         ship_everything(shipper, store)
-        assert store.dead_letters() == []
+        assert store.outbox.dead_letters() == []
         shipper.stop()
         store.close()
         loki.flush(f'{{service_name="{SERVICE}"}}', expected=expected, at=now + 60, days=1)

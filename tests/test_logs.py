@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from calabi_exporter.joblogs import LogLine, parse_text
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from flask.testing import FlaskClient
 
 from .conftest import Samples, job
@@ -31,13 +31,13 @@ def known_job(client: FlaskClient) -> str:
 
 
 def test_product_format_text_is_stored_in_order_with_levels_times_and_streams(
-    client: FlaskClient, store: SQLiteStore, known_job: str
+    client: FlaskClient, store: Store, known_job: str
 ) -> None:
     response = client.post(f"/api/v1/jobs/{known_job}/logs", data=PRODUCT_LOG, content_type="text/plain")
 
     assert response.status_code == 200
     assert response.get_json() == {"accepted": 8, "unchanged": 0}
-    lines = store.log_lines(known_job)
+    lines = store.reads.log_lines(known_job)
     assert lines[0] == LogLine("INFO", "Syncing stream: Account", 1775462401.0, "Account")
     assert lines[1] == LogLine("INFO", "Stream Account: 4,218 records synced in 18.2s", 1775462419.0, "Account")
     assert lines[3] == LogLine("WARN", "Salesforce API rate limit at 85% — throttling requests", 1775462420.0, None)
@@ -46,7 +46,7 @@ def test_product_format_text_is_stored_in_order_with_levels_times_and_streams(
     assert [line.level for line in lines] == ["INFO", "INFO", "INFO", "WARN", "INFO", "ERROR", "ERROR", "DEBUG"]
 
 
-def test_json_lines_are_stored_with_their_stream(client: FlaskClient, store: SQLiteStore, known_job: str) -> None:
+def test_json_lines_are_stored_with_their_stream(client: FlaskClient, store: Store, known_job: str) -> None:
     body = [
         {"timestamp": "2026-04-06T08:00:01Z", "level": "info", "message": "Syncing stream: Lead"},
         {"timestamp": "2026-04-06T08:00:02Z", "level": "WARNING", "message": "deprecated field", "stream": "Lead"},
@@ -55,14 +55,14 @@ def test_json_lines_are_stored_with_their_stream(client: FlaskClient, store: SQL
     response = client.post(f"/api/v1/jobs/{known_job}/logs", json=body)
 
     assert response.get_json() == {"accepted": 2, "unchanged": 0}
-    assert store.log_lines(known_job) == [
+    assert store.reads.log_lines(known_job) == [
         LogLine("INFO", "Syncing stream: Lead", 1775462401.0, "Lead"),
         LogLine("WARN", "deprecated field", 1775462402.0, "Lead"),
     ]
 
 
 def test_timestamped_lines_sent_again_are_kept_once(
-    client: FlaskClient, store: SQLiteStore, known_job: str, scrape: Callable[[], Samples]
+    client: FlaskClient, store: Store, known_job: str, scrape: Callable[[], Samples]
 ) -> None:
     text = "2026-04-06T08:00:01Z INFO a\n2026-04-06T08:00:01Z INFO a\n2026-04-06T08:00:02Z INFO b\n"
     first = client.post(f"/api/v1/jobs/{known_job}/logs", data=text, content_type="text/plain")
@@ -70,7 +70,7 @@ def test_timestamped_lines_sent_again_are_kept_once(
 
     assert first.get_json() == {"accepted": 3, "unchanged": 0}
     assert again.get_json() == {"accepted": 0, "unchanged": 3}
-    assert [line.message for line in store.log_lines(known_job)] == ["a", "a", "b"]
+    assert [line.message for line in store.reads.log_lines(known_job)] == ["a", "a", "b"]
     assert scrape().value("calabi_exporter_ingested_records_total", endpoint="logs", outcome="unchanged") == 3
 
 
@@ -100,13 +100,13 @@ def test_timestamped_lines_sent_again_are_kept_once(
     ],
 )
 def test_bad_log_lines_are_refused_whole_naming_the_line(
-    client: FlaskClient, store: SQLiteStore, known_job: str, body: str, content_type: str, field: str
+    client: FlaskClient, store: Store, known_job: str, body: str, content_type: str, field: str
 ) -> None:
     response = client.post(f"/api/v1/jobs/{known_job}/logs", data=body, content_type=content_type)
 
     assert response.status_code in (400, 415)
     assert response.get_json()["field"] == field
-    assert store.log_lines(known_job) == []
+    assert store.reads.log_lines(known_job) == []
 
 
 def test_logs_of_an_unknown_job_get_404(client: FlaskClient) -> None:

@@ -16,7 +16,7 @@ from calabi_exporter.config import Config
 from calabi_exporter.logship import LogShipper
 from calabi_exporter.simulator import CONNECTIONS as SIMULATED
 from calabi_exporter.simulator import backfill
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
@@ -132,10 +132,10 @@ def assert_whole_in_loki(loki: Loki, service: str, jobs: list[HistoryJob], now: 
 
 
 @pytest.fixture
-def shipping_to(tmp_path: Path) -> Iterator[Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]]:
-    opened: list[tuple[LogShipper, SQLiteStore]] = []
+def shipping_to(tmp_path: Path) -> Iterator[Callable[..., tuple[FlaskClient, LogShipper, Store]]]:
+    opened: list[tuple[LogShipper, Store]] = []
 
-    def open_(loki: Loki, service: str, **settings: object) -> tuple[FlaskClient, LogShipper, SQLiteStore]:
+    def open_(loki: Loki, service: str, **settings: object) -> tuple[FlaskClient, LogShipper, Store]:
         config = Config(
             data_dir=str(tmp_path / service),
             otlp_logs_endpoint=loki.otlp_url,
@@ -143,7 +143,7 @@ def shipping_to(tmp_path: Path) -> Iterator[Callable[..., tuple[FlaskClient, Log
             service_instance_id="exporter-1",
             **settings,  # type: ignore[arg-type]
         )
-        store = SQLiteStore(config.data_path, outbox=True)
+        store = Store.sqlite(config.data_path, outbox=True)
         shipper = LogShipper(store, config)
         opened.append((shipper, store))
         return create_app(config, store=store).test_client(), shipper, store
@@ -154,9 +154,9 @@ def shipping_to(tmp_path: Path) -> Iterator[Callable[..., tuple[FlaskClient, Log
         store.close()
 
 
-def ship_everything(shipper: LogShipper, store: SQLiteStore, *, steps: int = 2000) -> None:
+def ship_everything(shipper: LogShipper, store: Store, *, steps: int = 2000) -> None:
     for _ in range(steps):
-        if not store.outbox_read(1):
+        if not store.outbox.read(1):
             return
         time.sleep(min(shipper.ship_once(), 1.0))
     raise AssertionError("the outbox did not empty")
@@ -164,7 +164,7 @@ def ship_everything(shipper: LogShipper, store: SQLiteStore, *, steps: int = 200
 
 @pytest.mark.parametrize("mapping", ["project", "default"])
 def test_a_week_of_history_posted_records_first_reaches_loki_whole_and_in_true_time_order(
-    mapping: str, lokis: dict[str, Loki], shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+    mapping: str, lokis: dict[str, Loki], shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
 ) -> None:
     loki = lokis[mapping]
     service = f"calabi-week-{mapping}"
@@ -179,7 +179,7 @@ def test_a_week_of_history_posted_records_first_reaches_loki_whole_and_in_true_t
 
     assert_whole_in_loki(loki, service, jobs, now)
     lines = sum(len(j.lines) for j in jobs)
-    dead = store.dead_letters()
+    dead = store.outbox.dead_letters()
     assert {job_id for _, job_id, _ in dead} == {"job-ancient"}
     assert len(dead) == len(ancient[0].lines) + 1  # its lines and its summary
     assert {reason for _, _, reason in dead} == {"older than log_max_age_seconds (601200 s), which Loki refuses"}
@@ -203,7 +203,7 @@ def one_job(job_id: str, start: float, count: int, step: float) -> HistoryJob:
 
 
 def test_lines_older_than_most_of_the_window_go_at_that_age_with_their_true_time_and_recent_ones_at_their_own(
-    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
 ) -> None:
     now = time.time()
     # A line a minute for the last two hours, each 30 s off the minute: none is at the horizon while shipping.
@@ -226,11 +226,11 @@ def test_lines_older_than_most_of_the_window_go_at_that_age_with_their_true_time
         *((round(at * 1e9), text) for at, text in job.lines if at >= horizon),
         (round(parse_rfc3339(str(job.record["finished_at"])) * 1e9), entries[-1].line),
     ]
-    assert store.dead_letters() == []
+    assert store.outbox.dead_letters() == []
 
 
 def test_lines_loki_refuses_as_too_far_behind_are_sent_again_from_the_oldest_time_it_accepts(
-    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
 ) -> None:
     now = time.time()
     recent = one_job("job-recent", now - 300, 10, 1.0)
@@ -252,7 +252,7 @@ def test_lines_loki_refuses_as_too_far_behind_are_sent_again_from_the_oldest_tim
     times = [e.ns for e in entries]
     assert times == sorted(times) and len(set(times)) == len(times)
     assert newest - 3600e9 <= times[0] <= newest - 3598e9  # Loki's window start, named to the second
-    assert store.dead_letters() == []
+    assert store.outbox.dead_letters() == []
     samples = parse_samples(client.get("/metrics").get_data(as_text=True))
     assert samples.value("calabi_exporter_log_records_total", outcome="exported") == 42
 
@@ -322,7 +322,7 @@ def test_the_demos_history_jobs_have_their_logs_in_loki(loki: Loki, tmp_path: Pa
 
 
 def test_lines_loki_finds_too_old_are_dead_lettered_with_its_reason_and_the_others_of_their_request_shipped(
-    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, SQLiteStore]]
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
 ) -> None:
     now = time.time()
     recent = one_job("job-recent", now - 300, 10, 1.0)
@@ -340,7 +340,7 @@ def test_lines_loki_finds_too_old_are_dead_lettered_with_its_reason_and_the_othe
     ship_everything(shipper, store)
     loki.flush('{service_name="calabi-too-old"}', expected=10 + 30 + 2, at=now + 3600, days=1)
 
-    dead = store.dead_letters()
+    dead = store.outbox.dead_letters()
     assert sorted(job_id for _, job_id, _ in dead) == ["job-ancient"] * 6  # its lines and its summary
     assert all(
         reason.startswith("refused by the receiver (HTTP 400): entry for stream") and "has timestamp too old" in reason

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from mcp import Client, StdioServerParameters
 
@@ -51,8 +51,8 @@ NOW = float(int(time.time()))
 def data_dir(tmp_path: Path) -> Path:
     """Four connections; the jobs are dated from now, since the server reads the real clock."""
     clock = FakeClock(NOW - 5 * DAY)  # every connection was first seen five days ago
-    store = SQLiteStore(tmp_path / "data", clock=clock)
-    store.ingest_jobs(
+    store = Store.sqlite(tmp_path / "data", clock=clock)
+    store.ingest.jobs(
         [
             job("sf-0", SF, "succeeded", 10 * 24, 80),  # last week: outside "this week"
             job("st-0", STRIPE, "succeeded", 4 * 24 + 1, 5),
@@ -62,7 +62,7 @@ def data_dir(tmp_path: Path) -> Path:
         endpoint="jobs",
     )
     clock.now = NOW
-    store.ingest_jobs(
+    store.ingest.jobs(
         [
             job("sf-1", SF, "succeeded", 6 * 24, 10),
             job("sf-2", SF, "succeeded", 3 * 24, 15),
@@ -75,7 +75,7 @@ def data_dir(tmp_path: Path) -> Path:
         ],
         endpoint="jobs",
     )
-    store.append_logs("sf-4", [LogLine("INFO", "Syncing stream: Account"), LogLine("ERROR", "401 Unauthorized")])
+    store.ingest.logs("sf-4", [LogLine("INFO", "Syncing stream: Account"), LogLine("ERROR", "401 Unauthorized")])
     store.close()
     return tmp_path / "data"
 

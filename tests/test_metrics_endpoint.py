@@ -8,7 +8,7 @@ from pathlib import Path
 from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config, ConnectionSettings
 from calabi_exporter.scrape import ScrapeRenderer
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
@@ -20,8 +20,8 @@ from .conftest import T0, FakeClock, Samples, job, parse_samples
 SF = "Salesforce → Snowflake"
 
 
-def _fill(store: SQLiteStore) -> None:
-    store.ingest_jobs([], endpoint="jobs")
+def _fill(store: Store) -> None:
+    store.ingest.jobs([], endpoint="jobs")
     from calabi_exporter.model import parse_job
 
     records = [
@@ -36,16 +36,16 @@ def _fill(store: SQLiteStore) -> None:
         )
         for i in range(30)
     ]
-    store.ingest_jobs([parse_job(r) for r in records], endpoint="jobs")
+    store.ingest.jobs([parse_job(r) for r in records], endpoint="jobs")
 
 
-def test_the_fast_text_rendering_is_byte_for_byte_what_prometheus_client_writes(store: SQLiteStore) -> None:
+def test_the_fast_text_rendering_is_byte_for_byte_what_prometheus_client_writes(store: Store) -> None:
     _fill(store)
-    collector = SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config()))
+    collector = SyncJobCollector(store.metrics.snapshot, Thresholds.from_config(Config()))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
 
-    body = ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot).body()
+    body = ScrapeRenderer(collector, store.metrics.versions, store.metrics.snapshot).body()
     ours = body[: body.rindex(b"# HELP calabi_exporter_series ")]
 
     assert ours == generate_latest(registry)
@@ -165,8 +165,8 @@ def test_healthz_and_readyz_answer_ok(client: FlaskClient) -> None:
     assert client.get("/readyz").get_json() == {"status": "ready"}
 
 
-def test_readyz_fails_when_the_store_cannot_be_written(client: FlaskClient, store: SQLiteStore) -> None:
-    db = store._db()
+def test_readyz_fails_when_the_store_cannot_be_written(client: FlaskClient, store: Store) -> None:
+    db = store.database.connection()
     db.execute("PRAGMA query_only = ON")
     try:
         response = client.get("/readyz")
@@ -177,8 +177,8 @@ def test_readyz_fails_when_the_store_cannot_be_written(client: FlaskClient, stor
     assert response.get_json()["status"] == "unavailable"
 
 
-def test_a_store_failure_during_ingest_is_a_503_not_a_500(client: FlaskClient, store: SQLiteStore) -> None:
-    db = store._db()
+def test_a_store_failure_during_ingest_is_a_503_not_a_500(client: FlaskClient, store: Store) -> None:
+    db = store.database.connection()
     db.execute("PRAGMA query_only = ON")
     try:
         response = client.post("/api/v1/jobs", json=job("a"))
@@ -186,7 +186,7 @@ def test_a_store_failure_during_ingest_is_a_503_not_a_500(client: FlaskClient, s
         db.execute("PRAGMA query_only = OFF")
 
     assert response.status_code == 503
-    assert store.get_job("a") is None
+    assert store.reads.job("a") is None
 
 
 def test_a_connection_keeps_the_time_it_was_first_seen(

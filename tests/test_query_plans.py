@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from calabi_exporter.store import JobFilter, SQLiteStore
+from calabi_exporter.store import JobFilter, Store
 
 from .conftest import T0
 
@@ -16,11 +16,11 @@ SPACING = 2.592  # seconds between job times: a million jobs over 30 days
 
 
 @pytest.fixture(scope="module")
-def million(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
+def million(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A store of 1,000,000 finished jobs over 1,000 connections and 30 days; every tenth failed."""
     data_dir: Path = tmp_path_factory.mktemp("million")
-    store = SQLiteStore(data_dir, synchronous="normal")
-    db = sqlite3.connect(store.path)
+    store = Store.sqlite(data_dir, synchronous="normal")
+    db = sqlite3.connect(store.database.path)
     db.execute(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?2 - 1)"
         " INSERT INTO jobs (job_id, connection_name, status, started_at, finished_at, duration_seconds,"
@@ -53,22 +53,22 @@ LAST_DAY = T0 - 86400
         (JobFilter(), "jobs_by_time"),
     ],
 )
-def test_each_filtered_listing_uses_an_index(million: SQLiteStore, where: JobFilter, index: str) -> None:
-    plan = million.list_jobs_plan(where, 101)
+def test_each_filtered_listing_uses_an_index(million: Store, where: JobFilter, index: str) -> None:
+    plan = million.reads.jobs_plan(where, 101)
 
     assert any(f"USING INDEX {index}" in step for step in plan), plan
     assert not any(step.startswith("SCAN jobs") and "USING INDEX" not in step for step in plan), plan
 
 
-def test_one_status_and_a_time_range_come_in_index_order_without_a_sort(million: SQLiteStore) -> None:
-    plan = million.list_jobs_plan(JobFilter(statuses=("failed",), since=LAST_DAY), 101)
+def test_one_status_and_a_time_range_come_in_index_order_without_a_sort(million: Store) -> None:
+    plan = million.reads.jobs_plan(JobFilter(statuses=("failed",), since=LAST_DAY), 101)
 
     assert plan == ["SEARCH jobs USING INDEX jobs_by_status_time (status=? AND job_time>?)"]
 
 
-def test_the_newest_100_failed_jobs_of_the_last_day_are_exactly_these(million: SQLiteStore) -> None:
-    page = million.list_jobs(JobFilter(statuses=("failed",), since=LAST_DAY), 100)
-    after = million.list_jobs(JobFilter(statuses=("failed",), since=LAST_DAY), 3, (page[-1][0], page[-1][1].job_id))
+def test_the_newest_100_failed_jobs_of_the_last_day_are_exactly_these(million: Store) -> None:
+    page = million.reads.jobs(JobFilter(statuses=("failed",), since=LAST_DAY), 100)
+    after = million.reads.jobs(JobFilter(statuses=("failed",), since=LAST_DAY), 3, (page[-1][0], page[-1][1].job_id))
 
     # Job i has job_time T0 - (1,000,000 - i) × 2.592 s and failed when i is a multiple of 10.
     assert [job.job_id for _, job in page] == [f"job-{i:07d}" for i in range(999_990, 998_999, -10)]

@@ -12,7 +12,7 @@ import pytest
 from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
@@ -54,14 +54,14 @@ DATA: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[SQLiteStore, FlaskClient, FakeClock]:
+def setup(tmp_path: Path) -> tuple[Store, FlaskClient, FakeClock]:
     clock = FakeClock(T0 - 30 * DAY)  # the connections were first seen a month ago
-    store = SQLiteStore(tmp_path / "data", clock=clock)
-    store.ingest_jobs([parse_job(r) for r in DATA[:1]], endpoint="jobs")
-    store.ingest_jobs([parse_job({"job_id": "st-0", "connection_name": STRIPE, "status": "running"})], endpoint="jobs")
-    store.ingest_jobs([parse_job({"job_id": "hs-0", "connection_name": HUBSPOT, "status": "running"})], endpoint="jobs")
+    store = Store.sqlite(tmp_path / "data", clock=clock)
+    store.ingest.jobs([parse_job(r) for r in DATA[:1]], endpoint="jobs")
+    store.ingest.jobs([parse_job({"job_id": "st-0", "connection_name": STRIPE, "status": "running"})], endpoint="jobs")
+    store.ingest.jobs([parse_job({"job_id": "hs-0", "connection_name": HUBSPOT, "status": "running"})], endpoint="jobs")
     clock.now = T0
-    store.ingest_jobs([parse_job(r) for r in DATA[1:]], endpoint="jobs")
+    store.ingest.jobs([parse_job(r) for r in DATA[1:]], endpoint="jobs")
     client = create_app(Config(data_dir=str(tmp_path / "data")), store=store, clock=clock).test_client()
     return store, client, clock
 
@@ -71,7 +71,7 @@ def ids(response: Any) -> list[str]:
     return [job["job_id"] for job in response.get_json()["jobs"]]
 
 
-def test_jobs_are_listed_newest_first_with_their_summary(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+def test_jobs_are_listed_newest_first_with_their_summary(setup: tuple[Store, FlaskClient, FakeClock]) -> None:
     _, client, _ = setup
 
     body = client.get("/api/v1/jobs").get_json()
@@ -124,14 +124,14 @@ def test_jobs_are_listed_newest_first_with_their_summary(setup: tuple[SQLiteStor
     ],
 )
 def test_every_filter_selects_exactly_its_jobs(
-    setup: tuple[SQLiteStore, FlaskClient, FakeClock], query: str, expected: list[str]
+    setup: tuple[Store, FlaskClient, FakeClock], query: str, expected: list[str]
 ) -> None:
     _, client, _ = setup
 
     assert ids(client.get(f"/api/v1/jobs?{query}")) == expected
 
 
-def test_relative_times_follow_the_clock(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+def test_relative_times_follow_the_clock(setup: tuple[Store, FlaskClient, FakeClock]) -> None:
     _, client, clock = setup
     before = ids(client.get("/api/v1/jobs?status=failed&since=24h"))
 
@@ -141,7 +141,7 @@ def test_relative_times_follow_the_clock(setup: tuple[SQLiteStore, FlaskClient, 
     assert (before, after) == (["sf-3", "st-2"], ["sf-3"])
 
 
-def test_pages_skip_and_repeat_nothing_while_new_jobs_arrive(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+def test_pages_skip_and_repeat_nothing_while_new_jobs_arrive(setup: tuple[Store, FlaskClient, FakeClock]) -> None:
     store, client, clock = setup
     existing = ids(client.get("/api/v1/jobs?limit=500"))
     seen: list[str] = []
@@ -153,7 +153,7 @@ def test_pages_skip_and_repeat_nothing_while_new_jobs_arrive(setup: tuple[SQLite
         pages += 1
         # New jobs arrive between pages: newer than everything listed, and one as old as st-2.
         clock.advance(60)
-        store.ingest_jobs(
+        store.ingest.jobs(
             [
                 parse_job({"job_id": f"new-{pages}", "connection_name": SF, "status": "running"}),
                 parse_job(
@@ -172,10 +172,10 @@ def test_pages_skip_and_repeat_nothing_while_new_jobs_arrive(setup: tuple[SQLite
 
 
 def test_one_job_comes_with_its_streams_and_a_page_of_filtered_log_lines(
-    setup: tuple[SQLiteStore, FlaskClient, FakeClock],
+    setup: tuple[Store, FlaskClient, FakeClock],
 ) -> None:
     store, client, _ = setup
-    store.ingest_jobs(
+    store.ingest.jobs(
         [
             parse_job(
                 {
@@ -188,7 +188,7 @@ def test_one_job_comes_with_its_streams_and_a_page_of_filtered_log_lines(
         ],
         endpoint="jobs",
     )
-    store.append_logs(
+    store.ingest.logs(
         "sf-3",
         [
             LogLine("INFO", "Syncing stream: Account", T0 - 3 * HOUR + 1, "Account"),
@@ -241,7 +241,7 @@ def test_one_job_comes_with_its_streams_and_a_page_of_filtered_log_lines(
     assert messages("search=ÉCHEC") == ["Échec de l'écriture: colonne inconnue"]
 
 
-def test_connections_show_their_health_and_their_window(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+def test_connections_show_their_health_and_their_window(setup: tuple[Store, FlaskClient, FakeClock]) -> None:
     _, client, _ = setup
 
     body = client.get("/api/v1/connections").get_json()
@@ -292,7 +292,7 @@ def test_connections_show_their_health_and_their_window(setup: tuple[SQLiteStore
         ("connection=HUB", [HUBSPOT]),
     ],
 )
-def test_connection_filters(setup: tuple[SQLiteStore, FlaskClient, FakeClock], query: str, expected: list[str]) -> None:
+def test_connection_filters(setup: tuple[Store, FlaskClient, FakeClock], query: str, expected: list[str]) -> None:
     _, client, _ = setup
 
     body = client.get(f"/api/v1/connections?{query}").get_json()
@@ -327,7 +327,7 @@ def test_connection_filters(setup: tuple[SQLiteStore, FlaskClient, FakeClock], q
     ],
 )
 def test_bad_parameters_get_400_naming_the_parameter(
-    setup: tuple[SQLiteStore, FlaskClient, FakeClock], url: str, field: str, message: str
+    setup: tuple[Store, FlaskClient, FakeClock], url: str, field: str, message: str
 ) -> None:
     _, client, _ = setup
 
@@ -338,7 +338,7 @@ def test_bad_parameters_get_400_naming_the_parameter(
     assert response.get_json()["error"].startswith(message)
 
 
-def test_an_unknown_job_is_404(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+def test_an_unknown_job_is_404(setup: tuple[Store, FlaskClient, FakeClock]) -> None:
     _, client, _ = setup
 
     response = client.get("/api/v1/jobs/no-such-job")
@@ -349,7 +349,7 @@ def test_an_unknown_job_is_404(setup: tuple[SQLiteStore, FlaskClient, FakeClock]
 def test_reads_take_a_read_or_an_ingest_token_and_a_read_token_cannot_write(tmp_path: Path) -> None:
     read, ingest = "r" * 20, "i" * 20
     config = Config(data_dir=str(tmp_path / "data"), read_tokens=(read,), ingest_tokens=(ingest,))
-    client = create_app(config, store=SQLiteStore(config.data_path)).test_client()
+    client = create_app(config, store=Store.sqlite(config.data_path)).test_client()
 
     def status(method: str, path: str, token: str | None) -> int:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -367,10 +367,10 @@ def test_reads_take_a_read_or_an_ingest_token_and_a_read_token_cannot_write(tmp_
     ] == [401, 200, 200, 401, 200, 200, 200]
 
 
-def test_a_connection_name_with_a_comma_is_one_name(setup: tuple[SQLiteStore, FlaskClient, FakeClock]) -> None:
+def test_a_connection_name_with_a_comma_is_one_name(setup: tuple[Store, FlaskClient, FakeClock]) -> None:
     store, client, _ = setup
     name = "Postgres, EU → Snowflake"
-    store.ingest_jobs([parse_job({"job_id": "eu-1", "connection_name": name, "status": "running"})], endpoint="jobs")
+    store.ingest.jobs([parse_job({"job_id": "eu-1", "connection_name": name, "status": "running"})], endpoint="jobs")
 
     jobs = ids(client.get(f"/api/v1/jobs?connection={quote(name)}"))
     connections = client.get(f"/api/v1/connections?connection={quote(name)}").get_json()["connections"]
@@ -380,7 +380,7 @@ def test_a_connection_name_with_a_comma_is_one_name(setup: tuple[SQLiteStore, Fl
 
 
 def test_the_documented_window_pattern_takes_exactly_the_windows_the_api_takes(
-    setup: tuple[SQLiteStore, FlaskClient, FakeClock],
+    setup: tuple[Store, FlaskClient, FakeClock],
 ) -> None:
     _, client, _ = setup
     document = json.loads((Path(__file__).parent.parent / "exporter" / "openapi.json").read_text(encoding="utf-8"))

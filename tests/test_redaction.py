@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from calabi_exporter.redact import redact
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from flask.testing import FlaskClient
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
@@ -139,7 +139,7 @@ def test_redacting_twice_changes_nothing_more() -> None:
         assert redact(redact(text)) == expected
 
 
-def test_no_secret_reaches_the_store_through_any_endpoint(client: FlaskClient, store: SQLiteStore) -> None:
+def test_no_secret_reaches_the_store_through_any_endpoint(client: FlaskClient, store: Store) -> None:
     texts = [text for text, _, _ in SECRETS]
     job = {
         "job_id": "job-secrets",
@@ -162,12 +162,12 @@ def test_no_secret_reaches_the_store_through_any_endpoint(client: FlaskClient, s
     json_lines = [{"level": "ERROR", "message": t} for t in texts]
     assert client.post("/api/v1/jobs/job-hook/logs", json=json_lines).status_code == 200
 
-    stored = store.get_job("job-secrets"), store.get_job("job-hook")
-    everything = repr(stored) + repr(store.log_lines("job-secrets")) + repr(store.log_lines("job-hook"))
-    on_disk = b"".join(p.read_bytes() for p in store.path.parent.iterdir() if p.is_file())  # database and WAL
+    stored = store.reads.job("job-secrets"), store.reads.job("job-hook")
+    everything = repr(stored) + repr(store.reads.log_lines("job-secrets")) + repr(store.reads.log_lines("job-hook"))
+    on_disk = b"".join(p.read_bytes() for p in store.database.path.parent.iterdir() if p.is_file())  # database and WAL
     for _, secret, _ in SECRETS:
         assert secret not in everything
         assert secret.encode() not in on_disk
     assert stored[0] is not None and stored[0].error_summary == "Authorization: Bearer [REDACTED]"
     assert stored[0].job_url == "https://calabi.example.com/jobs/1?token=[REDACTED]"
-    assert len(store.log_lines("job-secrets")) == len(texts)
+    assert len(store.reads.log_lines("job-secrets")) == len(texts)

@@ -9,7 +9,7 @@ from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import Job, parse_job
 from calabi_exporter.retention import Purger
-from calabi_exporter.store import EventRoute, SQLiteStore
+from calabi_exporter.store import EventRoute, Store
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 
@@ -41,22 +41,22 @@ def job_metrics(samples: Samples) -> Samples:
 
 def test_jobs_past_the_plans_window_are_purged_and_no_counter_moves(tmp_path: Path, clock: FakeClock) -> None:
     config = Config(data_dir=str(tmp_path / "d"), retention_plan="professional")
-    store = SQLiteStore(config.data_path, clock=clock)
+    store = Store.sqlite(config.data_path, clock=clock)
     client = create_app(config, store=store, clock=clock).test_client()
-    store.ingest_jobs(
+    store.ingest.jobs(
         [finished("old-1", 45), finished("old-2", 31, "failed"), finished("recent", 29), finished("new", 1)],
         endpoint="jobs",
     )
-    store.append_logs("old-1", [LogLine("INFO", "Syncing stream: Account", T0 - 45 * DAY)])
+    store.ingest.logs("old-1", [LogLine("INFO", "Syncing stream: Account", T0 - 45 * DAY)])
     before = scrape(client)
 
     deleted = Purger(store, config, clock=clock).purge_once()
 
     after = scrape(client)
     assert deleted == 2
-    assert store.get_job("old-1") is None and store.get_job("old-2") is None
-    assert store.get_job("recent") is not None and store.get_job("new") is not None
-    assert store.log_lines("old-1") == []
+    assert store.reads.job("old-1") is None and store.reads.job("old-2") is None
+    assert store.reads.job("recent") is not None and store.reads.job("new") is not None
+    assert store.reads.log_lines("old-1") == []
     assert job_metrics(after) == job_metrics(before)
     assert after.value("calabi_exporter_stored_jobs") == 2
     assert after.value("calabi_exporter_purged_jobs_total") == 2
@@ -69,9 +69,9 @@ def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(tmp_path: P
     explicit = Config(data_dir=str(tmp_path / "x"), retention_plan="enterprise", retention_days=7)
     outcomes = []
     for config in (enterprise, explicit):
-        store = SQLiteStore(config.data_path, clock=clock)
-        store.ingest_jobs([finished("a", 89), finished("b", 91), finished("c", 8)], endpoint="jobs")
-        outcomes.append((Purger(store, config, clock=clock).purge_once(), store.get_job("a") is not None))
+        store = Store.sqlite(config.data_path, clock=clock)
+        store.ingest.jobs([finished("a", 89), finished("b", 91), finished("c", 8)], endpoint="jobs")
+        outcomes.append((Purger(store, config, clock=clock).purge_once(), store.reads.job("a") is not None))
         store.close()
 
     assert outcomes == [(1, True), (3, False)]
@@ -80,9 +80,9 @@ def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(tmp_path: P
 
 def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, clock: FakeClock) -> None:
     config = Config(data_dir=str(tmp_path / "big"), sqlite_synchronous="normal")
-    store = SQLiteStore(config.data_path, clock=clock, synchronous="normal")
+    store = Store.sqlite(config.data_path, clock=clock, synchronous="normal")
     for start in range(0, 100_000, 5000):
-        store.ingest_jobs([finished(f"old-{i}", 40 + i / 100_000) for i in range(start, start + 5000)], endpoint="jobs")
+        store.ingest.jobs([finished(f"old-{i}", 40 + i / 100_000) for i in range(start, start + 5000)], endpoint="jobs")
     purger = Purger(store, config, clock=clock)
     purged: list[int] = []
     purge = threading.Thread(target=lambda: purged.append(purger.purge_once()))
@@ -92,14 +92,14 @@ def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, cl
     purge.start()
     for n in range(200):
         record = {"job_id": f"new-{n}", "connection_name": "Stripe → Postgres", "status": "succeeded"}
-        accepted += store.ingest_jobs([parse_job(record)], endpoint="jobs").outcomes
+        accepted += store.ingest.jobs([parse_job(record)], endpoint="jobs").outcomes
         still_purging.append(purge.is_alive())
     purge.join(timeout=300)
 
     assert accepted == ["accepted"] * 200
     assert any(still_purging)  # the new jobs went in while the purge was running
     assert purged == [100_000]
-    snapshot = store.metrics_snapshot()
+    snapshot = store.metrics.snapshot()
     assert snapshot.stored_jobs == 200
     assert snapshot.purged_jobs == 100_000
     assert {c.connection: c.jobs["succeeded"] for c in snapshot.connections} == {"Stripe → Postgres": 100_200}
@@ -108,23 +108,23 @@ def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, cl
 
 def test_dead_letters_older_than_the_window_are_purged_too(tmp_path: Path, clock: FakeClock) -> None:
     config = Config(data_dir=str(tmp_path / "dl"), retention_days=30)
-    store = SQLiteStore(config.data_path, clock=clock, outbox=True, webhook_routes=[EventRoute("ops")])
-    store.ingest_jobs([finished("gone", 1)], endpoint="jobs")
-    store.append_logs("gone", [LogLine("INFO", "refused by the receiver", T0 - DAY)])
-    for entry in store.outbox_read(10):
-        store.outbox_done(entry.id, exported=0, dead=[(entry, "HTTP 400")])
-    for delivery in store.webhook_due("ops", clock()):
-        store.webhook_dead(delivery, "HTTP 410")
+    store = Store.sqlite(config.data_path, clock=clock, outbox=True, webhook_routes=[EventRoute("ops")])
+    store.ingest.jobs([finished("gone", 1)], endpoint="jobs")
+    store.ingest.logs("gone", [LogLine("INFO", "refused by the receiver", T0 - DAY)])
+    for entry in store.outbox.read(10):
+        store.outbox.done(entry.id, exported=0, dead=[(entry, "HTTP 400")])
+    for delivery in store.webhooks.due("ops", clock()):
+        store.webhooks.dead(delivery, "HTTP 410")
     clock.advance(20 * DAY)
-    store.ingest_jobs([finished("kept", -19)], endpoint="jobs")
-    for delivery in store.webhook_due("ops", clock()):
-        store.webhook_dead(delivery, "HTTP 410")
-    before = (len(store.dead_letters()), len(store.webhook_dead_letters()))
+    store.ingest.jobs([finished("kept", -19)], endpoint="jobs")
+    for delivery in store.webhooks.due("ops", clock()):
+        store.webhooks.dead(delivery, "HTTP 410")
+    before = (len(store.outbox.dead_letters()), len(store.webhooks.dead_letters()))
 
     clock.advance(15 * DAY)  # the first dead letters are 35 days old, the second 15
     Purger(store, config, clock=clock).purge_once()
 
     assert before == (2, 2)
-    assert [job_id for _, job_id, _ in store.dead_letters()] == []
-    assert [d.job_id for d, _ in store.webhook_dead_letters()] == ["kept"]
+    assert [job_id for _, job_id, _ in store.outbox.dead_letters()] == []
+    assert [d.job_id for d, _ in store.webhooks.dead_letters()] == ["kept"]
     store.close()

@@ -17,7 +17,7 @@ from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
 from calabi_exporter.retention import Purger
 from calabi_exporter.s3export import S3Exporter
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 
 from .conftest import T0, FakeClock, parse_samples
@@ -59,14 +59,14 @@ class Archive:
     """A store filled with the data set below, exporting to the moto server."""
 
     config: Config
-    store: SQLiteStore
+    store: Store
     exporter: S3Exporter
 
 
 @pytest.fixture
 def archive(tmp_path: Path, s3: MotoServer, clock: FakeClock) -> Iterator[Archive]:
     config = export_config(tmp_path, s3, retention_days=30)
-    store = SQLiteStore(config.data_path, clock=clock, s3_export=True)
+    store = Store.sqlite(config.data_path, clock=clock, s3_export=True)
     fill(store)
     yield Archive(config, store, S3Exporter(store, config, clock=clock, backoff=S3Exporter.BACKOFF.without_jitter()))
     store.close()
@@ -76,7 +76,7 @@ def at(text: str) -> str:
     return f"2026-04-{text}Z"
 
 
-def fill(store: SQLiteStore) -> None:
+def fill(store: Store) -> None:
     """Two jobs finished on 4 April in one hour, one late on 5 April, one running, one just finished."""
     records = [
         {
@@ -113,8 +113,8 @@ def fill(store: SQLiteStore) -> None:
             "finished_at": at("06T07:58:00"),
         },
     ]
-    store.ingest_jobs([parse_job(r) for r in records], endpoint="jobs")
-    store.append_logs(
+    store.ingest.jobs([parse_job(r) for r in records], endpoint="jobs")
+    store.ingest.logs(
         "a1",
         [
             LogLine("INFO", "Syncing stream: Account", T0 - 2 * DAY + 7200 + 3, "Account"),
@@ -122,8 +122,8 @@ def fill(store: SQLiteStore) -> None:
             LogLine("INFO", "Stream Account: 4,218 records synced in 18.2s", None, "Account"),
         ],
     )
-    store.append_logs("a2", [LogLine("ERROR", "401 Unauthorized: token expired", T0 - 2 * DAY + 9590)])
-    store.append_logs("b1", [LogLine("INFO", "Sync complete", T0 - 30)])
+    store.ingest.logs("a2", [LogLine("ERROR", "401 Unauthorized: token expired", T0 - 2 * DAY + 9590)])
+    store.ingest.logs("b1", [LogLine("INFO", "Sync complete", T0 - 30)])
 
 
 def batch_name(window: str, *job_ids: str) -> str:
@@ -256,8 +256,8 @@ def test_with_s3_down_nothing_is_purged_and_the_export_then_the_purge_resume(
 
     wait = exporter.step()
     purged_during_outage = purger.purge_once()
-    kept = [store.get_job(j) is not None for j in ("a1", "a2", "b1", "d1")]
-    failures = store.metrics_snapshot().export.failed_objects
+    kept = [store.reads.job(j) is not None for j in ("a1", "a2", "b1", "d1")]
+    failures = store.metrics.snapshot().export.failed_objects
 
     s3.start()
     wait_after = exporter.step()
@@ -266,7 +266,7 @@ def test_with_s3_down_nothing_is_purged_and_the_export_then_the_purge_resume(
     assert (wait, purged_during_outage, kept, failures) == (S3Exporter.BACKOFF.first, 0, [True] * 4, 1)
     assert wait_after == S3Exporter.INTERVAL
     assert purged_after == 4
-    assert [store.get_job(j) is not None for j in ("a1", "a2", "b1", "d1", "c1")] == [False] * 4 + [True]
+    assert [store.reads.job(j) is not None for j in ("a1", "a2", "b1", "d1", "c1")] == [False] * 4 + [True]
     assert len(s3.objects(f"{PREFIX}/jobs/")) == 3 and len(s3.objects(f"{PREFIX}/logs/")) == 3
     exported_ids = sorted(j["job_id"] for key in s3.objects(f"{PREFIX}/jobs/") for j in s3.ndjson(key))
     assert exported_ids == ["a1", "a2", "b1", "d1"]
@@ -279,7 +279,7 @@ def test_a_line_arriving_after_the_export_sends_the_batch_again_to_the_same_keys
     exporter.export_once()
     keys_before = sorted(s3.objects())
 
-    store.append_logs("b1", [LogLine("WARN", "Late summary from the worker", T0 - 20)])
+    store.ingest.logs("b1", [LogLine("WARN", "Late summary from the worker", T0 - 20)])
     again = exporter.export_once()
 
     assert again == 1
@@ -300,7 +300,7 @@ def test_a_job_arriving_late_for_an_exported_hour_gets_its_own_object(archive: A
         "status": "cancelled",
         "finished_at": at("04T10:50:00"),
     }
-    store.ingest_jobs([parse_job(late)], endpoint="jobs")
+    store.ingest.jobs([parse_job(late)], endpoint="jobs")
     exporter.export_once()
 
     after = s3.objects(f"{PREFIX}/jobs/dt=2026-04-04/")
@@ -336,7 +336,7 @@ def test_export_without_a_bucket_or_with_a_bad_range_exits_2_with_one_line(tmp_p
 
 
 def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock: FakeClock) -> None:
-    store = SQLiteStore(tmp_path / "v1", clock=clock)
+    store = Store.sqlite(tmp_path / "v1", clock=clock)
     fill(store)
     store.close()
     db = sqlite3.connect(tmp_path / "v1" / "calabi-exporter.sqlite3")
@@ -349,11 +349,11 @@ def test_a_version_1_store_opens_and_its_jobs_are_exported(tmp_path: Path, clock
     )
     db.close()
 
-    reopened = SQLiteStore(tmp_path / "v1", clock=clock, s3_export=True)
-    sealed = reopened.export_seal(T0, 3600)
+    reopened = Store.sqlite(tmp_path / "v1", clock=clock, s3_export=True)
+    sealed = reopened.exports.seal(T0, 3600)
 
     assert sealed == 4
-    assert [b.name[:16] for b in reopened.export_waiting()] == [
+    assert [b.name[:16] for b in reopened.exports.waiting()] == [
         "20260404T100000Z",
         "20260405T230000Z",
         "20260406T070000Z",
@@ -368,10 +368,10 @@ def test_the_index_of_jobs_waiting_for_export_exists_once_export_is_on(tmp_path:
         db.close()
         return names
 
-    SQLiteStore(tmp_path / "d").close()
+    Store.sqlite(tmp_path / "d").close()
     without = indexes()
-    SQLiteStore(tmp_path / "d", s3_export=True).close()
-    SQLiteStore(tmp_path / "d").close()  # another process without export leaves it alone
+    Store.sqlite(tmp_path / "d", s3_export=True).close()
+    Store.sqlite(tmp_path / "d").close()  # another process without export leaves it alone
     after = indexes()
 
     assert "jobs_to_export" not in without
@@ -386,13 +386,13 @@ def test_an_hour_is_purged_whole_and_never_uploaded_again_once_the_purge_took_pa
     key = next(k for k in s3.objects(f"{PREFIX}/jobs/dt=2026-04-04/"))
     # 30 days after a1 finished (10:15) but not after a2 (10:40): their hour is not purged yet.
     clock.now = T0 - 2 * DAY + 2 * HOUR + 30 * 60 + 30 * DAY
-    first = store.purge(clock() - 30 * DAY, exported_only=True)
+    first = store.retention.purge(clock() - 30 * DAY, exported_only=True)
     clock.advance(HOUR)
-    part = store.purge(clock() - 30 * DAY, limit=1, exported_only=True)  # one transaction takes only a1
-    store.append_logs("a2", [LogLine("INFO", "A late line for a job whose hour is being purged")])
-    waiting = store.export_waiting()
+    part = store.retention.purge(clock() - 30 * DAY, limit=1, exported_only=True)  # one transaction takes only a1
+    store.ingest.logs("a2", [LogLine("INFO", "A late line for a job whose hour is being purged")])
+    waiting = store.exports.waiting()
     again = exporter.export_range(T0 - 3 * DAY, T0)
-    rest = store.purge(clock() - 30 * DAY, exported_only=True)
+    rest = store.retention.purge(clock() - 30 * DAY, exported_only=True)
 
     assert (first, part, rest) == (0, 1, 1)
     assert waiting == [] and [b.name for b in again if b.day == "2026-04-04"] == []

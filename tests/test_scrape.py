@@ -14,7 +14,7 @@ from calabi_exporter.config import Config
 from calabi_exporter.joblogs import parse_text
 from calabi_exporter.model import parse_job
 from calabi_exporter.scrape import CHUNK_BYTES, ScrapeRenderer
-from calabi_exporter.store import SeriesLimits, SQLiteStore
+from calabi_exporter.store import SeriesLimits, Store
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -35,16 +35,16 @@ class CountingCollector(SyncJobCollector):
         return super().connection_families(parts)
 
 
-def renderer_for(store: SQLiteStore, **options: object) -> tuple[ScrapeRenderer, CountingCollector]:
-    collector = CountingCollector(store.metrics_snapshot, Thresholds.from_config(Config()), **options)  # type: ignore[arg-type]
+def renderer_for(store: Store, **options: object) -> tuple[ScrapeRenderer, CountingCollector]:
+    collector = CountingCollector(store.metrics.snapshot, Thresholds.from_config(Config()), **options)  # type: ignore[arg-type]
     collector.rendered = []
-    return ScrapeRenderer(collector, store.connection_versions, store.metrics_snapshot), collector
+    return ScrapeRenderer(collector, store.metrics.versions, store.metrics.snapshot), collector
 
 
-def library_bodies(store: SQLiteStore, **options: object) -> tuple[bytes, bytes]:
+def library_bodies(store: Store, **options: object) -> tuple[bytes, bytes]:
     """What prometheus_client's own encoders write for the store (text, OpenMetrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SyncJobCollector(store.metrics_snapshot, Thresholds.from_config(Config()), **options))  # type: ignore[arg-type]
+    registry.register(SyncJobCollector(store.metrics.snapshot, Thresholds.from_config(Config()), **options))  # type: ignore[arg-type]
     return generate_latest(registry), generate_openmetrics(registry)
 
 
@@ -54,14 +54,14 @@ def without_series(body: bytes) -> bytes:
     return head + (b"# EOF\n" if tail.endswith(b"# EOF\n") else b"")
 
 
-def post(store: SQLiteStore, *records: dict[str, object]) -> None:
-    store.ingest_jobs([parse_job(r) for r in records], endpoint="jobs")
+def post(store: Store, *records: dict[str, object]) -> None:
+    store.ingest.jobs([parse_job(r) for r in records], endpoint="jobs")
 
 
 @pytest.fixture
-def small_budget(tmp_path: Path, clock: FakeClock) -> SQLiteStore:
+def small_budget(tmp_path: Path, clock: FakeClock) -> Store:
     """Three connections with series of their own (and odd names), two past the budget, jobs in progress."""
-    store = SQLiteStore(
+    store = Store.sqlite(
         tmp_path / "d", clock=clock, limits=SeriesLimits(max_connections=3, max_streams_per_connection=2)
     )
     names = ['Conn "q" \\ new\nline → ✓', "HubSpot → BigQuery", "Salesforce → Snowflake", "Late A", "Late B"]
@@ -81,14 +81,14 @@ def small_budget(tmp_path: Path, clock: FakeClock) -> SQLiteStore:
             ),
             job(f"r{n}", "running", connection=name, started_at="2026-04-06T09:00:00Z"),
         )
-    store.append_logs("f4", parse_text("ERROR 401 Unauthorized\nINFO Stream s1: 5 records synced"))
+    store.ingest.logs("f4", parse_text("ERROR 401 Unauthorized\nINFO Stream s1: 5 records synced"))
     return store
 
 
 @pytest.mark.parametrize("batch", [2, 256], ids=["rendered two at a time", "rendered together"])
 @pytest.mark.parametrize("per_stream", [True, False], ids=["with streams", "without streams"])
 def test_the_body_is_byte_for_byte_what_prometheus_client_writes_in_both_formats(
-    small_budget: SQLiteStore, per_stream: bool, batch: int, monkeypatch: pytest.MonkeyPatch
+    small_budget: Store, per_stream: bool, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("calabi_exporter.scrape.RENDER_BATCH", batch)
     options = {"streams_exposed": lambda name: per_stream or name != "HubSpot → BigQuery"}
@@ -103,7 +103,7 @@ def test_the_body_is_byte_for_byte_what_prometheus_client_writes_in_both_formats
     assert text.endswith(f"calabi_exporter_series {samples}.0\n".encode())
 
 
-def test_a_second_scrape_renders_only_the_connection_that_changed(small_budget: SQLiteStore) -> None:
+def test_a_second_scrape_renders_only_the_connection_that_changed(small_budget: Store) -> None:
     renderer, collector = renderer_for(small_budget)
     renderer.body()
     first = list(collector.rendered)
@@ -117,7 +117,7 @@ def test_a_second_scrape_renders_only_the_connection_that_changed(small_budget: 
     assert without_series(body) == library_bodies(small_budget)[0]
 
 
-def test_a_job_starting_re_renders_its_connection_though_no_aggregate_moved(small_budget: SQLiteStore) -> None:
+def test_a_job_starting_re_renders_its_connection_though_no_aggregate_moved(small_budget: Store) -> None:
     renderer, collector = renderer_for(small_budget)
     renderer.body()
 
@@ -130,18 +130,18 @@ def test_a_job_starting_re_renders_its_connection_though_no_aggregate_moved(smal
     assert without_series(body) == library_bodies(small_budget)[0]
 
 
-def test_forgotten_connections_leave_the_body(small_budget: SQLiteStore) -> None:
+def test_forgotten_connections_leave_the_body(small_budget: Store) -> None:
     renderer, _ = renderer_for(small_budget)
     renderer.body()
 
-    small_budget.forget_connection("HubSpot → BigQuery")
+    small_budget.retention.forget_connection("HubSpot → BigQuery")
     body = renderer.body()
 
     assert b"HubSpot" not in body
     assert without_series(body) == library_bodies(small_budget)[0]
 
 
-def test_concurrent_scrapes_share_one_render(small_budget: SQLiteStore) -> None:
+def test_concurrent_scrapes_share_one_render(small_budget: Store) -> None:
     renderer, collector = renderer_for(small_budget)
     start = threading.Barrier(4)
     bodies: list[bytes] = []
@@ -166,7 +166,7 @@ def test_concurrent_scrapes_share_one_render(small_budget: SQLiteStore) -> None:
 
 
 def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(tmp_path: Path, clock: FakeClock) -> None:
-    store = SQLiteStore(tmp_path / "big", clock=clock, synchronous="normal")
+    store = Store.sqlite(tmp_path / "big", clock=clock, synchronous="normal")
     streams = [{"name": f"table_{k:02d}", "status": "succeeded", "records_synced": k} for k in range(20)]
     for start in range(0, 10_000, 2_000):
         post(
@@ -196,7 +196,7 @@ def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(tmp_path: P
     assert peak < size / 20
 
 
-def test_a_scrape_leaves_the_cyclic_collector_on_for_the_rest_of_the_process(small_budget: SQLiteStore) -> None:
+def test_a_scrape_leaves_the_cyclic_collector_on_for_the_rest_of_the_process(small_budget: Store) -> None:
     seen: list[bool] = []
 
     class Watching(SyncJobCollector):
@@ -204,19 +204,17 @@ def test_a_scrape_leaves_the_cyclic_collector_on_for_the_rest_of_the_process(sma
             seen.append(gc.isenabled())
             return super().connection_families(parts)
 
-    collector = Watching(small_budget.metrics_snapshot, Thresholds.from_config(Config()))
-    ScrapeRenderer(collector, small_budget.connection_versions, small_budget.metrics_snapshot).body()
+    collector = Watching(small_budget.metrics.snapshot, Thresholds.from_config(Config()))
+    ScrapeRenderer(collector, small_budget.metrics.versions, small_budget.metrics.snapshot).body()
 
     assert seen and all(seen)
 
 
 @pytest.mark.parametrize("server_worker", [True, False], ids=["a server worker", "any other process"])
-def test_only_a_server_workers_first_render_freezes_what_it_keeps(
-    small_budget: SQLiteStore, server_worker: bool
-) -> None:
-    collector = SyncJobCollector(small_budget.metrics_snapshot, Thresholds.from_config(Config()))
+def test_only_a_server_workers_first_render_freezes_what_it_keeps(small_budget: Store, server_worker: bool) -> None:
+    collector = SyncJobCollector(small_budget.metrics.snapshot, Thresholds.from_config(Config()))
     renderer = ScrapeRenderer(
-        collector, small_budget.connection_versions, small_budget.metrics_snapshot, freeze_first_render=server_worker
+        collector, small_budget.metrics.versions, small_budget.metrics.snapshot, freeze_first_render=server_worker
     )
     gc.unfreeze()
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from calabi_exporter.config import Config, ConnectionSettings
-from calabi_exporter.store import SeriesLimits, SQLiteStore
+from calabi_exporter.store import SeriesLimits, Store
 from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
@@ -186,7 +186,7 @@ def test_the_overflow_name_is_reserved(open_app: Callable[..., Flask], record: d
 
 def test_a_store_from_before_the_budget_keeps_every_connection_it_had(tmp_path: Path, clock: FakeClock) -> None:
     data = tmp_path / "data"
-    old = SQLiteStore(data, clock=clock)
+    old = Store.sqlite(data, clock=clock)
     create_app(Config(data_dir=str(data)), store=old, clock=clock).test_client().post(
         "/api/v1/jobs", json=[job(f"j{n}", connection=connection(n), finished_at=FINISHED) for n in range(3)]
     )
@@ -201,7 +201,7 @@ def test_a_store_from_before_the_budget_keeps_every_connection_it_had(tmp_path: 
     )
     db.close()
 
-    reopened = SQLiteStore(data, clock=clock, limits=SeriesLimits(max_connections=2))
+    reopened = Store.sqlite(data, clock=clock, limits=SeriesLimits(max_connections=2))
     client = create_app(Config(data_dir=str(data)), store=reopened, clock=clock).test_client()
     client.post("/api/v1/jobs", json=job("j3", connection=connection(3), finished_at=FINISHED))
     samples = scrape(client)

@@ -6,10 +6,12 @@ import gc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import requests
 from calabi_exporter.config import Config
 from calabi_exporter.server import gunicorn_options
+from calabi_exporter.web import background_workers, create_app
 
 from .conftest import ExporterProcess, job
 
@@ -111,12 +113,20 @@ def test_the_access_log_masks_the_webhooks_query_token_and_authorization(
     assert len(access) == 1 and '"POST /webhooks/calabi?token=[REDACTED]&source=calabi HTTP/1.1" 200' in access[0]
 
 
-def test_a_worker_freezes_what_start_up_made_once_it_has_loaded_the_app() -> None:
-    hook = gunicorn_options(Config())["post_worker_init"]
+def test_a_worker_freezes_what_start_up_made_and_runs_the_background_work_until_it_exits(tmp_path: Path) -> None:
+    config = Config(data_dir=str(tmp_path / "data"))
+    options = gunicorn_options(config)
+    worker = SimpleNamespace(wsgi=create_app(config))
+    workers = background_workers(worker.wsgi)
+    assert workers is not None
     gc.unfreeze()
     try:
-        hook(None)
-
-        assert gc.get_freeze_count() > 0
+        options["post_worker_init"](worker)
+        frozen, running = gc.get_freeze_count(), [w.running for w in workers.workers]
+        options["worker_exit"](None, worker)
     finally:
         gc.unfreeze()
+
+    assert frozen > 0
+    assert running == [True]  # the purge: the only role this configuration has
+    assert [w.running for w in workers.workers] == [False]

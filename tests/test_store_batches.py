@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from calabi_exporter.model import parse_job
-from calabi_exporter.store import MetricsSnapshot, SQLiteStore
+from calabi_exporter.store import MetricsSnapshot, Store
 
 from .conftest import FakeClock
 
@@ -40,20 +40,20 @@ def comparable(snapshot: MetricsSnapshot) -> MetricsSnapshot:
 
 
 def test_a_batch_gives_the_same_aggregates_as_one_record_per_request(tmp_path: Path, clock: FakeClock) -> None:
-    batched = SQLiteStore(tmp_path / "batched", clock=clock)
-    single = SQLiteStore(tmp_path / "single", clock=clock)
+    batched = Store.sqlite(tmp_path / "batched", clock=clock)
+    single = Store.sqlite(tmp_path / "single", clock=clock)
     jobs = [parse_job(r) for r in records()]
     # Both stores already know one connection and one of its streams.
     for store in (batched, single):
-        store.ingest_jobs(jobs[:1], endpoint="jobs")
+        store.ingest.jobs(jobs[:1], endpoint="jobs")
 
-    batch_result = batched.ingest_jobs(jobs[1:], endpoint="jobs")
-    single_outcomes = [single.ingest_jobs([job], endpoint="jobs").outcomes[0] for job in jobs[1:]]
+    batch_result = batched.ingest.jobs(jobs[1:], endpoint="jobs")
+    single_outcomes = [single.ingest.jobs([job], endpoint="jobs").outcomes[0] for job in jobs[1:]]
 
     assert batch_result.outcomes == single_outcomes
     assert batch_result.outcomes[-1] == "unchanged"
-    assert comparable(batched.metrics_snapshot()) == comparable(single.metrics_snapshot())
-    snapshot = batched.metrics_snapshot()
+    assert comparable(batched.metrics.snapshot()) == comparable(single.metrics.snapshot())
+    snapshot = batched.metrics.snapshot()
     account = {(s.connection, s.stream): s.records_synced for s in snapshot.streams}
     assert account[("Salesforce → Snowflake", "Account")] == 0 + 30 + 60 + 90
     assert {c.connection: c.jobs["failed"] for c in snapshot.connections} == {

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from flask.testing import FlaskClient
 
 from .conftest import job, parse_samples
@@ -69,7 +69,7 @@ BAD_RECORDS = [
 
 @pytest.mark.parametrize(("record", "field"), BAD_RECORDS)
 def test_a_bad_record_gets_400_naming_the_field_and_stores_nothing(
-    client: FlaskClient, store: SQLiteStore, record: Any, field: str
+    client: FlaskClient, store: Store, record: Any, field: str
 ) -> None:
     response = client.post("/api/v1/jobs", data=json.dumps(record), content_type="application/json")
 
@@ -78,8 +78,8 @@ def test_a_bad_record_gets_400_naming_the_field_and_stores_nothing(
     assert body["field"] == field
     assert body["error"].startswith(f"{field} ")
     assert body["rejected"] == 1
-    assert store.metrics_snapshot().stored_jobs == 0
-    assert store.metrics_snapshot().connections == []
+    assert store.metrics.snapshot().stored_jobs == 0
+    assert store.metrics.snapshot().connections == []
 
 
 BAD_REQUESTS = [
@@ -113,23 +113,23 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("path", "body", "content_type", "status", "field"), BAD_REQUESTS)
 def test_a_bad_request_gets_its_status_and_names_the_field(
-    client: FlaskClient, store: SQLiteStore, path: str, body: str, content_type: str, status: int, field: str
+    client: FlaskClient, store: Store, path: str, body: str, content_type: str, status: int, field: str
 ) -> None:
     response = client.post(path, data=body, content_type=content_type or None)
 
     assert response.status_code == status
     assert response.get_json()["field"] == field
-    assert store.metrics_snapshot().stored_jobs == 0
+    assert store.metrics.snapshot().stored_jobs == 0
 
 
-def test_an_oversized_body_gets_413(client: FlaskClient, store: SQLiteStore) -> None:
+def test_an_oversized_body_gets_413(client: FlaskClient, store: Store) -> None:
     big = json.dumps({"jobs": [GOOD] * 200_000})
 
     response = client.post("/api/v1/jobs", data=big, content_type="application/json")
 
     assert response.status_code == 413
     assert response.get_json()["field"] == "body"
-    assert store.metrics_snapshot().stored_jobs == 0
+    assert store.metrics.snapshot().stored_jobs == 0
 
 
 def test_an_unknown_route_gets_a_json_404(client: FlaskClient) -> None:
@@ -146,7 +146,7 @@ def test_a_wrong_method_gets_405_with_allow(client: FlaskClient) -> None:
     assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
 
 
-def test_a_batch_stores_the_good_records_and_reports_the_bad(client: FlaskClient, store: SQLiteStore) -> None:
+def test_a_batch_stores_the_good_records_and_reports_the_bad(client: FlaskClient, store: Store) -> None:
     batch = {"jobs": [job("a"), job("b", records_synced=-1), job("c", status="failed"), "nonsense"]}
 
     response = client.post("/api/v1/jobs", json=batch)
@@ -167,12 +167,12 @@ def test_a_batch_stores_the_good_records_and_reports_the_bad(client: FlaskClient
             {"index": 3, "field": "record", "error": "record must be a JSON object"},
         ],
     }
-    assert store.get_job("a") is not None
-    assert store.get_job("b") is None
-    assert store.get_job("c") is not None
+    assert store.reads.job("a") is not None
+    assert store.reads.job("b") is None
+    assert store.reads.job("c") is not None
 
 
-def test_ndjson_reports_a_line_that_is_not_json_by_index(client: FlaskClient, store: SQLiteStore) -> None:
+def test_ndjson_reports_a_line_that_is_not_json_by_index(client: FlaskClient, store: Store) -> None:
     body = "\n".join([json.dumps(job("a")), "{oops", "", json.dumps(job("b"))])
 
     response = client.post("/api/v1/jobs", data=body, content_type="application/x-ndjson")
@@ -183,11 +183,11 @@ def test_ndjson_reports_a_line_that_is_not_json_by_index(client: FlaskClient, st
     assert report["errors"] == [{"index": 1, "field": "record", "error": "record is not valid JSON (line 2)"}]
 
 
-def test_rejected_records_are_counted_by_endpoint(client: FlaskClient, store: SQLiteStore) -> None:
+def test_rejected_records_are_counted_by_endpoint(client: FlaskClient, store: Store) -> None:
     client.post("/api/v1/jobs", json={"jobs": [job("a"), job("b", status="nope")]})
     client.post("/webhooks/calabi", json={"job_id": "c"})
 
-    counts = store.metrics_snapshot().ingest_counts
+    counts = store.metrics.snapshot().ingest_counts
     assert counts[("jobs", "accepted")] == 1
     assert counts[("jobs", "rejected")] == 1
     assert counts[("webhook", "rejected")] == 1
@@ -218,7 +218,7 @@ def test_rejections_are_counted_by_the_field_their_error_names(client: FlaskClie
     assert samples.value("calabi_exporter_store_size_bytes") > 0
 
 
-def test_a_count_written_as_an_integral_float_is_that_integer(client: FlaskClient, store: SQLiteStore) -> None:
+def test_a_count_written_as_an_integral_float_is_that_integer(client: FlaskClient, store: Store) -> None:
     record = _with(records_synced=829.0, attempt=2.0, streams=[{"name": "Account", "records_synced": 7.0}])
 
     response = client.post("/api/v1/jobs", json=record)

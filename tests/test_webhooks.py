@@ -13,11 +13,11 @@ import pytest
 import requests
 from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config, WebhookEndpoint, load_config
-from calabi_exporter.store import SQLiteStore
+from calabi_exporter.store import Store
 from calabi_exporter.timeutil import system_clock
-from calabi_exporter.web import create_app
-from calabi_exporter.web.services import PURGER_KEY, WEBHOOKS_KEY, services
-from calabi_exporter.webhook_delivery import WebhookDeliverer, routes_from
+from calabi_exporter.web import background_workers, create_app
+from calabi_exporter.web.services import services
+from calabi_exporter.webhook_delivery import WebhookDeliverer
 from flask.testing import FlaskClient
 
 from .capture_servers import WebhookReceiver
@@ -52,7 +52,7 @@ class Setup:
 
     def __init__(self, tmp_path: Path, endpoints: list[WebhookEndpoint], clock: Callable[[], float]) -> None:
         self.config = Config(data_dir=str(tmp_path / "data"), webhooks=tuple(endpoints))
-        self.store = SQLiteStore(self.config.data_path, clock=clock, webhook_routes=routes_from(self.config))
+        self.store = Store.from_config(self.config, clock=clock)
         self.client: FlaskClient = create_app(self.config, store=self.store, clock=clock).test_client()
         self.deliverer = WebhookDeliverer(
             self.store, self.config, clock=clock, backoff=Backoff(first=0.05, cap=3600.0).without_jitter()
@@ -72,7 +72,7 @@ class Setup:
         )
 
     def depth(self) -> int:
-        return sum(self.store.metrics_snapshot().webhook_depth.values())
+        return sum(self.store.metrics.snapshot().webhook_depth.values())
 
     def metrics(self) -> Samples:
         return parse_samples(self.client.get("/metrics").get_data(as_text=True))
@@ -297,7 +297,7 @@ def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lett
         attempts += built.deliverer.deliver_once()
 
     assert (early, retried, right_away, after_backoff) == (0, 1, 0, 1)
-    letters = built.store.webhook_dead_letters()
+    letters = built.store.webhooks.dead_letters()
     assert [(d.job_id, reason) for d, reason in letters] == [("t1", "undelivered after 24 hours: HTTP 503")]
     assert 24 * 3600 <= clock() - T0 <= 25 * 3600  # the last try came at the 24-hour mark, not before
     metrics = built.metrics()
@@ -317,7 +317,7 @@ def test_after_a_day_down_the_expired_events_are_dead_lettered_with_one_request(
     clock.advance(25 * 3600)
     after_a_day = built.deliverer.deliver_once()
 
-    letters = built.store.webhook_dead_letters()
+    letters = built.store.webhooks.dead_letters()
     assert (first, after_a_day, built.depth()) == (1, 1, 0)
     assert [d.job_id for d, _ in letters] == [f"x{n}" for n in range(5)]
     assert all(reason.startswith("undelivered after 24 hours: ConnectionError") for _, reason in letters)
@@ -330,7 +330,7 @@ def test_a_redirect_is_dead_lettered_with_its_location(setup: Setup, receiver: W
 
     setup.drain()
 
-    assert [reason for _, reason in setup.store.webhook_dead_letters()] == [
+    assert [reason for _, reason in setup.store.webhooks.dead_letters()] == [
         "HTTP 308 redirect to https://hooks.example.com/calabi: configure the final URL"
     ]
 
@@ -350,7 +350,7 @@ def test_events_of_an_endpoint_removed_from_the_configuration_are_dead_lettered(
     new.deliverer.step()  # dead-letters the orphans, then hands "ops" its event in the background
     wait_until(lambda: new.depth() == 0, timeout=10, what="the ops event to be delivered")
 
-    assert [(d.endpoint, reason) for d, reason in new.store.webhook_dead_letters()] == [
+    assert [(d.endpoint, reason) for d, reason in new.store.webhooks.dead_letters()] == [
         ("old", "endpoint no longer configured")
     ]
     assert [(b["job_id"], b["status"]) for b in receiver.bodies()] == [("r1", "running")]
@@ -364,8 +364,11 @@ def test_a_slow_endpoint_does_not_hold_back_another(tmp_path: Path, receiver: We
         data_dir=str(tmp_path / "live"),
         webhooks=(WebhookEndpoint("slow", receiver.url, SECRET), WebhookEndpoint("fast", fast.url, SECRET)),
     )
-    app = create_app(config)  # owns its store: the delivery thread runs
+    app = create_app(config)  # owns its store: it has a delivery worker
     client = app.test_client()
+    workers = background_workers(app)
+    assert workers is not None
+    workers.start()
     receiver.hold.clear()  # the slow endpoint keeps its first request waiting
 
     client.post("/api/v1/jobs", json=record("s1", "running"))
@@ -378,29 +381,30 @@ def test_a_slow_endpoint_does_not_hold_back_another(tmp_path: Path, receiver: We
 
     assert slow_meanwhile == 1
     assert [b["job_id"] for b in fast.bodies()] == ["s1", "s2"]
-    app.extensions[WEBHOOKS_KEY].stop()
-    app.extensions[PURGER_KEY].stop()
+    workers.stop()
     fast.stop()
 
 
 def test_ingestion_goes_on_while_an_endpoint_holds_a_delivery(tmp_path: Path, receiver: WebhookReceiver) -> None:
     config = Config(data_dir=str(tmp_path / "live"), webhooks=(WebhookEndpoint("ops", receiver.url, SECRET),))
-    app = create_app(config)  # owns its store: the delivery thread runs
+    app = create_app(config)  # owns its store: it has a delivery worker
     client = app.test_client()
+    workers = background_workers(app)
+    assert workers is not None
+    workers.start()
     receiver.hold.clear()  # the receiver keeps the first request waiting
     client.post("/api/v1/jobs", json=record("h0", "running"))
     wait_until(lambda: len(receiver.requests) == 1, timeout=10, what="the first delivery to start")
 
     answers = [client.post("/api/v1/jobs", json=record(f"h{n}", "succeeded")).status_code for n in range(1, 21)]
-    stored = [services(app).store.get_job(f"h{n}") is not None for n in range(1, 21)]
+    stored = [services(app).store.reads.job(f"h{n}") is not None for n in range(1, 21)]
     held = len(receiver.requests)
     receiver.hold.set()
     wait_until(lambda: len(receiver.requests) == 21, timeout=15, what="every event after the endpoint answered")
 
     assert answers == [200] * 20
     assert held == 1 and stored == [True] * 20
-    app.extensions[WEBHOOKS_KEY].stop()
-    app.extensions[PURGER_KEY].stop()
+    workers.stop()
 
 
 def test_two_worker_processes_deliver_each_event_exactly_once(

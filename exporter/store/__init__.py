@@ -1,13 +1,15 @@
-"""Job storage behind one small interface.
+"""Job storage: one database, seen through one narrow role per user.
 
-The exporter talks to :class:`Store` only. SQLite (one file in the data
-directory) is the default; the interface is narrow enough that a PostgreSQL
-implementation can serve several exporter replicas.
+:class:`Store` bundles the roles (:mod:`.roles`) over a
+:class:`~.database.Database`: SQLite in the data directory by default
+(:meth:`Store.sqlite`). The code above the connection layer is shared, so
+every backend behaves the same.
 """
 
 from __future__ import annotations
 
-from .base import (
+from .errors import JobNotFound, StoreError, StoreFull
+from .records import (
     ActiveJobs,
     Delivery,
     EventRoute,
@@ -15,38 +17,41 @@ from .base import (
     ExportStats,
     IngestResult,
     JobFilter,
-    JobNotFound,
     LogIngestResult,
     MetricsSnapshot,
     OutboxEntry,
     SeriesLimits,
     ShippingStats,
-    Store,
     StoredLine,
-    StoreError,
-    StoreFull,
     WindowStats,
 )
-from .sqlite import SQLiteStore
+from .roles import ExportQueue, Ingest, JobReads, MetricsReads, Outbox, Retention, WebhookQueue
+from .sqlstore import Store
 
 __all__ = [
     "ActiveJobs",
     "Delivery",
     "EventRoute",
     "ExportBatch",
+    "ExportQueue",
     "ExportStats",
+    "Ingest",
     "IngestResult",
     "JobFilter",
     "JobNotFound",
+    "JobReads",
     "LogIngestResult",
+    "MetricsReads",
     "MetricsSnapshot",
+    "Outbox",
     "OutboxEntry",
-    "SQLiteStore",
+    "Retention",
     "SeriesLimits",
     "ShippingStats",
     "Store",
     "StoreError",
     "StoreFull",
     "StoredLine",
+    "WebhookQueue",
     "WindowStats",
 ]

@@ -126,10 +126,8 @@ def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: 
                 entry["job_id"] = record["job_id"]
             errors.append(entry)
 
-    store = services().store
-    result = store.ingest_jobs(
-        good, endpoint=endpoint, rejected=len(errors), rejected_fields=[e["field"] for e in errors]
-    )
+    ingest = services().store.ingest
+    result = ingest.jobs(good, endpoint=endpoint, rejected=len(errors), rejected_fields=[e["field"] for e in errors])
     counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
     counts["rejected"] = len(errors)
     body: dict[str, Any] = dict(counts)
@@ -163,7 +161,7 @@ def post_logs(job_id: str) -> tuple[Response, int]:
     _job_id(job_id)
     kind = require_type(*TEXT_TYPES, *JSON_TYPES)
     lines: list[LogLine]
-    store = services().store
+    ingest = services().store.ingest
     try:
         if kind in TEXT_TYPES:
             try:
@@ -174,12 +172,12 @@ def post_logs(job_id: str) -> tuple[Response, int]:
         else:
             lines = parse_json(read_json("lines"), latest=services().latest_time())
     except ValidationError as error:
-        store.count_rejected("logs", 1, [error.field])
+        ingest.rejected("logs", 1, [error.field])
         raise ClientError(400, str(error), error.field) from None
     if not lines:
         raise ClientError(400, "no log lines in the request", "lines")
     try:
-        result = store.append_logs(job_id, lines)
+        result = ingest.logs(job_id, lines)
     except JobNotFound:
         raise ClientError(404, f"no job {job_id!r}; post the job record first", "job_id") from None
     return jsonify({"accepted": result.accepted, "unchanged": result.unchanged}), 200
@@ -192,7 +190,7 @@ def forget_connection(name: str) -> tuple[Response, int]:
     For a connection that was renamed or removed in the product: it frees its place in
     the series budget and Prometheus sees its series end. A later job starts it afresh.
     """
-    jobs = services().store.forget_connection(name)
+    jobs = services().store.retention.forget_connection(name)
     if jobs is None:
         raise ClientError(404, f"no connection {name!r}", "name")
     return jsonify({"connection_name": name, "forgotten": True, "jobs_kept": jobs}), 200

@@ -52,7 +52,7 @@ def readyz() -> tuple[Response, int]:
 def dead_letters() -> tuple[Response, int]:
     """Log records the receiver refused for good (or too old to send), newest 1,000; needs the ingest token."""
     require_ingest_token()
-    rows = services().store.dead_letters(limit=1000)
+    rows = services().store.outbox.dead_letters(limit=1000)
     return jsonify({"dead_letters": [{"outbox_id": i, "job_id": j, "reason": r} for i, j, r in rows]}), 200
 
 
@@ -63,7 +63,7 @@ def webhook_dead_letters() -> tuple[Response, int]:
     Each keeps its body, so an operator can re-send it by hand; needs the ingest token.
     """
     require_ingest_token()
-    rows = services().store.webhook_dead_letters(limit=1000)
+    rows = services().store.webhooks.dead_letters(limit=1000)
     return jsonify(
         {
             "dead_letters": [

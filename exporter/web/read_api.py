@@ -33,14 +33,14 @@ def list_jobs() -> tuple[Response, int]:
     """Jobs newest first, filtered, one page at a time."""
     require_read_token()
     found = services()
-    return jsonify(_answer(readmodel.list_jobs, found.store, _params(), found.clock())), 200
+    return jsonify(_answer(readmodel.list_jobs, found.store.reads, _params(), found.clock())), 200
 
 
 @bp.get("/api/v1/jobs/<job_id>")
 def get_job(job_id: str) -> tuple[Response, int]:
     """One job with its streams and a page of its log lines."""
     require_read_token()
-    document = _answer(readmodel.get_job, services().store, job_id, _params())
+    document = _answer(readmodel.get_job, services().store.reads, job_id, _params())
     if document is None:
         raise ClientError(404, f"no job {job_id!r}", "job_id")
     return jsonify(document), 200
@@ -51,7 +51,7 @@ def list_connections() -> tuple[Response, int]:
     """Every known connection with its health over a window."""
     require_read_token()
     found = services()
-    return jsonify(_answer(readmodel.list_connections, found.store, _params(), found.clock())), 200
+    return jsonify(_answer(readmodel.list_connections, found.store.reads, _params(), found.clock())), 200
 
 
 @cache

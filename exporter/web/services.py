@@ -12,10 +12,7 @@ from ..store import Store
 from ..timeutil import Clock
 
 EXTENSION_KEY = "calabi_exporter"
-SHIPPER_KEY = "calabi_exporter.log_shipper"
-PURGER_KEY = "calabi_exporter.purger"
-S3_EXPORTER_KEY = "calabi_exporter.s3_exporter"
-WEBHOOKS_KEY = "calabi_exporter.webhooks"
+WORKERS_KEY = "calabi_exporter.workers"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,124 @@
+"""Rows ↔ records: the column lists of jobs, streams and connection aggregates, and the mapping.
+
+Every query names its columns (never ``SELECT *``), so a row reads the same
+whatever order a migration left the table's columns in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from operator import attrgetter
+from typing import Final
+
+from ..aggregates import DURATION_BUCKETS, ConnectionAgg, Histogram, StreamAgg
+from ..model import FINISHED_STATUSES, Job, StreamResult
+from .database import Tx, upsert
+from .errors import StoreError
+
+JOB_COLUMNS: Final = tuple(f.name for f in fields(Job) if f.name != "streams")
+STREAM_COLUMNS: Final = tuple(f.name for f in fields(StreamResult))
+JOB_SELECT: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+STREAM_SELECT: Final = f"SELECT {', '.join(STREAM_COLUMNS)} FROM streams WHERE job_id = ? ORDER BY position"
+STREAM_UPSERT: Final = upsert("streams", ("job_id", "position", *STREAM_COLUMNS), ("job_id", "name"))
+
+CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg) if f.name not in ("jobs", "durations"))
+CONNECTION_COLUMNS: Final = (
+    CONNECTION_SCALARS
+    + tuple(f"jobs_{s}" for s in FINISHED_STATUSES)
+    + tuple(column for s in FINISHED_STATUSES for column in (f"duration_counts_{s}", f"duration_sum_{s}"))
+)
+CONNECTION_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connections"
+CONNECTION_UPSERT: Final = upsert("connections", CONNECTION_COLUMNS, ("connection",))
+#: The counters of every connection beyond the series budget, added up: one row.
+OVERFLOW_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connection_overflow"
+OVERFLOW_UPSERT: Final = upsert("connection_overflow", CONNECTION_COLUMNS, ("connection",))
+
+STREAM_AGG_COLUMNS: Final = ("connection", "stream", "records_synced", "last_status", "last_finished_at")
+STREAM_AGG_SELECT: Final = f"SELECT {', '.join(STREAM_AGG_COLUMNS)} FROM stream_aggs"
+STREAM_AGG_UPSERT: Final = upsert("stream_aggs", STREAM_AGG_COLUMNS, ("connection", "stream"))
+
+_job_values: Final = attrgetter(*JOB_COLUMNS)
+_stream_values: Final = attrgetter(*STREAM_COLUMNS)
+_connection_values: Final = attrgetter(*CONNECTION_SCALARS)
+_SCALARS_END: Final = len(CONNECTION_SCALARS)
+_JOBS_END: Final = _SCALARS_END + len(FINISHED_STATUSES)
+
+
+def job_values(job: Job) -> tuple[object, ...]:
+    """The job's columns, in ``JOB_COLUMNS`` order."""
+    return tuple(_job_values(job))
+
+
+def stream_rows(job: Job) -> list[tuple[object, ...]]:
+    """The job's ``streams`` rows, in ``STREAM_UPSERT`` order."""
+    return [(job.job_id, position, *_stream_values(s)) for position, s in enumerate(job.streams)]
+
+
+def job_from_row(row: Sequence[object], streams: Sequence[Sequence[object]] = ()) -> Job:
+    """A job from a row in ``JOB_COLUMNS`` order and its stream rows in ``STREAM_COLUMNS`` order."""
+    return Job(
+        **dict(zip(JOB_COLUMNS, row, strict=True)),  # type: ignore[arg-type]
+        streams=tuple(StreamResult(*s) for s in streams),  # type: ignore[arg-type]
+    )
+
+
+def read_job(tx: Tx, job_id: str) -> Job | None:
+    """The stored job with its streams, or None."""
+    row = tx.execute(JOB_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    return job_from_row(row, tx.execute(STREAM_SELECT, (job_id,)).fetchall())
+
+
+def read_meta(tx: Tx, key: str) -> int:
+    """One of the store's counters in ``meta``."""
+    return int(tx.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+
+def add_meta(tx: Tx, key: str, amount: float) -> None:
+    tx.execute("UPDATE meta SET value = value + ? WHERE key = ?", (amount, key))
+
+
+def set_meta(tx: Tx, key: str, value: float) -> None:
+    tx.execute(upsert("meta", ("key", "value"), ("key",)), (key, value))
+
+
+def _histogram(counts: str, total: float) -> Histogram:
+    values = [int(c) for c in counts.split(",")]
+    if len(values) != len(DURATION_BUCKETS) + 1:
+        raise StoreError("stored duration histogram has other buckets than this version")
+    return Histogram(values, total)
+
+
+def connection_from_row(row: Sequence[object]) -> ConnectionAgg:
+    """A ``connections`` row, columns in ``CONNECTION_COLUMNS`` order."""
+    row = tuple(row)
+    agg = ConnectionAgg(**dict(zip(CONNECTION_SCALARS, row[:_SCALARS_END], strict=True)))  # type: ignore[arg-type]
+    agg.admitted = bool(agg.admitted)
+    agg.jobs = dict(zip(FINISHED_STATUSES, row[_SCALARS_END:_JOBS_END], strict=True))  # type: ignore[arg-type]
+    for index, status in enumerate(FINISHED_STATUSES):
+        counts, total = row[_JOBS_END + 2 * index], row[_JOBS_END + 2 * index + 1]
+        if counts is not None:
+            agg.durations[status] = _histogram(str(counts), float(total))  # type: ignore[arg-type]
+    return agg
+
+
+def connection_row(agg: ConnectionAgg) -> tuple[object, ...]:
+    """The aggregate's ``connections`` row, in ``CONNECTION_COLUMNS`` order."""
+    durations: list[object] = []
+    for status in FINISHED_STATUSES:
+        histogram = agg.durations.get(status)
+        if histogram is None:
+            durations += (None, None)
+        else:
+            durations += (",".join(map(str, histogram.counts)), histogram.total)
+    return (*_connection_values(agg), *(agg.jobs[s] for s in FINISHED_STATUSES), *durations)
+
+
+def stream_agg_from_row(row: Sequence[object]) -> StreamAgg:
+    return StreamAgg(*row)  # type: ignore[arg-type]
+
+
+def stream_agg_row(agg: StreamAgg) -> tuple[object, ...]:
+    return (agg.connection, agg.stream, agg.records_synced, agg.last_status, agg.last_finished_at)

@@ -1,0 +1,98 @@
+"""The store: one database seen through the roles its users need.
+
+Both backends run the same code above the connection layer: the ingest rules,
+the reads, the queues. Only :class:`~.database.Database` differs, so a
+behaviour checked on one backend holds on the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import Config
+from ..timeutil import Clock, system_clock
+from .database import Database, RoleLock
+from .export import ExportQueue
+from .ingest import IngestRules
+from .metrics import MetricsReads
+from .outbox import Outbox
+from .reads import JobReads
+from .records import EventRoute, SeriesLimits
+from .retention import Retention
+from .webhooks import WebhookQueue
+
+
+class Store:
+    """Every role of the store over one :class:`~.database.Database`.
+
+    ``outbox``: keep every new log line and finished job in the outbox for the log shipper.
+    ``webhook_routes``: queue every job status change for each endpoint whose filters it
+    passes, in the transaction that records the change. ``s3_export``: report the export's
+    progress in the metrics snapshot.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        clock: Clock = system_clock,
+        outbox: bool = False,
+        webhook_routes: Sequence[EventRoute] = (),
+        s3_export: bool = False,
+        limits: SeriesLimits | None = None,
+    ) -> None:
+        self.database = database
+        self.ingest = IngestRules(
+            database, clock=clock, limits=limits or SeriesLimits(), outbox=outbox, webhook_routes=webhook_routes
+        )
+        self.reads = JobReads(database)
+        self.metrics = MetricsReads(database, s3_export=s3_export)
+        self.outbox = Outbox(database, clock=clock)
+        self.exports = ExportQueue(database, clock=clock)
+        self.webhooks = WebhookQueue(database, clock=clock)
+        self.retention = Retention(database)
+
+    @classmethod
+    def sqlite(
+        cls,
+        data_dir: Path,
+        *,
+        synchronous: str = "full",
+        clock: Clock = system_clock,
+        outbox: bool = False,
+        webhook_routes: Sequence[EventRoute] = (),
+        s3_export: bool = False,
+        limits: SeriesLimits | None = None,
+    ) -> Store:
+        """The embedded store: one SQLite file in ``data_dir``."""
+        from .sqlite import SQLiteDatabase
+
+        database = SQLiteDatabase(data_dir, synchronous=synchronous, s3_export=s3_export)
+        return cls(
+            database, clock=clock, outbox=outbox, webhook_routes=webhook_routes, s3_export=s3_export, limits=limits
+        )
+
+    @classmethod
+    def from_config(cls, config: Config, *, clock: Clock = system_clock) -> Store:
+        """The store the configuration names, with the queues its features need."""
+        return cls.sqlite(
+            config.data_path,
+            synchronous=config.sqlite_synchronous,
+            clock=clock,
+            outbox=bool(config.otlp_logs_endpoint),
+            webhook_routes=[EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks],
+            s3_export=config.s3_export_enabled,
+            limits=SeriesLimits(config.limits_max_connections, config.limits_max_streams_per_connection),
+        )
+
+    def role_lock(self, role: str) -> RoleLock:
+        """The lock that makes one process at a time (among workers and replicas) do ``role``."""
+        return self.database.role_lock(role)
+
+    def check_ready(self) -> None:
+        """Raise :class:`~.errors.StoreError` unless the store can be read and written."""
+        self.database.check_ready()
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,59 @@
+"""The owner of the background work: the threads a configuration asks for, started and stopped together.
+
+The app factory only builds this object; whoever runs the app starts it
+(gunicorn's worker hooks under ``serve``, a ``with`` block in a test) and
+stops it, so no thread outlives the process's wish to stop. Each worker
+works only while it holds its role lock, so any number of processes (and,
+on PostgreSQL, replicas) may start theirs.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from .config import Config
+from .logship import LogShipper
+from .retention import Purger
+from .s3export import S3Exporter
+from .singleton import SingletonWorker
+from .store import Store
+from .timeutil import Clock, system_clock
+from .webhook_delivery import WebhookDeliverer
+
+
+class BackgroundWorkers:
+    """The purge, and the log shipper, S3 exporter and webhook sender when configured."""
+
+    def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+        self.purger = Purger(store, config, clock=clock)
+        self.shipper = LogShipper(store, config, clock=clock) if config.otlp_logs_endpoint else None
+        self.s3_exporter = S3Exporter(store, config, clock=clock) if config.s3_export_enabled else None
+        self.webhooks = WebhookDeliverer(store, config, clock=clock) if config.webhooks else None
+        self._started = False
+
+    @property
+    def workers(self) -> list[SingletonWorker]:
+        found = (self.purger, self.shipper, self.s3_exporter, self.webhooks)
+        return [worker for worker in found if worker is not None]
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for worker in self.workers:
+                worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every worker (each finishes its step) and release its role."""
+        if self._started:
+            self._started = False
+            for worker in self.workers:
+                worker.stop(timeout)
+
+    def __enter__(self) -> BackgroundWorkers:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
