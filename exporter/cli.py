@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config, optional_url
+from .redact import redact
 from .store import StoreError, StoreFull
 
 PROG = "calabi-exporter"
@@ -231,6 +232,7 @@ def _jsonable(config: Config) -> dict[str, Any]:
     data = dataclasses.asdict(config)
     data["ingest_tokens"] = ["***"] * len(config.ingest_tokens)
     data["read_tokens"] = ["***"] * len(config.read_tokens)
+    data["database_url"] = redact(config.database_url)
     data["otlp_headers"] = {name: "***" for name, _ in config.otlp_headers}  # may carry credentials
     for webhook in data["webhooks"]:
         webhook["secret"] = "***"

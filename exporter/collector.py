@@ -32,7 +32,7 @@ from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
 from .store import MetricsSnapshot
-from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS
+from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, ReplicaView
 from .timeutil import Clock, system_clock
 
 STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
@@ -283,6 +283,7 @@ class SyncJobCollector(Collector):
         snap = self._snapshot()
         families, _ = self.connection_families(connection_parts(snap))
         yield from families
+        yield from self.replica_families(ReplicaView(""))
         yield from self.exporter_families(snap)
 
     def connection_families(self, parts: Sequence[ConnectionPart]) -> tuple[list[Metric], list[list[int]]]:
@@ -394,10 +395,22 @@ class SyncJobCollector(Collector):
         if part.rate_limit is not None and not overflow:
             usage.add_metric([name], part.rate_limit)
 
-    def exporter_families(self, snap: MetricsSnapshot) -> Iterator[Metric]:
+    def replica_families(self, view: ReplicaView) -> Iterator[Metric]:
+        """What this replica shows of itself: its version and, beside other replicas, the roles it holds."""
         build = GaugeMetricFamily("calabi_exporter_build_info", "Exporter version (always 1).", labels=["version"])
         build.add_metric([__version__], 1.0)
         yield build
+        if view.roles is not None:
+            held = GaugeMetricFamily(
+                "calabi_exporter_role_held",
+                "1 when this replica does the background role; one replica at a time does each.",
+                labels=["replica", "role"],
+            )
+            for role, mine in view.roles.items():
+                held.add_metric([view.replica, role], float(mine))
+            yield held
+
+    def exporter_families(self, snap: MetricsSnapshot) -> Iterator[Metric]:
         ingested = CounterMetricFamily(
             "calabi_exporter_ingested_records",
             "Records received, by endpoint and outcome.",

@@ -109,6 +109,22 @@ def _optional_text(value: Any) -> str:
     return value
 
 
+def _database_url(value: Any) -> str:
+    """A ``postgresql://`` connection URL psycopg can read, or empty (SQLite in ``data_dir``)."""
+    text = _optional_text(value)
+    if not text:
+        return text
+    if not re.match(r"^postgres(ql)?://[^/?#]", text):
+        raise ValueError("must be a postgresql://user:password@host:5432/database URL (empty: SQLite in data_dir)")
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(text)
+    except Exception:  # psycopg names the part it cannot read, with the password in it
+        raise ValueError("is not a connection URL PostgreSQL's client can read") from None
+    return text
+
+
 def optional_url(value: Any) -> str:
     """An http(s) URL checked whole at start-up (scheme, host, port), or empty.
 
@@ -231,6 +247,19 @@ OPTIONS: Final = (
         _choice("full", "normal"),
         "full",
         "`full` fsyncs every write request; `normal` may lose the last requests on power loss, never on a crash.",
+    ),
+    Option(
+        "database_url",
+        _database_url,
+        "",
+        "PostgreSQL 13+ connection URL, e.g. `postgresql://calabi:secret@db:5432/calabi`, for one store shared by "
+        'several replicas (see "Running more than one replica"); empty: SQLite in `data_dir`.',
+    ),
+    Option(
+        "database_pool_size",
+        _int(1),
+        10,
+        "Connections each worker process keeps open to PostgreSQL (with `database_url`).",
     ),
     Option("workers", _int(1), 2, "Worker processes of the WSGI server (gunicorn)."),
     Option(
@@ -454,6 +483,8 @@ class Config:
     allow_unauthenticated: bool = _default("allow_unauthenticated")
     data_dir: str = _default("data_dir")
     sqlite_synchronous: str = _default("sqlite_synchronous")
+    database_url: str = _default("database_url")
+    database_pool_size: int = _default("database_pool_size")
     workers: int = _default("workers")
     threads: int = _default("threads")
     max_body_bytes: int = _default("max_body_bytes")

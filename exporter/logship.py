@@ -59,6 +59,7 @@ from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
 from .singleton import SingletonWorker
 from .store import OutboxEntry, Store, StoreError
 from .store.database import RoleLock
+from .store.records import SHIPPER_ROLE
 from .timeutil import Clock, format_rfc3339, retry_after_seconds, system_clock
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ SEVERITIES: Final = {
 }
 SUMMARY_SEVERITY: Final = {"succeeded": "INFO", "cancelled": "WARN", "failed": "ERROR"}
 SCOPE: Final = InstrumentationScope("calabi_exporter", __version__)
-ROLE: Final = "shipper"  # one process (or replica) at a time ships
 REFUSED: Final = (400, 413)  # the receiver will never take this request as it is
 MAX_MESSAGE: Final = 65_536
 MAX_REASON: Final = 500  # characters of the receiver's message kept with a dead letter
@@ -290,7 +290,7 @@ class LogShipper(SingletonWorker):
         self._config = config
         self._exporter = exporter or Exporter(config)
         self._clock = clock
-        super().__init__(lock or store.role_lock(ROLE))
+        super().__init__(lock or store.role_lock(SHIPPER_ROLE))
         self._resources: dict[str, Resource] = {}
         self._failures = 0  # failed attempts in a row
         self._healthy = False  # no export has got through yet

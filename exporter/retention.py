@@ -17,10 +17,10 @@ from typing import Final
 from .config import Config
 from .singleton import SingletonWorker
 from .store import Store, StoreError
+from .store.records import PURGE_ROLE
 from .timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
-ROLE: Final = "purge"  # one process (or replica) at a time purges
 
 
 class Purger(SingletonWorker):
@@ -35,7 +35,7 @@ class Purger(SingletonWorker):
         self._retention = store.retention
         self._config = config
         self._clock = clock
-        super().__init__(store.role_lock(ROLE))
+        super().__init__(store.role_lock(PURGE_ROLE))
 
     def purge_once(self, max_batches: int = 1_000_000) -> int:
         """Purge everything past the window now (in batches); returns the jobs deleted."""

@@ -27,10 +27,10 @@ from .config import Config
 from .documents import job_document, line_document
 from .singleton import SingletonWorker
 from .store import ExportBatch, Store, StoreError
+from .store.records import S3_ROLE
 from .timeutil import Clock, system_clock
 
 log = logging.getLogger(__name__)
-ROLE: Final = "s3"  # one process (or replica) at a time exports
 SETTLE_SECONDS: Final = 300.0  # a window is sealed this long after it ends: late log lines still make it
 _SPOOL_BYTES: Final = 16 * 1024 * 1024  # objects larger than this are staged on disk
 
@@ -112,7 +112,7 @@ class S3Exporter(SingletonWorker):
         self._clock = clock
         self._client = client
         self._failures = 0
-        super().__init__(store.role_lock(ROLE))
+        super().__init__(store.role_lock(S3_ROLE))
 
     @property
     def client(self) -> ObjectStore:

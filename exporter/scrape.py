@@ -34,6 +34,7 @@ from .collector import CONNECTION_FAMILIES, ConnectionPart, SyncJobCollector, co
 from .exposition import LineWriter
 from .model import OVERFLOW
 from .store import MetricsSnapshot
+from .store.records import ReplicaView
 
 CHUNK_BYTES: Final = 256 * 1024  # what the body is written in: large enough to keep the syscalls few
 RENDER_BATCH: Final = 256  # connections rendered together (see ScrapeRenderer._render)
@@ -87,15 +88,18 @@ class ScrapeRenderer:
         versions: Callable[[], dict[str, int]],
         snapshot: Callable[..., MetricsSnapshot],
         *,
+        replica_view: Callable[[], ReplicaView] = lambda: ReplicaView(""),
         freeze_first_render: bool = False,
     ) -> None:
         """``versions()``: each connection with series of its own and its version;
         ``snapshot(only=names)``: the store's metrics snapshot, restricted to those connections;
+        ``replica_view()``: whether this replica exposes the store's metrics (one of several sharing it does);
         ``freeze_first_render``: the process is a server worker, whose first render belongs to its
         start-up (see :meth:`_render`)."""
         self._collector = collector
         self._versions = versions
         self._snapshot = snapshot
+        self._replica_view = replica_view
         self._lock = threading.Lock()
         self._pieces: dict[str, _Piece] = {}
         self._headers: dict[bool, tuple[bytes, ...]] = {}
@@ -115,6 +119,10 @@ class ScrapeRenderer:
 
     def _refresh(self) -> _Plan:
         """Bring the kept pieces up to date (one scrape at a time) and fix what this scrape streams."""
+        view = self._replica_view()
+        replica = list(self._collector.replica_families(view))
+        if not view.exposes_store:  # another replica shows the store: a sum over replicas stays exact
+            return _Plan([], None, replica, sum(len(metric.samples) for metric in replica))
         with self._lock:
             versions = self._versions()
             stale = [name for name, version in versions.items() if self._stale(name, version)]
@@ -144,7 +152,7 @@ class ScrapeRenderer:
                 del self._pieces[name]  # forgotten, or past the budget since
             pieces = [self._pieces[name] for name in sorted(self._pieces)]
             overflow_piece = None if overflow is None else self._render([overflow], [0])[0]
-            exporter = list(self._collector.exporter_families(snap))
+            exporter = [*replica, *self._collector.exporter_families(snap)]
         samples = sum(piece.samples for piece in pieces) + (overflow_piece.samples if overflow_piece else 0)
         samples += sum(len(metric.samples) for metric in exporter)
         return _Plan(pieces, overflow_piece, exporter, samples)

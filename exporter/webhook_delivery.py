@@ -34,11 +34,11 @@ from .config import Config, WebhookEndpoint
 from .sessions import ThreadSessions
 from .singleton import SingletonWorker
 from .store import Delivery, Store, StoreError
+from .store.records import WEBHOOKS_ROLE
 from .timeutil import Clock, retry_after_seconds, system_clock
 from .webhook_signing import HEADER, sign
 
 log = logging.getLogger(__name__)
-ROLE: Final = "webhooks"  # one process (or replica) at a time delivers
 EVENT_ID_HEADER: Final = "Calabi-Event-Id"
 RETRYABLE_4XX: Final = frozenset({408, 429})
 
@@ -64,7 +64,7 @@ class WebhookDeliverer(SingletonWorker):
         self._pool = ThreadPoolExecutor(max_workers=max(len(self._endpoints), 1), thread_name_prefix=self.NAME)
         self._running: dict[str, Future[int]] = {}
         self._orphans_done = False
-        super().__init__(store.role_lock(ROLE))
+        super().__init__(store.role_lock(WEBHOOKS_ROLE))
 
     def deliver_once(self) -> int:
         """Hand every free endpoint its due events and wait for them; returns the attempts made."""

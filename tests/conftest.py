@@ -12,20 +12,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
 import pytest
 import requests
 from calabi_exporter.config import Config
 from calabi_exporter.store import Store
+from calabi_exporter.store.records import METRICS_ROLE
 from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from .loki_server import MAPPINGS, Loki, loki_binary, start_loki
+from .postgres_server import PostgresServer, postgres_bin
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
 
@@ -53,11 +57,94 @@ def config(tmp_path: Path) -> Config:
     return Config(data_dir=str(tmp_path / "data"))
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "every_backend: run the test on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``every_backend`` that use a store run once per backend."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("every_backend"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def store(config: Config, clock: FakeClock) -> Iterator[Store]:
-    store = Store.sqlite(config.data_path, clock=clock)
-    yield store
-    store.close()
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store's backend: SQLite, unless the test is marked ``every_backend``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the session (Debian's server, run as ``postgres`` under root)."""
+    bin_dir, why = postgres_bin()
+    if bin_dir is None:
+        pytest.skip(why)
+    server = PostgresServer(bin_dir, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_store(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Store]]:
+    """``make_store(data_dir, **options)``: a store of the test's backend; the same ``data_dir`` reopens it.
+
+    On PostgreSQL each ``data_dir`` is a database of its own on the session's
+    server, and the store takes the metrics role (as the only replica would).
+    """
+    stores: list[Store] = []
+    databases: dict[Path, str] = {}
+
+    def make_store(data_dir: Path, *, synchronous: str = "full", **options: Any) -> Store:
+        if backend == "postgres":
+            server: PostgresServer = request.getfixturevalue("postgres")
+            url = databases.setdefault(Path(data_dir), server.new_database())
+            store = Store.postgres(url, **options)
+            assert store.role_lock(METRICS_ROLE).acquire()
+        else:
+            store = Store.sqlite(data_dir, synchronous=synchronous, **options)
+        stores.append(store)
+        return store
+
+    make_store.database_url = lambda data_dir: databases.setdefault(  # type: ignore[attr-defined]
+        Path(data_dir), request.getfixturevalue("postgres").new_database()
+    )
+    yield make_store
+    for store in stores:
+        store.close()
+
+
+@contextmanager
+def writes_refused(store: Store) -> Iterator[None]:
+    """The store's database refuses every write meanwhile (reads still work)."""
+    database: Any = store.database
+    if database.dialect.name == "sqlite":
+        db = database.connection()  # this thread's: the test client serves requests on it
+        db.execute("PRAGMA query_only = ON")
+        try:
+            yield
+        finally:
+            db.execute("PRAGMA query_only = OFF")
+        return
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'writes refused by the test'; END $$"
+        )
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON meta EXECUTE FUNCTION refuse()")
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER refuse ON meta")
+            conn.execute("DROP FUNCTION refuse()")
+
+
+@pytest.fixture
+def store(config: Config, clock: FakeClock, make_store: Callable[..., Store]) -> Store:
+    return make_store(config.data_path, clock=clock)
 
 
 @pytest.fixture
@@ -71,12 +158,18 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def open_app(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Flask]]:
+def open_app(
+    tmp_path: Path, clock: FakeClock, backend: str, make_store: Callable[..., Store]
+) -> Iterator[Callable[..., Flask]]:
     """Apps over one data dir, each owning its store as ``serve`` does (settings: Config fields); closed after."""
     apps: list[Flask] = []
 
     def open_app(**settings: Any) -> Flask:
+        if backend == "postgres":
+            settings.setdefault("database_url", make_store.database_url(tmp_path / "data"))  # type: ignore[attr-defined]
         app = create_app(Config(data_dir=str(tmp_path / "data"), **settings), clock=clock)
+        if backend == "postgres":  # the only replica: it shows the store's metrics
+            assert app.extensions["calabi_exporter"].store.role_lock(METRICS_ROLE).acquire()
         apps.append(app)
         return app
 

@@ -10,6 +10,8 @@ from flask.testing import FlaskClient
 
 from .conftest import Samples, job
 
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
+
 MAX_COUNT = 2**53 - 1
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from calabi_exporter.store import Store
 from flask.testing import FlaskClient
 
 from .conftest import FakeClock, Samples, job
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 SF = "Salesforce → Snowflake"
 STRIPE = "Stripe → Postgres"

@@ -12,6 +12,8 @@ from flask.testing import FlaskClient
 
 from .conftest import Samples, job
 
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
+
 PRODUCT_LOG = """\
 2026-04-06T08:00:01Z INFO Syncing stream: Account
 2026-04-06T08:00:19Z INFO Stream Account: 4,218 records synced in 18.2s

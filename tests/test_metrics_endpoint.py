@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config, ConnectionSettings
 from calabi_exporter.scrape import ScrapeRenderer
@@ -15,7 +16,9 @@ from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from .conftest import T0, FakeClock, Samples, job, parse_samples
+from .conftest import T0, FakeClock, Samples, job, parse_samples, writes_refused
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 SF = "Salesforce → Snowflake"
 
@@ -166,24 +169,16 @@ def test_healthz_and_readyz_answer_ok(client: FlaskClient) -> None:
 
 
 def test_readyz_fails_when_the_store_cannot_be_written(client: FlaskClient, store: Store) -> None:
-    db = store.database.connection()
-    db.execute("PRAGMA query_only = ON")
-    try:
+    with writes_refused(store):
         response = client.get("/readyz")
-    finally:
-        db.execute("PRAGMA query_only = OFF")
 
     assert response.status_code == 503
     assert response.get_json()["status"] == "unavailable"
 
 
 def test_a_store_failure_during_ingest_is_a_503_not_a_500(client: FlaskClient, store: Store) -> None:
-    db = store.database.connection()
-    db.execute("PRAGMA query_only = ON")
-    try:
+    with writes_refused(store):
         response = client.post("/api/v1/jobs", json=job("a"))
-    finally:
-        db.execute("PRAGMA query_only = OFF")
 
     assert response.status_code == 503
     assert store.reads.job("a") is None

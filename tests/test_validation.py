@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from .conftest import job, parse_samples
 
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
+
 GOOD = job("job_01HX4M9QZPKR", finished_at="2026-04-06T08:03:17Z", records_synced=10)
 
 

@@ -77,6 +77,10 @@ class Database(Protocol):
     """Connections, transactions and the durable group commit of one backend."""
 
     dialect: Dialect
+    #: Whether other replicas may share the database (then one of them exposes the store's metrics).
+    replicated: bool
+    #: This process's replica: its host and server process id.
+    replica: str
 
     def read(self) -> AbstractContextManager[Tx]:
         """A read transaction: one consistent view of the store."""
@@ -101,6 +105,10 @@ class Database(Protocol):
 
     def role_lock(self, role: str) -> RoleLock:
         """The lock that makes one process at a time do ``role``."""
+        ...
+
+    def role_holders(self, tx: Tx) -> dict[str, str]:
+        """Each background role and the replica holding it, as the holders recorded them."""
         ...
 
     def check_ready(self) -> None:

@@ -11,7 +11,16 @@ from collections.abc import Collection
 
 from ..model import OVERFLOW
 from .database import Database, Tx, chunks, marks
-from .records import OVERFLOW_KINDS, ActiveJobs, ExportStats, MetricsSnapshot, ShippingStats
+from .records import (
+    METRICS_ROLE,
+    OVERFLOW_KINDS,
+    ROLES,
+    ActiveJobs,
+    ExportStats,
+    MetricsSnapshot,
+    ReplicaView,
+    ShippingStats,
+)
 from .rows import (
     CONNECTION_SELECT,
     OVERFLOW_SELECT,
@@ -26,6 +35,15 @@ class MetricsReads:
     def __init__(self, database: Database, *, s3_export: bool) -> None:
         self._db = database
         self._s3_export = s3_export
+
+    def replica_view(self) -> ReplicaView:
+        if not self._db.replicated:
+            return ReplicaView(self._db.replica)
+        with self._db.read() as tx:
+            holders = self._db.role_holders(tx)
+        me = self._db.replica
+        roles = {role: holders.get(role) == me for role in ROLES}
+        return ReplicaView(me, exposes_store=roles[METRICS_ROLE], roles=roles)
 
     def versions(self) -> dict[str, int]:
         with self._db.read() as tx:

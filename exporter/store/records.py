@@ -154,6 +154,30 @@ LEVEL_FAMILY: Final = "level"  # log counts: lines by level
 ERROR_FAMILY: Final = "error"  # log counts: errors by kind
 
 
+#: The background roles, each done by one process at a time (among workers and replicas).
+METRICS_ROLE: Final = "metrics"  # exposes the store's metrics when replicas share a database
+SHIPPER_ROLE: Final = "shipper"  # ships the log outbox
+S3_ROLE: Final = "s3"  # exports finished jobs to S3
+PURGE_ROLE: Final = "purge"  # applies retention
+WEBHOOKS_ROLE: Final = "webhooks"  # delivers status changes to the webhook endpoints
+ROLES: Final = (METRICS_ROLE, SHIPPER_ROLE, S3_ROLE, PURGE_ROLE, WEBHOOKS_ROLE)  # append only: PostgreSQL lock ids
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """What this replica shows on ``/metrics`` when several share one database.
+
+    Every replica reads the same store, so only one of them (the holder of the
+    ``metrics`` role) exposes the store's metrics: a sum over every scraped
+    replica stays exact. ``roles``: each background role and whether this
+    replica holds it (None on a store no other replica shares).
+    """
+
+    replica: str
+    exposes_store: bool = True
+    roles: dict[str, bool] | None = None
+
+
 @dataclass(slots=True)
 class MetricsSnapshot:
     """All a scrape needs, read in one consistent transaction."""

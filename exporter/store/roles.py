@@ -23,6 +23,7 @@ from .records import (
     LogIngestResult,
     MetricsSnapshot,
     OutboxEntry,
+    ReplicaView,
     StoredLine,
     WindowStats,
 )
@@ -104,6 +105,10 @@ class MetricsReads(Protocol):
 
     def versions(self) -> dict[str, int]:
         """Each connection with series of its own, and the version of what its series show."""
+        ...
+
+    def replica_view(self) -> ReplicaView:
+        """Whether this replica exposes the store's metrics, and which background roles it holds."""
         ...
 
 

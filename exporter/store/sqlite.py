@@ -101,11 +101,15 @@ class SQLiteDatabase:
     """
 
     dialect = SQLITE
+    replicated = False  # one data directory, one host: every worker process exposes the same metrics
 
-    def __init__(self, data_dir: Path, *, synchronous: str = "full", s3_export: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, synchronous: str = "full", s3_export: bool = False, replica: str = ""
+    ) -> None:
         """``s3_export``: add the index of jobs waiting for export (once; stores without export do not pay for it)."""
         if synchronous not in ("full", "normal"):
             raise ValueError("synchronous must be 'full' or 'normal'")
+        self.replica = replica
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
         self._synchronous = synchronous
@@ -217,6 +221,9 @@ class SQLiteDatabase:
 
     def role_lock(self, role: str) -> DirectoryLock:
         return DirectoryLock(self.data_dir, f"calabi-exporter-{role}.lock")
+
+    def role_holders(self, tx: Tx) -> dict[str, str]:
+        return {}  # flock files do not say who holds them; one replica holds them all
 
     def check_ready(self) -> None:
         try:

@@ -7,8 +7,11 @@ behaviour checked on one backend holds on the other.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import Config
 from ..timeutil import Clock, system_clock
@@ -21,6 +24,11 @@ from .reads import JobReads
 from .records import EventRoute, SeriesLimits
 from .retention import Retention
 from .webhooks import WebhookQueue
+
+
+def replica_name(server_pid: int | None = None) -> str:
+    """This replica: the host, and the pid of the server process whose workers make up the replica."""
+    return f"{socket.gethostname()}:{server_pid if server_pid is not None else os.getpid()}"
 
 
 class Store:
@@ -68,23 +76,49 @@ class Store:
         """The embedded store: one SQLite file in ``data_dir``."""
         from .sqlite import SQLiteDatabase
 
-        database = SQLiteDatabase(data_dir, synchronous=synchronous, s3_export=s3_export)
+        database = SQLiteDatabase(data_dir, synchronous=synchronous, s3_export=s3_export, replica=replica_name())
         return cls(
             database, clock=clock, outbox=outbox, webhook_routes=webhook_routes, s3_export=s3_export, limits=limits
         )
 
     @classmethod
-    def from_config(cls, config: Config, *, clock: Clock = system_clock) -> Store:
-        """The store the configuration names, with the queues its features need."""
-        return cls.sqlite(
-            config.data_path,
-            synchronous=config.sqlite_synchronous,
-            clock=clock,
-            outbox=bool(config.otlp_logs_endpoint),
-            webhook_routes=[EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks],
-            s3_export=config.s3_export_enabled,
-            limits=SeriesLimits(config.limits_max_connections, config.limits_max_streams_per_connection),
+    def postgres(
+        cls,
+        url: str,
+        *,
+        replica: str | None = None,
+        pool_size: int = 10,
+        clock: Clock = system_clock,
+        outbox: bool = False,
+        webhook_routes: Sequence[EventRoute] = (),
+        s3_export: bool = False,
+        limits: SeriesLimits | None = None,
+    ) -> Store:
+        """A store in a PostgreSQL database that other replicas may share."""
+        from .postgres import PostgresDatabase
+
+        database = PostgresDatabase(url, replica=replica or replica_name(), pool_size=pool_size, s3_export=s3_export)
+        return cls(
+            database, clock=clock, outbox=outbox, webhook_routes=webhook_routes, s3_export=s3_export, limits=limits
         )
+
+    @classmethod
+    def from_config(cls, config: Config, *, clock: Clock = system_clock, replica: str | None = None) -> Store:
+        """The store the configuration names (``database_url``, else SQLite), with the queues its features need.
+
+        ``replica``: this process's replica, recorded with the background roles it takes (default:
+        :func:`replica_name`).
+        """
+        options: dict[str, Any] = {
+            "clock": clock,
+            "outbox": bool(config.otlp_logs_endpoint),
+            "webhook_routes": [EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks],
+            "s3_export": config.s3_export_enabled,
+            "limits": SeriesLimits(config.limits_max_connections, config.limits_max_streams_per_connection),
+        }
+        if config.database_url:
+            return cls.postgres(config.database_url, replica=replica, pool_size=config.database_pool_size, **options)
+        return cls.sqlite(config.data_path, synchronous=config.sqlite_synchronous, **options)
 
     def role_lock(self, role: str) -> RoleLock:
         """The lock that makes one process at a time (among workers and replicas) do ``role``."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
 from ..scrape import ScrapeRenderer
 from ..store import Store
+from ..store.sqlstore import replica_name
 from ..timeutil import Clock, system_clock
 from ..workers import BackgroundWorkers
 from . import ingest, ops, read_api, webhooks
@@ -36,7 +39,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     owns_store = store is None
     if store is None:
-        store = Store.from_config(config, clock=clock)
+        store = Store.from_config(config, clock=clock, replica=replica_name(os.getppid() if server_worker else None))
     collector = SyncJobCollector(
         store.metrics.snapshot,
         Thresholds.from_config(config),
@@ -46,7 +49,11 @@ def create_app(
         streams_exposed=config.streams_exposed,
     )
     scrapes = ScrapeRenderer(
-        collector, store.metrics.versions, store.metrics.snapshot, freeze_first_render=server_worker
+        collector,
+        store.metrics.versions,
+        store.metrics.snapshot,
+        replica_view=store.metrics.replica_view,
+        freeze_first_render=server_worker,
     )
     app.extensions[EXTENSION_KEY] = Services(config=config, store=store, clock=clock, scrapes=scrapes)
     app.register_blueprint(ingest.bp)

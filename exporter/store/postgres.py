@@ -1,0 +1,329 @@
+"""PostgreSQL backend: one database shared by any number of exporter replicas.
+
+This module owns every PostgreSQL connection and transaction. Writes keep the
+guarantees of the embedded store: each write transaction first takes one
+transaction-scoped advisory lock, so writers run one at a time across every
+process and replica (the aggregates are read, changed and written back without
+a race, and outbox ids grow in commit order); group commit shares that
+transaction among concurrent requests of a process. Reads run in
+``REPEATABLE READ`` snapshots and never wait. Background roles go to one
+process at a time through session advisory locks (:class:`AdvisoryLocks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from functools import lru_cache
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .database import Cursor, Dialect, Tx
+from .errors import StoreError, StoreFull
+from .groupcommit import GroupCommitter
+from .postgres_schema import EXPORT_INDEX_STATEMENT, MIGRATIONS, SCHEMA_STATEMENTS, SCHEMA_VERSION
+from .records import ROLES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The first key of every advisory lock the exporter takes (the second says which lock).
+LOCK_SPACE: Final = zlib.crc32(b"calabi-connect-exporter") & 0x7FFFFFFF
+WRITE_LOCK: Final = 0
+SCHEMA_LOCK: Final = 1
+#: Each background role's lock number (ROLES only grows at its end, so versions side by side agree).
+ROLE_LOCKS: Final = {role: 10 + index for index, role in enumerate(ROLES)}
+#: The role lock's connection proves it is alive this often; a holder that cannot gives its roles up.
+HEARTBEAT_SECONDS: Final = 2.0
+#: A holder frozen or cut off from the database loses its session (and roles) after this long (PostgreSQL 14+).
+IDLE_SESSION_TIMEOUT: Final = "8s"
+#: TCP keepalives on the role connection, so a dead peer is noticed on either side within seconds.
+_KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 2,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 6000,
+}
+
+POSTGRES: Final = Dialect(
+    name="postgresql",
+    greatest_function="greatest",
+    position_function="strpos",
+    fold_function="lower",
+    fold=str.lower,
+    unindexed_prefix="",
+)
+
+
+@lru_cache(maxsize=4096)
+def _placeholders(sql: str) -> str:
+    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def store_error(error: Exception, context: str = "") -> StoreError:
+    """The StoreError for a PostgreSQL error: :class:`StoreFull` when the server's disk is full."""
+    message = f"{context}: {error}" if context else str(error)
+    message = message.strip()
+    return StoreFull(message) if isinstance(error, pg_errors.DiskFull) else StoreError(message)
+
+
+class _Tx:
+    """A transaction on one connection, speaking the shared SQL."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
+        if params:
+            return self.conn.execute(_placeholders(sql), params)
+        return self.conn.execute(sql)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> Cursor:
+        cursor = self.conn.cursor()
+        rows = list(rows)
+        if rows:
+            cursor.executemany(_placeholders(sql), rows)
+        return cursor
+
+
+class AdvisoryLocks:
+    """The background roles this process holds, as session advisory locks on one dedicated connection.
+
+    A process killed outright loses its connection and so its roles at once; one
+    frozen or cut off loses them when the server ends its idle session
+    (``idle_session_timeout``) or the keepalives give up. The holder checks its
+    connection every :data:`HEARTBEAT_SECONDS` and gives its roles up when the
+    check fails, so two processes never both believe they hold a role for long.
+    """
+
+    def __init__(self, url: str, replica: str) -> None:
+        self._url = url
+        self._replica = replica
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held: set[str] = set()
+        self._checked = 0.0
+
+    def role(self, role: str) -> AdvisoryLock:
+        if role not in ROLE_LOCKS:
+            raise ValueError(f"unknown background role {role!r}")
+        return AdvisoryLock(self, role)
+
+    def acquire(self, role: str) -> bool:
+        with self._lock:
+            try:
+                conn = self._connection()
+                if role in self._held:
+                    return True
+                taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, ROLE_LOCKS[role])).fetchone()
+                if not taken or not taken[0]:
+                    return False
+                conn.execute(
+                    "INSERT INTO replica_roles (role, replica, since) VALUES (%s, %s, %s) ON CONFLICT (role)"
+                    " DO UPDATE SET replica = excluded.replica, since = excluded.since",
+                    (role, self._replica, time.time()),
+                )
+                self._held.add(role)
+                log.info("this replica (%s) took the %s role", self._replica, role)
+                return True
+            except psycopg.Error as error:
+                self._drop(f"role lock connection failed: {error}")
+                return False
+
+    def release(self, role: str) -> None:
+        with self._lock:
+            if role not in self._held or self._conn is None:
+                return
+            self._held.discard(role)
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, ROLE_LOCKS[role]))
+            except psycopg.Error as error:
+                self._drop(f"role lock connection failed: {error}")
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The live role connection: opened when missing, checked at most every heartbeat."""
+        now = time.monotonic()
+        if self._conn is not None and now - self._checked >= HEARTBEAT_SECONDS:
+            self._conn.execute("SELECT 1")  # raises when the session is gone: its roles are gone with it
+            self._checked = now
+        if self._conn is None:
+            conninfo = psycopg.conninfo.make_conninfo(
+                self._url, application_name="calabi-exporter roles", **_KEEPALIVES
+            )
+            self._conn = psycopg.connect(conninfo, autocommit=True)
+            if self._conn.info.server_version >= 140000:
+                self._conn.execute(f"SET idle_session_timeout = '{IDLE_SESSION_TIMEOUT}'")
+            self._checked = now
+        return self._conn
+
+    def _drop(self, reason: str) -> None:
+        if self._held:
+            log.warning("giving up the %s role(s): %s", ", ".join(sorted(self._held)), reason)
+        self._held.clear()
+        if self._conn is not None:
+            with suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._held.clear()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class AdvisoryLock:
+    """One role of :class:`AdvisoryLocks` (the :class:`~.database.RoleLock` of a worker)."""
+
+    def __init__(self, locks: AdvisoryLocks, role: str) -> None:
+        self._locks = locks
+        self.role = role
+
+    def acquire(self) -> bool:
+        return self._locks.acquire(self.role)
+
+    def release(self) -> None:
+        self._locks.release(self.role)
+
+
+class PostgresDatabase:
+    """:class:`~.database.Database` on a PostgreSQL database, through a connection pool."""
+
+    dialect = POSTGRES
+    replicated = True
+
+    def __init__(self, url: str, *, replica: str, pool_size: int = 10, s3_export: bool = False) -> None:
+        """``replica``: this process's replica (host and server pid), recorded with the roles it takes."""
+        self.url = url
+        self.replica = replica
+        self._group = GroupCommitter(self._write, _savepoint)
+        self._locks = AdvisoryLocks(url, replica)
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"autocommit": True, "application_name": "calabi-exporter"},
+            check=ConnectionPool.check_connection,
+            timeout=30.0,
+            name="calabi-exporter",
+        )
+        try:
+            self._pool.open(wait=True, timeout=30.0)
+            with self._pool.connection() as conn:
+                self._migrate(conn, s3_export)
+        except (psycopg.Error, PoolTimeout) as error:
+            self._pool.close()
+            raise store_error(error, f"cannot open the store at {_where(url)}") from error
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection[Any], s3_export: bool) -> None:
+        """Bring the schema up to date; replicas starting together wait on one lock and agree."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, SCHEMA_LOCK))
+            conn.execute("CREATE TABLE IF NOT EXISTS calabi_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM calabi_schema").fetchone()
+            version = row[0] if row and row[0] is not None else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"schema version {version} is newer than this exporter")
+            if version:
+                for step in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[step](conn)
+            for statement in SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            if s3_export:
+                conn.execute(EXPORT_INDEX_STATEMENT)
+            if version != SCHEMA_VERSION:
+                conn.execute("DELETE FROM calabi_schema")
+                conn.execute("INSERT INTO calabi_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+    @contextmanager
+    def _write(self) -> Iterator[_Tx]:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK))
+            yield _Tx(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield _Tx(conn)
+        except (psycopg.Error, PoolTimeout) as error:
+            raise store_error(error) from error
+
+    def submit(self, work: Callable[[Tx], T]) -> T:
+        try:
+            return self._group.submit(work)
+        except (psycopg.Error, PoolTimeout) as error:
+            raise store_error(error) from error
+
+    def explain(self, sql: str, params: Sequence[object]) -> list[str]:
+        with self.read() as tx:
+            return [str(row[0]) for row in tx.execute("EXPLAIN " + sql, params)]
+
+    def size_bytes(self) -> int | None:
+        with self.read() as tx:
+            row = tx.execute("SELECT pg_database_size(current_database())").fetchone()
+        return None if row is None else int(row[0])
+
+    def role_lock(self, role: str) -> AdvisoryLock:
+        return self._locks.role(role)
+
+    def role_holders(self, tx: Tx) -> dict[str, str]:
+        return {str(role): str(replica) for role, replica in tx.execute("SELECT role, replica FROM replica_roles")}
+
+    def check_ready(self) -> None:
+        try:
+            self.submit(
+                lambda tx: tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('ready_check', 0)"
+                    " ON CONFLICT (key) DO UPDATE SET value = meta.value + 1"
+                )
+            )
+        except StoreError as error:
+            raise type(error)(f"store at {_where(self.url)} is not writable: {error}") from error
+
+    def close(self) -> None:
+        self._locks.close()
+        self._pool.close()
+
+
+@contextmanager
+def _savepoint(tx: _Tx) -> Iterator[None]:
+    """One request inside a shared transaction: undone alone when it fails."""
+    with tx.conn.transaction():
+        yield
+
+
+def _where(url: str) -> str:
+    """Host, port and database of a URL, without the credentials."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the configured database_url"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def valid_url(url: str) -> str:
+    """``url`` when it is a ``postgresql://`` connection URL psycopg can read."""
+    if not re.match(r"^postgres(ql)?://", url):
+        raise ValueError("must be a postgresql:// URL (empty: SQLite in data_dir)")
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise ValueError(f"is not a valid connection URL: {error}") from None
+    return url

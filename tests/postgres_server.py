@@ -1,0 +1,105 @@
+"""A real PostgreSQL on a free loopback port, in a temporary directory, for the store's PostgreSQL tests.
+
+The server binaries are Debian's (``/usr/lib/postgresql/<major>/bin``, the newest
+installed), or those of ``$PG_BIN``; without them the PostgreSQL tests skip and say so.
+PostgreSQL refuses to run as root, so under root the cluster belongs to the
+``postgres`` user and every server command runs as that user. The cluster
+trades durability for speed (``fsync=off``): the tests check behaviour, not
+crash safety of the disk.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Final
+
+import psycopg
+
+PG_USER: Final = "postgres"
+
+
+def postgres_bin() -> tuple[Path | None, str]:
+    """The directory of ``initdb`` and ``pg_ctl``, or None and why there is none."""
+    explicit = os.environ.get("PG_BIN")
+    candidates = [explicit] if explicit else sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major)
+    for candidate in reversed(candidates):
+        if candidate and os.access(Path(candidate) / "initdb", os.X_OK):
+            return Path(candidate), ""
+    if explicit:
+        return None, f"PG_BIN={explicit} has no initdb"
+    return None, "no PostgreSQL server: apt-get install postgresql (or set PG_BIN)"
+
+
+def _major(path: str) -> int:
+    version = Path(path).parent.name
+    return int(version) if version.isdigit() else 0
+
+
+class PostgresServer:
+    """One throwaway cluster; each test gets a database of its own (:meth:`new_database`)."""
+
+    def __init__(self, bin_dir: Path, port: int) -> None:
+        self.bin_dir = bin_dir
+        self.port = port
+        self._names = itertools.count(1)
+        self._lock = threading.Lock()
+        self._as_root = os.geteuid() == 0
+        self.directory = Path(tempfile.mkdtemp(prefix="calabi-pg-"))
+        if self._as_root:
+            user = pwd.getpwnam(PG_USER)
+            os.chown(self.directory, user.pw_uid, user.pw_gid)
+        self.data = self.directory / "data"
+        self.log = self.directory / "server.log"
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *command: str) -> None:
+        argv = [str(self.bin_dir / command[0]), *command[1:]]
+        if self._as_root:
+            argv = ["runuser", "-u", PG_USER, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=self.directory)
+        if result.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed: {result.stderr or result.stdout}\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log.read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def start(self) -> None:
+        self._run(
+            "initdb", "-D", str(self.data), "-U", PG_USER, "-E", "UTF8", "--locale=C.UTF-8", "--auth=trust", "--no-sync"
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off"
+            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start", "-o", options)
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database."""
+        with self._lock:
+            name = f"test_{next(self._names)}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop")
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
