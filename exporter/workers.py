@@ -17,14 +17,36 @@ from .retention import Purger
 from .s3export import S3Exporter
 from .singleton import SingletonWorker
 from .store import Store
+from .store.records import METRICS_ROLE
 from .timeutil import Clock, system_clock
 from .webhook_delivery import WebhookDeliverer
 
 
+class MetricsRole(SingletonWorker):
+    """Holds the metrics role: while it does, this replica's ``/metrics`` shows the store.
+
+    Several replicas read the same database; if each showed the store's
+    metrics, a sum over the replicas would count every job once per replica.
+    Holding the role is all the work: its lock proves itself alive at each
+    step, and another replica takes the role when this one goes.
+    """
+
+    NAME = "calabi-metrics-role"
+    HOLD: float = 1.0  # seconds between checks that the role is still held
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.role_lock(METRICS_ROLE))
+
+    def step(self) -> float:
+        return self.HOLD
+
+
 class BackgroundWorkers:
-    """The purge, and the log shipper, S3 exporter and webhook sender when configured."""
+    """The purge, the log shipper, S3 exporter and webhook sender when configured, and the metrics role
+    when replicas share the store."""
 
     def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+        self.metrics = MetricsRole(store) if store.database.replicated else None
         self.purger = Purger(store, config, clock=clock)
         self.shipper = LogShipper(store, config, clock=clock) if config.otlp_logs_endpoint else None
         self.s3_exporter = S3Exporter(store, config, clock=clock) if config.s3_export_enabled else None
@@ -33,7 +55,7 @@ class BackgroundWorkers:
 
     @property
     def workers(self) -> list[SingletonWorker]:
-        found = (self.purger, self.shipper, self.s3_exporter, self.webhooks)
+        found = (self.metrics, self.purger, self.shipper, self.s3_exporter, self.webhooks)
         return [worker for worker in found if worker is not None]
 
     def start(self) -> None:

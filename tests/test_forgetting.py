@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 from calabi_exporter.config import Config
 from calabi_exporter.store import Store
@@ -13,6 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from .conftest import ExporterProcess, FakeClock, Prometheus, Samples, job, parse_samples, wait_until
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 TOKEN = "forgetting-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -108,8 +111,10 @@ def test_forgetting_frees_a_place_in_the_series_budget(open_app: Callable[..., F
     assert jobs == {"C": 1, "__overflow__": 1}  # B keeps counting under overflow, where it started
 
 
-def test_the_purge_forgets_connections_without_a_job_left(tmp_path: Path, clock: FakeClock) -> None:
-    store = Store.sqlite(tmp_path / "data", clock=clock)
+def test_the_purge_forgets_connections_without_a_job_left(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
+    store = make_store(tmp_path / "data", clock=clock)
     client = create_app(Config(data_dir=str(tmp_path / "data")), store=store, clock=clock).test_client()
     client.post("/api/v1/jobs", json=job("old", connection="Gone", finished_at="2026-03-01T00:00:00Z"))
     client.post("/api/v1/jobs", json=job("new", finished_at=FINISHED))

@@ -20,6 +20,8 @@ from flask.testing import FlaskClient
 from .conftest import T0, ExporterProcess, FakeClock, free_port, job, parse_samples, wait_until
 from .otlp_receiver import REFUSAL, Receiver
 
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
+
 LOG = """\
 2026-04-06T08:00:01Z INFO Syncing stream: Account
 2026-04-06T08:00:19Z INFO Stream Account: 4,218 records synced in 18.2s
@@ -50,8 +52,8 @@ def shipping_config(tmp_path: Path, receiver: Receiver) -> Config:
 
 
 @pytest.fixture
-def outbox_store(shipping_config: Config, clock: FakeClock) -> Iterator[Store]:
-    store = Store.sqlite(shipping_config.data_path, clock=clock, outbox=True)
+def outbox_store(shipping_config: Config, clock: FakeClock, make_store: Callable[..., Store]) -> Iterator[Store]:
+    store = make_store(shipping_config.data_path, clock=clock, outbox=True)
     yield store
     store.close()
 
@@ -173,7 +175,7 @@ def test_a_known_job_arrives_as_exact_log_records_and_one_summary(
 
 
 def test_debug_lines_ship_only_for_connections_in_debug_mode(
-    tmp_path: Path, receiver: Receiver, clock: FakeClock
+    tmp_path: Path, receiver: Receiver, clock: FakeClock, make_store: Callable[..., Store]
 ) -> None:
     from calabi_exporter.config import ConnectionSettings
 
@@ -182,7 +184,7 @@ def test_debug_lines_ship_only_for_connections_in_debug_mode(
         otlp_logs_endpoint=receiver.url,
         connections={"Stripe → Postgres": ConnectionSettings(debug_logs=True)},
     )
-    store = Store.sqlite(config.data_path, clock=clock, outbox=True)
+    store = make_store(config.data_path, clock=clock, outbox=True)
     client = create_app(config, store=store, clock=clock).test_client()
     for job_id, connection in (("a", "Stripe → Postgres"), ("b", "Salesforce → Snowflake")):
         assert client.post("/api/v1/jobs", json=job(job_id, "running", connection=connection)).status_code == 200

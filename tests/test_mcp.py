@@ -48,10 +48,10 @@ NOW = float(int(time.time()))
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
+def data_dir(tmp_path: Path, make_store: Callable[..., Store]) -> Path:
     """Four connections; the jobs are dated from now, since the server reads the real clock."""
     clock = FakeClock(NOW - 5 * DAY)  # every connection was first seen five days ago
-    store = Store.sqlite(tmp_path / "data", clock=clock)
+    store = make_store(tmp_path / "data", clock=clock)
     store.ingest.jobs(
         [
             job("sf-0", SF, "succeeded", 10 * 24, 80),  # last week: outside "this week"

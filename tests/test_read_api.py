@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,8 @@ from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 
 from .conftest import T0, FakeClock
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 SF = "Salesforce → Snowflake"
 STRIPE = "Stripe → Postgres"
@@ -54,9 +57,9 @@ DATA: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Store, FlaskClient, FakeClock]:
+def setup(tmp_path: Path, make_store: Callable[..., Store]) -> tuple[Store, FlaskClient, FakeClock]:
     clock = FakeClock(T0 - 30 * DAY)  # the connections were first seen a month ago
-    store = Store.sqlite(tmp_path / "data", clock=clock)
+    store = make_store(tmp_path / "data", clock=clock)
     store.ingest.jobs([parse_job(r) for r in DATA[:1]], endpoint="jobs")
     store.ingest.jobs([parse_job({"job_id": "st-0", "connection_name": STRIPE, "status": "running"})], endpoint="jobs")
     store.ingest.jobs([parse_job({"job_id": "hs-0", "connection_name": HUBSPOT, "status": "running"})], endpoint="jobs")
@@ -346,10 +349,12 @@ def test_an_unknown_job_is_404(setup: tuple[Store, FlaskClient, FakeClock]) -> N
     assert (response.status_code, response.get_json()) == (404, {"error": "no job 'no-such-job'", "field": "job_id"})
 
 
-def test_reads_take_a_read_or_an_ingest_token_and_a_read_token_cannot_write(tmp_path: Path) -> None:
+def test_reads_take_a_read_or_an_ingest_token_and_a_read_token_cannot_write(
+    tmp_path: Path, make_store: Callable[..., Store]
+) -> None:
     read, ingest = "r" * 20, "i" * 20
     config = Config(data_dir=str(tmp_path / "data"), read_tokens=(read,), ingest_tokens=(ingest,))
-    client = create_app(config, store=Store.sqlite(config.data_path)).test_client()
+    client = create_app(config, store=make_store(config.data_path)).test_client()
 
     def status(method: str, path: str, token: str | None) -> int:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

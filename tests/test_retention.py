@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import Job, parse_job
@@ -14,6 +16,8 @@ from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 
 from .conftest import T0, FakeClock, Samples, parse_samples
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 DAY = 86400.0
 
@@ -39,9 +43,11 @@ def job_metrics(samples: Samples) -> Samples:
     return Samples({k: v for k, v in samples.items() if k[0].startswith("calabi_sync_")})
 
 
-def test_jobs_past_the_plans_window_are_purged_and_no_counter_moves(tmp_path: Path, clock: FakeClock) -> None:
+def test_jobs_past_the_plans_window_are_purged_and_no_counter_moves(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
     config = Config(data_dir=str(tmp_path / "d"), retention_plan="professional")
-    store = Store.sqlite(config.data_path, clock=clock)
+    store = make_store(config.data_path, clock=clock)
     client = create_app(config, store=store, clock=clock).test_client()
     store.ingest.jobs(
         [finished("old-1", 45), finished("old-2", 31, "failed"), finished("recent", 29), finished("new", 1)],
@@ -64,12 +70,14 @@ def test_jobs_past_the_plans_window_are_purged_and_no_counter_moves(tmp_path: Pa
     store.close()
 
 
-def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(tmp_path: Path, clock: FakeClock) -> None:
+def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
     enterprise = Config(data_dir=str(tmp_path / "e"), retention_plan="enterprise")
     explicit = Config(data_dir=str(tmp_path / "x"), retention_plan="enterprise", retention_days=7)
     outcomes = []
     for config in (enterprise, explicit):
-        store = Store.sqlite(config.data_path, clock=clock)
+        store = make_store(config.data_path, clock=clock)
         store.ingest.jobs([finished("a", 89), finished("b", 91), finished("c", 8)], endpoint="jobs")
         outcomes.append((Purger(store, config, clock=clock).purge_once(), store.reads.job("a") is not None))
         store.close()
@@ -78,9 +86,11 @@ def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(tmp_path: P
     assert enterprise.retention_seconds == 90 * DAY and explicit.retention_seconds == 7 * DAY
 
 
-def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, clock: FakeClock) -> None:
+def test_ingestion_keeps_working_while_100000_jobs_are_purged(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
     config = Config(data_dir=str(tmp_path / "big"), sqlite_synchronous="normal")
-    store = Store.sqlite(config.data_path, clock=clock, synchronous="normal")
+    store = make_store(config.data_path, clock=clock, synchronous="normal")
     for start in range(0, 100_000, 5000):
         store.ingest.jobs([finished(f"old-{i}", 40 + i / 100_000) for i in range(start, start + 5000)], endpoint="jobs")
     purger = Purger(store, config, clock=clock)
@@ -106,9 +116,11 @@ def test_ingestion_keeps_working_while_100000_jobs_are_purged(tmp_path: Path, cl
     store.close()
 
 
-def test_dead_letters_older_than_the_window_are_purged_too(tmp_path: Path, clock: FakeClock) -> None:
+def test_dead_letters_older_than_the_window_are_purged_too(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
     config = Config(data_dir=str(tmp_path / "dl"), retention_days=30)
-    store = Store.sqlite(config.data_path, clock=clock, outbox=True, webhook_routes=[EventRoute("ops")])
+    store = make_store(config.data_path, clock=clock, outbox=True, webhook_routes=[EventRoute("ops")])
     store.ingest.jobs([finished("gone", 1)], endpoint="jobs")
     store.ingest.logs("gone", [LogLine("INFO", "refused by the receiver", T0 - DAY)])
     for entry in store.outbox.read(10):

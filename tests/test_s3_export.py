@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from calabi_exporter.web import create_app
 
 from .conftest import T0, FakeClock, parse_samples
 from .s3_server import BUCKET, MotoServer
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -64,9 +67,13 @@ class Archive:
 
 
 @pytest.fixture
-def archive(tmp_path: Path, s3: MotoServer, clock: FakeClock) -> Iterator[Archive]:
+def archive(
+    tmp_path: Path, s3: MotoServer, clock: FakeClock, make_store: Callable[..., Store], backend: str
+) -> Iterator[Archive]:
     config = export_config(tmp_path, s3, retention_days=30)
-    store = Store.sqlite(config.data_path, clock=clock, s3_export=True)
+    if backend == "postgres":  # the export command reads the same database
+        config = dataclasses.replace(config, database_url=make_store.database_url(config.data_path))
+    store = make_store(config.data_path, clock=clock, s3_export=True)
     fill(store)
     yield Archive(config, store, S3Exporter(store, config, clock=clock, backoff=S3Exporter.BACKOFF.without_jitter()))
     store.close()
@@ -223,6 +230,7 @@ def test_a_second_export_of_the_same_range_writes_the_same_keys(archive: Archive
     env = {
         **os.environ,
         "CALABI_DATA_DIR": archive.config.data_dir,
+        "CALABI_DATABASE_URL": archive.config.database_url,
         "CALABI_S3_EXPORT__BUCKET": BUCKET,
         "CALABI_S3_EXPORT__PREFIX": PREFIX,
         "CALABI_S3_EXPORT__ENDPOINT_URL": s3.url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,8 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from .conftest import FakeClock, job
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 SERIES_FAMILY = b"# HELP calabi_exporter_series "
@@ -59,9 +61,9 @@ def post(store: Store, *records: dict[str, object]) -> None:
 
 
 @pytest.fixture
-def small_budget(tmp_path: Path, clock: FakeClock) -> Store:
+def small_budget(tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]) -> Store:
     """Three connections with series of their own (and odd names), two past the budget, jobs in progress."""
-    store = Store.sqlite(
+    store = make_store(
         tmp_path / "d", clock=clock, limits=SeriesLimits(max_connections=3, max_streams_per_connection=2)
     )
     names = ['Conn "q" \\ new\nline → ✓', "HubSpot → BigQuery", "Salesforce → Snowflake", "Late A", "Late B"]
@@ -165,8 +167,10 @@ def test_concurrent_scrapes_share_one_render(small_budget: Store) -> None:
     ]
 
 
-def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(tmp_path: Path, clock: FakeClock) -> None:
-    store = Store.sqlite(tmp_path / "big", clock=clock, synchronous="normal")
+def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
+    store = make_store(tmp_path / "big", clock=clock, synchronous="normal")
     streams = [{"name": f"table_{k:02d}", "status": "succeeded", "records_synced": k} for k in range(20)]
     for start in range(0, 10_000, 2_000):
         post(

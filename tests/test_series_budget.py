@@ -16,6 +16,8 @@ from flask.testing import FlaskClient
 
 from .conftest import ExporterProcess, FakeClock, Prometheus, Samples, job, parse_samples, wait_until
 
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
+
 CONNECTIONS = 12_000
 BUDGET = 10_000  # the default limits.max_connections
 FINISHED = "2026-04-06T08:03:17Z"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import MetricsSnapshot, Store
 
 from .conftest import FakeClock
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 
 def records() -> list[dict[str, object]]:
@@ -39,9 +43,11 @@ def comparable(snapshot: MetricsSnapshot) -> MetricsSnapshot:
     return replace(snapshot, store_bytes=None, connections=[replace(c, version=0) for c in snapshot.connections])
 
 
-def test_a_batch_gives_the_same_aggregates_as_one_record_per_request(tmp_path: Path, clock: FakeClock) -> None:
-    batched = Store.sqlite(tmp_path / "batched", clock=clock)
-    single = Store.sqlite(tmp_path / "single", clock=clock)
+def test_a_batch_gives_the_same_aggregates_as_one_record_per_request(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
+    batched = make_store(tmp_path / "batched", clock=clock)
+    single = make_store(tmp_path / "single", clock=clock)
     jobs = [parse_job(r) for r in records()]
     # Both stores already know one connection and one of its streams.
     for store in (batched, single):

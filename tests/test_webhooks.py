@@ -14,6 +14,7 @@ import requests
 from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config, WebhookEndpoint, load_config
 from calabi_exporter.store import Store
+from calabi_exporter.store.records import METRICS_ROLE
 from calabi_exporter.timeutil import system_clock
 from calabi_exporter.web import background_workers, create_app
 from calabi_exporter.web.services import services
@@ -22,6 +23,8 @@ from flask.testing import FlaskClient
 
 from .capture_servers import WebhookReceiver
 from .conftest import T0, ExporterProcess, FakeClock, Samples, parse_samples, wait_until
+
+pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
 SECRET = "whsec-0123456789abcdef"
 README = Path(__file__).parent.parent / "README.md"
@@ -50,9 +53,13 @@ def receiver() -> Iterator[WebhookReceiver]:
 class Setup:
     """A store queueing for the given endpoints, its app, and the delivery worker (driven by hand)."""
 
-    def __init__(self, tmp_path: Path, endpoints: list[WebhookEndpoint], clock: Callable[[], float]) -> None:
-        self.config = Config(data_dir=str(tmp_path / "data"), webhooks=tuple(endpoints))
+    def __init__(
+        self, tmp_path: Path, endpoints: list[WebhookEndpoint], clock: Callable[[], float], database_url: str = ""
+    ) -> None:
+        self.config = Config(data_dir=str(tmp_path / "data"), webhooks=tuple(endpoints), database_url=database_url)
         self.store = Store.from_config(self.config, clock=clock)
+        if database_url:  # the only replica: it shows the store's metrics
+            assert self.store.role_lock(METRICS_ROLE).acquire()
         self.client: FlaskClient = create_app(self.config, store=self.store, clock=clock).test_client()
         self.deliverer = WebhookDeliverer(
             self.store, self.config, clock=clock, backoff=Backoff(first=0.05, cap=3600.0).without_jitter()
@@ -83,8 +90,19 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Setup]:
-    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], system_clock)
+def make_setup(tmp_path: Path, backend: str, make_store: Callable[..., Store]) -> Callable[..., Setup]:
+    """``make_setup(endpoints, clock)``: a :class:`Setup` on the test's backend (one store per test)."""
+
+    def make_setup(endpoints: list[WebhookEndpoint], clock: Callable[[], float]) -> Setup:
+        url = make_store.database_url(tmp_path / "data") if backend == "postgres" else ""
+        return Setup(tmp_path, endpoints, clock, database_url=url)
+
+    return make_setup
+
+
+@pytest.fixture
+def setup(make_setup: Callable[..., Setup], receiver: WebhookReceiver) -> Iterator[Setup]:
+    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], system_clock)
     yield built
     built.close()
 
@@ -173,12 +191,13 @@ def test_every_transition_arrives_once_in_order_with_a_signature_the_readme_reci
     assert metrics.value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 0
 
 
-def test_endpoint_filters_keep_only_their_statuses_and_connections(tmp_path: Path) -> None:
+def test_endpoint_filters_keep_only_their_statuses_and_connections(
+    make_setup: Callable[..., Setup], tmp_path: Path
+) -> None:
     failures, stripe = WebhookReceiver(), WebhookReceiver()
     failures.start()
     stripe.start()
-    built = Setup(
-        tmp_path,
+    built = make_setup(
         [
             WebhookEndpoint("failures", failures.url, SECRET, statuses=frozenset({"failed"})),
             WebhookEndpoint("stripe", stripe.url, SECRET, connections=frozenset({"Stripe → Postgres"})),
@@ -233,10 +252,10 @@ def test_a_500_is_retried_and_the_same_event_then_delivered(setup: Setup, receiv
 
 
 def test_while_an_event_is_retried_the_jobs_later_events_and_the_endpoints_new_ones_wait(
-    tmp_path: Path, receiver: WebhookReceiver
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     clock = FakeClock()
-    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
     receiver.answers = [500]
     built.post(record("o1", "running"))
     built.deliverer.deliver_once()  # 500: the running event waits for its retry
@@ -276,10 +295,10 @@ def test_a_410_is_dead_lettered_without_retry_and_the_jobs_next_event_follows(
 
 
 def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lettered(
-    tmp_path: Path, receiver: WebhookReceiver
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     clock = FakeClock()
-    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
     receiver.answers = [(429, {"Retry-After": "120"}), (503, {"Retry-After": "0"}), *([503] * 100)]
     built.post(record("t1", "failed"))
 
@@ -306,10 +325,10 @@ def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lett
 
 
 def test_after_a_day_down_the_expired_events_are_dead_lettered_with_one_request(
-    tmp_path: Path, receiver: WebhookReceiver
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     clock = FakeClock()
-    built = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
     receiver.stop()
     built.post(*(record(f"x{n}", "failed") for n in range(5)))
     first = built.deliverer.deliver_once()
@@ -336,16 +355,15 @@ def test_a_redirect_is_dead_lettered_with_its_location(setup: Setup, receiver: W
 
 
 def test_events_of_an_endpoint_removed_from_the_configuration_are_dead_lettered(
-    tmp_path: Path, receiver: WebhookReceiver
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
-    old = Setup(
-        tmp_path,
+    old = make_setup(
         [WebhookEndpoint("ops", receiver.url, SECRET), WebhookEndpoint("old", receiver.url, SECRET)],
         system_clock,
     )
     old.post(record("r1", "running"))
     old.close()
-    new = Setup(tmp_path, [WebhookEndpoint("ops", receiver.url, SECRET)], system_clock)
+    new = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], system_clock)
 
     new.deliverer.step()  # dead-letters the orphans, then hands "ops" its event in the background
     wait_until(lambda: new.depth() == 0, timeout=10, what="the ops event to be delivered")

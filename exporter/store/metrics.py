@@ -8,6 +8,7 @@ from indexes or one-row counters.
 from __future__ import annotations
 
 from collections.abc import Collection
+from operator import attrgetter
 
 from ..model import OVERFLOW
 from .database import Database, Tx, chunks, marks
@@ -91,6 +92,10 @@ class MetricsReads:
             webhook_depth = {
                 e: int(n) for e, n in tx.execute("SELECT endpoint, count(*) FROM webhook_queue GROUP BY endpoint")
             }
+        # In name order whatever the engine and its collation (SQLite returns them so already).
+        connections.sort(key=attrgetter("connection"))
+        streams.sort(key=attrgetter("connection", "stream"))
+        active.sort(key=attrgetter("status", "connection"))
         return MetricsSnapshot(
             connections,
             streams,

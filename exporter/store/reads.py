@@ -64,11 +64,13 @@ class JobReads:
 
     def connection_names(self) -> list[tuple[str, str | None]]:
         with self._db.read() as tx:
-            return [(row[0], row[1]) for row in tx.execute("SELECT connection, connection_id FROM connections")]
+            rows = tx.execute("SELECT connection, connection_id FROM connections").fetchall()
+        return sorted((row[0], row[1]) for row in rows)
 
     def connection_aggregates(self) -> list[ConnectionAgg]:
         with self._db.read() as tx:
-            return [connection_from_row(row) for row in tx.execute(CONNECTION_SELECT)]
+            aggregates = [connection_from_row(row) for row in tx.execute(CONNECTION_SELECT)]
+        return sorted(aggregates, key=lambda agg: agg.connection)
 
     def window_stats(self, finished_since: float) -> dict[str, WindowStats]:
         stats: dict[str, WindowStats] = {}
