@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -30,6 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .loki_server import MAPPINGS, Loki, loki_binary, start_loki
 from .postgres_server import PostgresServer, postgres_bin
+
+if TYPE_CHECKING:
+    from .s3_server import MotoServer
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
 
@@ -379,7 +382,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Prometheus:
-    """Debian's Prometheus, scraping one target every second."""
+    """Debian's Prometheus, scraping its targets every second."""
 
     process: subprocess.Popen[bytes]
     url: str
@@ -406,7 +409,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
     logs: list[IO[bytes]] = []
 
     def start(
-        target: str,
+        target: str | Sequence[str],
         *,
         rule_files: Sequence[Path] = (),
         alertmanager: str | None = None,
@@ -418,7 +421,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
         text = (
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             "scrape_configs:\n  - job_name: calabi-exporter\n"
-            f"    static_configs:\n      - targets: ['{target}']\n"
+            f"    static_configs:\n      - targets: {[target] if isinstance(target, str) else list(target)}\n"
         )
         if credentials_file is not None:
             text += f"    authorization:\n      credentials_file: '{credentials_file}'\n"
@@ -449,6 +452,22 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
         stop_server(process)
     for log in logs:
         log.close()
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    # The standard AWS chain: credentials from the environment, no shared files of this machine.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    from .s3_server import MotoServer  # it imports this module's helpers
+
+    server = MotoServer(tmp_path / "moto.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

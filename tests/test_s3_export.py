@@ -31,20 +31,6 @@ HOUR = 3600.0
 PREFIX = "archive/calabi"
 
 
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
-    # The standard AWS chain: credentials from the environment, no shared files of this machine.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    server = MotoServer(tmp_path / "moto.log")
-    server.start()
-    yield server
-    server.stop()
-
-
 def export_config(tmp_path: Path, s3: MotoServer, **overrides: object) -> Config:
     values: dict[str, object] = {
         "data_dir": str(tmp_path / "data"),
