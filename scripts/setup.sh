@@ -1,6 +1,6 @@
 # Shared set-up for scripts/demo and scripts/test (sourced, not run).
 # Installs what a fresh Debian machine with Python 3.11 lacks: a virtualenv with the
-# package, and (for the tests) Debian's prometheus and prometheus-alertmanager.
+# package, and (for the tests) Debian's prometheus, prometheus-alertmanager and postgresql.
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +30,12 @@ ensure_binaries() {
         # shellcheck disable=SC2207
         apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
     fi
+}
+
+# ensure_postgresql installs Debian's PostgreSQL server when no version of it is installed; the tests
+# run it themselves (as the postgres user, in a temporary directory, on a free loopback port).
+ensure_postgresql() {
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
 }
 
 find_python() {

@@ -46,8 +46,10 @@ def _major(path: str) -> int:
 class PostgresServer:
     """One throwaway cluster; each test gets a database of its own (:meth:`new_database`)."""
 
-    def __init__(self, bin_dir: Path, port: int) -> None:
+    def __init__(self, bin_dir: Path, port: int, *, durable: bool = False) -> None:
+        """``durable``: PostgreSQL's own defaults (fsync, synchronous commit), as a benchmark needs."""
         self.bin_dir = bin_dir
+        self.durable = durable
         self.port = port
         self._names = itertools.count(1)
         self._lock = threading.Lock()
@@ -83,11 +85,10 @@ class PostgresServer:
     def start(self) -> None:
         self._run(
             "initdb", "-D", str(self.data), "-U", PG_USER, "-E", "UTF8", "--locale=C.UTF-8", "--auth=trust", "--no-sync"
-        )
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
+        )  # fmt: skip
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start", "-o", options)
 
     def new_database(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,32 @@ def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_s
     )
     assert shipped["CALABI_INGEST_TOKEN"] == ""  # compose refuses to start until one is set
     assert all("ALLOW_UNAUTHENTICATED" not in str(s.get("environment", {})) for s in services.values())
+
+
+def test_the_postgres_profile_runs_the_exporter_as_replicas_sharing_postgresql_and_prometheus_scrapes_each() -> None:
+    compose = load("docker-compose.yml")
+    services = compose["services"]
+    exporter, postgres = services["exporter"], services["postgres"]
+    scrape = load("prometheus/prometheus.yml")["scrape_configs"]
+    # The settings .env ships commented out, for the user to switch on.
+    shipped = dict(
+        line.removeprefix("# ").split("=", 1)
+        for line in (ROOT / ".env").read_text().splitlines()
+        if re.match(r"# [A-Z_]+=", line)
+    )
+    config = load_config(None, env={"CALABI_DATABASE_URL": shipped["CALABI_DATABASE_URL"]})
+
+    assert postgres["profiles"] == ["postgres"] and postgres["image"].startswith("postgres:")
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert exporter["environment"]["CALABI_DATABASE_URL"] == "${CALABI_DATABASE_URL:-}"
+    assert exporter["deploy"]["replicas"] == "${EXPORTER_REPLICAS:-1}"
+    assert exporter["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
+    assert (shipped["COMPOSE_PROFILES"], shipped["EXPORTER_REPLICAS"]) == ("postgres", "2")
+    assert config.database_url.startswith("postgresql://calabi:") and config.database_url.endswith(
+        "@postgres:5432/calabi"
+    )
+    assert shipped["POSTGRES_PASSWORD"] in config.database_url
+    assert [job["job_name"] for job in scrape] == ["calabi-exporter"]
+    assert scrape[0]["dns_sd_configs"] == [
+        {"names": ["exporter"], "type": "A", "port": 9188, "refresh_interval": "15s"}
+    ]

@@ -9,7 +9,7 @@ the same transaction as the job rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from ..aggregates import ConnectionAgg, StreamAgg
@@ -25,12 +25,14 @@ from .rows import (
     STREAM_AGG_SELECT,
     STREAM_AGG_UPSERT,
     STREAM_UPSERT,
-    add_meta,
+    change_meta,
     connection_from_row,
     connection_row,
     job_values,
+    overflow_row,
+    read_job,
+    read_jobs,
     read_meta,
-    set_meta,
     stream_agg_from_row,
     stream_agg_row,
     stream_rows,
@@ -49,7 +51,7 @@ _LOG_COUNT_ADD: Final = (
     " ON CONFLICT (connection, family, key) DO UPDATE SET count = log_counts.count + excluded.count"
 )
 _INGEST_COUNT_ADD: Final = (
-    "INSERT INTO ingest_counts (endpoint, outcome, count) VALUES (?, ?, ?)"
+    "INSERT INTO ingest_counts (endpoint, outcome, count) VALUES {values}"
     " ON CONFLICT (endpoint, outcome) DO UPDATE SET count = ingest_counts.count + excluded.count"
 )
 
@@ -67,8 +69,27 @@ def add_log_counts(tx: Tx, connection: str, counts: dict[tuple[str, str], int]) 
     tx.executemany(_LOG_COUNT_ADD, [(connection, family, key, n) for (family, key), n in counts.items()])
 
 
-def count_ingest(tx: Tx, endpoint: str, counts: dict[str, int]) -> None:
-    tx.executemany(_INGEST_COUNT_ADD, [(endpoint, outcome, n) for outcome, n in counts.items() if n])
+def count_ingest(tx: Tx, counts: Sequence[tuple[str, str, int]]) -> None:
+    """Add (endpoint, outcome, records) to the ingest counters, in one statement."""
+    rows = [row for row in counts if row[2]]
+    if rows:
+        tx.execute(_INGEST_COUNT_ADD.format(values=", ".join(["(?, ?, ?)"] * len(rows))), [v for r in rows for v in r])
+
+
+def _statements(
+    lookups: Iterable[tuple[str, Sequence[str]]],
+) -> Iterator[list[tuple[str, Sequence[str]]]]:
+    """(connection, stream names) lookups grouped so that no statement binds more than MAX_PARAMS values."""
+    part: list[tuple[str, Sequence[str]]] = []
+    size = 0
+    for connection, names in lookups:
+        if part and size + 1 + len(names) > MAX_PARAMS:
+            yield part
+            part, size = [], 0
+        part.append((connection, names))
+        size += 1 + len(names)
+    if part:
+        yield part
 
 
 class AggregateCache:
@@ -85,39 +106,82 @@ class AggregateCache:
         self.known_missing: set[str] = set()  # connections a prefetch found absent
         self.errors: dict[str, dict[tuple[str, str], int]] = {}
         self.new_jobs = 0
+        self.jobs: dict[str, Job] = {}  # stored jobs read ahead, until one of them is saved again
+        self.jobs_read: set[str] = set()  # ids read ahead, found or not
+        # Job and stream rows saved but not written yet (see write_jobs).
+        self.inserts: list[tuple[object, ...]] = []
+        self.updates: list[tuple[object, ...]] = []
+        self.stream_rows: list[tuple[object, ...]] = []
         self.admitted: int | None = None  # connections with series of their own, once read
         self.overflow: ConnectionAgg | None = None  # the overflow aggregate, once read or made
         self.overflow_jobs: dict[str, int] = dict.fromkeys(OVERFLOW_KINDS, 0)
 
     def prefetch(self, jobs: Sequence[Job]) -> None:
-        """Read the aggregates a batch touches with a few queries instead of a few per job."""
+        """Read what a request touches (its stored jobs and aggregates) with a few queries, not a few per job.
+
+        Every query goes out before any result is read: on PostgreSQL (pipeline
+        mode) the reads of a request cost one round trip between them.
+        """
         names = list(dict.fromkeys(job.connection_name for job in jobs if job.connection_name not in self.connections))
-        for chunk in chunks(names):
-            for row in self.tx.execute(CONNECTION_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk):
+        connection_reads = [
+            (chunk, self.tx.execute(CONNECTION_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
+            for chunk in chunks(names)
+        ]
+        # Each connection's streams by its primary-key prefix, which serves it on either engine.
+        wanted: dict[str, list[str]] = {}
+        for job in jobs:
+            if job.finished:
+                for stream in job.streams:
+                    if (job.connection_name, stream.name) not in self.streams_looked_up:
+                        self.streams_looked_up.add((job.connection_name, stream.name))
+                        wanted.setdefault(job.connection_name, []).append(stream.name)
+        stream_reads = []
+        for part in _statements((connection, chunk) for connection, names in wanted.items() for chunk in chunks(names)):
+            where = " OR ".join(f"(connection = ? AND stream IN ({marks(len(names))}))" for _, names in part)
+            stream_reads.append(
+                self.tx.execute(STREAM_AGG_SELECT + f" WHERE {where}", [v for c, n in part for v in (c, *n)])
+            )
+        ids = [job.job_id for job in jobs if job.job_id not in self.jobs_read]
+        self.jobs.update(read_jobs(self.tx, ids))
+        self.jobs_read.update(ids)
+        for chunk, rows in connection_reads:
+            for row in rows.fetchall():
                 agg = connection_from_row(row)
                 self.connections[agg.connection] = agg
             self.known_missing.update(name for name in chunk if name not in self.connections)
-        pairs = list(dict.fromkeys((job.connection_name, s.name) for job in jobs if job.finished for s in job.streams))
-        for pairs_chunk in chunks([p for p in pairs if p not in self.streams_looked_up], MAX_PARAMS // 2):
-            self.streams_looked_up.update(pairs_chunk)
-            for row in self.tx.execute(
-                STREAM_AGG_SELECT
-                + f" WHERE (connection, stream) IN (VALUES {', '.join(['(?, ?)'] * len(pairs_chunk))})",
-                [value for pair in pairs_chunk for value in pair],
-            ):
+        for rows in stream_reads:
+            for row in rows.fetchall():
                 self.streams[(row[0], row[1])] = stream_agg_from_row(row)
 
+    def load_job(self, job_id: str) -> Job | None:
+        """The stored job: read ahead, or read now."""
+        if job_id in self.jobs_read:
+            return self.jobs.get(job_id)
+        return read_job(self.tx, job_id)
+
     def save_job(self, job: Job, *, is_new: bool) -> None:
+        """Keep the job as stored from now on; its rows are written with the others (:meth:`write_jobs`)."""
+        self.jobs[job.job_id] = job  # a request naming it again merges into this
+        self.jobs_read.add(job.job_id)
         values = [*job_values(job), active_since(job, self.now)]
         if is_new:
             self.new_jobs += 1
             # job_time, the job's place in listings, is set once: queued, else started, else finished.
             job_time = next((t for t in (job.created_at, job.started_at, job.finished_at) if t is not None), self.now)
-            self.tx.execute(_JOB_INSERT, (*values, self.now, self.now, job_time))
+            self.inserts.append((*values, self.now, self.now, job_time))
         else:
-            self.tx.execute(_JOB_UPDATE, (*values[1:], self.now, job.job_id))
-        if job.streams:
-            self.tx.executemany(STREAM_UPSERT, stream_rows(job))
+            self.updates.append((*values[1:], self.now, job.job_id))
+        self.stream_rows += stream_rows(job)
+
+    def write_jobs(self) -> None:
+        """Write the jobs saved so far, all at once; before anything reads the ``jobs`` table again."""
+        if self.inserts:
+            self.tx.executemany(_JOB_INSERT, self.inserts)
+        if self.updates:
+            self.tx.executemany(_JOB_UPDATE, self.updates)
+        if self.stream_rows:
+            self.tx.executemany(STREAM_UPSERT, self.stream_rows)
+        self.inserts, self.updates, self.stream_rows = [], [], []
 
     def connection(self, name: str) -> ConnectionAgg:
         """The connection's aggregate; a new connection gets series of its own while the budget lasts."""
@@ -192,6 +256,7 @@ class AggregateCache:
         counts[(ERROR_FAMILY, kind)] = counts.get((ERROR_FAMILY, kind), 0) + 1
 
     def failures_after(self, connection: str, moment: float) -> int:
+        self.write_jobs()
         row = self.tx.execute(
             # status as a literal, so that the partial index of failed jobs applies
             f"SELECT count(*) FROM jobs WHERE connection_name = ? AND status = '{FAILED}' AND finished_at > ?",
@@ -199,28 +264,24 @@ class AggregateCache:
         ).fetchone()
         return int(row[0])
 
-    def flush(self, endpoint: str, counts: dict[str, int]) -> None:
-        """Write every aggregate changed, and count the request's outcomes under ``endpoint``."""
-        if self.connections:
-            version = int(
-                self.tx.execute(
-                    "UPDATE meta SET value = value + 1 WHERE key = 'connections_version' RETURNING value"
-                ).fetchone()[0]
-            )
-            for agg in self.connections.values():
-                agg.version = version
+    def flush(self, counts: dict[str, dict[str, int]]) -> None:
+        """Write the jobs and every aggregate changed, and count the outcomes of each endpoint's records."""
+        self.write_jobs()
+        change_meta(
+            self.tx,
+            add={
+                "connections_version": 1 if self.connections else 0,
+                "stored_jobs": self.new_jobs,
+                **{f"overflow_jobs_{kind}": jobs for kind, jobs in self.overflow_jobs.items()},
+            },
+            set_to={} if self.admitted is None else {"admitted_connections": self.admitted},
+        )
+        if self.connections:  # stamped with the version just made (see CONNECTION_UPSERT)
             self.tx.executemany(CONNECTION_UPSERT, [connection_row(agg) for agg in self.connections.values()])
-        if self.admitted is not None:
-            set_meta(self.tx, "admitted_connections", self.admitted)
         if self.overflow is not None:
-            self.tx.execute(OVERFLOW_UPSERT, connection_row(self.overflow))
-        for kind, jobs in self.overflow_jobs.items():
-            if jobs:
-                add_meta(self.tx, f"overflow_jobs_{kind}", jobs)
+            self.tx.execute(OVERFLOW_UPSERT, overflow_row(self.overflow))
         if self.streams:
             self.tx.executemany(STREAM_AGG_UPSERT, [stream_agg_row(a) for a in self.streams.values()])
         for connection, errors in self.errors.items():
             add_log_counts(self.tx, connection, errors)
-        if self.new_jobs:
-            add_meta(self.tx, "stored_jobs", self.new_jobs)
-        count_ingest(self.tx, endpoint, counts)
+        count_ingest(self.tx, [(e, outcome, n) for e, outcomes in counts.items() for outcome, n in outcomes.items()])

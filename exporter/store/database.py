@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 T = TypeVar("T")
+#: Runs several requests' items in one transaction, returning each one's result (see :mod:`.groupcommit`).
+Merge = Callable[["Tx", list[Any]], list[Any]]
 
 #: Bound parameters per statement, well below either engine's limit.
 MAX_PARAMS: Final = 500
 
 
 class Cursor(Protocol):
-    """The part of a DB-API cursor the store uses."""
-
-    @property
-    def rowcount(self) -> int: ...
+    """The part of a DB-API cursor the store uses (results come back through ``RETURNING``, not ``rowcount``:
+    PostgreSQL's pipeline mode knows a statement's row count only once the pipeline is synced)."""
 
     def fetchone(self) -> Any: ...
 
@@ -86,8 +86,11 @@ class Database(Protocol):
         """A read transaction: one consistent view of the store."""
         ...
 
-    def submit(self, work: Callable[[Tx], T]) -> T:
+    def submit(self, work: Callable[[Tx], T], *, merge: Merge | None = None, item: object = None) -> T:
         """Run ``work`` in a write transaction and commit it durably before returning its result.
+
+        ``merge`` and ``item``: concurrent requests of one kind may run as one
+        (see :mod:`.groupcommit`).
 
         Writes are serialised (one writer at a time, across processes and
         replicas), so the read-modify-write of the aggregates never races.

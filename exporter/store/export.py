@@ -101,11 +101,12 @@ class ExportQueue:
 
         def work(tx: Tx) -> bool:
             done = tx.execute(
-                "UPDATE export_batches SET exported_at = ? WHERE id = ? AND version = ?", (now, batch.id, batch.version)
-            ).rowcount
+                "UPDATE export_batches SET exported_at = ? WHERE id = ? AND version = ? RETURNING id",
+                (now, batch.id, batch.version),
+            ).fetchone()
             add_meta(tx, "s3_exported_objects", objects)
             set_meta(tx, "s3_export_last_success", now)
-            return bool(done)
+            return done is not None
 
         return self._db.submit(work)
 

@@ -12,6 +12,12 @@ once and hands every waiter its own result. Nobody gets an answer before the
 commit that holds their work, so each answer still means "stored durably".
 With one writer at a time the group is just that writer: nothing waits for a
 timer to fill a batch.
+
+The group first runs without savepoints (a savepoint costs a round trip per
+request on a networked database), and requests of one kind that know how to
+run together (``merge``) run as one: many single-job posts become one batch,
+read and written with a few statements. Only when something fails does the
+group run again, each request alone in its savepoint.
 """
 
 from __future__ import annotations
@@ -19,17 +25,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 Db = TypeVar("Db")
 
 
-class _Work(Generic[Db]):
-    __slots__ = ("done", "error", "fn", "result")
+#: Runs several requests' items as one: ``merge(db, items)`` returns each item's result, in order.
+Merge = Callable[[Db, list[Any]], list[Any]]
 
-    def __init__(self, fn: Callable[[Db], object]) -> None:
+
+class _Work(Generic[Db]):
+    __slots__ = ("done", "error", "fn", "item", "merge", "result")
+
+    def __init__(self, fn: Callable[[Db], object], merge: Merge[Db] | None, item: object) -> None:
         self.fn = fn
+        self.merge = merge
+        self.item = item
         self.result: object = None
         self.error: BaseException | None = None
         self.done = False
@@ -54,9 +66,13 @@ class GroupCommitter(Generic[Db]):
         self._queue_lock = threading.Lock()
         self._leader = threading.Lock()
 
-    def submit(self, fn: Callable[[Db], T]) -> T:
-        """Run ``fn(db)`` in a committed transaction; return its result or raise its error."""
-        work: _Work[Db] = _Work(fn)
+    def submit(self, fn: Callable[[Db], T], *, merge: Merge[Db] | None = None, item: object = None) -> T:
+        """Run ``fn(db)`` in a committed transaction; return its result or raise its error.
+
+        ``merge`` and ``item``: ``fn(db)`` is ``merge(db, [item])[0]``, and queued
+        requests with the same ``merge`` may run together as ``merge(db, items)``.
+        """
+        work: _Work[Db] = _Work(fn, merge, item)
         with self._queue_lock:
             self._queue.append(work)
         with self._leader:
@@ -69,6 +85,8 @@ class GroupCommitter(Generic[Db]):
         return work.result  # type: ignore[return-value]
 
     def _run(self, group: list[_Work[Db]]) -> None:
+        if len(group) > 1 and self._run_together(group):
+            return
         try:
             with self._transaction() as db:
                 if len(group) == 1:  # alone in its transaction: the rollback undoes it, no savepoint needed
@@ -91,3 +109,40 @@ class GroupCommitter(Generic[Db]):
         finally:
             for work in group:
                 work.done = True
+
+    def _run_together(self, group: list[_Work[Db]]) -> bool:
+        """Run the group without savepoints; False (nothing stored) when any of it failed.
+
+        Failures are rare, and a savepoint costs a round trip per request on a
+        networked database; so the group first runs as one plain transaction,
+        and only when something in it fails does it run again with each
+        request in its own savepoint, to undo the failed one alone.
+        """
+        try:
+            with self._transaction() as db:
+                for run in _runs(group):
+                    if len(run) > 1 and run[0].merge is not None:
+                        results = run[0].merge(db, [work.item for work in run])
+                        for work, result in zip(run, results, strict=True):
+                            work.result = result
+                    else:
+                        for work in run:
+                            work.result = work.fn(db)
+        except Exception:
+            for work in group:
+                work.result = None
+            return False
+        for work in group:
+            work.done = True
+        return True
+
+
+def _runs(group: list[_Work[Db]]) -> list[list[_Work[Db]]]:
+    """The group in order, cut into runs of consecutive requests with the same ``merge``."""
+    runs: list[list[_Work[Db]]] = []
+    for work in group:
+        if runs and work.merge is not None and runs[-1][-1].merge == work.merge:
+            runs[-1].append(work)
+        else:
+            runs.append([work])
+    return runs

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final
 
@@ -45,6 +45,16 @@ _POSITION: Final = re.compile(r"\[\d+\]")
 _LINE: Final = re.compile(r"^line \d+\.?")
 
 
+@dataclass(frozen=True, slots=True)
+class _JobsRequest:
+    """One request's job records, and the records validation refused before them."""
+
+    jobs: Sequence[Job]
+    endpoint: str
+    rejected: int
+    rejected_fields: Sequence[str]
+
+
 class IngestRules:
     """Writes records and log lines through a :class:`~.database.Database` (the :class:`~.roles.Ingest` role)."""
 
@@ -66,24 +76,30 @@ class IngestRules:
     def jobs(
         self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0, rejected_fields: Sequence[str] = ()
     ) -> IngestResult:
-        def work(tx: Tx) -> IngestResult:
-            result = IngestResult()
-            cache = AggregateCache(tx, self._clock(), self._limits)
-            if len(jobs) > 1:
-                cache.prefetch(jobs)
-            for job in jobs:
-                result.outcomes.append(self._apply(cache, job))
-            counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
-            counts["rejected"] += rejected
-            cache.flush(endpoint, counts)
-            _count_rejections(tx, endpoint, rejected_fields)
-            return result
+        request = _JobsRequest(jobs, endpoint, rejected, rejected_fields)
+        return self._db.submit(lambda tx: self._ingest(tx, [request])[0], merge=self._ingest, item=request)
 
-        return self._db.submit(work)
+    def _ingest(self, tx: Tx, requests: list[_JobsRequest]) -> list[IngestResult]:
+        """Store the requests' jobs in order, as one batch: one read-ahead, one write of the aggregates."""
+        cache = AggregateCache(tx, self._clock(), self._limits)
+        cache.prefetch([job for request in requests for job in request.jobs])
+        results = []
+        counts: dict[str, dict[str, int]] = {}
+        for request in requests:
+            result = IngestResult([self._apply(cache, job) for job in request.jobs])
+            results.append(result)
+            endpoint = counts.setdefault(request.endpoint, dict.fromkeys(OUTCOMES, 0))
+            for outcome in OUTCOMES:
+                endpoint[outcome] += result.count(outcome)
+            endpoint["rejected"] += request.rejected
+        cache.flush(counts)
+        for request in requests:
+            _count_rejections(tx, request.endpoint, request.rejected_fields)
+        return results
 
     def rejected(self, endpoint: str, count: int, fields: Sequence[str] = ()) -> None:
         def work(tx: Tx) -> None:
-            count_ingest(tx, endpoint, {"rejected": count})
+            count_ingest(tx, [(endpoint, "rejected", count)])
             _count_rejections(tx, endpoint, fields)
 
         self._db.submit(work)
@@ -138,7 +154,7 @@ class IngestRules:
                 if not job.streams:
                     # Lines that arrive after a job finished without streams may still report them.
                     self._apply(cache, Job(job_id=job_id, connection_name=connection, status=job.status))
-            cache.flush("logs", {"accepted": accepted, "unchanged": len(rows) - accepted})
+            cache.flush({"logs": {"accepted": accepted, "unchanged": len(rows) - accepted}})
             return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
 
         return self._db.submit(work)
@@ -146,7 +162,7 @@ class IngestRules:
     def _apply(self, cache: AggregateCache, job: Job) -> str:
         """Merge one record into the store and its aggregates; returns the outcome."""
         tx = cache.tx
-        existing = read_job(tx, job.job_id)
+        existing = cache.load_job(job.job_id)
         if job.finished and not job.streams and (existing is None or not existing.streams):
             job = _with_streams_from_lines(tx, job)
         outcome, merged = merge(existing, job, cache.now)

@@ -83,9 +83,9 @@ class Retention:
 
     def purge_dead_letters(self, before: float) -> int:
         def work(tx: Tx) -> int:
-            logs = tx.execute("DELETE FROM dead_letters WHERE dead_at < ?", (before,)).rowcount
-            hooks = tx.execute("DELETE FROM webhook_dead_letters WHERE dead_at < ?", (before,)).rowcount
-            return int(logs + hooks)
+            logs = tx.execute("DELETE FROM dead_letters WHERE dead_at < ? RETURNING 1", (before,)).fetchall()
+            hooks = tx.execute("DELETE FROM webhook_dead_letters WHERE dead_at < ? RETURNING 1", (before,)).fetchall()
+            return len(logs) + len(hooks)
 
         return self._db.submit(work)
 

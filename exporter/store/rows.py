@@ -13,13 +13,13 @@ from typing import Final
 
 from ..aggregates import DURATION_BUCKETS, ConnectionAgg, Histogram, StreamAgg
 from ..model import FINISHED_STATUSES, Job, StreamResult
-from .database import Tx, upsert
+from .database import Tx, chunks, marks, upsert
 from .errors import StoreError
 
 JOB_COLUMNS: Final = tuple(f.name for f in fields(Job) if f.name != "streams")
 STREAM_COLUMNS: Final = tuple(f.name for f in fields(StreamResult))
 JOB_SELECT: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
-STREAM_SELECT: Final = f"SELECT {', '.join(STREAM_COLUMNS)} FROM streams WHERE job_id = ? ORDER BY position"
+STREAMS_SELECT: Final = f"SELECT job_id, {', '.join(STREAM_COLUMNS)} FROM streams"
 STREAM_UPSERT: Final = upsert("streams", ("job_id", "position", *STREAM_COLUMNS), ("job_id", "name"))
 
 CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg) if f.name not in ("jobs", "durations"))
@@ -29,7 +29,17 @@ CONNECTION_COLUMNS: Final = (
     + tuple(column for s in FINISHED_STATUSES for column in (f"duration_counts_{s}", f"duration_sum_{s}"))
 )
 CONNECTION_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connections"
-CONNECTION_UPSERT: Final = upsert("connections", CONNECTION_COLUMNS, ("connection",))
+_VERSION: Final = CONNECTION_COLUMNS.index("version")
+#: The aggregates of a write, stamped with the store's next connections version (read in SQL: no round trip).
+CONNECTION_UPSERT: Final = upsert("connections", CONNECTION_COLUMNS, ("connection",)).replace(
+    f"VALUES ({marks(len(CONNECTION_COLUMNS))})",
+    "VALUES ("
+    + ", ".join(
+        "(SELECT value FROM meta WHERE key = 'connections_version')" if c == "version" else "?"
+        for c in CONNECTION_COLUMNS
+    )
+    + ")",
+)
 #: The counters of every connection beyond the series budget, added up: one row.
 OVERFLOW_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connection_overflow"
 OVERFLOW_UPSERT: Final = upsert("connection_overflow", CONNECTION_COLUMNS, ("connection",))
@@ -38,6 +48,7 @@ STREAM_AGG_COLUMNS: Final = ("connection", "stream", "records_synced", "last_sta
 STREAM_AGG_SELECT: Final = f"SELECT {', '.join(STREAM_AGG_COLUMNS)} FROM stream_aggs"
 STREAM_AGG_UPSERT: Final = upsert("stream_aggs", STREAM_AGG_COLUMNS, ("connection", "stream"))
 
+_STREAM_ORDER: Final = " ORDER BY job_id, position"
 _job_values: Final = attrgetter(*JOB_COLUMNS)
 _stream_values: Final = attrgetter(*STREAM_COLUMNS)
 _connection_values: Final = attrgetter(*CONNECTION_SCALARS)
@@ -65,10 +76,27 @@ def job_from_row(row: Sequence[object], streams: Sequence[Sequence[object]] = ()
 
 def read_job(tx: Tx, job_id: str) -> Job | None:
     """The stored job with its streams, or None."""
-    row = tx.execute(JOB_SELECT + " WHERE job_id = ?", (job_id,)).fetchone()
-    if row is None:
-        return None
-    return job_from_row(row, tx.execute(STREAM_SELECT, (job_id,)).fetchall())
+    return read_jobs(tx, [job_id]).get(job_id)
+
+
+def read_jobs(tx: Tx, job_ids: Sequence[str]) -> dict[str, Job]:
+    """The stored jobs among ``job_ids``, with their streams.
+
+    Every query is sent before any result is read: on PostgreSQL (pipeline
+    mode) they cost one round trip together.
+    """
+    sent = []
+    for chunk in chunks(list(dict.fromkeys(job_ids))):
+        where = f" WHERE job_id IN ({marks(len(chunk))})"
+        sent.append((tx.execute(JOB_SELECT + where, chunk), tx.execute(STREAMS_SELECT + where + _STREAM_ORDER, chunk)))
+    jobs: dict[str, Job] = {}
+    for job_rows, stream_rows in sent:
+        streams: dict[str, list[Sequence[object]]] = {}
+        for row in stream_rows.fetchall():
+            streams.setdefault(str(row[0]), []).append(row[1:])
+        for row in job_rows.fetchall():
+            jobs[str(row[0])] = job_from_row(row, streams.get(str(row[0]), ()))
+    return jobs
 
 
 def read_meta(tx: Tx, key: str) -> int:
@@ -82,6 +110,20 @@ def add_meta(tx: Tx, key: str, amount: float) -> None:
 
 def set_meta(tx: Tx, key: str, value: float) -> None:
     tx.execute(upsert("meta", ("key", "value"), ("key",)), (key, value))
+
+
+def change_meta(tx: Tx, *, add: dict[str, float], set_to: dict[str, float]) -> None:
+    """Several of the store's counters changed in one statement: ``add`` to some, ``set_to`` others."""
+    cases = [(key, "value + ?", amount) for key, amount in add.items() if amount] + [
+        (key, "?", value) for key, value in set_to.items()
+    ]
+    if not cases:
+        return
+    whens = " ".join(f"WHEN ? THEN {expression}" for _, expression, _ in cases)
+    tx.execute(
+        f"UPDATE meta SET value = CASE key {whens} END WHERE key IN ({marks(len(cases))})",
+        [value for key, _, amount in cases for value in (key, amount)] + [key for key, _, _ in cases],
+    )
 
 
 def _histogram(counts: str, total: float) -> Histogram:
@@ -106,6 +148,16 @@ def connection_from_row(row: Sequence[object]) -> ConnectionAgg:
 
 def connection_row(agg: ConnectionAgg) -> tuple[object, ...]:
     """The aggregate's ``connections`` row, in ``CONNECTION_COLUMNS`` order."""
+    row = _connection_row(agg)
+    return row[:_VERSION] + row[_VERSION + 1 :]
+
+
+def overflow_row(agg: ConnectionAgg) -> tuple[object, ...]:
+    """The overflow aggregate's row, in ``CONNECTION_COLUMNS`` order."""
+    return _connection_row(agg)
+
+
+def _connection_row(agg: ConnectionAgg) -> tuple[object, ...]:
     durations: list[object] = []
     for status in FINISHED_STATUSES:
         histogram = agg.durations.get(status)

@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final, TypeVar
 
-from .database import Dialect, Tx
+from .database import Dialect, Merge, Tx
 from .errors import StoreError, StoreFull
 from .groupcommit import GroupCommitter
 from .sqlite_schema import EXPORT_INDEX, MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -201,9 +201,9 @@ class SQLiteDatabase:
         except sqlite3.Error as error:
             raise store_error(error) from error
 
-    def submit(self, work: Callable[[Tx], T]) -> T:
+    def submit(self, work: Callable[[Tx], T], *, merge: Merge | None = None, item: object = None) -> T:
         try:
-            return self._group.submit(work)
+            return self._group.submit(work, merge=merge, item=item)
         except sqlite3.Error as error:
             raise store_error(error) from error
 
