@@ -43,8 +43,12 @@ class Database:
         return sorted(row[0] for row in self.db.execute("SELECT value FROM t"))
 
 
+SAVEPOINTS: list[str] = []
+
+
 @contextmanager
 def savepoint(db: sqlite3.Connection) -> Iterator[None]:
+    SAVEPOINTS.append("w")
     db.execute("SAVEPOINT w")
     try:
         yield
@@ -92,13 +96,14 @@ def database(tmp_path: Path) -> Iterator[Database]:
     database.db.close()
 
 
-def test_queued_writes_share_one_transaction(database: Database) -> None:
+def test_queued_writes_share_one_transaction_without_savepoints(database: Database) -> None:
     committer = GroupCommitter(database.transaction, savepoint)
+    SAVEPOINTS.clear()
 
     outcomes = submit_together(committer, {"a": insert("a"), "b": insert("b"), "c": insert("c")})
 
     assert outcomes == {"a": "a", "b": "b", "c": "c"}
-    assert database.transactions == 1
+    assert database.transactions == 1 and SAVEPOINTS == []
     assert database.values() == ["a", "b", "c"]
 
 
@@ -109,7 +114,8 @@ def test_a_failing_write_is_undone_alone_and_gets_its_own_error(database: Databa
 
     assert outcomes["a"] == "a" and outcomes["c"] == "c"
     assert isinstance(outcomes["bad"], ValueError) and str(outcomes["bad"]) == "bad refused"
-    assert database.transactions == 1
+    # Run together first, rolled back for the failure, then each write in its savepoint.
+    assert database.transactions == 2
     assert database.values() == ["a", "c"]
 
 
@@ -159,3 +165,29 @@ def test_logs_for_an_unknown_job_fail_alone_beside_jobs_stored_in_the_same_commi
     assert store.reads.job("j-1") is not None
     assert store.metrics.snapshot().ingest_counts[("jobs", "accepted")] == 1
     assert ("logs", "accepted") not in store.metrics.snapshot().ingest_counts
+
+
+def test_queued_requests_of_one_kind_run_as_one_merged_call(database: Database) -> None:
+    committer = GroupCommitter(database.transaction, savepoint)
+    calls: list[list[str]] = []
+
+    def merge(db: sqlite3.Connection, items: list[str]) -> list[str]:
+        calls.append(items)
+        db.executemany("INSERT INTO t VALUES (?)", [(item,) for item in items])
+        return [f"stored {item}" for item in items]
+
+    def request(value: str) -> Callable[[], str]:
+        return lambda: committer.submit(lambda db: merge(db, [value])[0], merge=merge, item=value)
+
+    outcomes: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda v=v: outcomes.update({v: request(v)()})) for v in ("a", "b", "c")]
+    with committer._leader:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(committer._queue) == 3, timeout=10, what="every request queued")
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert outcomes == {"a": "stored a", "b": "stored b", "c": "stored c"}
+    assert sorted(map(sorted, calls)) == [["a", "b", "c"]]
+    assert database.transactions == 1 and database.values() == ["a", "b", "c"]
