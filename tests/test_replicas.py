@@ -131,6 +131,7 @@ def test_two_replicas_fed_alternately_give_exact_sums_in_prometheus(
         list(pool.map(lambda i: post_job_and_line(*((a, b) if i % 2 else (b, a)), i, now), range(2000)))
 
     prometheus = prometheus_for([a.url.removeprefix("http://"), b.url.removeprefix("http://")])
+    wait_until(lambda: prometheus.scalar("sum(up)") == 2, timeout=30, what="both replicas scraped")
     wait_until(
         lambda: prometheus.scalar("sum(calabi_sync_jobs_total)") == 2000, timeout=30, what="2,000 jobs in Prometheus"
     )

@@ -19,7 +19,7 @@ from .records import ERROR_FAMILY, OVERFLOW_KINDS, SeriesLimits
 from .rows import (
     CONNECTION_SELECT,
     CONNECTION_UPSERT,
-    JOB_COLUMNS,
+    JOB_UPSERT,
     OVERFLOW_SELECT,
     OVERFLOW_UPSERT,
     STREAM_AGG_SELECT,
@@ -38,14 +38,6 @@ from .rows import (
     stream_rows,
 )
 
-_JOB_INSERT: Final = (
-    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, active_since, first_seen, updated_at, job_time)"
-    f" VALUES ({marks(len(JOB_COLUMNS) + 4)})"
-)
-_JOB_UPDATE: Final = (
-    f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in JOB_COLUMNS[1:])}, active_since = ?, updated_at = ?"
-    " WHERE job_id = ?"
-)
 _LOG_COUNT_ADD: Final = (
     "INSERT INTO log_counts (connection, family, key, count) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (connection, family, key) DO UPDATE SET count = log_counts.count + excluded.count"
@@ -109,8 +101,7 @@ class AggregateCache:
         self.jobs: dict[str, Job] = {}  # stored jobs read ahead, until one of them is saved again
         self.jobs_read: set[str] = set()  # ids read ahead, found or not
         # Job and stream rows saved but not written yet (see write_jobs).
-        self.inserts: list[tuple[object, ...]] = []
-        self.updates: list[tuple[object, ...]] = []
+        self.job_rows: list[tuple[object, ...]] = []
         self.stream_rows: list[tuple[object, ...]] = []
         self.admitted: int | None = None  # connections with series of their own, once read
         self.overflow: ConnectionAgg | None = None  # the overflow aggregate, once read or made
@@ -161,27 +152,22 @@ class AggregateCache:
 
     def save_job(self, job: Job, *, is_new: bool) -> None:
         """Keep the job as stored from now on; its rows are written with the others (:meth:`write_jobs`)."""
+        if any(row[0] == job.job_id for row in self.job_rows):
+            self.write_jobs()  # one statement may not write a row twice
         self.jobs[job.job_id] = job  # a request naming it again merges into this
         self.jobs_read.add(job.job_id)
-        values = [*job_values(job), active_since(job, self.now)]
-        if is_new:
-            self.new_jobs += 1
-            # job_time, the job's place in listings, is set once: queued, else started, else finished.
-            job_time = next((t for t in (job.created_at, job.started_at, job.finished_at) if t is not None), self.now)
-            self.inserts.append((*values, self.now, self.now, job_time))
-        else:
-            self.updates.append((*values[1:], self.now, job.job_id))
+        self.new_jobs += is_new
+        # job_time, the job's place in listings, is set once (queued, else started, else finished), as is
+        # first_seen: the upsert leaves both alone on a stored job.
+        job_time = next((t for t in (job.created_at, job.started_at, job.finished_at) if t is not None), self.now)
+        self.job_rows.append((*job_values(job), active_since(job, self.now), self.now, self.now, job_time))
         self.stream_rows += stream_rows(job)
 
     def write_jobs(self) -> None:
         """Write the jobs saved so far, all at once; before anything reads the ``jobs`` table again."""
-        if self.inserts:
-            self.tx.executemany(_JOB_INSERT, self.inserts)
-        if self.updates:
-            self.tx.executemany(_JOB_UPDATE, self.updates)
-        if self.stream_rows:
-            self.tx.executemany(STREAM_UPSERT, self.stream_rows)
-        self.inserts, self.updates, self.stream_rows = [], [], []
+        JOB_UPSERT.write(self.tx, self.job_rows)
+        STREAM_UPSERT.write(self.tx, self.stream_rows)
+        self.job_rows, self.stream_rows = [], []
 
     def connection(self, name: str) -> ConnectionAgg:
         """The connection's aggregate; a new connection gets series of its own while the budget lasts."""
@@ -277,11 +263,11 @@ class AggregateCache:
             set_to={} if self.admitted is None else {"admitted_connections": self.admitted},
         )
         if self.connections:  # stamped with the version just made (see CONNECTION_UPSERT)
-            self.tx.executemany(CONNECTION_UPSERT, [connection_row(agg) for agg in self.connections.values()])
+            CONNECTION_UPSERT.write(self.tx, [connection_row(agg) for agg in self.connections.values()])
         if self.overflow is not None:
-            self.tx.execute(OVERFLOW_UPSERT, overflow_row(self.overflow))
+            OVERFLOW_UPSERT.write(self.tx, [overflow_row(self.overflow)])
         if self.streams:
-            self.tx.executemany(STREAM_AGG_UPSERT, [stream_agg_row(a) for a in self.streams.values()])
+            STREAM_AGG_UPSERT.write(self.tx, [stream_agg_row(a) for a in self.streams.values()])
         for connection, errors in self.errors.items():
             add_log_counts(self.tx, connection, errors)
         count_ingest(self.tx, [(e, outcome, n) for e, outcomes in counts.items() for outcome, n in outcomes.items()])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -133,6 +134,45 @@ def marks(count: int) -> str:
 
 def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     """An INSERT that replaces the other columns of an existing row with the same key."""
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    conflict = f"ON CONFLICT ({', '.join(key)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(len(columns))}) {conflict}"
+    return Upsert(table, tuple(columns), tuple(key)).sql(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Rows written with few statements: a row whose key is stored replaces that row's ``update`` columns.
+
+    Many rows go in one multi-row ``INSERT … VALUES (…), (…) ON CONFLICT …``
+    (both engines): one statement instead of one per row. Keys must not repeat
+    within one :meth:`write`.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    update: tuple[str, ...] | None = None  # None: every column but the key
+    computed: tuple[tuple[str, str], ...] = ()  # (column, SQL): a value computed in the statement, not a parameter
+
+    @property
+    def parameters(self) -> int:
+        """Parameters per row."""
+        return len(self.columns) - len(self.computed)
+
+    def sql(self, rows: int) -> str:
+        return _upsert_sql(self, rows)
+
+    def write(self, tx: Tx, rows: Sequence[Sequence[object]]) -> None:
+        """Write ``rows`` (parameters in column order, computed columns left out)."""
+        for chunk in chunks(rows, max(1, MAX_PARAMS // self.parameters)):
+            tx.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+
+
+@lru_cache(maxsize=1024)
+def _upsert_sql(self: Upsert, rows: int) -> str:
+    computed = dict(self.computed)
+    row = "(" + ", ".join(computed.get(c, "?") for c in self.columns) + ")"
+    update = self.update if self.update is not None else tuple(c for c in self.columns if c not in self.key)
+    action = f"UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in update)}" if update else "NOTHING"
+    return (
+        f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES {', '.join([row] * rows)}"
+        f" ON CONFLICT ({', '.join(self.key)}) DO {action}"
+    )

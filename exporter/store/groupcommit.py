@@ -77,21 +77,63 @@ class GroupCommitter(Generic[Db]):
             self._queue.append(work)
         with self._leader:
             if not work.done:
-                with self._queue_lock:
-                    group, self._queue = self._queue, []
-                self._run(group)
+                self._lead()
         if work.error is not None:
             raise work.error
         return work.result  # type: ignore[return-value]
 
-    def _run(self, group: list[_Work[Db]]) -> None:
-        if len(group) > 1 and self._run_together(group):
-            return
+    def _lead(self) -> None:
+        """Open a transaction, then take every request queued by then and run them in it.
+
+        The queue is taken once the transaction holds the write lock, so the
+        requests that arrived while another writer (a process, a replica) held
+        it join this group instead of waiting for the next one.
+        """
+        group: list[_Work[Db]] = []
         try:
             with self._transaction() as db:
-                if len(group) == 1:  # alone in its transaction: the rollback undoes it, no savepoint needed
-                    group[0].result = group[0].fn(db)
-                    return
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._run_together(db, group)
+        except BaseException as error:
+            if not group:  # the transaction did not even begin: what is queued would fail the same way
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+            for work in group:
+                work.result = None
+            if len(group) > 1 and isinstance(error, Exception):
+                self._run_apart(group)  # find the request that failed: each alone in its savepoint
+                return
+            for work in group:
+                work.error = error
+                work.done = True
+            if not isinstance(error, Exception):
+                raise
+            return
+        for work in group:
+            work.done = True
+
+    @staticmethod
+    def _run_together(db: Db, group: list[_Work[Db]]) -> None:
+        """Run the group without savepoints, requests that can merge as one call; raise on any failure.
+
+        Failures are rare, and a savepoint costs a round trip per request on a
+        networked database; so the group first runs as one plain transaction,
+        and only when something in it fails does it run again with each
+        request in its own savepoint, to undo the failed one alone.
+        """
+        for run in _runs(group):
+            if len(run) > 1 and run[0].merge is not None:
+                results = run[0].merge(db, [work.item for work in run])
+                for work, result in zip(run, results, strict=True):
+                    work.result = result
+            else:
+                for work in run:
+                    work.result = work.fn(db)
+
+    def _run_apart(self, group: list[_Work[Db]]) -> None:
+        try:
+            with self._transaction() as db:
                 for work in group:
                     try:
                         with self._savepoint(db):
@@ -109,32 +151,6 @@ class GroupCommitter(Generic[Db]):
         finally:
             for work in group:
                 work.done = True
-
-    def _run_together(self, group: list[_Work[Db]]) -> bool:
-        """Run the group without savepoints; False (nothing stored) when any of it failed.
-
-        Failures are rare, and a savepoint costs a round trip per request on a
-        networked database; so the group first runs as one plain transaction,
-        and only when something in it fails does it run again with each
-        request in its own savepoint, to undo the failed one alone.
-        """
-        try:
-            with self._transaction() as db:
-                for run in _runs(group):
-                    if len(run) > 1 and run[0].merge is not None:
-                        results = run[0].merge(db, [work.item for work in run])
-                        for work, result in zip(run, results, strict=True):
-                            work.result = result
-                    else:
-                        for work in run:
-                            work.result = work.fn(db)
-        except Exception:
-            for work in group:
-                work.result = None
-            return False
-        for work in group:
-            work.done = True
-        return True
 
 
 def _runs(group: list[_Work[Db]]) -> list[list[_Work[Db]]]:

@@ -221,6 +221,7 @@ class PostgresDatabase:
             max_size=pool_size,
             open=False,
             kwargs={"autocommit": True, "application_name": "calabi-exporter"},
+            configure=_configure,
             check=self._check,
             reset=self._returned,
             timeout=30.0,
@@ -248,35 +249,50 @@ class PostgresDatabase:
 
     @staticmethod
     def _migrate(conn: psycopg.Connection[Any], s3_export: bool) -> None:
-        """Bring the schema up to date; replicas starting together wait on one lock and agree."""
+        """Bring the schema up to date; replicas starting together wait on one lock and agree.
+
+        The write lock is taken too, so no replica writes while the schema
+        changes (DDL beside running writers could deadlock with them); a schema
+        already up to date is left alone.
+        """
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, SCHEMA_LOCK))
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK))
             conn.execute("CREATE TABLE IF NOT EXISTS calabi_schema (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM calabi_schema").fetchone()
             version = row[0] if row and row[0] is not None else 0
             if version > SCHEMA_VERSION:
                 raise StoreError(f"schema version {version} is newer than this exporter")
-            if version:
-                for step in range(version, SCHEMA_VERSION):
-                    MIGRATIONS[step](conn)
-            for statement in SCHEMA_STATEMENTS:
-                conn.execute(statement)
-            if s3_export:
-                conn.execute(EXPORT_INDEX_STATEMENT)
             if version != SCHEMA_VERSION:
+                for step in range(version, SCHEMA_VERSION) if version else ():
+                    MIGRATIONS[step](conn)
+                for statement in SCHEMA_STATEMENTS:
+                    conn.execute(statement)
                 conn.execute("DELETE FROM calabi_schema")
                 conn.execute("INSERT INTO calabi_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+            if s3_export and not conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'jobs_to_export'").fetchone():
+                conn.execute(EXPORT_INDEX_STATEMENT)
 
     @contextmanager
     def _write(self) -> Iterator[_Tx]:
-        """A write transaction in pipeline mode: statements whose results nobody reads go out together.
+        """A write transaction in pipeline mode, holding the write lock only until it commits.
 
         Only reading a result (``fetchone``) waits for the server, so a request's
-        inserts and updates cost one round trip between them, not one each.
+        inserts and updates cost one round trip between them, not one each. The
+        transaction commits without waiting for its WAL to reach the disk, which
+        releases the write lock for the next writer at once; then a transaction
+        of its own (``txid_current()``, committed synchronously) waits until the
+        WAL up to here is on disk. Nobody is answered before that, so an answer
+        still means "stored durably"; a writer that read this transaction's
+        changes commits after it in the WAL, so a crash loses both or neither.
         """
-        with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK))
-            yield _Tx(conn)
+        with self._pool.connection() as conn:
+            with conn.pipeline(), conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = off")
+                # Waited for here, so that requests arriving meanwhile join this transaction (see groupcommit).
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK)).fetchone()
+                yield _Tx(conn)
+            conn.execute("SELECT txid_current()")  # durable: waits for the WAL flush
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -322,6 +338,16 @@ class PostgresDatabase:
     def close(self) -> None:
         self._locks.close()
         self._pool.close()
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """A new pooled connection prepares every statement at once, and keeps many prepared.
+
+    The statements are few but come in several sizes (``IN`` lists, multi-row
+    inserts); prepared, each skips parsing and planning on every later use.
+    """
+    conn.prepare_threshold = 0
+    conn.prepared_max = 1000
 
 
 @contextmanager

@@ -13,14 +13,21 @@ from typing import Final
 
 from ..aggregates import DURATION_BUCKETS, ConnectionAgg, Histogram, StreamAgg
 from ..model import FINISHED_STATUSES, Job, StreamResult
-from .database import Tx, chunks, marks, upsert
+from .database import Tx, Upsert, chunks, marks, upsert
 from .errors import StoreError
 
 JOB_COLUMNS: Final = tuple(f.name for f in fields(Job) if f.name != "streams")
 STREAM_COLUMNS: Final = tuple(f.name for f in fields(StreamResult))
 JOB_SELECT: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 STREAMS_SELECT: Final = f"SELECT job_id, {', '.join(STREAM_COLUMNS)} FROM streams"
-STREAM_UPSERT: Final = upsert("streams", ("job_id", "position", *STREAM_COLUMNS), ("job_id", "name"))
+STREAM_UPSERT: Final = Upsert("streams", ("job_id", "position", *STREAM_COLUMNS), ("job_id", "name"))
+#: A job's row: a job stored before keeps the time it was first seen and its place in listings.
+JOB_UPSERT: Final = Upsert(
+    "jobs",
+    (*JOB_COLUMNS, "active_since", "first_seen", "updated_at", "job_time"),
+    ("job_id",),
+    update=(*JOB_COLUMNS[1:], "active_since", "updated_at"),
+)
 
 CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg) if f.name not in ("jobs", "durations"))
 CONNECTION_COLUMNS: Final = (
@@ -31,22 +38,19 @@ CONNECTION_COLUMNS: Final = (
 CONNECTION_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connections"
 _VERSION: Final = CONNECTION_COLUMNS.index("version")
 #: The aggregates of a write, stamped with the store's next connections version (read in SQL: no round trip).
-CONNECTION_UPSERT: Final = upsert("connections", CONNECTION_COLUMNS, ("connection",)).replace(
-    f"VALUES ({marks(len(CONNECTION_COLUMNS))})",
-    "VALUES ("
-    + ", ".join(
-        "(SELECT value FROM meta WHERE key = 'connections_version')" if c == "version" else "?"
-        for c in CONNECTION_COLUMNS
-    )
-    + ")",
+CONNECTION_UPSERT: Final = Upsert(
+    "connections",
+    CONNECTION_COLUMNS,
+    ("connection",),
+    computed=(("version", "(SELECT value FROM meta WHERE key = 'connections_version')"),),
 )
 #: The counters of every connection beyond the series budget, added up: one row.
 OVERFLOW_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connection_overflow"
-OVERFLOW_UPSERT: Final = upsert("connection_overflow", CONNECTION_COLUMNS, ("connection",))
+OVERFLOW_UPSERT: Final = Upsert("connection_overflow", CONNECTION_COLUMNS, ("connection",))
 
 STREAM_AGG_COLUMNS: Final = ("connection", "stream", "records_synced", "last_status", "last_finished_at")
 STREAM_AGG_SELECT: Final = f"SELECT {', '.join(STREAM_AGG_COLUMNS)} FROM stream_aggs"
-STREAM_AGG_UPSERT: Final = upsert("stream_aggs", STREAM_AGG_COLUMNS, ("connection", "stream"))
+STREAM_AGG_UPSERT: Final = Upsert("stream_aggs", STREAM_AGG_COLUMNS, ("connection", "stream"))
 
 _STREAM_ORDER: Final = " ORDER BY job_id, position"
 _job_values: Final = attrgetter(*JOB_COLUMNS)
