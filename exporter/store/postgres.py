@@ -286,13 +286,13 @@ class PostgresDatabase:
         still means "stored durably"; a writer that read this transaction's
         changes commits after it in the WAL, so a crash loses both or neither.
         """
-        with self._pool.connection() as conn:
-            with conn.pipeline(), conn.transaction():
+        with self._pool.connection() as conn, conn.pipeline():
+            with conn.transaction():
                 conn.execute("SET LOCAL synchronous_commit = off")
                 # Waited for here, so that requests arriving meanwhile join this transaction (see groupcommit).
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK)).fetchone()
                 yield _Tx(conn)
-            conn.execute("SELECT txid_current()")  # durable: waits for the WAL flush
+            conn.execute("SELECT txid_current()")  # durable: its commit waits for the WAL flush
 
     @contextmanager
     def read(self) -> Iterator[Tx]:

@@ -19,7 +19,6 @@ from .errors import StoreError
 JOB_COLUMNS: Final = tuple(f.name for f in fields(Job) if f.name != "streams")
 STREAM_COLUMNS: Final = tuple(f.name for f in fields(StreamResult))
 JOB_SELECT: Final = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
-STREAMS_SELECT: Final = f"SELECT job_id, {', '.join(STREAM_COLUMNS)} FROM streams"
 STREAM_UPSERT: Final = Upsert("streams", ("job_id", "position", *STREAM_COLUMNS), ("job_id", "name"))
 #: A job's row: a job stored before keeps the time it was first seen and its place in listings.
 JOB_UPSERT: Final = Upsert(
@@ -52,7 +51,11 @@ STREAM_AGG_COLUMNS: Final = ("connection", "stream", "records_synced", "last_sta
 STREAM_AGG_SELECT: Final = f"SELECT {', '.join(STREAM_AGG_COLUMNS)} FROM stream_aggs"
 STREAM_AGG_UPSERT: Final = Upsert("stream_aggs", STREAM_AGG_COLUMNS, ("connection", "stream"))
 
-_STREAM_ORDER: Final = " ORDER BY job_id, position"
+_JOB_END: Final = len(JOB_COLUMNS)
+_JOBS_WITH_STREAMS: Final = (
+    f"SELECT {', '.join(f'j.{c}' for c in JOB_COLUMNS)}, {', '.join(f's.{c}' for c in STREAM_COLUMNS)}"
+    " FROM jobs j LEFT JOIN streams s ON s.job_id = j.job_id"
+)
 _job_values: Final = attrgetter(*JOB_COLUMNS)
 _stream_values: Final = attrgetter(*STREAM_COLUMNS)
 _connection_values: Final = attrgetter(*CONNECTION_SCALARS)
@@ -84,22 +87,28 @@ def read_job(tx: Tx, job_id: str) -> Job | None:
 
 
 def read_jobs(tx: Tx, job_ids: Sequence[str]) -> dict[str, Job]:
-    """The stored jobs among ``job_ids``, with their streams.
+    """The stored jobs among ``job_ids``, with their streams (one query: the jobs joined with their streams).
 
     Every query is sent before any result is read: on PostgreSQL (pipeline
     mode) they cost one round trip together.
     """
-    sent = []
-    for chunk in chunks(list(dict.fromkeys(job_ids))):
-        where = f" WHERE job_id IN ({marks(len(chunk))})"
-        sent.append((tx.execute(JOB_SELECT + where, chunk), tx.execute(STREAMS_SELECT + where + _STREAM_ORDER, chunk)))
+    sent = [
+        tx.execute(
+            _JOBS_WITH_STREAMS + f" WHERE j.job_id IN ({marks(len(chunk))}) ORDER BY j.job_id, s.position", chunk
+        )
+        for chunk in chunks(list(dict.fromkeys(job_ids)))
+    ]
     jobs: dict[str, Job] = {}
-    for job_rows, stream_rows in sent:
+    for rows in sent:
         streams: dict[str, list[Sequence[object]]] = {}
-        for row in stream_rows.fetchall():
-            streams.setdefault(str(row[0]), []).append(row[1:])
-        for row in job_rows.fetchall():
-            jobs[str(row[0])] = job_from_row(row, streams.get(str(row[0]), ()))
+        heads: dict[str, Sequence[object]] = {}
+        for row in rows.fetchall():
+            job_id = str(row[0])
+            heads.setdefault(job_id, row[:_JOB_END])
+            if row[_JOB_END] is not None:  # the stream's name: None when the job has no streams
+                streams.setdefault(job_id, []).append(row[_JOB_END:])
+        for job_id, head in heads.items():
+            jobs[job_id] = job_from_row(head, streams.get(job_id, ()))
     return jobs
 
 
