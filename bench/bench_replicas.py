@@ -18,8 +18,8 @@ PostgreSQL is Debian's server in a temporary directory on a free loopback
 port, with its defaults (``fsync``, ``synchronous_commit`` on: as durable as
 SQLite's ``full``). Run from the project root::
 
-    .venv/bin/python bench/bench_replicas.py            # ~6 min on 2 cores
-    .venv/bin/python bench/bench_replicas.py --quick    # ~2 min
+    .venv/bin/python bench/bench_replicas.py            # ~2 min on 2 cores
+    .venv/bin/python bench/bench_replicas.py --quick    # ~1.5 min, smaller counts
 
 Results go to ``docs/benchmarks-replicas.md`` (overwritten). The target: single-
 record ingest with two PostgreSQL replicas at least 70 % of SQLite's in the same run.
