@@ -139,6 +139,7 @@ def test_a_lone_write_that_fails_is_rolled_back(database: Database) -> None:
     assert database.values() == ["after"]
 
 
+@pytest.mark.every_backend
 def test_logs_for_an_unknown_job_fail_alone_beside_jobs_stored_in_the_same_commit(store: Store) -> None:
     job = parse_job({"job_id": "j-1", "connection_name": "Stripe → Postgres", "status": "succeeded"})
     outcomes: dict[str, object] = {}

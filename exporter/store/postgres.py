@@ -83,10 +83,16 @@ def store_error(error: Exception, context: str = "") -> StoreError:
 class _Tx:
     """A transaction on one connection, speaking the shared SQL."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "pipeline")
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None) -> None:
         self.conn = conn
+        self.pipeline = pipeline
+
+    def sync(self) -> None:
+        """Wait for every statement sent so far; raises the first error among them."""
+        if self.pipeline is not None:
+            self.pipeline.sync()
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
         if params:
@@ -286,12 +292,21 @@ class PostgresDatabase:
         still means "stored durably"; a writer that read this transaction's
         changes commits after it in the WAL, so a crash loses both or neither.
         """
-        with self._pool.connection() as conn, conn.pipeline():
-            with conn.transaction():
+        # BEGIN and COMMIT are sent as statements: psycopg's transaction blocks wait for the server on
+        # entry and exit in pipeline mode, two round trips a transaction.
+        with self._pool.connection() as conn, conn.pipeline() as pipeline:
+            tx = _Tx(conn, pipeline)
+            conn.execute("BEGIN")
+            try:
                 conn.execute("SET LOCAL synchronous_commit = off")
                 # Waited for here, so that requests arriving meanwhile join this transaction (see groupcommit).
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK)).fetchone()
-                yield _Tx(conn)
+                yield tx
+                conn.execute("COMMIT")
+                tx.sync()
+            except BaseException:
+                _rollback(tx, "ROLLBACK")
+                raise
             conn.execute("SELECT txid_current()")  # durable: its commit waits for the WAL flush
 
     @contextmanager
@@ -352,9 +367,28 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
 @contextmanager
 def _savepoint(tx: _Tx) -> Iterator[None]:
-    """One request inside a shared transaction: undone alone when it fails."""
-    with tx.conn.transaction():
+    """One request inside a shared transaction: undone alone when it fails (its statements are awaited)."""
+    tx.conn.execute("SAVEPOINT request")
+    try:
         yield
+        tx.conn.execute("RELEASE SAVEPOINT request")
+        tx.sync()
+    except BaseException:
+        _rollback(tx, "ROLLBACK TO SAVEPOINT request", "RELEASE SAVEPOINT request")
+        raise
+
+
+def _rollback(tx: _Tx, *statements: str) -> None:
+    """Undo after a failure: first clear what the failure left in the pipeline, then send ``statements``.
+
+    A connection that fails even this is broken; the pool drops it when it comes back.
+    """
+    with suppress(psycopg.Error):
+        tx.sync()  # a statement's error surfaces here when nothing waited for it yet
+    with suppress(psycopg.Error):
+        for statement in statements:
+            tx.conn.execute(statement)
+        tx.sync()
 
 
 def _where(url: str) -> str:
