@@ -219,7 +219,7 @@ def _open_store(config: Config) -> None:
     except StoreFull:
         raise  # not a configuration error: the disk needs space
     except StoreError as error:
-        raise ConfigError("data_dir", str(error)) from None
+        raise ConfigError("database_url" if config.database_url else "data_dir", str(error)) from None
 
 
 def _make_app(config: Config) -> Any:

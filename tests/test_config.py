@@ -136,6 +136,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             id="url with a port out of range",
         ),
         pytest.param(
+            "",
+            {"CALABI_DATABASE_URL": "mysql://calabi:s3cret@db/calabi"},
+            "database_url: must be a postgresql://user:password@host:5432/database URL (empty: SQLite in data_dir)",
+            id="a database url of another engine",
+        ),
+        pytest.param(
+            "",
+            {"CALABI_DATABASE_URL": "postgresql://calabi:s3cret@db/calabi?no_such_option=1"},
+            "database_url: is not a connection URL PostgreSQL's client can read",
+            id="a database url with an unknown option",
+        ),
+        pytest.param(
             "webhooks:\n  - name: ops\n    url: 'https://'\n    secret: x\n",
             {},
             "webhooks[0].url: must be an http:// or https:// URL with a valid host",
@@ -153,6 +165,7 @@ def test_serve_with_bad_config_exits_2_with_one_line_naming_the_key(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"calabi-exporter: config error: {expected}")
     assert result.stdout == ""
+    assert "s3cret" not in result.stderr
 
 
 def test_serve_with_an_unusable_data_dir_exits_2_naming_data_dir(tmp_path: Path) -> None:
@@ -179,6 +192,14 @@ def test_check_config_prints_the_effective_config_without_tokens(tmp_path: Path)
     assert "x" * 20 not in result.stdout
     assert '"Authorization": "***"' in result.stdout
     assert "c2VjcmV0" not in result.stdout
+
+
+def test_check_config_masks_the_database_password() -> None:
+    result = run_cli("check-config", env={"CALABI_DATABASE_URL": "postgresql://calabi:s3cret@db:5432/calabi"})
+
+    assert result.returncode == 0
+    assert '"database_url": "postgresql://calabi:[REDACTED]@db:5432/calabi"' in result.stdout
+    assert "s3cret" not in result.stdout
 
 
 def test_every_option_is_documented_in_the_readme() -> None:
