@@ -66,8 +66,13 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
+
 from calabi_exporter.model import Job, parse_job
 from calabi_exporter.store import Store
+
+from tests.processes import children, cpu_seconds, process_tree
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
@@ -400,34 +405,9 @@ def free_port() -> int:
         return port
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from "state" on; comm may hold spaces
-
-
 def process_tree_cpu(root: int) -> float:
     """User + system CPU seconds of ``root`` and its live descendants (gunicorn master and workers)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields_ = _stat_fields(int(entry.name))
-            if fields_ is not None:
-                parents[int(entry.name)] = int(fields_[1])
-    tree = {root}
-    for _ in range(10):  # gunicorn is two levels deep; bounded anyway
-        children = {pid for pid, parent in parents.items() if parent in tree} - tree
-        if not children:
-            break
-        tree |= children
-    ticks = 0
-    for pid in tree:
-        fields_ = _stat_fields(pid)
-        if fields_ is not None:
-            ticks += int(fields_[11]) + int(fields_[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(process_tree(root))
 
 
 def wait_for_workers(master: int, workers: int) -> None:
@@ -438,12 +418,7 @@ def wait_for_workers(master: int, workers: int) -> None:
     """
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
-        children = [
-            p
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit() and (_stat_fields(int(p.name)) or ["", ""])[1] == str(master)
-        ]
-        if len(children) >= workers:
+        if len(children(master)) >= workers:
             time.sleep(2.0)
             return
         time.sleep(0.1)

@@ -47,6 +47,8 @@ from calabi_exporter.model import Job, StreamResult
 from calabi_exporter.scrape import ScrapeRenderer
 from calabi_exporter.store import Store
 
+from tests.processes import children  # on the path once bench_ingest_scrape is imported
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "scrape-benchmark.md"
 T0: Final = 1_775_462_400.0  # 2026-04-06T08:00:00Z
@@ -88,19 +90,6 @@ def fill(data_dir: Path, connections: int) -> float:
     return time.perf_counter() - started
 
 
-def worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == str(master):
-                pids.append(int(entry.name))
-    return pids
-
-
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -122,7 +111,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            for pid in worker_pids(self.master):
+            for pid in children(self.master):
                 self.peak = max(self.peak, rss_mib(pid))
 
     def __enter__(self) -> RssSampler:
@@ -150,7 +139,7 @@ def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) ->
     service = Service(label, argv, env, f"http://127.0.0.1:{port}", "/readyz", workdir / f"{label}.log")
     with running(service):
         wait_for_workers(service.pid, WORKERS)
-        idle = max(rss_mib(pid) for pid in worker_pids(service.pid))
+        idle = max(rss_mib(pid) for pid in children(service.pid))
         cold: list[float] = []
         size = 0
         # Memory is sampled through the whole run: the first scrape of each worker renders everything.

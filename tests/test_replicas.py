@@ -26,6 +26,7 @@ from .capture_servers import WebhookReceiver
 from .conftest import ExporterProcess, Prometheus, Samples, wait_until
 from .otlp_receiver import Receiver
 from .postgres_server import PostgresServer
+from .processes import process_tree
 from .s3_server import BUCKET, MotoServer
 
 ROLES = ("metrics", "shipper", "s3", "purge", "webhooks")
@@ -144,24 +145,6 @@ def test_two_replicas_fed_alternately_give_exact_sums_in_prometheus(
     assert prometheus.scalar("count(calabi_exporter_build_info)") == 2
     exposing = [sync_samples(r.scrape()) > 0 for r in (a, b)]
     assert sorted(exposing) == [False, True]
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo += children.get(current, [])
-    return tree
 
 
 @pytest.fixture

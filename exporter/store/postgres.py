@@ -16,7 +16,6 @@ import logging
 import re
 import threading
 import time
-import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -46,6 +45,10 @@ ROLE_LOCKS: Final = {role: 10 + index for index, role in enumerate(ROLES)}
 HEARTBEAT_SECONDS: Final = 2.0
 #: A holder frozen or cut off from the database loses its session (and roles) after this long (PostgreSQL 14+).
 IDLE_SESSION_TIMEOUT: Final = "8s"
+#: A write transaction's first statement: the write lock, and a commit that does not wait for the disk.
+_WRITE_LOCK_STATEMENT: Final = "SELECT pg_advisory_xact_lock(?, ?), set_config('synchronous_commit', 'off', true)"
+#: Cursors for statements with rows a connection keeps for its transactions (more are made as needed).
+READ_CURSORS: Final = 8
 #: A pooled connection idle this long is checked before it is lent again.
 CHECK_AFTER_IDLE: Final = 5.0
 #: TCP keepalives on the role connection, so a dead peer is noticed on either side within seconds.
@@ -68,9 +71,36 @@ POSTGRES: Final = Dialect(
 
 
 @lru_cache(maxsize=4096)
-def _placeholders(sql: str) -> str:
-    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
-    return sql.replace("%", "%%").replace("?", "%s")
+def _statement(sql: str) -> tuple[bytes, bool]:
+    """The shared SQL as PostgreSQL's own (``?`` placeholders numbered ``$1``, ``$2``, …), and whether it gives rows.
+
+    Converted once per statement text: the statements go out through raw
+    cursors, which send them as they are (psycopg's own conversion is not kept
+    for statements with many parameters, such as multi-row inserts).
+    Rows come from a query or from a change with ``RETURNING``.
+    """
+    parts = sql.split("?")
+    text = parts[0] + "".join(f"${number}{part}" for number, part in enumerate(parts[1:], start=1))
+    head = sql.lstrip()[:7].upper()
+    rows = head.startswith(("SELECT", "WITH", "EXPLAIN")) or " RETURNING " in sql.upper()
+    return text.encode(), rows
+
+
+class _NoRows:
+    """What a statement without rows gives back: reading it is a mistake, and says so."""
+
+    __slots__ = ()
+
+    def _none(self) -> Any:
+        raise psycopg.ProgrammingError("the statement returns no rows (add RETURNING to read them)")
+
+    fetchone = fetchall = _none
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+_NO_ROWS: Final = _NoRows()
 
 
 def store_error(error: Exception, context: str = "") -> StoreError:
@@ -80,14 +110,51 @@ def store_error(error: Exception, context: str = "") -> StoreError:
     return StoreFull(message) if isinstance(error, pg_errors.DiskFull) else StoreError(message)
 
 
+class _Connection(psycopg.Connection[Any]):
+    """A pooled connection with the cursors its transactions reuse, and when it was last given back.
+
+    A new cursor starts with no adapters and looks up how to send each
+    parameter again, which costs more than sending the statement; a reused
+    one remembers.
+    """
+
+    last_used = 0.0
+    _writer: psycopg.RawCursor[Any] | None = None
+    _readers: list[psycopg.RawCursor[Any]] | None = None
+
+    @property
+    def writer(self) -> psycopg.RawCursor[Any]:
+        """The cursor of every statement whose rows nobody reads."""
+        if self._writer is None:
+            self._writer = psycopg.RawCursor(self)
+        return self._writer
+
+    def reader(self, index: int) -> psycopg.RawCursor[Any]:
+        """The cursor of a transaction's ``index``-th statement with rows (in pipeline mode several are in flight)."""
+        if index >= READ_CURSORS:
+            return psycopg.RawCursor(self)
+        if self._readers is None:
+            self._readers = []
+        while len(self._readers) <= index:
+            self._readers.append(psycopg.RawCursor(self))
+        return self._readers[index]
+
+
 class _Tx:
-    """A transaction on one connection, speaking the shared SQL."""
+    """A transaction on one connection, speaking the shared SQL.
 
-    __slots__ = ("conn", "pipeline")
+    Each statement with rows to read gets a cursor of its own within the
+    transaction (in pipeline mode several are in flight at once); the others
+    (most writes) all go through the connection's ``writer``.
+    """
 
-    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None) -> None:
+    __slots__ = ("conn", "pipeline", "reads", "writer")
+
+    def __init__(self, conn: _Connection, pipeline: psycopg.Pipeline | None = None) -> None:
         self.conn = conn
+        self.writer = conn.writer
         self.pipeline = pipeline
+        self.reads = 0
 
     def sync(self) -> None:
         """Wait for every statement sent so far; raises the first error among them."""
@@ -95,16 +162,21 @@ class _Tx:
             self.pipeline.sync()
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Cursor:
-        if params:
-            return self.conn.execute(_placeholders(sql), params)
-        return self.conn.execute(sql)
+        query, rows = _statement(sql)
+        if rows:
+            self.reads += 1
+            return self.conn.reader(self.reads - 1).execute(query, params or None)
+        self.writer.execute(query, params or None)
+        return _NO_ROWS
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> Cursor:
-        cursor = self.conn.cursor()
         rows = list(rows)
+        query, returns_rows = _statement(sql)
+        if returns_rows:
+            raise psycopg.ProgrammingError("executemany does not read rows; use execute")
         if rows:
-            cursor.executemany(_placeholders(sql), rows)
-        return cursor
+            self.writer.executemany(query, rows)
+        return _NO_ROWS
 
 
 class AdvisoryLocks:
@@ -219,10 +291,10 @@ class PostgresDatabase:
         self.url = url
         self.replica = replica
         self._group = GroupCommitter(self._write, _savepoint)
-        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
         self._locks = AdvisoryLocks(url, replica)
         self._pool = ConnectionPool(
             url,
+            connection_class=_Connection,
             min_size=1,
             max_size=pool_size,
             open=False,
@@ -241,16 +313,18 @@ class PostgresDatabase:
             self._pool.close()
             raise store_error(error, f"cannot open the store at {_where(url)}") from error
 
-    def _returned(self, conn: psycopg.Connection[Any]) -> None:
-        self._last_used[conn] = time.monotonic()
+    @staticmethod
+    def _returned(conn: _Connection) -> None:
+        conn.last_used = time.monotonic()
 
-    def _check(self, conn: psycopg.Connection[Any]) -> None:
+    @staticmethod
+    def _check(conn: _Connection) -> None:
         """Before a connection is lent: one that sat idle is checked (the server may have gone), a busy one not.
 
         A check is a round trip; under load every connection was in use a moment
         ago, and one that broke since fails its request with a 503 and leaves the pool.
         """
-        if time.monotonic() - self._last_used.get(conn, 0.0) > CHECK_AFTER_IDLE:
+        if time.monotonic() - conn.last_used > CHECK_AFTER_IDLE:
             ConnectionPool.check_connection(conn)
 
     @staticmethod
@@ -296,24 +370,23 @@ class PostgresDatabase:
         # entry and exit in pipeline mode, two round trips a transaction.
         with self._pool.connection() as conn, conn.pipeline() as pipeline:
             tx = _Tx(conn, pipeline)
-            conn.execute("BEGIN")
+            tx.writer.execute("BEGIN")
             try:
-                conn.execute("SET LOCAL synchronous_commit = off")
                 # Waited for here, so that requests arriving meanwhile join this transaction (see groupcommit).
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK)).fetchone()
+                tx.execute(_WRITE_LOCK_STATEMENT, (LOCK_SPACE, WRITE_LOCK)).fetchone()
                 yield tx
-                conn.execute("COMMIT")
+                tx.writer.execute("COMMIT")
                 tx.sync()
             except BaseException:
                 _rollback(tx, "ROLLBACK")
                 raise
-            conn.execute("SELECT txid_current()")  # durable: its commit waits for the WAL flush
+            tx.writer.execute("SELECT txid_current()")  # durable: its commit waits for the WAL flush
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         try:
             with self._pool.connection() as conn, conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                conn.writer.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield _Tx(conn)
         except (psycopg.Error, PoolTimeout) as error:
             raise store_error(error) from error
@@ -368,10 +441,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 @contextmanager
 def _savepoint(tx: _Tx) -> Iterator[None]:
     """One request inside a shared transaction: undone alone when it fails (its statements are awaited)."""
-    tx.conn.execute("SAVEPOINT request")
+    tx.writer.execute("SAVEPOINT request")
     try:
         yield
-        tx.conn.execute("RELEASE SAVEPOINT request")
+        tx.writer.execute("RELEASE SAVEPOINT request")
         tx.sync()
     except BaseException:
         _rollback(tx, "ROLLBACK TO SAVEPOINT request", "RELEASE SAVEPOINT request")
@@ -387,7 +460,7 @@ def _rollback(tx: _Tx, *statements: str) -> None:
         tx.sync()  # a statement's error surfaces here when nothing waited for it yet
     with suppress(psycopg.Error):
         for statement in statements:
-            tx.conn.execute(statement)
+            tx.writer.execute(statement)
         tx.sync()
 
 
