@@ -2,8 +2,9 @@
 
 ``serve`` runs the exporter, ``demo`` runs it with the built-in simulator
 posting realistic jobs, ``simulate`` points the simulator at a running exporter,
-``check-config`` validates a configuration and prints it, ``export`` sends a
-time range to S3 now, ``mcp`` serves the AI-agent tools.
+``check-config`` validates a configuration and prints it, ``healthcheck`` asks
+the configured address whether the exporter is ready (a container's health
+check), ``export`` sends a time range to S3 now, ``mcp`` serves the AI-agent tools.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
     _config_flags(check)
 
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 when the exporter at the configured listen address is ready, else 1"
+    )
+    _config_flags(health)
+
     export = commands.add_parser(
         "export", help="export jobs finished in a time range, with their log lines, to the configured S3 bucket"
     )
@@ -108,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(config.log_level)
         if args.command == "check-config":
             print(json.dumps(_jsonable(config), indent=2, ensure_ascii=False))
+            return 0
+        if args.command == "healthcheck":
+            from .healthcheck import check
+
+            problem_line = check(config)
+            if problem_line is not None:
+                print(f"{PROG}: not ready: {problem_line}", file=sys.stderr)
+                return 1
             return 0
         if args.command == "mcp":
             return _mcp(config, args)

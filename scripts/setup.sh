@@ -66,5 +66,7 @@ ensure_venv() {
     echo "==> installing calabi-connect-exporter into .venv"
     local target="."
     [ -z "${1:-}" ] || target=".[$1]"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
+    # The image's locked versions (requirements/image.txt) as constraints: what runs here is what ships.
+    grep -oE '^[A-Za-z0-9._-]+==[^ ]+' requirements/image.txt > .venv/image-constraints.txt
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target" -c .venv/image-constraints.txt
 }

@@ -1,12 +1,14 @@
 """Failed jobs reach Slack, email, the webhook and PagerDuty through the real Prometheus and Alertmanager.
 
-The exporter, Debian's Prometheus (the shipped rules, 1 s evaluation) and Debian's Alertmanager (the
-shipped config and templates, with short group waits and local endpoints from a test overlay) run on
-loopback; local capture servers stand in for Slack, PagerDuty's Events API, the custom webhook and SMTP.
+The exporter, Debian's Prometheus (the shipped rules with a deployment's own links, as
+``alerting-rules/build.py`` writes them; 1 s evaluation) and Debian's Alertmanager (the shipped config
+and templates, with short group waits and local endpoints from a test overlay) run on loopback; local
+capture servers stand in for Slack, PagerDuty's Events API, the custom webhook and SMTP.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +30,19 @@ ROUTING_KEY = "test-routing-key-0123456789"
 # stale (CalabiSyncStale), which is not what this test is about.
 BASE = int(time.time()) // 3600 * 3600 - 3600
 DEADLINE = 60  # seconds for each step: scrape 1 s, evaluation 1 s, group wait 1 s, and slack
+RUNBOOK_URL = "https://wiki.example.com/calabi/runbook"
+GRAFANA_URL = "https://grafana.example.com"
+
+
+def rules_with_links(tmp_path: Path) -> Path:
+    """The shipped rules with this deployment's runbook and Grafana, from the generator."""
+    spec = importlib.util.spec_from_file_location("alerting_rules_build", RULES_DIR / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    path = tmp_path / "calabi-sync.rules.yml"
+    path.write_text(build.rules_text(RUNBOOK_URL, GRAFANA_URL), encoding="utf-8")
+    return path
 
 
 def overlay(tmp_path: Path, http: HttpCapture, smtp: SmtpCapture) -> Path:
@@ -119,12 +134,11 @@ def test_a_failure_notifies_slack_and_email_a_second_pages_and_a_success_resolve
     prometheus_for: Callable[..., Prometheus],
     alertmanager: str,
     captures: tuple[HttpCapture, SmtpCapture],
+    tmp_path: Path,
 ) -> None:
     http, smtp = captures
     exporter = exporter_process()
-    prometheus_for(
-        f"127.0.0.1:{exporter.port}", rule_files=[RULES_DIR / "calabi-sync.rules.yml"], alertmanager=alertmanager
-    )
+    prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[rules_with_links(tmp_path)], alertmanager=alertmanager)
 
     # 1. A failed job: Slack, email and the webhook hear of it; PagerDuty does not.
     post_job(exporter, "job_01HX4M9QZPKR", "failed", 0, "Stream Account: 401 Unauthorized — token expired")
@@ -138,7 +152,9 @@ def test_a_failure_notifies_slack_and_email_a_second_pages_and_a_success_resolve
         "https://app.calabi.io/connect/jobs/job_01HX4M9QZPKR",
         f"Started at: {go_time(BASE + 1)}",
         f"Failed at: {go_time(BASE + 3 * 60 + 17)}",
-        "var-job_id=job_01HX4M9QZPKR",
+        f"Summary and logs: {GRAFANA_URL}/d/calabi-sync-job/calabi-sync-job"
+        "?var-connection=Salesforce+%E2%86%92+Snowflake&var-job_id=job_01HX4M9QZPKR",
+        f"Runbook: {RUNBOOK_URL}#calabisyncjobfailed",
     ):
         assert expected in slack
     email = next(t for t in smtp.texts() if "job_01HX4M9QZPKR" in t)

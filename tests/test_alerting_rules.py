@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,54 @@ def test_the_team_receiver_has_slack_email_and_webhook_with_resolved_and_secrets
     assert pagerduty["pagerduty_configs"][0]["routing_key_file"]
     assert "smtp_auth_password" not in config["global"] and config["global"]["smtp_auth_password_file"]
     assert config["route"]["group_by"] == ["alertname", "connection"]
+
+
+def run_build(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RULES_DIR / "build.py"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_generator_with_the_default_links_writes_the_committed_rules_file() -> None:
+    result = run_build()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (RULES_DIR / "calabi-sync.rules.yml").read_text(encoding="utf-8")
+
+
+def test_rules_generated_with_a_deployments_links_point_every_alert_there_and_load_in_promtool(tmp_path: Path) -> None:
+    output = tmp_path / "calabi-sync.rules.yml"
+
+    result = run_build(
+        "--runbook-url", "https://wiki.example.com/ops/calabi-runbook/", "--grafana-url", "https://grafana.example.com",
+        "-o", str(output),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    shipped = [
+        r for g in yaml.safe_load((RULES_DIR / "calabi-sync.rules.yml").read_text())["groups"] for r in g["rules"]
+    ]
+    built = [r for g in yaml.safe_load(output.read_text())["groups"] for r in g["rules"]]
+    alerts = [rule for rule in built if "alert" in rule]
+    assert len(alerts) == 14
+    for rule in alerts:
+        links = rule["annotations"]
+        assert links["runbook_url"] == f"https://wiki.example.com/ops/calabi-runbook#{rule['alert'].lower()}"
+        assert links["dashboard_url"].startswith("https://grafana.example.com/d/calabi-")
+    for before, after in zip(shipped, built, strict=True):  # nothing else changes
+        assert {k: v for k, v in before.items() if k != "annotations"} == {
+            k: v for k, v in after.items() if k != "annotations"
+        }
+        assert before.get("annotations", {}).keys() == after.get("annotations", {}).keys()
+    check = subprocess.run(
+        [require_binary("promtool"), "check", "rules", str(output)], capture_output=True, text=True, timeout=120
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("bad", ["https://grafana.example.com/d?x=1", "https://wiki example.com", "'quoted'", ""])
+def test_a_base_url_that_would_break_the_links_is_refused(bad: str) -> None:
+    result = run_build("--grafana-url", bad)
+
+    assert result.returncode == 2
+    assert "--grafana-url: must be a URL without spaces" in result.stderr

@@ -9,6 +9,7 @@ import pytest
 from calabi_exporter import (
     config,
     demo,
+    healthcheck,
     joblogs,
     logsignals,
     model,
@@ -22,7 +23,7 @@ from calabi_exporter import (
 
 @pytest.mark.parametrize(
     "module",
-    [timeutil, joblogs, demo, redact, logsignals, webhook_signing, s3export, refusal, config, model],
+    [timeutil, joblogs, demo, redact, logsignals, webhook_signing, s3export, refusal, config, model, healthcheck],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_hold(module: ModuleType) -> None:

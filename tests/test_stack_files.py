@@ -154,9 +154,27 @@ def test_the_image_installs_the_package_the_tests_install() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
     assert "COPY pyproject.toml" in dockerfile and "COPY exporter ./exporter" in dockerfile
-    assert "pip install --no-compile ." in dockerfile
-    assert "USER calabi" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "pip install --no-compile --require-hashes -r requirements.txt" in dockerfile
+    assert "pip install --no-compile --no-deps ." in dockerfile
+    assert "USER 10001:10001" in dockerfile and "--uid 10001 --gid 10001" in dockerfile
+    assert (
+        'HEALTHCHECK --interval=15s --timeout=5s --start-period=15s --retries=3 CMD ["calabi-exporter", "healthcheck"]'
+        in dockerfile
+    )
     assert load("docker-compose.yml")["services"]["exporter"]["build"] == "."
+
+
+def test_only_the_exporter_service_has_the_images_health_check() -> None:
+    """The simulator and the MCP tools run the same image but serve no /readyz of theirs."""
+    services = load("docker-compose.yml")["services"]
+    image_services = {
+        name for name, service in services.items() if service.get("image") == services["exporter"]["image"]
+    }
+
+    assert image_services == {"exporter", "simulator", "mcp"}
+    assert "healthcheck" not in services["exporter"]
+    assert services["simulator"]["healthcheck"] == {"disable": True}
+    assert services["mcp"]["healthcheck"] == {"disable": True}
 
 
 def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() -> None:
@@ -188,6 +206,9 @@ def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_s
         line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines() if line and not line.startswith("#")
     )
     assert shipped["CALABI_INGEST_TOKEN"] == ""  # compose refuses to start until one is set
+    assert shipped["GRAFANA_ADMIN_PASSWORD"] == ""  # as above: no usable default password
+    grafana = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert grafana == "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}"
     assert all("ALLOW_UNAUTHENTICATED" not in str(s.get("environment", {})) for s in services.values())
 
 
@@ -210,6 +231,9 @@ def test_the_postgres_profile_runs_the_exporter_as_replicas_sharing_postgresql_a
     assert exporter["deploy"]["replicas"] == "${EXPORTER_REPLICAS:-1}"
     assert exporter["depends_on"]["postgres"] == {"condition": "service_healthy", "required": False}
     assert (shipped["COMPOSE_PROFILES"], shipped["EXPORTER_REPLICAS"]) == ("postgres", "2")
+    # One host port per replica, clear of the MCP tools' 9189; one replica keeps 9188.
+    assert exporter["ports"] == ["${EXPORTER_PORTS:-9188}:9188"] and shipped["EXPORTER_PORTS"] == "9190-9191"
+    assert services["mcp"]["ports"] == ["127.0.0.1:9189:9189"]
     assert config.database_url.startswith("postgresql://calabi:") and config.database_url.endswith(
         "@postgres:5432/calabi"
     )
