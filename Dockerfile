@@ -1,10 +1,13 @@
 # calabi-connect-exporter: slim image, non-root (uid and gid 10001), with a health check.
 # Build with Docker, or with podman/buildah given `--format docker` (the OCI format has no HEALTHCHECK).
-FROM python:3.11-slim
+# BASE_IMAGE: another Python 3.11 image with pip, useradd and groupadd (a mirror's copy, say).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 # The container listens on every interface, so `serve` needs CALABI_INGEST_TOKENS (or
 # CALABI_ALLOW_UNAUTHENTICATED=true, an explicit choice) to start.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     CALABI_LISTEN=0.0.0.0:9188 CALABI_DATA_DIR=/var/lib/calabi-exporter
 
 WORKDIR /src
@@ -15,9 +18,9 @@ RUN pip install --no-compile --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN pip install --no-compile --no-deps . && rm -rf /src \
-    && groupadd --system --gid 10001 calabi \
-    && useradd --system --uid 10001 --gid 10001 --no-log-init --home-dir /var/lib/calabi-exporter \
-       --create-home --shell /usr/sbin/nologin calabi
+    && groupadd --gid 10001 calabi \
+    && useradd --uid 10001 --gid 10001 --no-log-init --home-dir /var/lib/calabi-exporter --create-home \
+       --shell /usr/sbin/nologin calabi
 
 USER 10001:10001
 WORKDIR /var/lib/calabi-exporter

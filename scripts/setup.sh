@@ -1,6 +1,6 @@
 # Shared set-up for scripts/demo and scripts/test (sourced, not run).
 # Installs what a fresh Debian machine with Python 3.11 lacks: a virtualenv with the
-# package, and (for the tests) Debian's prometheus, prometheus-alertmanager and postgresql.
+# package, and (for the tests) Debian's prometheus, prometheus-alertmanager, postgresql, podman and debootstrap.
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +36,15 @@ ensure_binaries() {
 # run it themselves (as the postgres user, in a temporary directory, on a free loopback port).
 ensure_postgresql() {
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
+}
+
+# ensure_container_tools installs podman (with its network stack, and runc) and debootstrap for the image
+# test, which builds a stand-in base from Debian's packages where no registry is reachable.
+ensure_container_tools() {
+    if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 ||
+        ! PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1; then
+        apt_install podman netavark aardvark-dns runc debootstrap uidmap
+    fi
 }
 
 find_python() {

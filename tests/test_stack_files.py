@@ -156,7 +156,7 @@ def test_the_image_installs_the_package_the_tests_install() -> None:
     assert "COPY pyproject.toml" in dockerfile and "COPY exporter ./exporter" in dockerfile
     assert "pip install --no-compile --require-hashes -r requirements.txt" in dockerfile
     assert "pip install --no-compile --no-deps ." in dockerfile
-    assert "USER 10001:10001" in dockerfile and "--uid 10001 --gid 10001" in dockerfile
+    assert "USER 10001:10001" in dockerfile and "useradd --uid 10001 --gid 10001" in dockerfile
     assert (
         'HEALTHCHECK --interval=15s --timeout=5s --start-period=15s --retries=3 CMD ["calabi-exporter", "healthcheck"]'
         in dockerfile
