@@ -286,7 +286,7 @@ class PostgresDatabase:
     dialect = POSTGRES
     replicated = True
 
-    def __init__(self, url: str, *, replica: str, pool_size: int = 10, s3_export: bool = False) -> None:
+    def __init__(self, url: str, *, replica: str, pool_size: int, s3_export: bool = False) -> None:
         """``replica``: this process's replica (host and server pid), recorded with the roles it takes."""
         self.url = url
         self.replica = replica

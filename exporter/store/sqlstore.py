@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Final, TypedDict, Unpack
 
 from ..config import Config
 from ..timeutil import Clock, system_clock
@@ -31,55 +31,65 @@ def replica_name(server_pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{server_pid if server_pid is not None else os.getpid()}"
 
 
-class Store:
-    """Every role of the store over one :class:`~.database.Database`.
+class StoreOptions(TypedDict, total=False):
+    """What a store does besides keeping jobs; what is left out is as in :data:`DEFAULT_OPTIONS`.
 
     ``outbox``: keep every new log line and finished job in the outbox for the log shipper.
     ``webhook_routes``: queue every job status change for each endpoint whose filters it
-    passes, in the transaction that records the change. ``s3_export``: report the export's
-    progress in the metrics snapshot.
+    passes, in the transaction that records the change. ``s3_export``: keep the index the
+    export reads, and report the export's progress in the metrics snapshot. ``limits``: the
+    series budget.
     """
 
-    def __init__(
-        self,
-        database: Database,
-        *,
-        clock: Clock = system_clock,
-        outbox: bool = False,
-        webhook_routes: Sequence[EventRoute] = (),
-        s3_export: bool = False,
-        limits: SeriesLimits | None = None,
-    ) -> None:
+    clock: Clock
+    outbox: bool
+    webhook_routes: Sequence[EventRoute]
+    s3_export: bool
+    limits: SeriesLimits
+
+
+DEFAULT_OPTIONS: Final[StoreOptions] = {
+    "clock": system_clock,
+    "outbox": False,
+    "webhook_routes": (),
+    "s3_export": False,
+    "limits": SeriesLimits(),
+}
+
+
+def _options(options: StoreOptions) -> StoreOptions:
+    return {**DEFAULT_OPTIONS, **options}
+
+
+class Store:
+    """Every role of the store over one :class:`~.database.Database` (options: :class:`StoreOptions`)."""
+
+    def __init__(self, database: Database, **given: Unpack[StoreOptions]) -> None:
+        options = _options(given)
+        clock = options["clock"]
         self.database = database
         self.ingest = IngestRules(
-            database, clock=clock, limits=limits or SeriesLimits(), outbox=outbox, webhook_routes=webhook_routes
+            database,
+            clock=clock,
+            limits=options["limits"],
+            outbox=options["outbox"],
+            webhook_routes=options["webhook_routes"],
         )
         self.reads = JobReads(database)
-        self.metrics = MetricsReads(database, s3_export=s3_export)
+        self.metrics = MetricsReads(database, s3_export=options["s3_export"])
         self.outbox = Outbox(database, clock=clock)
         self.exports = ExportQueue(database, clock=clock)
         self.webhooks = WebhookQueue(database, clock=clock)
         self.retention = Retention(database)
 
     @classmethod
-    def sqlite(
-        cls,
-        data_dir: Path,
-        *,
-        synchronous: str = "full",
-        clock: Clock = system_clock,
-        outbox: bool = False,
-        webhook_routes: Sequence[EventRoute] = (),
-        s3_export: bool = False,
-        limits: SeriesLimits | None = None,
-    ) -> Store:
+    def sqlite(cls, data_dir: Path, *, synchronous: str = "full", **options: Unpack[StoreOptions]) -> Store:
         """The embedded store: one SQLite file in ``data_dir``."""
         from .sqlite import SQLiteDatabase
 
+        s3_export = _options(options)["s3_export"]
         database = SQLiteDatabase(data_dir, synchronous=synchronous, s3_export=s3_export, replica=replica_name())
-        return cls(
-            database, clock=clock, outbox=outbox, webhook_routes=webhook_routes, s3_export=s3_export, limits=limits
-        )
+        return cls(database, **options)
 
     @classmethod
     def postgres(
@@ -87,20 +97,18 @@ class Store:
         url: str,
         *,
         replica: str | None = None,
-        pool_size: int = 10,
-        clock: Clock = system_clock,
-        outbox: bool = False,
-        webhook_routes: Sequence[EventRoute] = (),
-        s3_export: bool = False,
-        limits: SeriesLimits | None = None,
+        pool_size: int | None = None,
+        **options: Unpack[StoreOptions],
     ) -> Store:
-        """A store in a PostgreSQL database that other replicas may share."""
+        """A store in a PostgreSQL database that other replicas may share (``pool_size``: as configured by default)."""
         from .postgres import PostgresDatabase
 
+        if pool_size is None:
+            pool_size = Config().database_pool_size
+
+        s3_export = _options(options)["s3_export"]
         database = PostgresDatabase(url, replica=replica or replica_name(), pool_size=pool_size, s3_export=s3_export)
-        return cls(
-            database, clock=clock, outbox=outbox, webhook_routes=webhook_routes, s3_export=s3_export, limits=limits
-        )
+        return cls(database, **options)
 
     @classmethod
     def from_config(cls, config: Config, *, clock: Clock = system_clock, replica: str | None = None) -> Store:
@@ -109,7 +117,7 @@ class Store:
         ``replica``: this process's replica, recorded with the background roles it takes (default:
         :func:`replica_name`).
         """
-        options: dict[str, Any] = {
+        options: StoreOptions = {
             "clock": clock,
             "outbox": bool(config.otlp_logs_endpoint),
             "webhook_routes": [EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks],
