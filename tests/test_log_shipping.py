@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -468,15 +469,24 @@ def times_by_body(receiver: Receiver) -> dict[str, set[int]]:
     return sent
 
 
+@pytest.fixture
+def one_request_shipper(shipping_config: Config, outbox_store: Store, clock: FakeClock) -> Iterator[LogShipper]:
+    """A shipper whose every attempt is one request: its export time limit is below the OTLP exporter's
+    first retry delay (1 s ± 20 %), so queued answers meet the same attempts however loaded the machine is."""
+    config = dataclasses.replace(shipping_config, otlp_timeout_seconds=0.75)
+    shipper = LogShipper(outbox_store, config, clock=clock, backoff=LogShipper.BACKOFF.without_jitter())
+    yield shipper
+    shipper.stop()
+
+
 def test_late_records_of_a_batch_tried_again_after_a_failure_go_at_the_times_they_first_went_at(
-    api: FlaskClient, shipper: LogShipper, receiver: Receiver, clock: FakeClock
+    api: FlaskClient, one_request_shipper: LogShipper, receiver: Receiver, clock: FakeClock
 ) -> None:
     post_logs_on_two_connections(api, "2026-04-06T06:00:0")  # two hours old: past five sixths of Loki's window
-    # The oldest record alone (the shipper starts cautious), then job_a's stream, then job_b's fails
-    # (503 until the exporter's own retries run out of their 3 s).
-    receiver.answers.extend([(200, {}), (200, {}), *[(503, {})] * 4])
+    # The oldest record alone (the shipper starts cautious), then job_a's stream, then job_b's fails twice.
+    receiver.answers.extend([(200, {}), (200, {}), (503, {}), (503, {})])
 
-    ship_all(shipper)
+    ship_all(one_request_shipper)
 
     sent = times_by_body(receiver)
     assert sorted(sent) == sorted(f"{j} line {i}" for j in ("job_a", "job_b") for i in range(3))
@@ -497,15 +507,15 @@ def test_a_retry_after_of_a_day_waits_at_most_five_minutes(
 
 
 def test_a_record_sent_at_its_own_time_goes_at_that_time_again_when_its_batch_is_retried_later(
-    api: FlaskClient, shipper: LogShipper, receiver: Receiver, clock: FakeClock
+    api: FlaskClient, one_request_shipper: LogShipper, receiver: Receiver, clock: FakeClock
 ) -> None:
     post_logs_on_two_connections(api, "2026-04-06T07:11:0")  # 49 minutes old: sent at its own time
-    receiver.answers.extend([(200, {}), (200, {}), *[(503, {})] * 4])
-    shipper.ship_once()  # the oldest record alone
-    shipper.ship_once()  # job_a's stream goes through, job_b's fails
+    receiver.answers.extend([(200, {}), (200, {}), (503, {}), (503, {})])
+    one_request_shipper.ship_once()  # the oldest record alone
+    one_request_shipper.ship_once()  # job_a's stream goes through, job_b's fails
     clock.advance(120)  # the records are past the horizon now
 
-    ship_all(shipper)
+    ship_all(one_request_shipper)
 
     sent = times_by_body(receiver)
     assert sent["job_a line 1"] == {nanos("2026-04-06T07:11:01Z")}  # sent twice, at the same time
