@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import pytest
 import yaml
 from calabi_exporter.config import load_config
 
@@ -242,3 +244,84 @@ def test_the_postgres_profile_runs_the_exporter_as_replicas_sharing_postgresql_a
     assert scrape[0]["dns_sd_configs"] == [
         {"names": ["exporter"], "type": "A", "port": 9188, "refresh_interval": "15s"}
     ]
+
+
+class ComposeRefusal(Exception):
+    """What ``docker compose`` says when a ``${NAME:?message}`` variable is unset or empty."""
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable interpolation: ``${NAME}``, ``${NAME:-default}``, ``${NAME:?message}``, ``$$``."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
+        current = env.get(name)
+        missing = current is None or (op is not None and op.startswith(":") and current == "")
+        if op is not None and op.endswith("?") and missing:
+            raise ComposeRefusal(f"required variable {name} is missing a value: {arg}")
+        if op is not None and op.endswith("-") and missing:
+            return arg
+        return current or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def env_file(*, uncomment: bool = False) -> dict[str, str]:
+    """The variables .env ships (with ``uncomment``, its commented-out ones switched on too)."""
+    lines = (ROOT / ".env").read_text(encoding="utf-8").splitlines()
+    if uncomment:
+        lines = [line.removeprefix("# ") if re.match(r"# [A-Z_]+=", line) else line for line in lines]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def compose_schema_errors(env: dict[str, str]) -> list[str]:
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json").read_text(encoding="utf-8"))
+    compose = interpolate(load("docker-compose.yml"), env)
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(compose)]
+
+
+def test_compose_with_the_shipped_env_refuses_to_start_until_the_secrets_are_set() -> None:
+    with pytest.raises(ComposeRefusal, match="required variable CALABI_INGEST_TOKEN is missing"):
+        interpolate(load("docker-compose.yml"), env_file())
+    with pytest.raises(ComposeRefusal, match="required variable GRAFANA_ADMIN_PASSWORD is missing"):
+        interpolate(load("docker-compose.yml"), {**env_file(), "CALABI_INGEST_TOKEN": "a" * 32})
+
+
+def test_compose_with_the_secrets_set_follows_the_compose_specification() -> None:
+    env = {**env_file(), "CALABI_INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+
+    assert compose_schema_errors(env) == []
+    exporter = interpolate(load("docker-compose.yml"), env)["services"]["exporter"]
+    assert exporter["ports"] == ["9188:9188"] and exporter["deploy"]["replicas"] == "1"
+
+
+def test_compose_with_two_replicas_on_postgresql_follows_the_compose_specification() -> None:
+    env = {**env_file(uncomment=True), "CALABI_INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+
+    assert compose_schema_errors(env) == []
+    exporter = interpolate(load("docker-compose.yml"), env)["services"]["exporter"]
+    assert exporter["ports"] == ["9190-9191:9188"] and exporter["deploy"]["replicas"] == "2"
+    assert exporter["environment"]["CALABI_DATABASE_URL"].startswith("postgresql://calabi:")
+
+
+def test_the_schema_check_finds_a_mistake() -> None:
+    env = {**env_file(), "CALABI_INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    broken = load("docker-compose.yml")
+    broken["services"]["mcp"]["healthcheck"] = {"disabled": True}
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json").read_text(encoding="utf-8"))
+
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(interpolate(broken, env)))
+
+    assert errors and "disabled" in errors[0].message
