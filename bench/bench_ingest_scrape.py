@@ -111,6 +111,14 @@ class Sizes:
     bulk_batch: int
     scrapes: int
 
+    def batch_load(self, base_url: str, clients: int) -> LoadSpec:
+        """Batches of finished jobs, ``batch_requests`` of them over ``clients`` connections."""
+        return LoadSpec("batch", base_url, self.batch_requests, self.batch_size, self.batch_connections, "b", clients)
+
+    def single_load(self, base_url: str, clients: int) -> LoadSpec:
+        """One job per request, ``single_requests`` of them over ``clients`` connections."""
+        return LoadSpec("single", base_url, self.single_requests, 1, self.single_connections, "s", clients)
+
 
 FULL: Final = Sizes(
     batch_requests=1_000,
@@ -715,15 +723,7 @@ def bench_ingestion(
     setting = f"sync={synchronous}"
     with running(service):
         wait_for_workers(service.pid, EXPORTER_WORKERS)
-        base = LoadSpec(
-            kind="batch",
-            base_url=service.base_url,
-            requests=sizes.batch_requests,
-            batch_size=sizes.batch_size,
-            connections=sizes.batch_connections,
-            tag="b",
-            clients=batch_clients,
-        )
+        base = sizes.batch_load(service.base_url, batch_clients)
         batch = run_load(base, service.pid, workdir)
         check_load(report, f"batch ({setting})", batch)
         report.add(
@@ -733,16 +733,7 @@ def bench_ingestion(
             f"≥ {TARGET_BATCH_RECORDS_PER_S:,.0f} records/s",
             batch.records_per_s >= TARGET_BATCH_RECORDS_PER_S,
         )
-        single_spec = replace(
-            base,
-            kind="single",
-            requests=sizes.single_requests,
-            batch_size=1,
-            connections=sizes.single_connections,
-            tag="s",
-            clients=clients,
-        )
-        single = run_load(single_spec, service.pid, workdir)
+        single = run_load(sizes.single_load(service.base_url, clients), service.pid, workdir)
         check_load(report, f"single ({setting})", single)
         report.add(
             "Ingest, one job per request",

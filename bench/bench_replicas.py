@@ -139,20 +139,8 @@ def bench_setting(
             wait_for_workers(service.pid, EXPORTER_WORKERS)
         if len(services) > 1:
             time.sleep(3)  # one replica takes the metrics role
-        base = LoadSpec(
-            "batch", "", sizes.batch_requests, sizes.batch_size, sizes.batch_connections, "b", batch_clients
-        )
-        batch = load(services, replace(base, clients=max(batch_clients // len(services), 1)), workdir)
-        single_spec = replace(
-            base,
-            kind="single",
-            requests=sizes.single_requests,
-            batch_size=1,
-            connections=sizes.single_connections,
-            tag="s",
-            clients=max(clients // len(services), 1),
-        )
-        single = load(services, single_spec, workdir)
+        batch = load(services, sizes.batch_load("", max(batch_clients // len(services), 1)), workdir)
+        single = load(services, sizes.single_load("", max(clients // len(services), 1)), workdir)
         posted = batch.records + single.records
         stored = stored_jobs(services)
         ok = stored == posted and not batch.failed and not single.failed
