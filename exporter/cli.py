@@ -10,7 +10,6 @@ check), ``export`` sends a time range to S3 now, ``mcp`` serves the AI-agent too
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -21,12 +20,54 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, load_config, optional_url
-from .redact import redact
+from .config import OPTIONS, Config, ConfigError, Option, load_config, optional_url
+from .environment import CONFIG_COMMANDS, VARIABLES
+from .preflight import SecretFilter, document, secret_values, warnings
 from .store import StoreError, StoreFull
+from .timeutil import format_duration
 
 PROG = "calabi-exporter"
 EXIT_CONFIG = 2
+EXIT_BROKEN_PIPE = 141  # as a shell reports a command that SIGPIPE ended
+
+
+def _settings_help(command: str) -> str:
+    """The epilog of ``command --help``: every setting with its environment variable and default."""
+    lines = []
+    if command in CONFIG_COMMANDS:
+        lines.append("settings (file key, environment variable, default; flags and the environment beat the file):")
+        width_key = max(len(o.key) for o in OPTIONS)
+        width_env = max(len(o.env) for o in OPTIONS)
+        for option in OPTIONS:
+            lines.append(f"  {option.key:<{width_key}}  {option.env:<{width_env}}  {_shown_default(option)}")
+        lines.append("  connections, webhooks: in the file only")
+    variables = [v for v in VARIABLES if command in v.commands]
+    if variables:
+        lines.append("environment:")
+        lines.extend(f"  {v.name:<24}{v.doc.replace('`', '')}" for v in variables)
+    return "\n".join(lines)
+
+
+def _shown_default(option: Option) -> str:
+    value = option.default
+    if value in ("", ()):
+        return "(empty)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if option.key.endswith("_seconds") and format_duration(value) != f"{value:g}s":
+        return f"{value:g} ({format_duration(value)})"
+    return str(value)
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=_settings_help(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
@@ -43,30 +84,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the exporter")
+    serve = _command(commands, "serve", "run the exporter")
     _config_flags(serve)
 
-    demo = commands.add_parser("demo", help="run the exporter with the built-in simulator posting demo jobs")
+    demo = _command(commands, "demo", "run the exporter with the built-in simulator posting demo jobs")
     _config_flags(demo)
     demo.add_argument("--seed", type=int, default=42, help="simulator seed: the same seed posts the same jobs")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: never)")
 
-    simulate = commands.add_parser("simulate", help="post simulated jobs to a running exporter")
+    simulate = _command(commands, "simulate", "post simulated jobs to a running exporter")
     simulate.add_argument("--url", default="http://127.0.0.1:9188", help="the exporter's base URL")
     simulate.add_argument("--seed", type=int, default=42)
     simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    simulate.add_argument("--token", default=os.environ.get("CALABI_SIMULATOR_TOKEN"), help="ingest bearer token")
+    simulate.add_argument(
+        "--token",
+        default=os.environ.get("CALABI_SIMULATOR_TOKEN"),
+        help="ingest bearer token (or CALABI_SIMULATOR_TOKEN)",
+    )
 
-    check = commands.add_parser("check-config", help="validate the configuration and print it as JSON")
+    check = _command(
+        commands,
+        "check-config",
+        "check the configuration as serve would (exposure, URLs, the store) and print it as a configuration file",
+    )
     _config_flags(check)
+    check.add_argument(
+        "--offline", action="store_true", help="do not open the store (check a file away from its server)"
+    )
 
-    health = commands.add_parser(
-        "healthcheck", help="exit 0 when the exporter at the configured listen address is ready, else 1"
+    health = _command(
+        commands, "healthcheck", "exit 0 when the exporter at the configured listen address is ready, else 1"
     )
     _config_flags(health)
 
-    export = commands.add_parser(
-        "export", help="export jobs finished in a time range, with their log lines, to the configured S3 bucket"
+    export = _command(
+        commands, "export", "export jobs finished in a time range, with their log lines, to the configured S3 bucket"
     )
     _config_flags(export)
     export.add_argument(
@@ -74,8 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--until", default=None, help="end (exclusive), same forms (default: now)")
 
-    mcp = commands.add_parser(
-        "mcp", help="serve the get_job_status and list_connections tools to AI agents (Model Context Protocol)"
+    mcp = _command(
+        commands, "mcp", "serve the get_job_status and list_connections tools to AI agents (Model Context Protocol)"
     )
     _config_flags(mcp)
     mcp.add_argument("--url", help="read a running exporter's read API at this URL instead of the store in --data-dir")
@@ -97,8 +149,18 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path, flags=flags)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, config: Config | None = None) -> None:
+    """Log lines to stderr, the configuration's secrets masked in every one."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config is not None:
+        secrets = SecretFilter(secret_values(config))
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(secrets)
+
+
+def _warn(config: Config) -> None:
+    for line in warnings(config):
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,10 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_simulator(args.url, seed=args.seed, duration=args.duration, token=args.token)
             return 0
         config = _load(args)
-        _setup_logging(config.log_level)
-        if args.command == "check-config":
-            print(json.dumps(_jsonable(config), indent=2, ensure_ascii=False))
-            return 0
+        _setup_logging(config.log_level, config)
         if args.command == "healthcheck":
             from .healthcheck import check
 
@@ -125,10 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "mcp":
             return _mcp(config, args)
-        problem = config.exposure_problem() if args.command == "serve" else None
+        problem = config.exposure_problem() if args.command in ("serve", "check-config") else None
         if problem is not None:
             raise problem  # before anything is opened: closed by default
-        _open_store(config)
+        if args.command in ("serve", "check-config"):
+            _warn(config)
+        if not (args.command == "check-config" and args.offline):
+            _open_store(config)
+        if args.command == "check-config":
+            return _print(json.dumps(document(config), indent=2, ensure_ascii=False))
         if args.command == "export":
             return _export(config, args.since, args.until)
         if args.command == "serve":
@@ -147,6 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _print(text: str) -> int:
+    """Print ``text``; a reader that stops early (``| head``) ends the command quietly, as it would ``cat``."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit, which would fail once more: point it at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return 0
 
 
 def _moment(option: str, value: str, now: float) -> float:
@@ -240,16 +315,3 @@ def _make_app(config: Config) -> Any:
     from .web import create_app
 
     return create_app(config, server_worker=True)
-
-
-def _jsonable(config: Config) -> dict[str, Any]:
-    data = dataclasses.asdict(config)
-    data["ingest_tokens"] = ["***"] * len(config.ingest_tokens)
-    data["read_tokens"] = ["***"] * len(config.read_tokens)
-    data["database_url"] = redact(config.database_url)
-    data["otlp_headers"] = {name: "***" for name, _ in config.otlp_headers}  # may carry credentials
-    for webhook in data["webhooks"]:
-        webhook["secret"] = "***"
-        webhook["statuses"] = sorted(webhook["statuses"])
-        webhook["connections"] = sorted(webhook["connections"])
-    return data

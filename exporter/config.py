@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
+from . import environment as environment_variables
 from .model import MAX_SECONDS
 from .timeutil import parse_duration
 
@@ -221,10 +222,22 @@ def _tokens(value: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One setting: its key in the file, how a value is read, its default and a sentence for the reference.
+
+    ``secret``: the value is a credential, masked wherever the configuration is
+    shown (``check-config``, ``--help``, logs).
+    """
+
     key: str
     parse: Callable[[Any], Any]
     default: Any
     doc: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        """The option's environment variable (:func:`env_name`)."""
+        return env_name(self.key)
 
 
 OPTIONS: Final = (
@@ -254,6 +267,7 @@ OPTIONS: Final = (
         "",
         "PostgreSQL 13+ connection URL, e.g. `postgresql://calabi:secret@db:5432/calabi`, for one store shared by "
         'several replicas (see "Running more than one replica"); empty: SQLite in `data_dir`.',
+        secret=True,
     ),
     Option(
         "database_pool_size",
@@ -283,6 +297,7 @@ OPTIONS: Final = (
         (),
         "Bearer tokens accepted on write endpoints (at least 16 characters each; empty: no auth). "
         "Comma-separated in the environment.",
+        secret=True,
     ),
     Option(
         "read_tokens",
@@ -290,6 +305,7 @@ OPTIONS: Final = (
         (),
         "Bearer tokens accepted on the read API (`/api/v1/jobs`, `/api/v1/connections`) besides the ingest tokens; "
         "with no token of either kind configured the read API is open.",
+        secret=True,
     ),
     Option(
         "metrics_tokens",
@@ -297,6 +313,7 @@ OPTIONS: Final = (
         (),
         "Bearer tokens `/metrics` requires (empty: open, as Prometheus scrapes by default); "
         "the latest error summary, job id and URL of every connection are in its labels.",
+        secret=True,
     ),
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "The exporter's own log level."),
     Option(
@@ -338,6 +355,7 @@ OPTIONS: Final = (
         (),
         "Extra HTTP headers for the OTLP endpoint, e.g. `X-Scope-OrgID` or `Authorization`; "
         "`name=value,name=value` in the environment.",
+        secret=True,
     ),
     Option("otlp_timeout_seconds", _seconds, 10.0, "Time limit of one export request, retries included."),
     Option("otlp_batch_size", _int(1), 1000, "Log records per export request."),
@@ -468,6 +486,7 @@ class WebhookEndpoint:
     statuses: frozenset[str] = frozenset()  # empty: every status
     connections: frozenset[str] = frozenset()  # empty: every connection
     timeout_seconds: float = 10.0
+    secret_file: str = ""  # where the secret was read, when it came from a file
 
 
 def _default(key: str) -> Any:
@@ -628,9 +647,9 @@ def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
             secret = secret_path.read_text(encoding="utf-8").strip()
         except OSError as error:
             raise ConfigError(f"{where}.secret_file", f"cannot read {secret_path}: {error.strerror}") from None
-        secret_key = f"{where}.secret_file"
+        secret_key, secret_file = f"{where}.secret_file", str(secret_path.absolute())
     else:
-        secret, secret_key = value["secret"], f"{where}.secret"
+        secret, secret_key, secret_file = value["secret"], f"{where}.secret", ""
     if not isinstance(secret, str) or len(secret) < 16:
         raise ConfigError(secret_key, "the secret must be at least 16 characters")
     statuses = _parse_or_fail(f"{where}.statuses", _strings, value.get("statuses", []))
@@ -644,6 +663,7 @@ def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
         statuses=statuses,
         connections=_parse_or_fail(f"{where}.connections", _strings, value.get("connections", [])),
         timeout_seconds=_parse_or_fail(f"{where}.timeout_seconds", _seconds, value.get("timeout_seconds", 10.0)),
+        secret_file=secret_file,
     )
 
 
@@ -684,6 +704,30 @@ def read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+_BY_ENV: Final = {o.env: o for o in OPTIONS}
+
+
+def settings_from_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """The options the environment sets, by key; other ``CALABI_*`` variables are checked, not used.
+
+    A variable another command reads (:data:`.environment.VARIABLES`) or one
+    Kubernetes injects for a Service passes; any other ``CALABI_*`` variable
+    stops start-up, naming the known variable it most likely misspells.
+    """
+    settings: dict[str, str] = {}
+    for name, raw in environment.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        option = _BY_ENV.get(name)
+        if option is not None:
+            settings[option.key] = raw
+        elif name not in environment_variables.BY_NAME and not environment_variables.is_service_link(name, raw):
+            guess = environment_variables.closest(name, [*_BY_ENV, *environment_variables.BY_NAME])
+            hint = f"; did you mean {guess}?" if guess else " (see calabi-exporter serve --help)"
+            raise ConfigError(name, f"unknown setting{hint}")
+    return settings
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -712,13 +756,7 @@ def load_config(
         else:
             raise ConfigError(str(key), "unknown key")
 
-    environment = os.environ if env is None else env
-    for name, raw in environment.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
-            continue
-        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-        if key not in _BY_KEY:
-            raise ConfigError(name, "unknown setting")
+    for key, raw in settings_from_environment(os.environ if env is None else env).items():
         values[key] = _parse(key, raw)
 
     for key, raw in (flags or {}).items():

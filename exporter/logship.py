@@ -55,6 +55,7 @@ from . import __version__
 from .backoff import Backoff
 from .config import Config
 from .model import SUMMARY_FIELDS
+from .redact import redact
 from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
 from .singleton import SingletonWorker
 from .store import OutboxEntry, Store, StoreError
@@ -329,7 +330,11 @@ class LogShipper(SingletonWorker):
                 self._failures += 1
                 wait = self._backoff.wait(self._failures, failure.retry_after)
                 log.warning(
-                    "log export failed (HTTP %s); %d records wait, retrying in %.1f s", failure.status, waiting, wait
+                    "log export to %s failed (HTTP %s); %d records wait, retrying in %.1f s",
+                    redact(self._config.otlp_logs_endpoint),
+                    failure.status,
+                    waiting,
+                    wait,
                 )
                 return wait
         self._failures = 0

@@ -29,6 +29,7 @@ from typing import Final
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector
 
 from .collector import CONNECTION_FAMILIES, ConnectionPart, SyncJobCollector, connection_parts
 from .exposition import LineWriter
@@ -90,12 +91,14 @@ class ScrapeRenderer:
         *,
         replica_view: Callable[[], ReplicaView] = lambda: ReplicaView(""),
         freeze_first_render: bool = False,
+        runtime: Sequence[Collector] = (),
     ) -> None:
         """``versions()``: each connection with series of its own and its version;
         ``snapshot(only=names)``: the store's metrics snapshot, restricted to those connections;
         ``replica_view()``: whether this replica exposes the store's metrics (one of several sharing it does);
         ``freeze_first_render``: the process is a server worker, whose first render belongs to its
-        start-up (see :meth:`_render`)."""
+        start-up (see :meth:`_render`); ``runtime``: collectors of the serving process itself
+        (``process_*``, ``python_*``), appended to every scrape."""
         self._collector = collector
         self._versions = versions
         self._snapshot = snapshot
@@ -104,6 +107,7 @@ class ScrapeRenderer:
         self._pieces: dict[str, _Piece] = {}
         self._headers: dict[bool, tuple[bytes, ...]] = {}
         self._freeze_first_render = freeze_first_render
+        self._runtime = runtime
 
     def render(self, accept: str | None) -> tuple[Iterator[bytes], str]:
         """The body (in chunks) and its content type for a scrape with this ``Accept`` header."""
@@ -120,7 +124,7 @@ class ScrapeRenderer:
     def _refresh(self) -> _Plan:
         """Bring the kept pieces up to date (one scrape at a time) and fix what this scrape streams."""
         view = self._replica_view()
-        replica = list(self._collector.replica_families(view))
+        replica = [*self._collector.replica_families(view), *(m for c in self._runtime for m in c.collect())]
         if not view.exposes_store:  # another replica shows the store: a sum over replicas stays exact
             return _Plan([], None, replica, sum(len(metric.samples) for metric in replica))
         with self._lock:

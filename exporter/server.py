@@ -19,6 +19,7 @@ from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
 from .config import Config
+from .preflight import SecretFilter, secret_values
 from .redact import redact
 from .web import background_workers
 
@@ -48,6 +49,14 @@ class AccessLogger(Logger):  # type: ignore[misc]
     """
 
     MASKED = ("r", "q", "U", "f", "{authorization}i", "{referer}i")
+    SECRETS: ClassVar[tuple[str, ...]] = ()  # the configuration's, set by :func:`gunicorn_options`
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        secrets = SecretFilter(list(self.SECRETS))
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.addFilter(secrets)
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
@@ -144,7 +153,7 @@ def gunicorn_options(config: Config) -> dict[str, Any]:
         "loglevel": config.log_level,
         "errorlog": "-",
         "accesslog": "-" if config.log_level == "debug" else None,
-        "logger_class": AccessLogger,
+        "logger_class": type("ConfiguredAccessLogger", (AccessLogger,), {"SECRETS": tuple(secret_values(config))}),
         "post_worker_init": start_worker,
         "worker_exit": stop_worker,
         "proc_name": "calabi-exporter",

@@ -42,6 +42,18 @@ def parse_duration(text: str) -> float:
     return float(int(match.group(1)) * DURATION_UNITS[match.group(2)])
 
 
+def format_duration(seconds: float) -> str:
+    """``seconds`` in the largest unit of :data:`DURATION_UNITS` that holds it whole (as ``parse_duration`` reads it).
+
+    >>> format_duration(259200), format_duration(601200), format_duration(90.5)
+    ('3d', '167h', '90.5s')
+    """
+    for unit, size in sorted(DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds >= size and float(seconds) % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 class Clock(Protocol):
     """Anything that tells the current time in epoch seconds."""
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .s3_server import MotoServer
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
+RUNTIME_PREFIXES = ("process_", "python_")  # the serving process's own families, in every scrape
 
 
 class FakeClock:
@@ -194,6 +195,10 @@ class Samples(dict[tuple[str, frozenset[tuple[str, str]]], float]):
 
     def family(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
         return {labels: v for (sample, labels), v in self.items() if sample == name}
+
+    def store_samples(self) -> Samples:
+        """The samples made from the store, without the serving process's own (``process_*``, ``python_*``)."""
+        return Samples({key: v for key, v in self.items() if not key[0].startswith(RUNTIME_PREFIXES)})
 
 
 def parse_samples(text: str) -> Samples:

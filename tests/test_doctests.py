@@ -9,10 +9,12 @@ import pytest
 from calabi_exporter import (
     config,
     demo,
+    environment,
     healthcheck,
     joblogs,
     logsignals,
     model,
+    preflight,
     redact,
     refusal,
     s3export,
@@ -23,7 +25,21 @@ from calabi_exporter import (
 
 @pytest.mark.parametrize(
     "module",
-    [timeutil, joblogs, demo, redact, logsignals, webhook_signing, s3export, refusal, config, model, healthcheck],
+    [
+        timeutil,
+        joblogs,
+        demo,
+        redact,
+        logsignals,
+        webhook_signing,
+        s3export,
+        refusal,
+        config,
+        model,
+        healthcheck,
+        environment,
+        preflight,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_hold(module: ModuleType) -> None:

@@ -165,6 +165,7 @@ def test_the_exporter_runs_non_root_read_only_with_probes_resources_and_secret_t
     env = {item["name"]: item for item in container["env"]}
 
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["enableServiceLinks"] is False  # the exporter ignores them too (tests/test_environment.py)
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (10001, 10001)
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,

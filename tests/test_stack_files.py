@@ -198,7 +198,7 @@ def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() 
 
 def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_ships() -> None:
     services = load("docker-compose.yml")["services"]
-    required = "${CALABI_INGEST_TOKEN:?set CALABI_INGEST_TOKEN in .env (openssl rand -hex 32)}"
+    required = "${INGEST_TOKEN:?set INGEST_TOKEN in .env (openssl rand -hex 32)}"
 
     assert services["exporter"]["environment"]["CALABI_LISTEN"] == "0.0.0.0:9188"
     assert services["exporter"]["environment"]["CALABI_INGEST_TOKENS"] == required
@@ -207,7 +207,7 @@ def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_s
     shipped = dict(
         line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines() if line and not line.startswith("#")
     )
-    assert shipped["CALABI_INGEST_TOKEN"] == ""  # compose refuses to start until one is set
+    assert shipped["INGEST_TOKEN"] == ""  # compose refuses to start until one is set
     assert shipped["GRAFANA_ADMIN_PASSWORD"] == ""  # as above: no usable default password
     grafana = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert grafana == "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}"
@@ -293,14 +293,14 @@ def compose_schema_errors(env: dict[str, str]) -> list[str]:
 
 
 def test_compose_with_the_shipped_env_refuses_to_start_until_the_secrets_are_set() -> None:
-    with pytest.raises(ComposeRefusal, match="required variable CALABI_INGEST_TOKEN is missing"):
+    with pytest.raises(ComposeRefusal, match="required variable INGEST_TOKEN is missing"):
         interpolate(load("docker-compose.yml"), env_file())
     with pytest.raises(ComposeRefusal, match="required variable GRAFANA_ADMIN_PASSWORD is missing"):
-        interpolate(load("docker-compose.yml"), {**env_file(), "CALABI_INGEST_TOKEN": "a" * 32})
+        interpolate(load("docker-compose.yml"), {**env_file(), "INGEST_TOKEN": "a" * 32})
 
 
 def test_compose_with_the_secrets_set_follows_the_compose_specification() -> None:
-    env = {**env_file(), "CALABI_INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    env = {**env_file(), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
 
     assert compose_schema_errors(env) == []
     exporter = interpolate(load("docker-compose.yml"), env)["services"]["exporter"]
@@ -308,7 +308,7 @@ def test_compose_with_the_secrets_set_follows_the_compose_specification() -> Non
 
 
 def test_compose_with_two_replicas_on_postgresql_follows_the_compose_specification() -> None:
-    env = {**env_file(uncomment=True), "CALABI_INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    env = {**env_file(uncomment=True), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
 
     assert compose_schema_errors(env) == []
     exporter = interpolate(load("docker-compose.yml"), env)["services"]["exporter"]
@@ -317,7 +317,7 @@ def test_compose_with_two_replicas_on_postgresql_follows_the_compose_specificati
 
 
 def test_the_schema_check_finds_a_mistake() -> None:
-    env = {**env_file(), "CALABI_INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    env = {**env_file(), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
     broken = load("docker-compose.yml")
     broken["services"]["mcp"]["healthcheck"] = {"disabled": True}
     schema = json.loads((ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json").read_text(encoding="utf-8"))

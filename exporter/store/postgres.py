@@ -49,6 +49,8 @@ IDLE_SESSION_TIMEOUT: Final = "8s"
 _WRITE_LOCK_STATEMENT: Final = "SELECT pg_advisory_xact_lock(?, ?), set_config('synchronous_commit', 'off', true)"
 #: Cursors for statements with rows a connection keeps for its transactions (more are made as needed).
 READ_CURSORS: Final = 8
+#: How long the first connection at start may take before the database counts as unreachable.
+CONNECT_TIMEOUT_SECONDS: Final = 10
 #: A pooled connection idle this long is checked before it is lent again.
 CHECK_AFTER_IDLE: Final = 5.0
 #: TCP keepalives on the role connection, so a dead peer is noticed on either side within seconds.
@@ -104,9 +106,9 @@ _NO_ROWS: Final = _NoRows()
 
 
 def store_error(error: Exception, context: str = "") -> StoreError:
-    """The StoreError for a PostgreSQL error: :class:`StoreFull` when the server's disk is full."""
+    """The StoreError for a PostgreSQL error, on one line: :class:`StoreFull` when the server's disk is full."""
     message = f"{context}: {error}" if context else str(error)
-    message = message.strip()
+    message = " ".join(message.split())
     return StoreFull(message) if isinstance(error, pg_errors.DiskFull) else StoreError(message)
 
 
@@ -305,6 +307,12 @@ class PostgresDatabase:
             timeout=30.0,
             name="calabi-exporter",
         )
+        try:
+            # One connection first: a wrong URL or a server that is down fails at once with the
+            # client's own reason, where the pool would retry quietly and report only its timeout.
+            psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
+        except psycopg.Error as error:
+            raise store_error(error, f"cannot reach the database at {_where(url)}") from error
         try:
             self._pool.open(wait=True, timeout=30.0)
             with self._pool.connection() as conn:

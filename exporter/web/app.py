@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from flask import Flask
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.registry import Collector
 
 from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
@@ -13,7 +15,7 @@ from ..store import Store
 from ..store.sqlstore import replica_name
 from ..timeutil import Clock, system_clock
 from ..workers import BackgroundWorkers
-from . import ingest, ops, read_api, webhooks
+from . import ingest, landing, ops, read_api, webhooks
 from .errors import register_error_handlers
 from .services import EXTENSION_KEY, WORKERS_KEY, Services
 
@@ -54,8 +56,10 @@ def create_app(
         store.metrics.snapshot,
         replica_view=store.metrics.replica_view,
         freeze_first_render=server_worker,
+        runtime=runtime_collectors(),
     )
     app.extensions[EXTENSION_KEY] = Services(config=config, store=store, clock=clock, scrapes=scrapes)
+    app.register_blueprint(landing.bp)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(ops.bp)
@@ -64,6 +68,17 @@ def create_app(
     if owns_store:
         app.extensions[WORKERS_KEY] = BackgroundWorkers(store, config, clock=clock)
     return app
+
+
+def runtime_collectors() -> tuple[Collector, ...]:
+    """The serving process's own metrics every Prometheus user expects of an exporter.
+
+    ``process_*`` (CPU, memory, open files, start time), ``python_info`` and
+    ``python_gc_*``, as prometheus_client's default registry has them; each
+    worker process reports its own.
+    """
+    own = CollectorRegistry()  # not the library's global one, which nothing here reads
+    return (ProcessCollector(registry=own), PlatformCollector(registry=own), GCCollector(registry=own))
 
 
 def background_workers(app: Flask) -> BackgroundWorkers | None:
