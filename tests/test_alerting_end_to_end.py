@@ -187,3 +187,65 @@ def test_a_failure_notifies_slack_and_email_a_second_pages_and_a_success_resolve
         what="the resolved Slack message",
     )
     assert any(b["status"] == "resolved" for b in http.bodies("/webhook"))
+
+
+def post_alerts(alertmanager: str, alerts: list[dict[str, str]]) -> None:
+    """Firing alerts, as Prometheus sends them (API v2), each with the labels the rules give it."""
+    now = format_rfc3339(time.time())
+    body = [{"labels": labels, "annotations": {"summary": labels["alertname"]}, "startsAt": now} for labels in alerts]
+    response = requests.post(f"http://{alertmanager}/api/v2/alerts", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_one_expired_token_pages_once_and_notifies_once_while_another_connection_still_notifies(
+    alertmanager: str, captures: tuple[HttpCapture, SmtpCapture]
+) -> None:
+    http, _ = captures
+    other = "Stripe → Postgres"
+    # What the rules fire for a connection whose OAuth token expired (its second failed job), beside
+    # a single failure of another connection.
+    post_alerts(
+        alertmanager,
+        [
+            {"alertname": "CalabiSyncJobFailed", "severity": "warning", "connection": CONNECTION, "job_id": "j2"},
+            {"alertname": "CalabiSyncConsecutiveFailures", "severity": "critical", "connection": CONNECTION},
+            {"alertname": "CalabiSyncAuthFailing", "severity": "critical", "connection": CONNECTION},
+            {"alertname": "CalabiSyncJobFailed", "severity": "warning", "connection": other, "job_id": "k1"},
+        ],
+    )
+
+    def states() -> dict[tuple[str, str], tuple[str, list[str]]]:
+        alerts = requests.get(f"http://{alertmanager}/api/v2/alerts", timeout=10).json()
+        by_fingerprint = {a["fingerprint"]: a["labels"]["alertname"] for a in alerts}
+        return {
+            (a["labels"]["alertname"], a["labels"]["connection"]): (
+                a["status"]["state"],
+                sorted(by_fingerprint[f] for f in a["status"]["inhibitedBy"]),
+            )
+            for a in alerts
+        }
+
+    wait_until(
+        lambda: len(http.bodies("/slack")) >= 2 and http.bodies("/pagerduty/v2/enqueue") != [],
+        timeout=DEADLINE,
+        what="notifications",
+    )
+    time.sleep(3)  # three group intervals (1 s here): a notification still to come would have come
+
+    assert states() == {
+        ("CalabiSyncAuthFailing", CONNECTION): ("active", []),
+        ("CalabiSyncConsecutiveFailures", CONNECTION): ("suppressed", ["CalabiSyncAuthFailing"]),
+        ("CalabiSyncJobFailed", CONNECTION): ("suppressed", ["CalabiSyncAuthFailing"]),  # the first rule's source
+        ("CalabiSyncJobFailed", other): ("active", []),
+    }
+    notified = sorted(  # the custom webhook gets Alertmanager's JSON: which alerts each notification held
+        (alert["labels"]["alertname"], alert["labels"]["connection"])
+        for body in http.bodies("/webhook")
+        for alert in body["alerts"]
+    )
+    assert notified == [("CalabiSyncAuthFailing", CONNECTION), ("CalabiSyncJobFailed", other)]
+    assert len(http.bodies("/slack")) == 2
+    pages = http.bodies("/pagerduty/v2/enqueue")
+    assert [(p["event_action"], p["payload"]["custom_details"]["connection"]) for p in pages] == [
+        ("trigger", CONNECTION)
+    ]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
-from .conftest import require_binary
+from .conftest import free_port, require_binary, wait_until
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "alerting-rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
@@ -172,3 +174,93 @@ def test_a_base_url_that_would_break_the_links_is_refused(bad: str) -> None:
 
     assert result.returncode == 2
     assert "--grafana-url: must be a URL without spaces" in result.stderr
+
+
+def test_the_null_alertmanager_config_is_what_the_generator_writes_and_passes_amtool() -> None:
+    result = run_build("--null-alertmanager")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (RULES_DIR / "alertmanager-null.yml").read_text(encoding="utf-8")
+    checked = amtool("check-config", "alertmanager-null.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_null_config_routes_and_inhibits_as_the_real_one_and_names_no_secret() -> None:
+    real = yaml.safe_load((RULES_DIR / "alertmanager.yml").read_text(encoding="utf-8"))
+    null = yaml.safe_load((RULES_DIR / "alertmanager-null.yml").read_text(encoding="utf-8"))
+
+    assert (null["route"], null["inhibit_rules"]) == (real["route"], real["inhibit_rules"])
+    assert null["receivers"] == [{"name": "team"}, {"name": "pagerduty"}]
+    assert "_file" not in (RULES_DIR / "alertmanager-null.yml").read_text(encoding="utf-8").replace("# ", "")
+
+
+@pytest.mark.parametrize("source", ["CalabiSyncAuthFailing", "CalabiSyncConsecutiveFailures"])
+def test_every_inhibit_rule_requires_the_label_it_compares_on_its_source(source: str) -> None:
+    """An inhibit rule whose ``equal`` labels are missing on both sides mutes every target alert."""
+    rules = yaml.safe_load((RULES_DIR / "alertmanager.yml").read_text(encoding="utf-8"))["inhibit_rules"]
+    rule = next(r for r in rules if f'alertname="{source}"' in r["source_matchers"])
+
+    assert rule["equal"] == ["connection"]
+    assert 'connection=~".+"' in rule["source_matchers"]
+
+
+def start_script(config: Path, tmp_path: Path, port: int = 0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            "sh",
+            str(RULES_DIR / "start-alertmanager.sh"),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        env={**os.environ, "ALERTMANAGER_BIN": require_binary("prometheus-alertmanager")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_alertmanager_refuses_to_start_while_a_secret_file_is_missing(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "slack_webhook_url").write_text("https://hooks.slack.com/services/T0/B0/x\n")
+    (secrets / "smtp_password").write_text("")  # there, but empty
+    config = tmp_path / "alertmanager.yml"
+    config.write_text((RULES_DIR / "alertmanager.yml").read_text().replace("/etc/alertmanager/secrets", str(secrets)))
+
+    process = start_script(config, tmp_path)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert (process.returncode, stdout) == (1, b"")
+    assert stderr.decode().splitlines() == [
+        f"alertmanager: refusing to start: {config} names secret files that are missing or empty: "
+        f"{secrets}/smtp_password {secrets}/pagerduty_routing_key",
+        "alertmanager: put them in alerting-rules/secrets/ (its README says what goes in each), "
+        "or set ALERTMANAGER_CONFIG=alertmanager-null.yml in .env to run without notifications",
+    ]
+
+
+@pytest.mark.parametrize("chosen", ["alertmanager.yml", "alertmanager-null.yml"])
+def test_alertmanager_starts_with_every_secret_in_place_or_with_the_null_config(tmp_path: Path, chosen: str) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in ("slack_webhook_url", "smtp_password", "pagerduty_routing_key"):
+        (secrets / name).write_text("https://hooks.slack.com/services/T0/B0/x" if name.startswith("slack") else "x1")
+    config = tmp_path / chosen
+    config.write_text((RULES_DIR / chosen).read_text().replace("/etc/alertmanager/secrets", str(secrets)))
+    (tmp_path / "templates").symlink_to(RULES_DIR / "templates")
+    port = free_port()
+    process = start_script(config, tmp_path, port)
+
+    def ready() -> bool:
+        assert process.poll() is None, process.communicate()
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(ready, timeout=30, what=f"Alertmanager on {chosen}")
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

@@ -166,17 +166,67 @@ def test_the_image_installs_the_package_the_tests_install() -> None:
     assert load("docker-compose.yml")["services"]["exporter"]["build"] == "."
 
 
-def test_only_the_exporter_service_has_the_images_health_check() -> None:
-    """The simulator and the MCP tools run the same image but serve no /readyz of theirs."""
+def test_every_service_with_a_readiness_endpoint_has_a_health_check_and_dependents_wait_for_it() -> None:
+    """The simulator and the MCP tools run the exporter's image but serve no /readyz of theirs."""
     services = load("docker-compose.yml")["services"]
     image_services = {
         name for name, service in services.items() if service.get("image") == services["exporter"]["image"]
     }
+    checks = {
+        name: service["healthcheck"]["test"]
+        for name, service in services.items()
+        if "test" in service.get("healthcheck", {})
+    }
 
     assert image_services == {"exporter", "simulator", "mcp"}
-    assert "healthcheck" not in services["exporter"]
+    assert checks == {
+        "exporter": ["CMD", "calabi-exporter", "healthcheck"],
+        "postgres": ["CMD", "pg_isready", "-U", "calabi", "-d", "calabi"],
+        "loki": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3100/ready"],
+        "prometheus": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9090/-/ready"],
+        "alertmanager": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9093/-/ready"],
+        "grafana": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/api/health"],
+    }
     assert services["simulator"]["healthcheck"] == {"disable": True}
     assert services["mcp"]["healthcheck"] == {"disable": True}
+    waits = {
+        (name, dependency): condition["condition"]
+        for name, service in services.items()
+        for dependency, condition in service.get("depends_on", {}).items()
+    }
+    assert waits == {
+        ("exporter", "postgres"): "service_healthy",
+        ("prometheus", "alertmanager"): "service_healthy",
+        ("grafana", "prometheus"): "service_healthy",
+        ("grafana", "loki"): "service_healthy",
+        ("mcp", "exporter"): "service_healthy",
+        ("simulator", "exporter"): "service_healthy",
+    }
+    assert all(dependency in checks for _, dependency in waits)
+
+
+def test_the_simulator_runs_only_in_the_demo_profile_and_the_stack_is_not_labelled_a_demo() -> None:
+    services = load("docker-compose.yml")["services"]
+
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert (
+        services["exporter"]["environment"]["CALABI_DEPLOYMENT_ENVIRONMENT"] == "${DEPLOYMENT_ENVIRONMENT:-production}"
+    )
+    assert env_file()["DEPLOYMENT_ENVIRONMENT"] == "production"
+
+
+def test_only_the_exporter_and_grafana_are_published_beyond_loopback() -> None:
+    services = load("docker-compose.yml")["services"]
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+
+    assert published == {
+        "exporter": ["${EXPORTER_PORTS:-9188}:9188"],
+        "grafana": ["${GRAFANA_PORT:-3000}:3000"],
+        "loki": ["127.0.0.1:${LOKI_PORT:-3100}:3100"],
+        "prometheus": ["127.0.0.1:${PROMETHEUS_PORT:-9090}:9090"],
+        "alertmanager": ["127.0.0.1:${ALERTMANAGER_PORT:-9093}:9093"],
+        "mcp": ["127.0.0.1:${MCP_PORT:-9189}:9189"],
+    }
 
 
 def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() -> None:
@@ -193,7 +243,6 @@ def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() 
         "0.0.0.0:9189",
     )
     assert services["exporter"]["environment"]["CALABI_LISTEN"].endswith(":9188")
-    assert mcp["ports"] == ["127.0.0.1:9189:9189"]
 
 
 def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_ships() -> None:
@@ -235,7 +284,6 @@ def test_the_postgres_profile_runs_the_exporter_as_replicas_sharing_postgresql_a
     assert (shipped["COMPOSE_PROFILES"], shipped["EXPORTER_REPLICAS"]) == ("postgres", "2")
     # One host port per replica, clear of the MCP tools' 9189; one replica keeps 9188.
     assert exporter["ports"] == ["${EXPORTER_PORTS:-9188}:9188"] and shipped["EXPORTER_PORTS"] == "9190-9191"
-    assert services["mcp"]["ports"] == ["127.0.0.1:9189:9189"]
     assert config.database_url.startswith("postgresql://calabi:") and config.database_url.endswith(
         "@postgres:5432/calabi"
     )
@@ -244,6 +292,9 @@ def test_the_postgres_profile_runs_the_exporter_as_replicas_sharing_postgresql_a
     assert scrape[0]["dns_sd_configs"] == [
         {"names": ["exporter"], "type": "A", "port": 9188, "refresh_interval": "15s"}
     ]
+
+
+CHOSEN = {"ALERTMANAGER_CONFIG": "alertmanager-null.yml"}
 
 
 class ComposeRefusal(Exception):
@@ -292,15 +343,17 @@ def compose_schema_errors(env: dict[str, str]) -> list[str]:
     return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(compose)]
 
 
-def test_compose_with_the_shipped_env_refuses_to_start_until_the_secrets_are_set() -> None:
-    with pytest.raises(ComposeRefusal, match="required variable INGEST_TOKEN is missing"):
-        interpolate(load("docker-compose.yml"), env_file())
-    with pytest.raises(ComposeRefusal, match="required variable GRAFANA_ADMIN_PASSWORD is missing"):
-        interpolate(load("docker-compose.yml"), {**env_file(), "INGEST_TOKEN": "a" * 32})
+@pytest.mark.parametrize("variable", ["INGEST_TOKEN", "GRAFANA_ADMIN_PASSWORD", "ALERTMANAGER_CONFIG"])
+def test_compose_with_the_shipped_env_refuses_to_start_until_each_choice_is_made(variable: str) -> None:
+    chosen = {"INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse", **CHOSEN}
+    del chosen[variable]
+
+    with pytest.raises(ComposeRefusal, match=f"required variable {variable} is missing"):
+        interpolate(load("docker-compose.yml"), {**env_file(), **chosen})
 
 
 def test_compose_with_the_secrets_set_follows_the_compose_specification() -> None:
-    env = {**env_file(), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    env = {**env_file(), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse", **CHOSEN}
 
     assert compose_schema_errors(env) == []
     exporter = interpolate(load("docker-compose.yml"), env)["services"]["exporter"]
@@ -308,7 +361,7 @@ def test_compose_with_the_secrets_set_follows_the_compose_specification() -> Non
 
 
 def test_compose_with_two_replicas_on_postgresql_follows_the_compose_specification() -> None:
-    env = {**env_file(uncomment=True), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    env = {**env_file(uncomment=True), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse", **CHOSEN}
 
     assert compose_schema_errors(env) == []
     exporter = interpolate(load("docker-compose.yml"), env)["services"]["exporter"]
@@ -317,7 +370,7 @@ def test_compose_with_two_replicas_on_postgresql_follows_the_compose_specificati
 
 
 def test_the_schema_check_finds_a_mistake() -> None:
-    env = {**env_file(), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse"}
+    env = {**env_file(), "INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse", **CHOSEN}
     broken = load("docker-compose.yml")
     broken["services"]["mcp"]["healthcheck"] = {"disabled": True}
     schema = json.loads((ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json").read_text(encoding="utf-8"))
