@@ -30,9 +30,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .loki_server import MAPPINGS, Loki, loki_binary, start_loki
 from .postgres_server import PostgresServer, postgres_bin
+from .real_components import missing
 
 if TYPE_CHECKING:
     from .s3_server import MotoServer
+
+pytest_plugins = ("tests.containers",)  # the engine and the images, made once per run
 
 T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
 RUNTIME_PREFIXES = ("process_", "python_")  # the serving process's own families, in every scrape
@@ -85,7 +88,7 @@ def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL for the session (Debian's server, run as ``postgres`` under root)."""
     bin_dir, why = postgres_bin()
     if bin_dir is None:
-        pytest.skip(why)
+        missing(why)
     server = PostgresServer(bin_dir, free_port())
     server.start()
     yield server
@@ -484,7 +487,7 @@ def lokis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Loki]]
     """
     binary, why = loki_binary()
     if binary is None:
-        pytest.skip(why)
+        missing(why)
     root = tmp_path_factory.mktemp("loki")
     ports = {mapping: (free_port(), free_port()) for mapping in MAPPINGS}
     with ThreadPoolExecutor(len(MAPPINGS)) as pool:

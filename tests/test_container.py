@@ -10,45 +10,25 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from .conftest import free_port, wait_until
-from .container_engine import STANDIN_BASE, Engine, Unavailable, find_engine
+from .container_engine import Engine
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "container-test-token-0123456789"
 PORT = 9200  # not the default 9188: the health check must follow CALABI_LISTEN
 
 
-@pytest.fixture(scope="module")
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    try:
-        found = find_engine()
-    except Unavailable as why:
-        pytest.skip(str(why))
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for note in found.notes:  # said in the run's output: what this run stood in for
-        if reporter is not None:
-            reporter.write_line(f"container test: {note}")
-    standin = found("image", "inspect", "--format", "{{.Id}}", STANDIN_BASE, check=False).stdout.strip()
-    yield found
-    if found.base == STANDIN_BASE and standin:
-        found("rmi", "--force", standin, check=False)
+@pytest.fixture
+def engine(container_engine: Engine) -> Engine:
+    return container_engine
 
 
-@pytest.fixture(scope="module")
-def image(engine: Engine) -> Iterator[str]:
-    tag = f"localhost/calabi-connect-exporter:test-{uuid.uuid4().hex[:8]}"
-    build = ["build", "--build-arg", f"BASE_IMAGE={engine.base}", "-t", tag]
-    if engine.command == "podman":
-        # docker format keeps HEALTHCHECK; no layer cache left behind in the host's image store
-        build += ["--format", "docker", "--layers=false", "--network", "host", *engine.run_flags]
-    engine(*build, str(ROOT), timeout=1800)
-    yield tag
-    engine("rmi", "--force", tag, check=False)
+@pytest.fixture
+def image(exporter_image: str) -> str:
+    return exporter_image
 
 
 @pytest.fixture
@@ -57,7 +37,7 @@ def container(engine: Engine, image: str) -> Iterator[tuple[str, str]]:
     name = f"calabi-test-{uuid.uuid4().hex[:8]}"
     host_port = free_port()
     engine(
-        "run", "-d", "--name", name, *engine.run_flags, "-p", f"127.0.0.1:{host_port}:{PORT}",
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{PORT}",
         "-e", f"CALABI_LISTEN=0.0.0.0:{PORT}", "-e", f"CALABI_INGEST_TOKENS={TOKEN}", image,
     )  # fmt: skip
     yield name, f"http://127.0.0.1:{host_port}"
@@ -113,7 +93,7 @@ def test_a_container_on_a_non_default_port_is_healthy_takes_a_job_serves_its_met
 
 
 def test_without_a_token_the_container_refuses_to_open_its_port(engine: Engine, image: str) -> None:
-    result = engine("run", "--rm", *engine.run_flags, image, timeout=120, check=False)
+    result = engine("run", "--rm", image, timeout=120, check=False)
 
     assert result.returncode == 2
     assert "ingest_tokens" in result.stderr

@@ -498,4 +498,6 @@ def test_webhook_configuration_errors_name_the_key(tmp_path: Path) -> None:
     good.write_text("webhooks: [{name: a, url: 'http://x', secret_file: secret, statuses: [failed]}]", encoding="utf-8")
 
     assert messages == cases
-    assert load_config(good, env={}).webhooks == (WebhookEndpoint("a", "http://x", SECRET, frozenset({"failed"})),)
+    assert load_config(good, env={}).webhooks == (
+        WebhookEndpoint("a", "http://x", SECRET, frozenset({"failed"}), secret_file=str(secret_file)),
+    )
