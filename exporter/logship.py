@@ -330,9 +330,9 @@ class LogShipper(SingletonWorker):
                 self._failures += 1
                 wait = self._backoff.wait(self._failures, failure.retry_after)
                 log.warning(
-                    "log export to %s failed (HTTP %s); %d records wait, retrying in %.1f s",
+                    "log export to %s failed (%s); %d records wait, retrying in %.1f s",
                     redact(self._config.otlp_logs_endpoint),
-                    failure.status,
+                    "no answer" if failure.status is None else f"HTTP {failure.status}",
                     waiting,
                     wait,
                 )

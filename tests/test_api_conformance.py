@@ -17,9 +17,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from .conftest import ExporterProcess
+
+pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in the day-to-day subset
 
 TOKEN = "conformance-token-0123456789"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

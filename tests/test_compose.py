@@ -35,6 +35,8 @@ from mcp import Client
 from .conftest import free_port, wait_until
 from .container_engine import Engine
 
+pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in the day-to-day subset
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "compose-test-token-0123456789abcdef"
 CONNECTION = "HubSpot Production → BigQuery"

@@ -17,6 +17,8 @@ import requests
 from .conftest import free_port, wait_until
 from .container_engine import Engine
 
+pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in the day-to-day subset
+
 TOKEN = "container-test-token-0123456789"
 PORT = 9200  # not the default 9188: the health check must follow CALABI_LISTEN
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from .conftest import ExporterProcess, environment_without_calabi, free_port, job
+from .real_components import missing
 
 SIZE = "8m"
 
@@ -24,7 +25,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip() or result.returncode}")
+        missing(f"cannot mount a small tmpfs here (root is needed): {result.stderr.strip() or result.returncode}")
     try:
         yield mount
     finally:

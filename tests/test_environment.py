@@ -153,11 +153,18 @@ def documented_names() -> dict[str, str]:
     return found
 
 
+#: Names the README shows as what the commands refuse or leave alone, not as settings.
+SHOWN_AS_NOT_SETTINGS = {"CALABI_WROKERS", "CALABI_EXPORTER_SERVICE_HOST", "CALABI_EXPORTER_PORT_9188_TCP"}
+
+
 def test_every_variable_anything_documents_is_one_the_commands_know() -> None:
     known = {option.env for option in OPTIONS} | {variable.name for variable in VARIABLES}
     documented = documented_names()
 
-    assert {name: where for name, where in documented.items() if name not in known} == {}
+    assert {name: where for name, where in documented.items() if name not in known | SHOWN_AS_NOT_SETTINGS} == {}
+    assert load_config(env={"CALABI_EXPORTER_SERVICE_HOST": "10.96.0.1"}) == load_config(env={})
+    with pytest.raises(ConfigError, match="CALABI_WROKERS: unknown setting; did you mean CALABI_WORKERS"):
+        load_config(env={"CALABI_WROKERS": "2"})
     assert {variable.name for variable in VARIABLES} <= set(documented)
 
 

@@ -35,7 +35,7 @@ def of(samples: Samples, connection: str | None) -> dict[tuple[str, frozenset[tu
     """The samples of ``connection`` (None: those of no connection), scrape-wide values left out."""
     return {
         key: value
-        for key, value in samples.items()
+        for key, value in samples.store_samples().items()
         if dict(key[1]).get("connection") == connection and key[0] not in SCRAPE_WIDE
     }
 

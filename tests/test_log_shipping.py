@@ -15,7 +15,6 @@ from calabi_exporter.logship import LogShipper
 from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
 from calabi_exporter.web import background_workers, create_app
-from flask import Flask
 from flask.testing import FlaskClient
 
 from .conftest import T0, ExporterProcess, FakeClock, free_port, job, parse_samples, wait_until
@@ -368,47 +367,25 @@ def test_a_restart_during_an_outage_loses_nothing(
     assert len(bodies) - len(set(bodies)) <= 100  # duplicates, if any, bounded by one batch
 
 
-def ingest_seconds(data_dir: Path, endpoint: str, *, ship: bool) -> tuple[float, Flask]:
-    """Seconds to ingest 10,000 lines (100 requests of 100) into a fresh store with its outbox, and the app."""
-    config = Config(data_dir=str(data_dir), otlp_logs_endpoint=endpoint, otlp_timeout_seconds=1.0)
+def test_lines_ingested_while_the_receiver_is_down_all_arrive_once_it_is_back(tmp_path: Path) -> None:
+    """The shipper in its own thread, as ``serve`` runs it; how little it costs ingestion is measured in
+    bench/bench_log_shipping.py ("Ingestion while Loki is down")."""
+    port = free_port()
+    config = Config(
+        data_dir=str(tmp_path / "data"),
+        otlp_logs_endpoint=f"http://127.0.0.1:{port}/otlp/v1/logs",
+        otlp_timeout_seconds=1.0,
+    )
     app = create_app(config)
     client = app.test_client()
     workers = background_workers(app)
     assert workers is not None and workers.shipper is not None
-    if ship:
-        workers.shipper.start()
+    workers.shipper.start()
     start = time.time() - 3600
-    bodies = [
-        "".join(f"{format_rfc3339(start + r * 100 + i)} INFO request {r} line {i}\n" for i in range(100))
-        for r in range(100)
-    ]
     assert client.post("/api/v1/jobs", json=job("job-1", "running")).status_code == 200
-    began = time.perf_counter()
-    for body in bodies:
+    for r in range(100):
+        body = "".join(f"{format_rfc3339(start + r * 100 + i)} INFO request {r} line {i}\n" for i in range(100))
         assert client.post("/api/v1/jobs/job-1/logs", data=body, content_type="text/plain").status_code == 200
-    return time.perf_counter() - began, app
-
-
-def stop_shipping(app: Flask) -> None:
-    workers = background_workers(app)
-    assert workers is not None and workers.shipper is not None
-    workers.shipper.stop()
-
-
-def test_an_outage_does_not_slow_ingestion_and_every_line_arrives_when_the_receiver_is_back(tmp_path: Path) -> None:
-    port = free_port()
-    down = f"http://127.0.0.1:{port}/otlp/v1/logs"
-    quiet_times, down_times = [], []
-    for attempt in range(5):  # interleaved, best of five: the ratio, not an absolute time
-        quiet_times.append(ingest_seconds(tmp_path / f"quiet-{attempt}", down, ship=False)[0])
-        seconds, app = ingest_seconds(tmp_path / f"down-{attempt}", down, ship=True)
-        down_times.append(seconds)
-        if attempt < 4:
-            stop_shipping(app)
-
-    # With the receiver down the shipper backs off instead of competing with ingestion.
-    ratio = min(down_times) / min(quiet_times)
-    assert ratio <= 1.2, (down_times, quiet_times)
 
     receiver = Receiver(port=port)
     receiver.start()
@@ -416,8 +393,9 @@ def test_an_outage_does_not_slow_ingestion_and_every_line_arrives_when_the_recei
         wait_until(lambda: len(received_bodies(receiver)) >= 10_000, timeout=90, what="10,000 lines at the receiver")
         bodies = received_bodies(receiver)
     finally:
-        stop_shipping(app)
+        workers.shipper.stop()
         receiver.stop()
+        app.extensions["calabi_exporter"].store.close()
     assert len(set(bodies)) == 10_000
     assert len(bodies) - 10_000 <= 1000  # duplicates, if any, bounded by one batch
 

@@ -162,6 +162,7 @@ def ship_everything(shipper: LogShipper, store: Store, *, steps: int = 2000) -> 
     raise AssertionError("the outbox did not empty")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mapping", ["project", "default"])
 def test_a_week_of_history_posted_records_first_reaches_loki_whole_and_in_true_time_order(
     mapping: str, lokis: dict[str, Loki], shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
@@ -268,6 +269,7 @@ def post_logs(session: requests.Session, base: str, jobs: list[HistoryJob]) -> N
         assert response.status_code == 200, response.text
 
 
+@pytest.mark.slow
 def test_two_worker_processes_and_a_restart_ship_a_backfill_whole(
     loki: Loki, exporter_process: Callable[..., ExporterProcess], tmp_path: Path
 ) -> None:
@@ -293,6 +295,7 @@ def test_two_worker_processes_and_a_restart_ship_a_backfill_whole(
     assert session.get(second.url + "/api/v1/logs/dead-letters", timeout=10).json()["dead_letters"] == []
 
 
+@pytest.mark.slow
 def test_the_demos_history_jobs_have_their_logs_in_loki(loki: Loki, tmp_path: Path) -> None:
     seed = 7
     history_jobs = backfill(SIMULATED, random.Random(seed), now=time.time())

@@ -11,6 +11,8 @@ from calabi_exporter.store import JobFilter, Store
 
 from .conftest import T0
 
+pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in the day-to-day subset
+
 JOBS = 1_000_000
 SPACING = 2.592  # seconds between job times: a million jobs over 30 days
 

