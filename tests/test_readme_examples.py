@@ -1,4 +1,4 @@
-"""Every shell example of README.md and docs/*.md runs here, or says above its fence which test runs it.
+"""Every shell example of the Markdown documents (:data:`DOCUMENTS`) runs here, or names the test that runs it.
 
 Which blocks: every fenced block tagged ``sh``, ``bash``, ``shell``, ``console`` (or untagged).
 Each is run by a test of this module, chosen by what it holds (:func:`how_it_runs`), or carries
@@ -66,7 +66,13 @@ from .markdown_examples import ASSIGNMENT, SHELL_TAGS, Block, Ran, Terminal, blo
 from .s3_server import BUCKET, MotoServer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-DOCUMENTS: Final = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+#: The user's documents: every Markdown file of the repository but the tests' data notes.
+DOCUMENTS: Final = (
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "alerting-rules").rglob("*.md")),
+    ROOT / "dashboards" / "README.md",
+)
 THIS: Final = "tests/test_readme_examples.py"
 #: The address the examples use; the test server's replaces it in commands.
 ADDRESS: Final = re.compile(r"\b(?:localhost|127\.0\.0\.1):9188\b")
