@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .config import OPTIONS, Config, ConfigError, Option, load_config, optional_url
-from .environment import CONFIG_COMMANDS, VARIABLES
+from .environment import CONFIG_COMMANDS, CONFIG_FILE, MCP_TOKEN, SIMULATOR_TOKEN, VARIABLES
 from .preflight import SecretFilter, document, secret_values, warnings
 from .store import StoreError, StoreFull
 from .timeutil import format_duration
@@ -71,7 +71,7 @@ def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParse
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", type=Path, help="YAML configuration file (or CALABI_CONFIG)")
+    parser.add_argument("--config", "-c", type=Path, help=f"YAML configuration file (or {CONFIG_FILE.name})")
     parser.add_argument("--listen", help="host:port to listen on")
     parser.add_argument("--data-dir", dest="data_dir", help="directory of the embedded store")
     parser.add_argument("--workers", help="worker processes")
@@ -98,8 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     simulate.add_argument(
         "--token",
-        default=os.environ.get("CALABI_SIMULATOR_TOKEN"),
-        help="ingest bearer token (or CALABI_SIMULATOR_TOKEN)",
+        default=os.environ.get(SIMULATOR_TOKEN.name),
+        help=f"ingest bearer token (or {SIMULATOR_TOKEN.name})",
     )
 
     check = _command(
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_flags(mcp)
     mcp.add_argument("--url", help="read a running exporter's read API at this URL instead of the store in --data-dir")
     mcp.add_argument(
-        "--token", default=os.environ.get("CALABI_MCP_TOKEN"), help="bearer token for --url (or CALABI_MCP_TOKEN)"
+        "--token", default=os.environ.get(MCP_TOKEN.name), help=f"bearer token for --url (or {MCP_TOKEN.name})"
     )
     mcp.add_argument("--http", action="store_true", help="serve Streamable HTTP instead of stdio")
     mcp.add_argument(
@@ -143,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     path = args.config
-    if path is None and os.environ.get("CALABI_CONFIG"):
-        path = Path(os.environ["CALABI_CONFIG"])
+    if path is None and os.environ.get(CONFIG_FILE.name):
+        path = Path(os.environ[CONFIG_FILE.name])
     flags = {key: getattr(args, key, None) for key in ("listen", "data_dir", "workers", "threads", "log_level")}
     return load_config(path, flags=flags)
 
@@ -184,10 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "mcp":
             return _mcp(config, args)
-        problem = config.exposure_problem() if args.command in ("serve", "check-config") else None
-        if problem is not None:
-            raise problem  # before anything is opened: closed by default
-        if args.command in ("serve", "check-config"):
+        if args.command in ("serve", "check-config"):  # check-config is the preflight of serve
+            problem = config.exposure_problem()
+            if problem is not None:
+                raise problem  # before anything is opened: closed by default
             _warn(config)
         if not (args.command == "check-config" and args.offline):
             _open_store(config)

@@ -225,7 +225,7 @@ class Option:
     """One setting: its key in the file, how a value is read, its default and a sentence for the reference.
 
     ``secret``: the value is a credential, masked wherever the configuration is
-    shown (``check-config``, ``--help``, logs).
+    shown (``check-config``) and in the exporter's log lines.
     """
 
     key: str

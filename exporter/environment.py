@@ -34,21 +34,17 @@ class Variable:
 #: The commands that read the configuration (file, options' variables, flags).
 CONFIG_COMMANDS: Final = ("serve", "demo", "check-config", "healthcheck", "export", "mcp")
 
-VARIABLES: Final = (
-    Variable("CALABI_CONFIG", CONFIG_COMMANDS, "The YAML configuration file, as `--config`."),
-    Variable(
-        "CALABI_SIMULATOR_TOKEN",
-        ("simulate",),
-        "Ingest token the simulator sends, as `--token`.",
-        secret=True,
-    ),
-    Variable(
-        "CALABI_MCP_TOKEN",
-        ("mcp",),
-        "Bearer token the MCP tools send to the read API of `--url`, as `--token`.",
-        secret=True,
-    ),
+CONFIG_FILE: Final = Variable("CALABI_CONFIG", CONFIG_COMMANDS, "The YAML configuration file, as `--config`.")
+SIMULATOR_TOKEN: Final = Variable(
+    "CALABI_SIMULATOR_TOKEN", ("simulate",), "Ingest token the simulator sends, as `--token`.", secret=True
 )
+MCP_TOKEN: Final = Variable(
+    "CALABI_MCP_TOKEN",
+    ("mcp",),
+    "Bearer token the MCP tools send to the read API of `--url`, as `--token`.",
+    secret=True,
+)
+VARIABLES: Final = (CONFIG_FILE, SIMULATOR_TOKEN, MCP_TOKEN)
 BY_NAME: Final = {v.name: v for v in VARIABLES}
 
 #: What Kubernetes injects per Service (``enableServiceLinks``, on by default), the service's name
