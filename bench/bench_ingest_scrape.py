@@ -76,6 +76,8 @@ from tests.processes import children, cpu_seconds, process_tree
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
+#: Where the section of ``bench_durable_commit.py`` starts in the output; a run here keeps it.
+SECTION_MARK: Final = "<!-- bench/bench_durable_commit.py writes from here on -->"
 PUSHGATEWAY: Final = "/usr/bin/prometheus-pushgateway"
 WRK: Final = "/usr/bin/wrk"
 EXPORTER_WORKERS: Final = 2  # the defaults of `calabi-exporter serve`
@@ -901,7 +903,7 @@ def write_markdown(path: Path, report: Report, facts: Sequence[str], started: da
             "",
             "Ingestion and scrape performance of `calabi-exporter serve`, with Debian's Pushgateway side by side.",
             "Written by `bench/bench_ingest_scrape.py` (see its docstring for what each row measures); do not edit",
-            "by hand, run the benchmark again.",
+            "by hand, run the benchmark again (the section at the end is `bench/bench_durable_commit.py`'s).",
             "",
             f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')}; run took {seconds / 60:.1f} min",
             *facts,
@@ -920,8 +922,14 @@ def write_markdown(path: Path, report: Report, facts: Sequence[str], started: da
         ]
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text + _kept_section(path), encoding="utf-8")
     return text
+
+
+def _kept_section(path: Path) -> str:
+    """The section another benchmark wrote at the end of ``path`` (from its mark on), kept as it is."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    return "\n" + SECTION_MARK + old.split(SECTION_MARK, 1)[1] if SECTION_MARK in old else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

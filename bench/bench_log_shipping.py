@@ -10,7 +10,9 @@
    ``LOKI_BIN``, ``loki`` on PATH, ``../shared/bin/loki``): the same outbox shipped to a single-process
    Loki 3.x on loopback with the project's ``otlp_config`` (rate limits raised as in the tests), and the
    tests' 7-day backfill (6 connections, 240 jobs, about 28,000 lines, records first then logs)
-   from the first request to the last line queryable (after Loki flushes its chunks).
+   from the first request to the last line queryable (after Loki flushes its chunks); and one job
+   of 1,000 lines of 5 KB (about 5 MB of OTLP, over Loki's 4 MiB message limit) from its upload to
+   every line queryable, in requests of at most ``otlp_max_request_bytes``.
 3. Ingestion during an outage: 10,000 lines posted in 100 requests while the shipper runs against
    a receiver that is down (backing off, one record per attempt), against the same with no shipper;
    best of five, interleaved. The shipper must not compete with ingestion (target: at most 1.2 times).
@@ -156,7 +158,7 @@ def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[
     """Shipping rate to a real Loki, and the 7-day backfill until fully queryable."""
     from tests.conftest import free_port as test_port
     from tests.loki_server import start_loki
-    from tests.test_loki_shipping import history, post_records_then_logs
+    from tests.test_loki_shipping import big_job, history, post_records_then_logs
 
     loki = start_loki(binary, workdir / "loki", mapping="project", ports=(test_port(), test_port()))
     try:
@@ -193,9 +195,44 @@ def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[
             f"posted {posted:.1f} s, shipped {shipped_at:.1f} s, **all queryable after {queryable:.1f} s** "
             f"({dead} dead-lettered) | - | - |"
         )
-        return rows, dead == 0
+        big_row, big_dead = big_job_to_loki(workdir, loki, big_job(job_id="job-big", connection="Bench", now=now))
+        rows.append(big_row)
+        return rows, dead == 0 and big_dead == 0
     finally:
         loki.stop()
+
+
+def big_job_to_loki(workdir: Path, loki: Any, job: Any) -> tuple[str, int]:
+    """One job of 1,000 lines of 5 KB, from its upload to every line queryable: (row, dead letters)."""
+    from tests.test_loki_shipping import post_records_then_logs
+
+    config = Config(
+        data_dir=str(workdir / "big"),
+        otlp_logs_endpoint=loki.otlp_url,
+        service_instance_id="bench",
+        service_name="calabi-bench-big",
+    )
+    store = Store.sqlite(config.data_path, synchronous="normal", outbox=True)
+    client = create_app(config, store=store).test_client()
+    started = time.perf_counter()
+    post_records_then_logs(client, "", [job])
+    shipper = LogShipper(store, config)
+    steps = 0
+    while store.metrics.snapshot().shipping.waiting:
+        shipper.ship_once()
+        steps += 1
+    shipped_at = time.perf_counter() - started
+    dead = store.metrics.snapshot().shipping.dead_lettered
+    store.close()
+    expected = len(job.lines) + 1
+    loki.flush('{service_name="calabi-bench-big"}', expected=expected, at=time.time() + 3600, days=1, timeout=120)
+    queryable = time.perf_counter() - started
+    row = (
+        f"| One job of 1,000 lines of 5 KB to a real Loki | about 5 MB of OTLP, requests ≤ "
+        f"{config.otlp_max_request_bytes / 1048576:g} MiB | shipped in {steps} steps, {shipped_at:.1f} s after the "
+        f"upload began, **all {expected:,} records queryable after {queryable:.1f} s** ({dead} dead-lettered) | - | - |"
+    )
+    return row, dead
 
 
 def memory(workdir: Path, outbox: int) -> str:
@@ -214,12 +251,12 @@ def memory(workdir: Path, outbox: int) -> str:
         record = {"job_id": f"job-{j}", "connection_name": f"conn-{j % 10} → warehouse", "status": "running"}
         client.post("/api/v1/jobs", json=record)
     samples: list[tuple[int, float]] = [(0, rss_mib())]
-    base = time.time() - 3600
+    base = time.time() - 3600  # every line within the last hour: not in the future, not too old for Loki
     per_request = 1000
     for n in range(outbox // per_request):
         job = n % 100
         body = "".join(
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(base + i))}Z INFO Stream table_{i % 20:02d}: "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(base + i % 3600))}Z INFO Stream table_{i % 20:02d}: "
             f"{i} records synced in 1.5s\n"
             for i in range(n * per_request, (n + 1) * per_request)
         )

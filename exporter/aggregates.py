@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from .model import FAILED, FINISHED_STATUSES, SUCCEEDED, Job
@@ -66,6 +66,27 @@ class Histogram:
             running += count
             out.append((edge, float(running)))
         return out
+
+
+def admitted_afresh(agg: ConnectionAgg) -> ConnectionAgg:
+    """A connection that waited beyond the series budget, given a place: its counters start from zero.
+
+    What it counted while it waited stays in the overflow's counters, which never
+    go down (Prometheus would read a drop as a reset), so a sum over the series
+    stays exact. Its gauges (latest job, failures in a row, last success, first
+    seen) carry on: its alerts see its state at once.
+    """
+    return replace(
+        agg,
+        admitted=True,
+        jobs=dict.fromkeys(FINISHED_STATUSES, 0),
+        records_synced=0,
+        records_failed=0,
+        bytes_synced=0,
+        streams_succeeded=0,
+        streams_failed=0,
+        durations={},
+    )
 
 
 def _edge(bucket: float) -> str:

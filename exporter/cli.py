@@ -4,7 +4,8 @@
 posting realistic jobs, ``simulate`` points the simulator at a running exporter,
 ``check-config`` validates a configuration and prints it, ``healthcheck`` asks
 the configured address whether the exporter is ready (a container's health
-check), ``export`` sends a time range to S3 now, ``mcp`` serves the AI-agent tools.
+check), ``export`` sends a time range to S3 now, ``mcp`` serves the AI-agent tools,
+``redrive-dead-letters`` queues the log records the receiver refused again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import __version__
 from .config import OPTIONS, Config, ConfigError, Option, load_config, optional_url
 from .environment import CONFIG_COMMANDS, CONFIG_FILE, MCP_TOKEN, SIMULATOR_TOKEN, VARIABLES
 from .preflight import SecretFilter, document, secret_values, warnings
-from .store import StoreError, StoreFull
+from .store import StoreError, StoreFull, StoreUnavailable
 from .timeutil import format_duration
 
 PROG = "calabi-exporter"
@@ -126,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--until", default=None, help="end (exclusive), same forms (default: now)")
 
+    redrive = _command(
+        commands, "redrive-dead-letters", "queue the dead-lettered log records again, for the log shipper to send"
+    )
+    _config_flags(redrive)
+    redrive.add_argument("--connection", default=None, help="only this connection's (default: every connection's)")
+
     mcp = _command(
         commands, "mcp", "serve the get_job_status and list_connections tools to AI agents (Model Context Protocol)"
     )
@@ -134,9 +141,15 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument(
         "--token", default=os.environ.get(MCP_TOKEN.name), help=f"bearer token for --url (or {MCP_TOKEN.name})"
     )
-    mcp.add_argument("--http", action="store_true", help="serve Streamable HTTP instead of stdio")
     mcp.add_argument(
-        "--http-listen", default="127.0.0.1:9189", help="host:port of --http (default 127.0.0.1:9189; path /mcp)"
+        "--http",
+        action="store_true",
+        help="serve Streamable HTTP instead of stdio; requires a read token (read_tokens) when any is set",
+    )
+    mcp.add_argument(
+        "--http-listen",
+        default="127.0.0.1:9189",
+        help="host:port of --http (default 127.0.0.1:9189; path /mcp); another address than loopback needs read_tokens",
     )
     return parser
 
@@ -195,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _print(json.dumps(document(config), indent=2, ensure_ascii=False))
         if args.command == "export":
             return _export(config, args.since, args.until)
+        if args.command == "redrive-dead-letters":
+            return _redrive(config, args.connection)
         if args.command == "serve":
             from .server import serve
 
@@ -208,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except StoreFull as error:
         print(f"{PROG}: the store's disk is full: {error}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as error:
+        print(f"{PROG}: the store is unavailable: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -271,12 +289,33 @@ def _export(config: Config, since_text: str, until_text: str | None) -> int:
     return 0
 
 
+def _redrive(config: Config, connection: str | None) -> int:
+    """Put dead-lettered log records back in the outbox; a running shipper sends them at its next step."""
+    from .store import Store
+
+    store = Store.from_config(config)
+    try:
+        requeued = store.outbox.redrive(connection)
+    finally:
+        store.close()
+    print(f"{requeued} dead-lettered log records queued again" + (f" ({connection})" if connection else ""))
+    return 0
+
+
 def _mcp(config: Config, args: argparse.Namespace) -> int:
-    """Serve the MCP tools over stdio (the default; logs go to stderr) or Streamable HTTP."""
+    """Serve the MCP tools over stdio (the default; logs go to stderr) or Streamable HTTP (:mod:`.mcp_http`)."""
     from .mcp_server import HttpSource, ReadSource, StoreSource, build_server
     from .store import Store
     from .store.sqlite import DB_FILENAME
 
+    listen: tuple[str, int] | None = None
+    if args.http:
+        from .mcp_http import exposure_problem, parse_listen
+
+        listen = parse_listen(args.http_listen)
+        problem = exposure_problem(config, args.http_listen)
+        if problem is not None:
+            raise problem  # before the store is opened: closed by default, as serve
     source: ReadSource
     if args.url:
         try:
@@ -289,26 +328,31 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
             raise ConfigError("data_dir", f"no store in {config.data_path}; give the exporter's data_dir, or --url")
         source = StoreSource(Store.from_config(config).reads)
     server = build_server(source)
-    if not args.http:
+    if listen is None:
         server.run("stdio")
         return 0
-    host, _, port = args.http_listen.rpartition(":")
-    if not port.isdigit() or not host:
-        raise ConfigError("--http-listen", f"must be host:port (got {args.http_listen!r})")
-    server.run("streamable-http", host=host.strip("[]"), port=int(port))
+    from .mcp_http import serve
+
+    serve(server, config, *listen)
     return 0
 
 
 def _open_store(config: Config) -> None:
-    """Fail before forking workers when the data directory cannot hold the store."""
+    """Fail before forking workers when the store cannot be opened, with the reason (its secrets masked).
+
+    A full disk or a database that stayed unreachable is an outage (status 1:
+    the same configuration may work later); any other failure is the
+    configuration's (status 2).
+    """
     from .store import Store
 
     try:
         Store.from_config(config).close()
-    except StoreFull:
-        raise  # not a configuration error: the disk needs space
+    except (StoreFull, StoreUnavailable) as error:
+        raise type(error)(SecretFilter(secret_values(config)).clean(str(error))) from None
     except StoreError as error:
-        raise ConfigError("database_url" if config.database_url else "data_dir", str(error)) from None
+        reason = SecretFilter(secret_values(config)).clean(str(error))
+        raise ConfigError("database_url" if config.database_url else "data_dir", reason) from None
 
 
 def _make_app(config: Config) -> Any:

@@ -12,7 +12,7 @@ to a few thousand), ``stream`` by the streams of each connection (tens),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,7 +32,7 @@ from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
 from .store import MetricsSnapshot
-from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, ReplicaView
+from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, OverflowedConnection, ReplicaView
 from .timeutil import Clock, system_clock
 
 STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
@@ -192,11 +192,13 @@ class ConnectionPart:
     active: dict[str, tuple[int, float]] = field(default_factory=dict)  # status -> (jobs, oldest since)
 
 
-def connection_parts(snap: MetricsSnapshot, own: Collection[str] = ()) -> list[ConnectionPart]:
+def connection_parts(snap: MetricsSnapshot) -> list[ConnectionPart]:
     """The snapshot grouped by connection: sorted by name, the overflow (if any) last.
 
-    ``own``: connections with series of their own that the snapshot left out (it was
-    restricted); their jobs in progress are theirs, not the overflow's.
+    Jobs in progress of a connection with series of its own that a restricted
+    snapshot left out are skipped (its kept lines show them); those of a connection
+    forgotten while they ran stay under its name, as a part of their own, so that
+    its stuck and pending alerts still see them.
     """
     parts = {c.connection: ConnectionPart(c.connection, c) for c in snap.connections}
     overflow = ConnectionPart(OVERFLOW, snap.overflow)
@@ -209,9 +211,14 @@ def connection_parts(snap: MetricsSnapshot, own: Collection[str] = ()) -> list[C
         if connection in parts:
             parts[connection].rate_limit = ratio
     for a in snap.active:  # jobs of connections beyond the budget add up under __overflow__
-        if a.connection in own and a.connection not in parts:
+        if a.admitted is None:
+            target = parts.setdefault(a.connection, ConnectionPart(a.connection, None))
+        elif not a.admitted:
+            target = overflow
+        elif a.connection in parts:
+            target = parts[a.connection]
+        else:
             continue
-        target = parts.get(a.connection, overflow)
         count, since = target.active.get(a.status, (0, a.oldest_since))
         target.active[a.status] = (count + a.count, min(since, a.oldest_since))
     ordered = [parts[name] for name in sorted(parts)]
@@ -385,8 +392,10 @@ class SyncJobCollector(Collector):
                 )
             info.add_metric([name, c.connection_id or "", c.source or "", c.destination or ""], 1.0)
             first_seen.add_metric([name], c.first_seen)
-            for family, value in zip(thresholds, self._thresholds.for_connection(name).values(), strict=True):
-                family.add_metric([name], value)
+        # Every part, the overflow and a forgotten connection's jobs in progress included: the stuck
+        # and pending alerts compare their jobs in progress with these.
+        for family, value in zip(thresholds, self._thresholds.for_connection(name).values(), strict=True):
+            family.add_metric([name], value)
         if c is not None or part.log_counts:
             for level in LOG_LEVELS:
                 lines.add_metric([name, level], part.log_counts.get((LEVEL_FAMILY, level), 0))
@@ -430,6 +439,7 @@ class SyncJobCollector(Collector):
         for kind in OVERFLOW_KINDS:
             overflowed.add_metric([kind], snap.overflow_jobs.get(kind, 0))
         yield overflowed
+        yield from self._overflowed_health(snap.overflowed)
         rejected = CounterMetricFamily(
             "calabi_exporter_rejected_records",
             "Rejected records by the field their error names (positions removed).",
@@ -476,6 +486,29 @@ class SyncJobCollector(Collector):
             yield from self._s3_metrics(snap)
         if self._webhook_endpoints:
             yield from self._webhook_metrics(snap)
+
+    def _overflowed_health(self, overflowed: Sequence[OverflowedConnection]) -> Iterator[Metric]:
+        """How many connections beyond the series budget are failing or stale, each by its own thresholds.
+
+        They have no gauges of their own, so their alerts (``CalabiSyncOverflowConnectionsFailing``,
+        ``...Stale``) count them here; ``GET /api/v1/connections`` names them.
+        """
+        now = self._clock()
+        failing = stale = 0
+        for connection in overflowed:
+            limits = self._thresholds.for_connection(connection.connection)
+            failing += connection.consecutive_failures >= limits["failure_threshold"]
+            stale += now - connection.healthy_since > limits["freshness_threshold_seconds"]
+        yield GaugeMetricFamily(
+            "calabi_sync_overflow_connections_failing",
+            "Connections beyond the series budget whose failed jobs in a row reached their failure threshold.",
+            value=failing,
+        )
+        yield GaugeMetricFamily(
+            "calabi_sync_overflow_connections_stale",
+            "Connections beyond the series budget without a success for longer than their freshness threshold.",
+            value=stale,
+        )
 
     def _s3_metrics(self, snap: MetricsSnapshot) -> Iterator[Metric]:
         export = snap.export

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import reprlib
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import yaml
 
 from . import environment as environment_variables
 from .model import MAX_SECONDS
+from .redact import redact
 from .timeutil import parse_duration
 
 ENV_PREFIX: Final = "CALABI_"
@@ -31,29 +33,77 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A configuration key that cannot be used; the message names it."""
+    """A configuration key that cannot be used; the message names it.
+
+    One line, bounded (:data:`MAX_ERROR_LINE`) whatever the file holds: a key or
+    a value quoted in it is cut short, so a hostile or mistaken file cannot make
+    an error line of megabytes.
+    """
 
     def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+        key = _cut(key.replace("\n", " "), QUOTED_CHARS)
+        super().__init__(_cut(f"{key}: {message}".replace("\n", " "), MAX_ERROR_LINE))
         self.key = key
 
 
-def _int(minimum: int) -> Callable[[Any], int]:
+#: Characters of a value (or key) an error line quotes; longer ones end in "…".
+QUOTED_CHARS: Final = 80
+#: Characters of a whole configuration error line.
+MAX_ERROR_LINE: Final = 1000
+_SHORT: Final = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = QUOTED_CHARS
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxtuple = 4
+_SHORT.maxlevel = 3
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quoted(value: Any) -> str:
+    """``value`` as an error line quotes it: its ``repr``, credentials masked, at most 80 characters.
+
+    >>> quoted("https://ops:hunter2@bad host/")
+    "'https://ops:[REDACTED]@bad host/'"
+    >>> quoted(["lol"] * 10**6)
+    "['lol', 'lol', 'lol', 'lol', ...]"
+    >>> len(quoted("x" * 10**6))
+    80
+    """
+    if isinstance(value, str):
+        return _cut(repr(redact(value[: QUOTED_CHARS * 8])), QUOTED_CHARS)
+    return _cut(redact(_SHORT.repr(value)), QUOTED_CHARS)
+
+
+#: The largest integer any option takes unless it says otherwise: fits a 32-bit signed integer
+#: (a SQL ``integer``, a C ``int``), so no later conversion or query can fail on it.
+MAX_INT: Final = 2**31 - 1
+
+
+#: A century: ``retention.days`` beyond it would only overflow the purge's date arithmetic.
+MAX_RETENTION_DAYS: Final = 36_500
+
+
+def _int(minimum: int, maximum: int = MAX_INT) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("must be an integer")
         if isinstance(value, str):
             value = value.strip()
             if not value.lstrip("-").isdigit():
-                raise ValueError(f"must be an integer (got {value!r})")
+                raise ValueError(f"must be an integer (got {quoted(value)})")
+            if len(value) > 20:  # int() of thousands of digits is slow, then refused
+                raise ValueError(f"must be at most {maximum} (got {quoted(value)})")
             value = int(value)
         if not isinstance(value, int):
-            raise ValueError(f"must be an integer (got {value!r})")
+            raise ValueError(f"must be an integer (got {quoted(value)})")
         if value < minimum:
-            raise ValueError(f"must be >= {minimum} (got {value})")
+            raise ValueError(f"must be >= {minimum} (got {quoted(value)})")
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum} (got {quoted(value)})")
         return value
 
-    parse.__doc__ = f"integer >= {minimum}"
+    parse.__doc__ = f"integer from {minimum} to {maximum}"
     return parse
 
 
@@ -69,9 +119,9 @@ def _seconds(value: Any) -> float:
             try:
                 value = parse_duration(text)
             except ValueError:
-                raise ValueError(f"must be seconds or a duration, e.g. 259200 or 3d (got {text!r})") from None
+                raise ValueError(f"must be seconds or a duration, e.g. 259200 or 3d (got {quoted(text)})") from None
     if not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"must be a number of seconds > 0 (got {value!r})")
+        raise ValueError(f"must be a number of seconds > 0 (got {quoted(value)})")
     if not value <= MAX_SECONDS:  # an int too large for a float, inf, or decades: later arithmetic would fail
         raise ValueError(f"must be at most {MAX_SECONDS} seconds (about 31 years)")
     return float(value)
@@ -80,7 +130,7 @@ def _seconds(value: Any) -> float:
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str) or value.lower() not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)} (got {value!r})")
+            raise ValueError(f"must be one of {', '.join(choices)} (got {quoted(value)})")
         return value.lower()
 
     parse.__doc__ = " | ".join(choices)
@@ -89,7 +139,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string (got {value!r})")
+        raise ValueError(f"must be a non-empty string (got {quoted(value)})")
     return value
 
 
@@ -98,7 +148,7 @@ def _listen(value: Any) -> str:
     text = _text(value)
     _host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"must be host:port, e.g. 0.0.0.0:9188 (got {text!r})")
+        raise ValueError(f"must be host:port, e.g. 0.0.0.0:9188 (got {quoted(text)})")
     return text
 
 
@@ -106,7 +156,7 @@ def _optional_text(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"must be a string (got {value!r})")
+        raise ValueError(f"must be a string (got {quoted(value)})")
     return value
 
 
@@ -120,10 +170,31 @@ def _database_url(value: Any) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        conninfo_to_dict(text)
+        parts = conninfo_to_dict(text)
     except Exception:  # psycopg names the part it cannot read, with the password in it
         raise ValueError("is not a connection URL PostgreSQL's client can read") from None
+    _credentials_encoded(parts)
     return text
+
+
+def _credentials_encoded(parts: Mapping[str, Any]) -> None:
+    """Refuse a URL whose user name or password holds a raw ``@`` or ``/``.
+
+    PostgreSQL's client ends the user information at the FIRST ``@`` and the
+    host at the first ``/``: ``postgresql://u:se@cret@db/x`` connects to the
+    host ``cret@db``, and the tail of the password lands in every connection
+    error. Said at start-up, with the fix, the password is never sent anywhere.
+
+    >>> _credentials_encoded({"host": "cret@db", "password": "se"})
+    Traceback (most recent call last):
+    ...
+    ValueError: has an '@' in its user name or password: percent-encode it as %40 (and '/' as %2F)
+    """
+    host, port = str(parts.get("host", "")), str(parts.get("port", ""))
+    if "@" in host:
+        raise ValueError("has an '@' in its user name or password: percent-encode it as %40 (and '/' as %2F)")
+    if not re.fullmatch(r"[0-9,]*", port):
+        raise ValueError("has a port that is not a number; a '/' in the password must be percent-encoded as %2F")
 
 
 def optional_url(value: Any) -> str:
@@ -143,7 +214,7 @@ def optional_url(value: Any) -> str:
     text = _optional_text(value)
     if not text:
         return text
-    problem = f"must be an http:// or https:// URL with a valid host (got {text!r})"
+    problem = f"must be an http:// or https:// URL with a valid host (got {quoted(text)})"
     try:
         parts = urllib.parse.urlsplit(text)
         port = parts.port  # raises on a port that is not a number from 0 to 65535
@@ -161,10 +232,10 @@ _HOST: Final = re.compile(
 )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     """Whether ``host`` (as in ``listen``) is reachable from this machine only.
 
-    >>> [_is_loopback(h) for h in ("127.0.0.1", "[::1]", "localhost", "0.0.0.0", "", "10.0.0.5")]
+    >>> [is_loopback(h) for h in ("127.0.0.1", "[::1]", "localhost", "0.0.0.0", "", "10.0.0.5")]
     [True, True, True, False, False, False]
     """
     name = host.strip("[]")
@@ -184,7 +255,7 @@ def _key_prefix(value: Any) -> str:
 def _day_divisor(value: Any) -> float:
     seconds = _seconds(value)
     if seconds < 60 or 86400 % seconds:
-        raise ValueError(f"must be a whole number of minutes dividing a day, e.g. 1h or 15m (got {value!r})")
+        raise ValueError(f"must be a whole number of minutes dividing a day, e.g. 1h or 15m (got {quoted(value)})")
     return seconds
 
 
@@ -193,7 +264,7 @@ def _bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
         return value.lower() in ("true", "yes", "on", "1")
-    raise ValueError(f"must be true or false (got {value!r})")
+    raise ValueError(f"must be true or false (got {quoted(value)})")
 
 
 def _headers(value: Any) -> tuple[tuple[str, str], ...]:
@@ -220,12 +291,51 @@ def _tokens(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _list(value: Any) -> list[str]:
+    """A list of non-empty strings; comma-separated in the environment."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("must be a list of non-empty strings")
+    return [v.strip() for v in value]
+
+
+def _host_names(value: Any) -> tuple[str, ...]:
+    """Host names or IP addresses, without port, lower-cased (as a ``Host`` header names them)."""
+    names = [name.lower().strip("[]").rstrip(".") for name in _list(value)]
+    bad = [name for name in names if not _HOST.match(name) or (":" in name and not _is_ip(name))]
+    if bad:
+        raise ValueError(f"each must be a host name or IP address without port or scheme (got {quoted(bad[0])})")
+    return tuple(names)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    """Browser origins, ``scheme://host[:port]``, lower-cased (as an ``Origin`` header names them)."""
+    origins = []
+    for text in _list(value):
+        parts = urllib.parse.urlsplit(text.lower())
+        extra = parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc
+        if parts.scheme not in ("http", "https") or not parts.netloc or extra:
+            raise ValueError(f"each must be an origin like https://agent.example.com (got {quoted(text)})")
+        origins.append(f"{parts.scheme}://{parts.netloc}")
+    return tuple(origins)
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: its key in the file, how a value is read, its default and a sentence for the reference.
 
-    ``secret``: the value is a credential, masked wherever the configuration is
-    shown (``check-config``) and in the exporter's log lines.
+    ``secret``: the value is a credential, or a URL that may carry one, masked
+    wherever the configuration is shown (``check-config``) and in the
+    exporter's log lines (:mod:`.preflight`); a URL keeps all but its credentials.
     """
 
     key: str
@@ -271,19 +381,35 @@ OPTIONS: Final = (
     ),
     Option(
         "database_pool_size",
-        _int(1),
+        _int(1, 1000),
         10,
         "Connections each worker process keeps open to PostgreSQL (with `database_url`).",
     ),
-    Option("workers", _int(1), 2, "Worker processes of the WSGI server (gunicorn)."),
+    Option(
+        "database_connect_timeout_seconds",
+        _seconds,
+        60.0,
+        "How long start-up keeps trying a PostgreSQL that does not answer yet (connection refused, timeout, "
+        "starting up) before it exits with status 1; a refusal that retrying cannot fix (wrong password, unknown "
+        "database, bad `sslmode`) exits at once with status 2.",
+    ),
+    Option("workers", _int(1, 1024), 2, "Worker processes of the WSGI server (gunicorn)."),
     Option(
         "threads",
-        _int(1),
+        _int(1, 10_000),
         128,
         "Threads per worker process; a client sending its body slowly holds one, so keep more than the slow "
         "clients expected at once (idle threads cost little).",
     ),
     Option("max_body_bytes", _int(1024), 10 * 1024 * 1024, "Largest accepted request body; larger gets HTTP 413."),
+    Option(
+        "max_body_bytes_in_flight",
+        _int(1024),
+        40 * 1024 * 1024,
+        "Request bodies one worker process takes in at once, in bytes (a chunked body counts as `max_body_bytes`); "
+        "each costs four to six times its size in memory while processed. A body that does not fit waits a few "
+        "seconds, then gets HTTP 503 with `Retry-After`.",
+    ),
     Option(
         "max_clock_skew_seconds",
         _seconds,
@@ -304,7 +430,8 @@ OPTIONS: Final = (
         _tokens,
         (),
         "Bearer tokens accepted on the read API (`/api/v1/jobs`, `/api/v1/connections`) besides the ingest tokens; "
-        "with no token of either kind configured the read API is open.",
+        "with no token of either kind configured the read API is open. The only tokens `mcp --http` accepts, and "
+        "required for it on a non-loopback `--http-listen`.",
         secret=True,
     ),
     Option(
@@ -318,7 +445,7 @@ OPTIONS: Final = (
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "The exporter's own log level."),
     Option(
         "failure_threshold",
-        _int(1),
+        _int(1, 1_000_000),
         2,
         "Consecutive failed jobs before a connection pages (`calabi_sync_failure_threshold`).",
     ),
@@ -348,6 +475,7 @@ OPTIONS: Final = (
         optional_url,
         "",
         "OTLP/HTTP logs URL job logs are shipped to, e.g. `http://loki:3100/otlp/v1/logs` (empty: no shipping).",
+        secret=True,  # user information and query tokens (?api_key=) are credentials
     ),
     Option(
         "otlp_headers",
@@ -357,8 +485,27 @@ OPTIONS: Final = (
         "`name=value,name=value` in the environment.",
         secret=True,
     ),
-    Option("otlp_timeout_seconds", _seconds, 10.0, "Time limit of one export request, retries included."),
-    Option("otlp_batch_size", _int(1), 1000, "Log records per export request."),
+    Option(
+        "otlp_timeout_seconds",
+        _seconds,
+        10.0,
+        "Time limit of one export request, from connecting to the last byte of the answer.",
+    ),
+    Option("otlp_batch_size", _int(1, 100_000), 1000, "Log records per export request."),
+    Option(
+        "otlp_max_request_bytes",
+        _int(65536),
+        3 * 1024 * 1024,
+        "Largest export request (encoded OTLP protobuf), below the receiver's limit (Loki: 4 MiB, "
+        "`grpc_server_max_recv_msg_size`); a request the receiver finds too large is split in halves.",
+    ),
+    Option(
+        "log_refused_retry_seconds",
+        _seconds,
+        3600.0,
+        "How long a 4xx the receiver does not explain (a proxy's 400, 401, 403, 404) is retried before the "
+        "records it refuses are dead-lettered; refusals Loki explains (too old, invalid) are final at once.",
+    ),
     Option(
         "log_max_age_seconds",
         _seconds,
@@ -409,12 +556,31 @@ OPTIONS: Final = (
         'Streams of a connection with their own series; later ones are counted under `stream="__overflow__"`.',
     ),
     Option(
+        "limits.new_connections_per_hour",
+        _int(0),
+        1000,
+        "Connections one ingest token may make known per clock hour, on `/api/v1/jobs` and `/webhooks/calabi` "
+        "together (0: no limit); a job of one more is refused with 429 naming `connection_name`.",
+    ),
+    Option(
         "retention.plan",
         _choice("professional", "enterprise"),
         "professional",
         "Job history kept: `professional` 30 days, `enterprise` 90 days; older finished jobs are purged.",
     ),
-    Option("retention.days", _int(0), 0, "Days of job history kept, overriding the plan (0: the plan's)."),
+    Option(
+        "retention.days",
+        _int(0, MAX_RETENTION_DAYS),
+        0,
+        "Days of job history kept, overriding the plan (0: the plan's; at most 36500).",
+    ),
+    Option(
+        "retention.unfinished_job_max_age_seconds",
+        _seconds,
+        604800.0,
+        "A job still pending or running that no record has changed for this long is abandoned: the purge "
+        "deletes it (and forgets its connection if nothing else is left of it); accepts units: `7d`.",
+    ),
     Option(
         "s3_export.bucket",
         _optional_text,
@@ -430,6 +596,7 @@ OPTIONS: Final = (
         optional_url,
         "",
         "Endpoint of an S3-compatible store such as MinIO, e.g. `http://minio:9000` (empty: AWS).",
+        secret=True,  # user information and query tokens are credentials
     ),
     Option(
         "s3_export.addressing_style",
@@ -442,6 +609,22 @@ OPTIONS: Final = (
         _day_divisor,
         3600.0,
         "Jobs are exported in objects covering this much finish time (must divide a day); accepts units: `1h`.",
+    ),
+    Option(
+        "mcp.allowed_hosts",
+        _host_names,
+        (),
+        "Host names `calabi-exporter mcp --http` answers to besides loopback ones and its `--http-listen` address, "
+        "e.g. `calabi-mcp.internal`; another `Host` gets HTTP 403 (DNS rebinding). Comma-separated in the "
+        "environment.",
+    ),
+    Option(
+        "mcp.allowed_origins",
+        _origins,
+        (),
+        "Browser origins `calabi-exporter mcp --http` accepts besides loopback ones, e.g. "
+        "`https://agent.example.com`; a request with another `Origin` gets HTTP 403. Comma-separated in the "
+        "environment.",
     ),
 )
 PLAN_DAYS: Final = {"professional": 30, "enterprise": 90}
@@ -504,9 +687,11 @@ class Config:
     sqlite_synchronous: str = _default("sqlite_synchronous")
     database_url: str = _default("database_url")
     database_pool_size: int = _default("database_pool_size")
+    database_connect_timeout_seconds: float = _default("database_connect_timeout_seconds")
     workers: int = _default("workers")
     threads: int = _default("threads")
     max_body_bytes: int = _default("max_body_bytes")
+    max_body_bytes_in_flight: int = _default("max_body_bytes_in_flight")
     max_clock_skew_seconds: float = _default("max_clock_skew_seconds")
     ingest_tokens: tuple[str, ...] = _default("ingest_tokens")
     read_tokens: tuple[str, ...] = _default("read_tokens")
@@ -520,6 +705,8 @@ class Config:
     otlp_headers: tuple[tuple[str, str], ...] = _default("otlp_headers")
     otlp_timeout_seconds: float = _default("otlp_timeout_seconds")
     otlp_batch_size: int = _default("otlp_batch_size")
+    otlp_max_request_bytes: int = _default("otlp_max_request_bytes")
+    log_refused_retry_seconds: float = _default("log_refused_retry_seconds")
     log_max_age_seconds: float = _default("log_max_age_seconds")
     log_out_of_order_window_seconds: float = _default("log_out_of_order_window_seconds")
     service_name: str = _default("service_name")
@@ -530,14 +717,18 @@ class Config:
     per_stream_metrics: bool = _default("per_stream_metrics")
     limits_max_connections: int = _default("limits.max_connections")
     limits_max_streams_per_connection: int = _default("limits.max_streams_per_connection")
+    limits_new_connections_per_hour: int = _default("limits.new_connections_per_hour")
     retention_plan: str = _default("retention.plan")
     retention_days: int = _default("retention.days")
+    retention_unfinished_job_max_age_seconds: float = _default("retention.unfinished_job_max_age_seconds")
     s3_export_bucket: str = _default("s3_export.bucket")
     s3_export_prefix: str = _default("s3_export.prefix")
     s3_export_region: str = _default("s3_export.region")
     s3_export_endpoint_url: str = _default("s3_export.endpoint_url")
     s3_export_addressing_style: str = _default("s3_export.addressing_style")
     s3_export_batch_seconds: float = _default("s3_export.batch_seconds")
+    mcp_allowed_hosts: tuple[str, ...] = _default("mcp.allowed_hosts")
+    mcp_allowed_origins: tuple[str, ...] = _default("mcp.allowed_origins")
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
     webhooks: tuple[WebhookEndpoint, ...] = ()
 
@@ -547,7 +738,7 @@ class Config:
         Closed by default: a loopback ``listen`` is private to the machine; any
         other address needs ``ingest_tokens`` or an explicit ``allow_unauthenticated``.
         """
-        if self.ingest_tokens or self.allow_unauthenticated or _is_loopback(self.listen.rpartition(":")[0]):
+        if self.ingest_tokens or self.allow_unauthenticated or is_loopback(self.listen.rpartition(":")[0]):
             return None
         return ConfigError(
             "ingest_tokens",
@@ -630,7 +821,7 @@ def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
             raise ConfigError(f"{where}.{key}", "is required")
     name = value["name"]
     if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
-        raise ConfigError(f"{where}.name", f"must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
+        raise ConfigError(f"{where}.name", f"must be 1-64 letters, digits, '.', '_' or '-' (got {quoted(name)})")
     try:
         url = optional_url(value["url"])
         if not url:
@@ -655,7 +846,7 @@ def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
     statuses = _parse_or_fail(f"{where}.statuses", _strings, value.get("statuses", []))
     bad = sorted(statuses - set(_STATUSES))
     if bad:
-        raise ConfigError(f"{where}.statuses", f"unknown status {bad[0]!r}; use {', '.join(_STATUSES)}")
+        raise ConfigError(f"{where}.statuses", f"unknown status {quoted(bad[0])}; use {', '.join(_STATUSES)}")
     return WebhookEndpoint(
         name=name,
         url=url,
@@ -681,8 +872,66 @@ def _webhooks(value: Any, base: Path | None) -> tuple[WebhookEndpoint, ...]:
     names = [e.name for e in endpoints]
     for index, name in enumerate(names):
         if name in names[:index]:
-            raise ConfigError(f"webhooks[{index}].name", f"{name!r} is used twice")
+            raise ConfigError(f"webhooks[{index}].name", f"{quoted(name)} is used twice")
     return endpoints
+
+
+#: Values YAML aliases (``*name``) may add to a file by repeating what an anchor (``&name``) holds.
+MAX_ALIASED_VALUES: Final = 10_000
+
+
+class _AliasBomb(yaml.YAMLError):
+    """A document whose aliases would repeat more than :data:`MAX_ALIASED_VALUES` values, or itself."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a document whose aliases expand it beyond a bound.
+
+    Aliases are shared, not copied, while a file is read; but quoting, checking
+    or printing a value walks it expanded, and nine anchors of nine aliases each
+    make a few hundred bytes worth hundreds of megabytes (the "billion laughs").
+    A few anchors for repeated settings stay well inside the bound.
+    """
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None and _aliased_values(node) > MAX_ALIASED_VALUES:
+            raise _AliasBomb(f"aliases repeat more than {MAX_ALIASED_VALUES} values")
+        return node
+
+
+def _aliased_values(root: yaml.Node) -> int:
+    """How many values aliases add to ``root`` when expanded: expanded size minus distinct nodes.
+
+    Counted with each node's expanded size computed once (so in linear time,
+    however large the expansion) and capped far beyond any real file; an alias
+    inside its own anchor counts as unbounded.
+    """
+    unbounded = 10**12
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        children = _children(node)
+        if expanded:
+            ancestors.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in children), unbounded)
+        elif id(node) in ancestors:
+            return unbounded
+        elif id(node) not in sizes:
+            ancestors.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)] - len(sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -692,11 +941,17 @@ def read_file(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: plain data only
+    except _AliasBomb as error:
+        raise ConfigError("config", f"{path}: YAML {error}; write the values out") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError("config", f"{path} is not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError("config", f"{path} is not valid YAML: nested too deeply") from None
+    except ValueError:  # an integer of thousands of digits
+        raise ConfigError("config", f"{path} is not valid YAML: a number too large to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -32,7 +32,7 @@ class Variable:
 
 
 #: The commands that read the configuration (file, options' variables, flags).
-CONFIG_COMMANDS: Final = ("serve", "demo", "check-config", "healthcheck", "export", "mcp")
+CONFIG_COMMANDS: Final = ("serve", "demo", "check-config", "healthcheck", "export", "redrive-dead-letters", "mcp")
 
 CONFIG_FILE: Final = Variable("CALABI_CONFIG", CONFIG_COMMANDS, "The YAML configuration file, as `--config`.")
 SIMULATOR_TOKEN: Final = Variable(
@@ -41,7 +41,7 @@ SIMULATOR_TOKEN: Final = Variable(
 MCP_TOKEN: Final = Variable(
     "CALABI_MCP_TOKEN",
     ("mcp",),
-    "Bearer token the MCP tools send to the read API of `--url`, as `--token`.",
+    "Bearer token (a read token) the MCP tools send to the read API of `--url`, as `--token`.",
     secret=True,
 )
 VARIABLES: Final = (CONFIG_FILE, SIMULATOR_TOKEN, MCP_TOKEN)

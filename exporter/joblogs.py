@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .model import LATEST_TIME, ValidationError, bounded_time, check_utf8
+from .model import LATEST_TIME, ValidationError, bounded_time, check_text
 from .redact import redact
 
 LEVELS: Final = ("DEBUG", "INFO", "WARN", "ERROR")
@@ -76,19 +76,24 @@ def stream_of(message: str) -> str | None:
 def _message(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(where, "must be a string")
-    check_utf8(value, where)
+    check_text(value, where)
     if len(value) > MAX_MESSAGE:
         raise ValidationError(where, f"must be at most {MAX_MESSAGE} characters")
     return redact(value)
 
 
 def parse_text(body: str, *, latest: float = LATEST_TIME) -> list[LogLine]:
-    """Parse ``text/plain`` lines in the product's format; blank lines are skipped.
+    r"""Parse ``text/plain`` lines in the product's format; blank lines are skipped.
 
-    Line times must lie between 2000 and ``latest``, as a job record's do.
+    A line ends at ``\n`` (or ``\r\n``) and nowhere else: U+2028, a form feed
+    or NEL inside a message stays in it, so a message cannot forge a line of
+    its own. Line times must lie between 2000 and ``latest``, as a job record's do.
+
+    >>> [line.message for line in parse_text("INFO a\u2028ERROR b\r\nWARN c\x0cd\n")]
+    ['a\u2028ERROR b', 'c\x0cd']
     """
     lines: list[LogLine] = []
-    for number, raw in enumerate(body.splitlines(), start=1):
+    for number, raw in enumerate(body.split("\n"), start=1):
         text = raw.rstrip("\r")
         if not text.strip():
             continue
@@ -141,6 +146,6 @@ def parse_json(data: Any, *, latest: float = LATEST_TIME) -> list[LogLine]:
         if stream is not None and (not isinstance(stream, str) or len(stream) > 256):
             raise ValidationError(f"{where}.stream", "must be a string of at most 256 characters")
         if stream is not None:
-            check_utf8(stream, f"{where}.stream")
+            check_text(stream, f"{where}.stream")
         lines.append(LogLine(level, message, timestamp, stream or stream_of(message)))
     return lines

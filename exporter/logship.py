@@ -2,8 +2,8 @@
 
 Ingestion only writes lines (and finished jobs' summaries) to the store's
 outbox and returns; this shipper, one per data directory whatever the number
-of worker processes, reads the outbox in order, hands each batch to the
-OpenTelemetry SDK's OTLP/HTTP log exporter, and moves the outbox cursor only
+of worker processes, reads the outbox in order, POSTs each batch encoded by
+the OpenTelemetry SDK (OTLP/HTTP, protobuf), and moves the outbox cursor only
 once the export succeeded. So Loki being slow or down never slows ingestion
 and loses nothing: the batch stays in the outbox and is tried again with a
 capped exponential backoff (or the server's ``Retry-After``).
@@ -22,37 +22,56 @@ Should Loki still refuse records as too far behind (its window is shorter, or
 the stream holds entries from the future), its answer says how many and from
 when it accepts: they are sent again from there, with ``log_time`` too.
 
-A record refused for good (HTTP 400 for any other reason, 413) is narrowed down
-by splitting the request in halves until it is alone; it goes to the dead
-letters with the receiver's reason, the rest is shipped. Loki answers 400 for a
+Requests are bounded in bytes (``otlp_max_request_bytes``, under Loki's 4 MiB
+gRPC limit): a connection's records that do not fit in one request wait for
+the next step, and meanwhile the records of other connections queued behind
+them are read past them and shipped, so one connection's backlog never holds
+up the others. A request the receiver finds too large anyway (HTTP 413, or a
+5xx saying ``ResourceExhausted`` / "larger than max") is split in halves.
+
+A record refused for good is narrowed down by splitting the request in halves
+until it is alone; it goes to the dead letters with the receiver's reason, the
+rest is shipped. Only refusals the receiver explains are for good: Loki's 400
+naming why (too old, too far behind, line too long, invalid). Any other 4xx
+(a proxy's 400, 401, 403, 404) is retried like an outage for
+``log_refused_retry_seconds``, then treated as a refusal. Loki answers 400 for a
 whole request when it rejects some of its lines while storing the others;
 re-sending the stored ones does not duplicate them, as Loki drops an entry
-identical to one it has (same stream, time and text). Lines older than
+identical to one it has (same stream, time and text). A 2xx answer whose OTLP
+``partial_success`` counts rejected records is narrowed down the same way, the
+receiver's ``error_message`` as the reason. Lines older than
 ``log_max_age_seconds``, which Loki would refuse as too old
 (``reject_old_samples_max_age``), are dead-lettered before sending so that a
-backfill does not hold up the outbox.
+backfill does not hold up the outbox. Dead letters go back to the outbox with
+``calabi-exporter redrive-dead-letters`` or ``POST /api/v1/logs/dead-letters/redrive``.
+
+Every request, answer included, is bounded by ``otlp_timeout_seconds`` in all
+and reads at most 64 KiB of the answer (:mod:`.bounded_http`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import requests
+from google.protobuf.json_format import Parse, ParseError
 from google.protobuf.message import DecodeError
 from google.rpc.status_pb2 import Status
 from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from . import __version__
 from .backoff import Backoff
+from .bounded_http import Answer, bounded_session, post
 from .config import Config
 from .model import SUMMARY_FIELDS
 from .redact import redact
@@ -73,14 +92,28 @@ SEVERITIES: Final = {
 }
 SUMMARY_SEVERITY: Final = {"succeeded": "INFO", "cancelled": "WARN", "failed": "ERROR"}
 SCOPE: Final = InstrumentationScope("calabi_exporter", __version__)
-REFUSED: Final = (400, 413)  # the receiver will never take this request as it is
-MAX_MESSAGE: Final = 65_536
 MAX_REASON: Final = 500  # characters of the receiver's message kept with a dead letter
 #: Times a record refused for its place in the stream is sent again later before it is dead-lettered.
 MAX_RETIMES: Final = 3
 #: Records older than this part of Loki's out-of-order window are sent at that age: the stream's
 #: newest entry may be a little ahead of this clock (another job's lines, clock skew).
 LATE_FRACTION: Final = 5 / 6
+#: Room left in a request for what the estimate of each record's size leaves out (resource, scope).
+REQUEST_OVERHEAD: Final = 4096
+#: 4xx answers that mean "later", never "never".
+BUSY_4XX: Final = frozenset({408, 429})
+#: Why Loki refuses an entry for good (or for its place in the stream), as its 400 answers word it
+#: (pkg/validation and the ingester): too old or too new, too far behind, too long, invalid.
+EXPLAINED: Final = re.compile(
+    r"entry too far behind|entry out of order|timestamp too (?:old|new)|greater_than_max_sample_age"
+    r"|too_far_in_future|line too long|line_too_long|max entry size|structured metadata|invalid|error parsing"
+    r"|no labels|missing labels|duplicate label",
+    re.IGNORECASE,
+)
+#: A request larger than the receiver takes: Loki's distributor forwards it over gRPC, whose 4 MiB
+#: limit answers 503 "grpc: received message larger than max" (code ResourceExhausted).
+TOO_LARGE: Final = re.compile(r"larger than max|ResourceExhausted|message too large", re.IGNORECASE)
+SIZE_REFUSAL: Final = re.compile(r"larger than max|message too large", re.IGNORECASE)
 
 
 def resource_for(config: Config, connection: str) -> Resource:
@@ -182,47 +215,39 @@ def _summary_text(entry: OutboxEntry) -> str:
     return "; ".join(parts)
 
 
-class RecordingSession(requests.Session):
-    """A requests session that remembers the last answer, which the SDK exporter does not return."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-        self.last_status: int | None = None
-        self.last_retry_after: float | None = None
-        self.last_message = ""
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        self.calls += 1
-        self.last_status = None
-        self.last_retry_after = None
-        self.last_message = ""
-        response = super().request(*args, **kwargs)
-        self.last_status = response.status_code
-        self.last_retry_after = retry_after_seconds(response.headers.get("Retry-After"), system_clock())
-        if response.status_code >= 400:
-            self.last_message = _error_message(response)
-        return response
-
-
-def _error_message(response: requests.Response) -> str:
+def _error_message(answer: Answer) -> str:
     """What an OTLP receiver said was wrong: a protobuf ``google.rpc.Status`` (Loki) or text.
 
-    Loki sends its Status as ``application/octet-stream``; kept whole (up to 64 KiB)
-    because the shipper reads which records were refused from it.
+    Loki sends its Status as ``application/octet-stream``; the shipper reads which
+    records were refused from it.
     """
-    body = response.content[:MAX_MESSAGE]
-    content_type = response.headers.get("Content-Type", "")
+    content_type = answer.headers.get("Content-Type", "")
     if "protobuf" in content_type or "octet-stream" in content_type:
         status = Status()
         try:
-            status.ParseFromString(body)
+            status.ParseFromString(answer.body)
         except DecodeError:
             pass
         else:
             if status.message:
                 return str(status.message)
-    return body.decode("utf-8", "replace").strip()
+    return answer.text()
+
+
+def _partial_success(answer: Answer) -> tuple[int, str]:
+    """Records a 2xx answer says were rejected, and why: OTLP's ``partial_success`` (protobuf or JSON)."""
+    if not answer.body or answer.truncated:
+        return 0, ""
+    response = ExportLogsServiceResponse()
+    try:
+        if "json" in answer.headers.get("Content-Type", ""):
+            Parse(answer.body, response, ignore_unknown_fields=True)
+        else:
+            response.ParseFromString(answer.body)
+    except (DecodeError, ParseError, ValueError):
+        return 0, ""
+    partial = response.partial_success
+    return max(int(partial.rejected_log_records), 0), str(partial.error_message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,39 +257,65 @@ class Attempt:
     ok: bool
     status: int | None = None
     retry_after: float | None = None
-    sent: bool = True
     message: str = ""
+    rejected: int = 0  # records a 2xx answer says the receiver rejected (OTLP partial success)
 
     @property
-    def refused(self) -> bool:
-        """The receiver will not take these records as they are (or they could not be sent at all)."""
-        return not self.ok and (not self.sent or self.status in REFUSED)
+    def too_large(self) -> bool:
+        """The receiver could not take a request this large: smaller ones may go through."""
+        status = self.status or 0
+        return status == 413 or (status >= 500 and TOO_LARGE.search(self.message) is not None)
+
+    @property
+    def size_refusal(self) -> bool:
+        """The receiver said the request was too large in so many words (not only ``ResourceExhausted``)."""
+        return self.status == 413 or (self.too_large and SIZE_REFUSAL.search(self.message) is not None)
+
+    @property
+    def refusal(self) -> bool:
+        """A 4xx that is not "busy": the receiver (or a proxy before it) will not take these records as they are."""
+        status = self.status or 0
+        return 400 <= status < 500 and status not in BUSY_4XX and status != 413
+
+    @property
+    def explained(self) -> bool:
+        """A refusal that says why in Loki's words: final, sending again gets the same answer."""
+        return self.refusal and EXPLAINED.search(self.message) is not None
 
 
 class Exporter:
-    """The SDK's OTLP/HTTP log exporter, and what its last request was answered."""
+    """POSTs encoded OTLP log requests, bounded in time and in what is read of the answer."""
 
-    def __init__(self, config: Config) -> None:
-        self.session = RecordingSession()
-        self._exporter = OTLPLogExporter(
-            endpoint=config.otlp_logs_endpoint,
-            headers=dict(config.otlp_headers),
-            timeout=config.otlp_timeout_seconds,
-            session=self.session,
-        )
+    def __init__(self, config: Config, *, session: requests.Session | None = None) -> None:
+        self._session = session or bounded_session()
+        self._url = config.otlp_logs_endpoint
+        self._timeout = config.otlp_timeout_seconds
+        self._headers = {
+            **dict(config.otlp_headers),
+            "Content-Type": "application/x-protobuf",
+            "User-Agent": f"calabi-exporter/{__version__}",
+        }
 
-    def export(self, records: Sequence[ReadableLogRecord]) -> Attempt:
-        calls = self.session.calls
-        result = self._exporter.export(records)
-        if result == LogRecordExportResult.SUCCESS:
-            return Attempt(True, self.session.last_status)
-        if self.session.calls == calls:  # refused before sending (e.g. larger than the request limit)
-            return Attempt(False, sent=False)
-        session = self.session
-        return Attempt(False, session.last_status, session.last_retry_after, message=session.last_message)
+    @staticmethod
+    def encode(records: Sequence[ReadableLogRecord]) -> bytes:
+        """The request body of ``records``: an OTLP ``ExportLogsServiceRequest``."""
+        data: bytes = encode_logs(records).SerializeToString()
+        return data
+
+    def export(self, data: bytes) -> Attempt:
+        """Send one encoded request; the answer read, never raised."""
+        try:
+            answer = post(self._session, self._url, data=data, headers=self._headers, timeout=self._timeout)
+        except requests.RequestException as error:
+            return Attempt(False, message=redact(f"{type(error).__name__}: {error}")[:MAX_REASON])
+        if 200 <= answer.status < 300:
+            rejected, why = _partial_success(answer)
+            return Attempt(True, answer.status, rejected=rejected, message=why)
+        retry_after = retry_after_seconds(answer.headers.get("Retry-After"), system_clock())
+        return Attempt(False, answer.status, retry_after, _error_message(answer))
 
     def shutdown(self) -> None:
-        self._exporter.shutdown()  # type: ignore[no-untyped-call]
+        self._session.close()
 
 
 class LogShipper(SingletonWorker):
@@ -295,53 +346,105 @@ class LogShipper(SingletonWorker):
         self._resources: dict[str, Resource] = {}
         self._failures = 0  # failed attempts in a row
         self._healthy = False  # no export has got through yet
+        self._refused_since: float | None = None  # unexplained 4xx answers since then, none got through since
         self._retimed_until = 0  # the last time (ns) a record was sent at instead of its own
         self._placed: dict[int, int] = {}  # outbox id -> the time (ns) it went at, for records not yet done
 
     # ---------------------------------------------------------------- one step
 
     def ship_once(self) -> float:
-        """Ship one batch if one is waiting; returns how long to wait before the next step."""
+        """Ship one step's records if some are waiting; returns how long to wait before the next step."""
         # Until an export gets through (at start, and after a failure) only the oldest record goes
         # out: an outage then costs one small request per backoff period, not a batch encoded again
         # and again while ingestion needs the CPU.
-        entries = self._outbox.read(self._config.otlp_batch_size if self._healthy else 1)
+        limit = self._config.otlp_batch_size if self._healthy else 1
+        entries = self._outbox.read(limit)
         if not entries:
             return self.IDLE_POLL
+        step = _Step()
+        streams = self._streams(entries, step)
+        if streams.full and len(entries) == limit:
+            # One connection's backlog fills the window: read past it, so that the others ship now.
+            full_jobs = sorted({e.job.job_id for e in entries if e.job.connection_name in streams.full})
+            self._streams(self._outbox.read(limit, after=entries[-1].id, skip_jobs=full_jobs), step, streams)
+        failure: Attempt | None = None
+        for connection, chunk in streams.in_turn():
+            shipment = _Shipment()
+            failure = self._deliver(connection, chunk, shipment)
+            if failure is not None:
+                step.waiting = sum(len(c) for c in streams.chunks.values()) - len(step.shipped)
+                break
+            step.add(chunk, shipment)
+        self._commit(entries, step)
+        if failure is not None:
+            return self._failed(failure, step.waiting)
+        self._failures = 0
+        self._healthy = self._healthy or step.sent
+        return 0.0
+
+    def _streams(self, entries: Sequence[OutboxEntry], step: _Step, streams: _Streams | None = None) -> _Streams:
+        """``entries`` by connection, each cut to one request's worth; the rest waits for the next step."""
+        streams = streams or _Streams()
         oldest = self._clock() - self._config.log_max_age_seconds
         too_old = f"older than log_max_age_seconds ({self._config.log_max_age_seconds:g} s), which Loki refuses"
-        shipment = _Shipment()
-        streams: dict[str, list[OutboxEntry]] = {}
         for entry in entries:
+            connection = entry.job.connection_name
+            if connection in streams.full:
+                continue  # its first request's worth is already chosen; the rest waits, in order
             line = entry.line
             debug = line is not None and line.level.upper() == "DEBUG"
-            if debug and not self._config.ships_debug(entry.job.connection_name):
-                continue  # DEBUG lines of connections not in debug mode stay local
-            if moment_of(entry) < oldest:
-                shipment.dead.append((entry, too_old))
+            if debug and not self._config.ships_debug(connection):
+                step.skipped.append(entry.id)  # DEBUG lines of connections not in debug mode stay local
+            elif moment_of(entry) < oldest:
+                step.dead.append((entry, too_old))
             else:
-                streams.setdefault(entry.job.connection_name, []).append(entry)
-        for connection, stream in streams.items():
-            failure = self._deliver(connection, sorted(stream, key=shipping_order), shipment)
-            if failure is not None:
-                self._healthy = False
-                waiting = sum(len(s) for s in streams.values())
-                self._outbox.failed(waiting)
-                self._failures += 1
-                wait = self._backoff.wait(self._failures, failure.retry_after)
-                log.warning(
-                    "log export to %s failed (%s); %d records wait, retrying in %.1f s",
-                    redact(self._config.otlp_logs_endpoint),
-                    "no answer" if failure.status is None else f"HTTP {failure.status}",
-                    waiting,
-                    wait,
-                )
-                return wait
-        self._failures = 0
-        self._healthy = self._healthy or shipment.sent
-        self._outbox.done(entries[-1].id, exported=shipment.exported, dead=shipment.dead)
-        self._placed = {id_: at for id_, at in self._placed.items() if id_ > entries[-1].id}
-        return 0.0
+                streams.queued.setdefault(connection, []).append(entry)
+        budget = self._config.otlp_max_request_bytes - REQUEST_OVERHEAD
+        for connection, queued in list(streams.queued.items()):
+            chunk = streams.chunks.setdefault(connection, [])
+            queued.sort(key=shipping_order)
+            size = sum(_estimated_size(e) for e in chunk)
+            for taken, entry in enumerate(queued):
+                size += _estimated_size(entry)
+                if chunk and size > budget:
+                    streams.full.add(connection)
+                    del queued[:taken]
+                    break
+                chunk.append(entry)
+            else:
+                queued.clear()
+        return streams
+
+    def _commit(self, entries: Sequence[OutboxEntry], step: _Step) -> None:
+        """Store what this step came to: the outbox moves past every record done, the rest waits."""
+        done = step.done_ids()
+        if not done:
+            return
+        upto = 0  # every record of the window up to here is done (the outbox cursor)
+        for entry in entries:
+            if entry.id not in done:
+                break
+            upto = entry.id
+        beyond = sorted(i for i in done if i > upto)
+        dead = [(entry, redact(reason)) for entry, reason in step.dead]  # a receiver may quote a credential
+        self._outbox.done(upto, exported=step.exported, dead=dead, also=beyond)
+        self._placed = {id_: at for id_, at in self._placed.items() if id_ > upto and id_ not in done}
+
+    def _failed(self, failure: Attempt, waiting: int) -> float:
+        self._healthy = False
+        self._outbox.failed(waiting)
+        self._failures += 1
+        if failure.refusal and self._refused_since is None:
+            self._refused_since = self._clock()
+        wait = self._backoff.wait(self._failures, failure.retry_after)
+        log.warning(
+            "log export to %s failed (%s); %d records wait, retrying in %.1f s",
+            redact(self._config.otlp_logs_endpoint),
+            "no answer" if failure.status is None else f"HTTP {failure.status}",
+            waiting,
+            wait,
+        )
+        return wait
 
     def _deliver(self, connection: str, stream: list[OutboxEntry], shipment: _Shipment) -> Attempt | None:
         """Ship one connection's records (oldest first); returns the attempt that failed for now, if one did."""
@@ -374,34 +477,94 @@ class LogShipper(SingletonWorker):
     ) -> Attempt | None:
         """Export ``pending``, sorting what the receiver refuses: later in time (``behind``) or never (dead)."""
         records = [to_log_record(entry, resource, at_ns=at) for entry, at in pending]
-        attempt = self._exporter.export(records)
-        shipment.sent = shipment.sent or attempt.ok
+        data = self._exporter.encode(records)
+        limit = self._config.otlp_max_request_bytes
+        if len(data) > limit:
+            if len(pending) == 1:
+                reason = f"larger than otlp_max_request_bytes ({len(data)} > {limit} bytes encoded)"
+                shipment.dead.append((pending[0][0], reason))
+                return None
+            return self._halves(resource, pending, shipment, behind)
+        attempt = self._exporter.export(data)
         if attempt.ok:
-            shipment.exported += len(pending)
+            shipment.sent = True
+            self._refused_since = None
+            return self._accepted(resource, pending, shipment, behind, attempt)
+        if attempt.too_large:
+            shipment.sent = True  # the receiver answered: it is up
+            if len(pending) > 1:
+                return self._halves(resource, pending, shipment, behind)
+            if not attempt.size_refusal:
+                return attempt  # ResourceExhausted for one record: the receiver is short of something else
+            shipment.dead.append((pending[0][0], _refusal(attempt)))
             return None
-        if not attempt.refused:
+        if not (attempt.explained or (attempt.refusal and self._refusals_expired())):
             return attempt
-        shipment.sent = True  # the receiver answered: it is up
-        refusal = read_refusal(attempt.message) if attempt.sent else None
-        split = refusal.split([r.log_record.timestamp or 0 for r in records]) if refusal else None
-        if refusal is not None and split is not None:  # the receiver said exactly which
+        shipment.sent = True
+        refusal = read_refusal(attempt.message)
+        split = refusal.split([r.log_record.timestamp or 0 for r in records])
+        if split is not None:  # the receiver said exactly which
             behind_end = split.unknown + split.behind
             behind.add([entry for entry, _ in pending[split.unknown : behind_end]], refusal, attempt)
             shipment.exported += len(pending) - behind_end
             # The oldest ones, dropped without a word: on their own they get an answer of their own.
             return self._send(resource, pending[: split.unknown], shipment, behind) if split.unknown else None
         if len(pending) == 1:
-            if refusal is not None and refusal.behind:
+            if refusal.behind:
                 behind.add([pending[0][0]], refusal, attempt)
             else:
-                shipment.dead.append((pending[0][0], _refusal(attempt)))
+                shipment.dead.append((pending[0][0], self._refusal(attempt)))
             return None
+        return self._halves(resource, pending, shipment, behind)
+
+    def _accepted(
+        self,
+        resource: Resource,
+        pending: Sequence[tuple[OutboxEntry, int | None]],
+        shipment: _Shipment,
+        behind: _Behind,
+        attempt: Attempt,
+    ) -> Attempt | None:
+        """A 2xx: all exported, or (partial success) the rejected ones narrowed down and dead-lettered.
+
+        OTLP says how many were rejected, not which: halves are sent again until each
+        rejected record is alone (Loki keeps one of identical entries sent twice).
+        """
+        if attempt.rejected == 0:
+            shipment.exported += len(pending)
+            return None
+        if attempt.rejected >= len(pending):
+            reason = f"rejected by the receiver (partial success): {attempt.message}".rstrip(": ")[:MAX_REASON]
+            shipment.dead += [(entry, reason) for entry, _ in pending]
+            return None
+        return self._halves(resource, pending, shipment, behind)
+
+    def _halves(
+        self,
+        resource: Resource,
+        pending: Sequence[tuple[OutboxEntry, int | None]],
+        shipment: _Shipment,
+        behind: _Behind,
+    ) -> Attempt | None:
         middle = len(pending) // 2
         for half in (pending[:middle], pending[middle:]):
             failure = self._send(resource, half, shipment, behind)
             if failure is not None:
                 return failure  # transient: the whole batch is tried again later
         return None
+
+    def _refusals_expired(self) -> bool:
+        """Unexplained 4xx answers have come for longer than ``log_refused_retry_seconds``: they count as refusals."""
+        since = self._refused_since
+        return since is not None and self._clock() - since >= self._config.log_refused_retry_seconds
+
+    def _refusal(self, attempt: Attempt) -> str:
+        reason = _refusal(attempt)
+        if attempt.explained:
+            return reason
+        return reason.replace(
+            f"(HTTP {attempt.status})", f"(HTTP {attempt.status}, for {self._config.log_refused_retry_seconds:g} s)", 1
+        )
 
     def _retimed(
         self, entries: list[OutboxEntry], base: float, *, again: bool = False
@@ -449,13 +612,59 @@ def _in_sent_order(pending: list[tuple[OutboxEntry, int | None]]) -> list[tuple[
     return sorted(pending, key=lambda item: item[1] if item[1] is not None else nanos(moment_of(item[0])))
 
 
+def _estimated_size(entry: OutboxEntry) -> int:
+    """About the bytes ``entry`` adds to an encoded request (on the high side); what budgets a request."""
+    job = entry.job
+    size = 200 + len(job.job_id) + len(job.connection_name) + len(job.connection_id or "")
+    line = entry.line
+    if line is not None:
+        return size + len(line.message.encode()) + len((line.stream or "").encode())
+    return size + 1024 + 2 * len((job.error_summary or "").encode()) + len((job.job_url or "").encode())
+
+
 @dataclass(slots=True)
 class _Shipment:
-    """What one batch came to."""
+    """What one connection's records came to."""
 
     exported: int = 0
     dead: list[tuple[OutboxEntry, str]] = field(default_factory=list)
     sent: bool = False  # the receiver answered at least once
+
+
+@dataclass(slots=True)
+class _Streams:
+    """One step's records by connection: the chunk shipped now, and whose records do not all fit."""
+
+    queued: dict[str, list[OutboxEntry]] = field(default_factory=dict)
+    chunks: dict[str, list[OutboxEntry]] = field(default_factory=dict)
+    full: set[str] = field(default_factory=set)
+
+    def in_turn(self) -> Iterable[tuple[str, list[OutboxEntry]]]:
+        """Connections with little waiting first: a transient failure of the large one cannot hold them up."""
+        ordered = sorted(self.chunks.items(), key=lambda item: item[0] in self.full)
+        return [(connection, chunk) for connection, chunk in ordered if chunk]
+
+
+@dataclass(slots=True)
+class _Step:
+    """What one step came to, over every connection whose records were all handled."""
+
+    exported: int = 0
+    dead: list[tuple[OutboxEntry, str]] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    shipped: list[int] = field(default_factory=list)
+    sent: bool = False
+    waiting: int = 0
+
+    def add(self, chunk: Sequence[OutboxEntry], shipment: _Shipment) -> None:
+        self.exported += shipment.exported
+        self.dead += shipment.dead
+        self.shipped += [entry.id for entry in chunk]
+        self.sent = self.sent or shipment.sent
+
+    def done_ids(self) -> set[int]:
+        """Outbox ids done with: shipped, dead, or not to be shipped."""
+        return {*self.shipped, *self.skipped, *(entry.id for entry, _ in self.dead)}
 
 
 @dataclass(slots=True)
@@ -476,7 +685,5 @@ class _Behind:
 
 
 def _refusal(attempt: Attempt) -> str:
-    if not attempt.sent:
-        return "could not be sent (larger than the exporter's request limit)"
     reason = f"refused by the receiver (HTTP {attempt.status})"
     return f"{reason}: {attempt.message[:MAX_REASON]}" if attempt.message else reason

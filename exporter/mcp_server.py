@@ -4,7 +4,8 @@ The tools answer from the same read model as the HTTP read API
 (:mod:`.readmodel`), either straight from a store (``calabi-exporter mcp
 --data-dir``) or through a running exporter's read API (``--url``), so an
 agent, a script and Grafana all see the same answers. A bad argument comes back
-as a tool error naming it; the server keeps serving.
+as a tool error naming it; the server keeps serving. Over HTTP, :mod:`.mcp_http`
+decides which requests reach the tools.
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ MAX_CONNECTION_NAME: Final = 200
 MAX_TEXT: Final = 4096
 MAX_STREAMS: Final = 10_000
 MAX_STREAM_NAME: Final = 256
-#: Largest count or byte total a record may carry: 2^53 - 1, the largest integer a float (and so
-#: Prometheus, JSON readers, Grafana) holds exactly.
 #: The series label value that stands for every connection (or stream) beyond the series budget;
 #: no connection or stream may carry it as its own name.
 OVERFLOW: Final = "__overflow__"
+#: Largest count or byte total a record may carry, given or added up from its streams: 2^53 - 1,
+#: the largest integer a float (and so Prometheus, JSON readers, Grafana) holds exactly.
 MAX_COUNT: Final = 2**53 - 1
 #: Longest duration a record may carry (about 31 years): seconds, not milliseconds by mistake.
 MAX_SECONDS: Final = 10**9
@@ -113,7 +113,10 @@ class Job:
         """Fill totals from the streams and the duration from the timestamps.
 
         Values given on the job win: a connector's own totals may include rows
-        outside any stream.
+        outside any stream. A total added up from the streams is held to the
+        bound of a given one (:data:`MAX_COUNT`), or the job is refused naming
+        the total: two streams at the bound would otherwise store a job total
+        no reader holds exactly, and enough of them one the store cannot hold.
         """
         changes: dict[str, Any] = {}
         if self.streams:
@@ -121,7 +124,7 @@ class Job:
                 if getattr(self, name) is None:
                     values = [getattr(s, name) for s in self.streams]
                     if any(v is not None for v in values):
-                        changes[name] = sum(v for v in values if v is not None)
+                        changes[name] = _stream_total(name, [v for v in values if v is not None])
             statuses = [s.status for s in self.streams]
             if self.streams_succeeded is None and any(s is not None for s in statuses):
                 changes["streams_succeeded"] = statuses.count(SUCCEEDED)
@@ -135,6 +138,34 @@ class Job:
         ):
             changes["duration_seconds"] = self.finished_at - self.started_at
         return replace(self, **changes) if changes else self
+
+
+def _stream_total(name: str, values: list[int]) -> int:
+    """The streams' ``name`` added up, or a ValidationError naming the job's ``name`` past :data:`MAX_COUNT`.
+
+    >>> _stream_total("records_synced", [MAX_COUNT, 0])
+    9007199254740991
+    >>> _stream_total("bytes_synced", [MAX_COUNT, 1])
+    Traceback (most recent call last):
+    ...
+    calabi_exporter.model.ValidationError: bytes_synced (added up from the streams) must be at most 9007199254740991
+    """
+    total = sum(values)
+    if total > MAX_COUNT:
+        raise ValidationError(name, f"(added up from the streams) must be at most {MAX_COUNT}")
+    return total
+
+
+def check_stream_count(job: Job) -> None:
+    """Refuse a job with more streams than :data:`MAX_STREAMS`, counting every record of it.
+
+    A finished job may still be sent streams it did not report; each record is
+    within the bound, so the bound must also hold for the job they make together.
+    """
+    if len(job.streams) > MAX_STREAMS:
+        raise ValidationError(
+            "streams", f"would give job {job.job_id!r} {len(job.streams)} streams; a job holds at most {MAX_STREAMS}"
+        )
 
 
 # A job's Summary, as the product shows it.
@@ -192,8 +223,15 @@ WEBHOOK_FIELDS: Final = frozenset(
 )
 
 
-def check_utf8(value: str, name: str) -> None:
-    """Refuse lone surrogates (``"\\ud800"`` is valid JSON but not storable text)."""
+def check_text(value: str, name: str) -> None:
+    """Refuse text that not every backend can store, the same way on all of them.
+
+    Lone surrogates (``"\\ud800"``) and NUL (``"\\u0000"``) are valid JSON, but
+    PostgreSQL refuses NUL in text where SQLite keeps it: refused here, a record
+    gets the same 400 on either backend instead of a 503 that clients retry for ever.
+    """
+    if "\x00" in value:
+        raise ValidationError(name, "must not contain NUL characters (\\u0000)")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -208,7 +246,7 @@ def _string(data: dict[str, Any], name: str, max_len: int, *, required: bool = F
         return None
     if not isinstance(value, str):
         raise ValidationError(name, "must be a string")
-    check_utf8(value, name)
+    check_text(value, name)
     if required and not value.strip():
         raise ValidationError(name, "must not be empty")
     if len(value) > max_len:

@@ -5,7 +5,9 @@ mappings, per-connection settings under ``connections``), so it can be saved
 and loaded again; every value is the effective one, each connection's too. A
 value marked ``secret`` (:attr:`.config.Option.secret`, a webhook's secret) is
 masked: tokens and header values become ``***``, a URL keeps all but its
-password.
+credentials (:func:`.redact.redact`: its password, a token as its user name, and
+secret-looking query parameters). Log lines are masked the same way
+(:class:`SecretFilter`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import urllib.parse
 from typing import Any, Final
 
 from .config import CONNECTION_KEYS, OPTIONS, Config, Option
-from .redact import redact
+from .redact import redact, url_secrets
 
 MASK: Final = "***"
 #: The path every OTLP/HTTP logs receiver serves: ``/v1/logs`` (an OpenTelemetry Collector),
@@ -39,6 +41,8 @@ def masked(option: Option, value: Any) -> Any:
     'postgresql://calabi:[REDACTED]@db:5432/calabi'
     >>> masked(options["otlp_headers"], (("X-Scope-OrgID", "team-a"),))
     {'X-Scope-OrgID': '***'}
+    >>> masked(options["otlp_logs_endpoint"], "https://gw.example.com/otlp/v1/logs?api_key=k-0123")
+    'https://gw.example.com/otlp/v1/logs?api_key=[REDACTED]'
     """
     if isinstance(value, tuple) and value and isinstance(value[0], tuple):
         return {name: MASK if option.secret else text for name, text in value}
@@ -46,8 +50,6 @@ def masked(option: Option, value: Any) -> Any:
         return [MASK if option.secret else item for item in value]
     if option.secret and isinstance(value, str):
         return redact(value) if "://" in value else (MASK if value else value)
-    if isinstance(value, str) and "://" in value:
-        return redact(value)  # a URL may carry a password however its option is marked
     return value
 
 
@@ -109,33 +111,40 @@ def secret_values(config: Config) -> list[str]:
             continue
         value = getattr(config, field_name(option.key))
         if isinstance(value, str) and value:
-            password = urllib.parse.urlsplit(value).password if "://" in value else value
-            values.extend([password] if password else [])
+            values.extend(url_secrets(value) if "://" in value else [value])
         elif isinstance(value, tuple):
             values.extend(item[1] if isinstance(item, tuple) else item for item in value)
-    values.extend(endpoint.secret for endpoint in config.webhooks)
+    for endpoint in config.webhooks:
+        values.extend([endpoint.secret, *url_secrets(endpoint.url)])
     return [v for v in values if len(v) >= 4]  # shorter ones would mask ordinary words
 
 
 class SecretFilter(logging.Filter):
-    """Masks the configuration's secrets in every log record that passes a handler."""
+    """Masks secrets in every log record that passes a handler.
+
+    The configuration's own secrets (``secrets``, from :func:`secret_values`) are
+    masked wherever they appear, however a library quotes them; then
+    :func:`.redact.redact` masks what any other URL or message carries (a
+    receiver's redirect target, a password in a connection error).
+    """
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
         self._secrets = sorted(set(secrets), key=len, reverse=True)  # a secret inside another goes second
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         message = record.getMessage()
-        cleaned = message
-        for secret in self._secrets:
-            cleaned = cleaned.replace(secret, MASK)
+        cleaned = self.clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            for secret in self._secrets:
-                record.exc_text = record.exc_text.replace(secret, MASK)
+            record.exc_text = self.clean(record.exc_text)
         return True
+
+    def clean(self, text: str) -> str:
+        """``text`` with the configuration's secrets and every credential :func:`.redact.redact` finds masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return redact(text)

@@ -24,7 +24,7 @@ from . import timeutil
 from .aggregates import ConnectionAgg
 from .documents import job_document
 from .joblogs import LEVEL_ALIASES, LEVELS
-from .model import FAILED, FINISHED_STATUSES, JOB_TYPES, STATUSES, SUCCEEDED
+from .model import FAILED, FINISHED_STATUSES, JOB_ID_PATTERN, JOB_TYPES, STATUSES, SUCCEEDED
 from .store import JobFilter, JobReads, StoredLine
 from .timeutil import format_rfc3339, parse_rfc3339
 
@@ -36,6 +36,12 @@ DEFAULT_LOG_LIMIT: Final = 200
 MAX_LOG_LIMIT: Final = 5000
 DEFAULT_WINDOW: Final = "7d"
 MAX_WINDOW_SECONDS: Final = 366 * 86400
+#: Longest cursor text read: the API's own are under 200 characters.
+MAX_CURSOR: Final = 1024
+#: Bounds of what a cursor may hold: a job time in epoch seconds as a float holds it (times are
+#: bounded well within at ingestion), and a log line id as the store keeps it (a signed 64-bit integer).
+MAX_CURSOR_TIME: Final = 2.0**53
+MAX_LINE_ID: Final = 2**63 - 1
 
 
 class BadParameter(ValueError):
@@ -88,6 +94,9 @@ class _Args:
         unknown = sorted(set(params) - set(allowed))
         if unknown:
             raise BadParameter(unknown[0], f"unknown parameter; use {', '.join(allowed)}")
+        for name, values in params.items():
+            for value in values:
+                _check_text(name, value)
         self._params = params
 
     def many(self, name: str, *, commas: bool = True) -> list[str]:
@@ -122,15 +131,71 @@ class _Args:
         return tuple(dict.fromkeys(values))
 
 
+def _check_text(name: str, value: str) -> None:
+    """Refuse a NUL in a parameter: no stored text holds one, and PostgreSQL refuses it in a query."""
+    if "\x00" in value:
+        raise BadParameter(name, "must not contain NUL characters (%00)")
+
+
+def _check_job_id(job_id: str) -> str:
+    """A job id as records carry them; any other text names no job and is refused before it reaches a query."""
+    if not JOB_ID_PATTERN.match(job_id):
+        raise BadParameter("job_id", "must be 1-128 characters of letters, digits, _ - . :")
+    return job_id
+
+
 def _encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def _decode_cursor(text: str) -> Any:
+    if len(text) > MAX_CURSOR:
+        raise _not_a_cursor()
     try:
         return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, binascii.Error):
-        raise BadParameter("cursor", "is not a cursor this API returned") from None
+        raise _not_a_cursor() from None
+
+
+def _not_a_cursor() -> BadParameter:
+    return BadParameter("cursor", "is not a cursor this API returned")
+
+
+def _jobs_cursor(text: str) -> tuple[float, str]:
+    """A job listing's cursor: the last job's place (a finite time, as stored) and its id.
+
+    >>> _jobs_cursor(_encode_cursor([1775462400.5, "j-1"]))
+    (1775462400.5, 'j-1')
+    >>> _jobs_cursor(_encode_cursor([int("9" * 400), "j-1"]))
+    Traceback (most recent call last):
+    ...
+    calabi_exporter.readmodel.BadParameter: cursor: is not a cursor this API returned
+    """
+    decoded = _decode_cursor(text)
+    if not (isinstance(decoded, list) and len(decoded) == 2 and isinstance(decoded[1], str)):
+        raise _not_a_cursor()
+    moment, job_id = decoded
+    if isinstance(moment, bool) or not isinstance(moment, int | float) or not abs(moment) <= MAX_CURSOR_TIME:
+        raise _not_a_cursor()  # also NaN and infinity, which json reads
+    if not JOB_ID_PATTERN.match(job_id):
+        raise _not_a_cursor()
+    return float(moment), job_id
+
+
+def _log_cursor(text: str) -> int:
+    """A log page's cursor: the last line's id, which the store keeps in a signed 64-bit integer.
+
+    >>> _log_cursor(_encode_cursor(2**63 - 1))
+    9223372036854775807
+    >>> _log_cursor(_encode_cursor(2**63))
+    Traceback (most recent call last):
+    ...
+    calabi_exporter.readmodel.BadParameter: cursor: is not a cursor this API returned
+    """
+    decoded = _decode_cursor(text)
+    if not isinstance(decoded, int) or isinstance(decoded, bool) or not 0 <= decoded <= MAX_LINE_ID:
+        raise _not_a_cursor()
+    return decoded
 
 
 def _resolve_connections(store: JobReads, wanted: Sequence[str]) -> tuple[str, ...] | None:
@@ -179,17 +244,7 @@ def list_jobs(store: JobReads, params: Params, now: float) -> dict[str, Any]:
         raise BadParameter("job_type", f"must be one of {', '.join(JOB_TYPES)} (got {job_type!r})")
     limit = args.limit(DEFAULT_LIMIT, MAX_LIMIT)
     cursor = args.one("cursor")
-    after: tuple[float, str] | None = None
-    if cursor is not None:
-        decoded = _decode_cursor(cursor)
-        if not (
-            isinstance(decoded, list)
-            and len(decoded) == 2
-            and isinstance(decoded[0], int | float)
-            and isinstance(decoded[1], str)
-        ):
-            raise BadParameter("cursor", "is not a cursor this API returned")
-        after = (float(decoded[0]), decoded[1])
+    after = None if cursor is None else _jobs_cursor(cursor)
     connections = _resolve_connections(store, args.many("connection", commas=False))
     if connections is None:
         return {"jobs": [], "next_cursor": None}
@@ -220,6 +275,7 @@ def _line_document(stored: StoredLine) -> dict[str, Any]:
 
 def get_job(store: JobReads, job_id: str, params: Params) -> dict[str, Any] | None:
     """``GET /api/v1/jobs/<job_id>``: the job with its streams and one page of its log lines; None if unknown."""
+    _check_job_id(job_id)
     args = _Args(params, JOB_PARAMETERS)
     levels = []
     for value in args.many("level"):
@@ -230,12 +286,7 @@ def get_job(store: JobReads, job_id: str, params: Params) -> dict[str, Any] | No
     search = args.one("search") or ""
     limit = args.limit(DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT)
     cursor = args.one("cursor")
-    after_id = 0
-    if cursor is not None:
-        decoded = _decode_cursor(cursor)
-        if not isinstance(decoded, int) or isinstance(decoded, bool) or decoded < 0:
-            raise BadParameter("cursor", "is not a cursor this API returned")
-        after_id = decoded
+    after_id = 0 if cursor is None else _log_cursor(cursor)
     job = store.job(job_id)
     if job is None:
         return None

@@ -134,7 +134,7 @@ class ScrapeRenderer:
             active: dict[str, dict[str, tuple[int, float]]] = {}
             for entry in snap.active:
                 active.setdefault(entry.connection, {})[entry.status] = (entry.count, entry.oldest_since)
-            loaded = {part.name: part for part in connection_parts(snap, own=versions)}
+            loaded = {part.name: part for part in connection_parts(snap)}
             overflow = loaded.pop(OVERFLOW, None)
             changed: list[tuple[ConnectionPart, int]] = []
             for name in versions:
@@ -154,7 +154,11 @@ class ScrapeRenderer:
                 self._pieces[piece.part.name] = piece
             for name in [name for name in self._pieces if name not in versions]:
                 del self._pieces[name]  # forgotten, or past the budget since
-            pieces = [self._pieces[name] for name in sorted(self._pieces)]
+            # Jobs in progress of connections forgotten since they started: few, rendered at every scrape.
+            orphans = [part for name, part in loaded.items() if name not in versions]
+            pieces = sorted(
+                [*self._pieces.values(), *self._render(orphans, [0] * len(orphans))], key=lambda p: p.part.name
+            )
             overflow_piece = None if overflow is None else self._render([overflow], [0])[0]
             exporter = [*replica, *self._collector.exporter_families(snap)]
         samples = sum(piece.samples for piece in pieces) + (overflow_piece.samples if overflow_piece else 0)

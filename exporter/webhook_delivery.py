@@ -16,7 +16,12 @@ an event. This worker (one process per data directory) POSTs them:
 - each endpoint is served by its own thread, dispatched on its own, so a slow
   endpoint never holds back another;
 - a redirect is not followed (the signature is for the configured URL): it is
-  dead-lettered with its ``Location`` so that the URL can be corrected.
+  dead-lettered with its ``Location`` so that the URL can be corrected;
+- an attempt, answer included, lasts at most the endpoint's ``timeout_seconds``
+  in all, and at most 64 KiB of the answer is read (:mod:`.bounded_http`);
+- every reason, logged or stored with a retry or a dead letter, passes
+  :func:`.redact.redact`: the endpoint's ``?token=`` (which a connection error
+  quotes) and any credential in a ``Location`` or an answer are masked.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import requests
 
 from . import __version__
 from .backoff import Backoff
+from .bounded_http import bound, post
 from .config import Config, WebhookEndpoint
+from .redact import redact
 from .sessions import ThreadSessions
 from .singleton import SingletonWorker
 from .store import Delivery, Store, StoreError
@@ -60,7 +67,7 @@ class WebhookDeliverer(SingletonWorker):
         self._backoff = backoff
         self._endpoints = {e.name: e for e in config.webhooks}
         self._clock = clock
-        self._sessions = ThreadSessions()  # one per endpoint thread
+        self._sessions = ThreadSessions(bound)  # one per endpoint thread
         self._pool = ThreadPoolExecutor(max_workers=max(len(self._endpoints), 1), thread_name_prefix=self.NAME)
         self._running: dict[str, Future[int]] = {}
         self._orphans_done = False
@@ -115,20 +122,20 @@ class WebhookDeliverer(SingletonWorker):
             HEADER: sign(endpoint.secret.encode(), body, timestamp=int(self._clock())),
         }
         try:
-            response = self._sessions.get().post(
-                endpoint.url, data=body, headers=headers, timeout=endpoint.timeout_seconds, allow_redirects=False
-            )
+            session = self._sessions.get()
+            answer = post(session, endpoint.url, data=body, headers=headers, timeout=endpoint.timeout_seconds)
         except requests.RequestException as error:
-            return self._retry(delivery, f"{type(error).__name__}: {error}"[:500], None)
-        status = response.status_code
+            return self._retry(delivery, redact(f"{type(error).__name__}: {error}")[:500], None)
+        status = answer.status
         if 200 <= status < 300:
             self._queue.delivered(delivery)
             return None
-        detail = f"HTTP {status}: {response.text.strip()[:300]}".rstrip(": ")
+        detail = f"HTTP {status}: {answer.text()[:300]}".rstrip(": ")
         if 300 <= status < 400:
-            detail = f"HTTP {status} redirect to {response.headers.get('Location', '?')}: configure the final URL"
+            detail = f"HTTP {status} redirect to {answer.headers.get('Location', '?')}: configure the final URL"
+        detail = redact(detail)  # stored and logged: a token in a URL the receiver quotes stays out of both
         if status in RETRYABLE_4XX or status >= 500:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
+            retry_after = retry_after_seconds(answer.headers.get("Retry-After"), self._clock())
             return self._retry(delivery, detail, retry_after)
         self._queue.dead(delivery, detail)
         log.warning(

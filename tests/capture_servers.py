@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -185,6 +186,93 @@ class WebhookReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = run_in_thread(self.server)
+
+    def stop(self) -> None:
+        shut(self.server)
+        self.server = None
+
+
+@dataclass
+class MisbehavingServer:
+    """An HTTP receiver on loopback that answers badly, for fault injection.
+
+    ``mode`` is ``huge`` (a status line, then a body of ``size`` bytes written as fast
+    as the client takes it), ``trickle`` (headers at once, then a body a byte every
+    ``interval`` seconds) or ``trickle-headers`` (the status line and headers
+    themselves a byte at a time). Each mode stops at the first failed write, when
+    the client gave up; ``finished`` counts the answers sent whole, ``sent`` the
+    bytes written. A trickle is ``length`` bytes long, so a test is bounded even if
+    the client never gives up.
+    """
+
+    mode: str
+    status: int = 503
+    size: int = 200 * 1024 * 1024
+    length: int = 40
+    interval: float = 0.25
+    port: int = 0
+    sent: int = 0
+    finished: int = 0
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/otlp/v1/logs"
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with server.lock:
+                    server.requests += 1
+                try:
+                    whole = server._answer(self.wfile)
+                except OSError:
+                    whole = False  # the client hung up
+                with server.lock:
+                    server.finished += whole
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = run_in_thread(self.server)
+
+    def _answer(self, out: Any) -> bool:
+        """Write the answer of ``mode``; True once all of it was written."""
+        length = self.size if self.mode == "huge" else self.length
+        head = f"HTTP/1.1 {self.status} Trouble\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
+        if self.mode == "trickle-headers":
+            self._trickle(out, head.encode())
+            return True
+        self._write(out, head.encode())
+        if self.mode == "huge":
+            block = b"x" * (1024 * 1024)
+            for start in range(0, length, len(block)):
+                self._write(out, block[: length - start])
+            return True
+        self._trickle(out, b"y" * length)
+        return True
+
+    def _trickle(self, out: Any, data: bytes) -> None:
+        for byte in range(len(data)):
+            if byte:
+                time.sleep(self.interval)
+            self._write(out, data[byte : byte + 1])
+
+    def _write(self, out: Any, data: bytes) -> None:
+        out.write(data)
+        out.flush()
+        with self.lock:
+            self.sent += len(data)
 
     def stop(self) -> None:
         shut(self.server)

@@ -1,9 +1,12 @@
 """A real OTLP/HTTP logs receiver on loopback that decodes what it gets, as Loki would.
 
-It answers with the statuses queued in ``answers`` (then 200), and refuses
-requests holding a record whose body contains ``refuse_marker`` with HTTP 400
-while storing the request's other records, which is what Loki does when it
-rejects some lines of a push.
+It answers with the statuses queued in ``answers`` (then 200), each with
+headers and, if given, a body of its own (``(400, {"Content-Type": "text/html"},
+b"...")``, as a proxy would send); it refuses requests holding a record whose
+body contains ``refuse_marker`` with HTTP 400 while storing the request's other
+records, which is what Loki does when it rejects some lines of a push; and it
+answers 200 with an OTLP ``partial_success`` for records whose body contains
+``reject_marker``, storing the others, as a collector that drops some does.
 """
 
 from __future__ import annotations
@@ -17,11 +20,20 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 
 from .capture_servers import run_in_thread, shut
 
 REFUSAL = "stream '{connection=\"Salesforce → Snowflake\"}' has structured metadata too large"
+PARTIAL = "1 log record dropped: attribute value over the collector's limit"
+
+
+def _marked(record: Received, marker: str | None) -> bool:
+    return marker is not None and marker in record.body
 
 
 def _value(any_value: dict[str, Any]) -> Any:
@@ -56,8 +68,9 @@ class Received:
 @dataclass
 class Receiver:
     port: int = 0
-    answers: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
+    answers: deque[tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]] = field(default_factory=deque)
     refuse_marker: str | None = None
+    reject_marker: str | None = None
     records: list[Received] = field(default_factory=list)
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,20 +93,27 @@ class Receiver:
                 decoded = decode(request)
                 with receiver.lock:
                     receiver.requests += 1
-                    status, headers = receiver.answers.popleft() if receiver.answers else (200, {})
+                    answer = receiver.answers.popleft() if receiver.answers else (200, {})
+                    status, headers = answer[0], dict(answer[1])
+                    payload = answer[2] if len(answer) == 3 else b""
                     if status == 200:
-                        marker = receiver.refuse_marker
-                        refused = [r for r in decoded if marker is not None and marker in r.body]
-                        receiver.records += [r for r in decoded if r not in refused]  # Loki keeps the rest
-                        if refused:
+                        refused = [r for r in decoded if _marked(r, receiver.refuse_marker)]
+                        rejected = [r for r in decoded if _marked(r, receiver.reject_marker)]
+                        receiver.records += [r for r in decoded if r not in refused and r not in rejected]
+                        if refused:  # Loki keeps the rest
                             status = 400
-                payload = b""
-                if status == 400:  # Loki answers a protobuf google.rpc.Status naming the stream
+                        elif rejected:
+                            payload = ExportLogsServiceResponse(
+                                partial_success=ExportLogsPartialSuccess(
+                                    rejected_log_records=len(rejected), error_message=PARTIAL
+                                )
+                            ).SerializeToString()
+                if status == 400 and len(answer) == 2:  # Loki answers a protobuf google.rpc.Status naming the stream
                     payload = Status(code=3, message=REFUSAL).SerializeToString()
+                headers.setdefault("Content-Type", "application/x-protobuf")
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

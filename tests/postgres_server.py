@@ -104,11 +104,19 @@ class PostgresServer:
         if self.hba:
             with (self.data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
                 hba.writelines(f"{line}\n" for line in self.hba)
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the cluster made by :meth:`start` again (after :meth:`crash`); its data is recovered from the WAL."""
         options = f"-c listen_addresses={self.listen_addresses} -p {self.port} -k {self.directory}"
         options += " -c max_connections=300"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start", "-o", options)
+
+    def crash(self) -> None:
+        """Stop the server as a crash would (``-m immediate``: no checkpoint, every session cut), keeping its data."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop")
 
     def new_database(self) -> str:
         """The URL of a new, empty database."""
@@ -120,6 +128,6 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop")
+            self.crash()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -6,14 +6,17 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from calabi_exporter.config import OPTIONS, load_config
 from calabi_exporter.preflight import MASK, SecretFilter, document, secret_values
 
-from .conftest import environment_without_calabi, free_port
+from .capture_servers import WebhookReceiver
+from .conftest import ExporterProcess, environment_without_calabi, free_port, wait_until
 from .postgres_server import PostgresServer
 
 
@@ -51,19 +54,13 @@ def unreachable_database() -> str:
             "data_dir: ",
             id="a data directory that cannot be made",
         ),
-        pytest.param(
-            {"CALABI_DATABASE_URL": "{database}"},
-            "database_url: ",
-            id="a database that does not answer",
-        ),
     ],
 )
 def test_check_config_refuses_what_serve_refuses_with_the_same_line_and_exit_code(
     tmp_path: Path, env: dict[str, str], expected: str
 ) -> None:
     (tmp_path / "file").write_text("not a directory")
-    database = unreachable_database()
-    env = {k: v.format(tmp=tmp_path, database=database) for k, v in env.items()}
+    env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
 
     checked = run("check-config", env=env, cwd=tmp_path)
     served = run("serve", env=env, cwd=tmp_path)
@@ -119,15 +116,18 @@ SECRETS = {
     "CALABI_METRICS_TOKENS": "metrics-secret-012345678",
     "CALABI_DATABASE_URL": "postgresql://calabi:database-secret-0123@db:5432/calabi",
     "CALABI_OTLP_HEADERS": "Authorization=Bearer header-secret-0123456789",
+    "CALABI_OTLP_LOGS_ENDPOINT": "https://user:otlp-secret-0123@loki.example.com/otlp/v1/logs?api_key=key-secret-0123",
+    "CALABI_S3_EXPORT__ENDPOINT_URL": "https://minio:s3-secret-0123@minio.example.com:9000",
 }
 
 
 def test_every_option_marked_secret_is_masked_and_every_credential_is_marked() -> None:
     marked = {option.env for option in OPTIONS if option.secret}
+    words = ("token", "header", "password", "url", "endpoint", "secret", "key")
+    credentials = {o.env for o in OPTIONS if any(word in o.key for word in words)}
 
     assert marked == set(SECRETS)
-    credentials = {o.env for o in OPTIONS if any(word in o.key for word in ("token", "header", "password", "url"))}
-    assert credentials - marked == {"CALABI_S3_EXPORT__ENDPOINT_URL"}  # a URL's password is masked all the same
+    assert credentials - marked == set()
 
 
 def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> None:
@@ -139,7 +139,9 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
         "  - name: inline\n    url: 'https://ops:url-secret-0123@hooks.example.com/a'\n"
         "    secret: webhook-inline-0123456789\n"
         "  - {name: from-file, url: 'https://hooks.example.com/b', secret_file: webhook.secret}\n"
-        "otlp_logs_endpoint: 'https://user:otlp-url-secret-0123@loki.example.com/otlp/v1/logs'\n"
+        "  - name: query\n    url: 'https://hooks.example.com/c?token=query-secret-0123&sig=sig-secret-0123&v=2'\n"
+        "    secret: webhook-query-0123456789\n"
+        "metrics_tokens: [metrics-file-secret-0123]\n"
     )
 
     result = run("check-config", "--offline", "--config", str(path), env=SECRETS, cwd=tmp_path)
@@ -150,10 +152,12 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
     assert (shown["ingest_tokens"], shown["read_tokens"], shown["metrics_tokens"]) == ([MASK], [MASK], [MASK])
     assert shown["otlp_headers"] == {"Authorization": MASK}
     assert shown["database_url"] == "postgresql://calabi:[REDACTED]@db:5432/calabi"
-    assert shown["otlp_logs_endpoint"] == "https://user:[REDACTED]@loki.example.com/otlp/v1/logs"
+    assert shown["otlp_logs_endpoint"] == ("https://user:[REDACTED]@loki.example.com/otlp/v1/logs?api_key=[REDACTED]")
+    assert shown["s3_export"]["endpoint_url"] == "https://minio:[REDACTED]@minio.example.com:9000"
     assert [(w["name"], w["url"], w.get("secret"), w.get("secret_file")) for w in shown["webhooks"]] == [
         ("inline", "https://ops:[REDACTED]@hooks.example.com/a", MASK, None),
         ("from-file", "https://hooks.example.com/b", None, str(secret_file)),
+        ("query", "https://hooks.example.com/c?token=[REDACTED]&sig=[REDACTED]&v=2", MASK, None),
     ]
 
 
@@ -235,5 +239,109 @@ def test_the_configurations_secrets_are_masked_in_every_log_line(caplog: pytest.
 
     text = caplog.text
     assert "secret-0" not in text
-    assert caplog.records[0].getMessage() == f"sent {MASK} to postgresql://calabi:{MASK}@db"
+    assert caplog.records[0].getMessage() == f"sent {MASK} to postgresql://calabi:[REDACTED]@db"
     assert f"token {MASK} refused" in text
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        pytest.param(
+            "receiver says: unknown key key-secret-0123",
+            f"receiver says: unknown key {MASK}",
+            id="a configured query token quoted alone",
+        ),
+        pytest.param(
+            "GET /otlp/v1/logs?api_key=key-secret-0123 failed",
+            "GET /otlp/v1/logs?api_key=[REDACTED] failed",
+            id="a configured query token, as a client quotes the path",
+        ),
+        pytest.param(
+            "cache redis://:r3dis-secret-0@cache:6379 down",
+            "cache redis://:[REDACTED]@cache:6379 down",
+            id="a URL the configuration does not hold",
+        ),
+        pytest.param(
+            "broker amqp://u:pa/ss-secret-0@mq closed",
+            "broker amqp://u:[REDACTED]@mq closed",
+            id="a password holding a slash",
+        ),
+        pytest.param(
+            "POST https://hooks.example.com/in?sig=sig-secret-0123 failed",
+            "POST https://hooks.example.com/in?sig=[REDACTED] failed",
+            id="a signature in a query",
+        ),
+    ],
+)
+def test_the_log_filter_masks_credentials_in_any_url(
+    caplog: pytest.LogCaptureFixture, message: str, expected: str
+) -> None:
+    caplog.handler.addFilter(SecretFilter(secret_values(load_config(env=SECRETS))))
+
+    logging.getLogger("calabi_exporter.test").warning("%s", message)
+
+    assert caplog.records[0].getMessage() == expected
+    assert "secret-0" not in caplog.text
+
+
+RAW_AT_PASSWORD = "se@cret-HUNTER2"
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_a_database_password_holding_a_raw_at_sign_is_refused_before_anything_is_sent(
+    tmp_path: Path, command: str
+) -> None:
+    url = f"postgresql://calabi:{RAW_AT_PASSWORD}@127.0.0.1:{free_port()}/calabi?connect_timeout=3"
+
+    result = run(command, env={"CALABI_DATABASE_URL": url}, cwd=tmp_path)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "calabi-exporter: config error: database_url: has an '@' in its user name or password: "
+        "percent-encode it as %40 (and '/' as %2F)\n"
+    )
+
+
+def test_serve_keeps_every_credential_out_of_its_log(
+    tmp_path: Path, exporter_process: Callable[..., ExporterProcess]
+) -> None:
+    down, moved = WebhookReceiver(), WebhookReceiver()
+    down.start()
+    down.stop()  # refuses connections: every try fails, quoting the URL's path and query
+    moved.answers = [(308, {"Location": "https://hooks.example.com/final?token=location-secret-0123"})]
+    moved.start()
+    config = tmp_path / "calabi.yml"
+    config.write_text(
+        "webhooks:\n"
+        f"  - {{name: down, url: '{down.url}?token=query-secret-0123&sig=sig-secret-0123', secret: {'w' * 16}}}\n"
+        f"  - {{name: moved, url: 'http://ops:url-secret-0123@127.0.0.1:{moved.port}/in', secret: {'w' * 16}}}\n"
+        f"otlp_logs_endpoint: 'http://user:otlp-secret-0123@127.0.0.1:{free_port()}/otlp/v1/logs?api_key=key-secret-0123'\n"
+        "metrics_tokens: [metrics-secret-0123456]\n"
+    )
+    log = tmp_path / "serve.log"
+    try:
+        exporter = exporter_process(env={"CALABI_CONFIG": str(config)}, log_level="debug", log_path=log)
+        job = {"job_id": "s1", "connection_name": "Stripe → Postgres", "status": "failed", "error_summary": "boom"}
+        assert requests.post(f"{exporter.url}/api/v1/jobs", json=job, timeout=10).status_code == 200
+        lines = [{"level": "ERROR", "message": "sync failed"}]
+        assert requests.post(f"{exporter.url}/api/v1/jobs/s1/logs", json=lines, timeout=10).status_code == 200
+
+        def dead_lettered() -> bool:
+            letters = requests.get(f"{exporter.url}/api/v1/webhooks/dead-letters", timeout=10).json()["dead_letters"]
+            return [d["endpoint"] for d in letters] == ["moved"]
+
+        wait_until(dead_lettered, timeout=30, what="the redirect to be dead-lettered")
+        wait_until(
+            lambda: "webhook down: ConnectionError" in log.read_text() and "log export to" in log.read_text(),
+            timeout=30,
+            what="a failed webhook delivery and a failed log export in the log",
+        )
+        letters = requests.get(f"{exporter.url}/api/v1/webhooks/dead-letters", timeout=10).text
+        exporter.stop()
+    finally:
+        moved.stop()
+
+    text = log.read_text()
+    assert "/calabi-events?token=[REDACTED]&sig=[REDACTED]" in text
+    assert "https://hooks.example.com/final?token=[REDACTED]" in letters
+    assert "secret-0" not in text and "secret-0" not in letters

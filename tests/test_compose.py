@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import requests
 from calabi_exporter.timeutil import format_rfc3339
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from .conftest import free_port, wait_until
 from .container_engine import Engine
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in t
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "compose-test-token-0123456789abcdef"
+READ_TOKEN = "compose-read-token-0123456789abcdef"
 CONNECTION = "HubSpot Production → BigQuery"
 #: Every service but Grafana, whose image no Debian package stands in for, and the profiles' ones.
 SERVICES = ("exporter", "loki", "prometheus", "alertmanager", "mcp")
@@ -108,6 +111,7 @@ def new_stack(engine: Engine, image: str, directory: Path, **choices: str) -> St
     env = {
         **engine.environment(),
         "INGEST_TOKEN": TOKEN,
+        "READ_TOKEN": READ_TOKEN,
         "GRAFANA_ADMIN_PASSWORD": "not-started-in-this-test",
         "EXPORTER_IMAGE": image,
         **{name: f"127.0.0.1:{port}" if name == "EXPORTER_PORTS" else str(port) for name, port in ports.items()},
@@ -230,14 +234,19 @@ def test_a_failed_job_posted_to_the_exporter_is_a_metric_an_alert_a_log_line_and
         job_id,
     )
 
-    # The MCP tools read the exporter's API with the token compose gives them.
+    # The MCP tools answer an agent sending the read token, and read the exporter's API with the same one.
     async def ask() -> Any:
-        async with Client(stack.url("MCP_PORT") + "/mcp", read_timeout_seconds=30) as client:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=30) as http,
+            Client(streamable_http_client(stack.url("MCP_PORT") + "/mcp", http_client=http)) as client,
+        ):
             result = await client.call_tool("get_job_status", {"job_id": job_id})
             assert not result.is_error, result.content
             return result.structured_content
 
+    without_token = requests.post(stack.url("MCP_PORT") + "/mcp", json={}, timeout=10)
     [status] = asyncio.run(asyncio.wait_for(ask(), timeout=60))["jobs"]
+    assert without_token.status_code == 401
     assert (status["job_id"], status["status"], status["connection_name"]) == (job_id, "failed", CONNECTION)
     assert status["error_lines"] == ["Stream contacts: 401 Unauthorized — token expired"]
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 from calabi_exporter.collector import Thresholds
-from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, env_name, load_config
+from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, Option, env_name, load_config
 from calabi_exporter.readmodel import BadParameter, parse_duration
+from calabi_exporter.retention import Purger
+from calabi_exporter.store import Store
 
-from .conftest import environment_without_calabi, free_port, wait_until
+from .conftest import ExporterProcess, FakeClock, environment_without_calabi, free_port, wait_until
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -317,3 +321,170 @@ def test_the_defaults_are_the_options_defaults_wherever_they_are_read() -> None:
         "stuck_floor_seconds": 3600.0,
         "pending_threshold_seconds": 1800.0,
     }
+
+
+# Nine anchors of nine aliases each, every one a new value of the same key: under 500 bytes worth
+# 9**10 strings expanded. The last `workers` wins, so its error would quote the whole expansion.
+ALIAS_BOMB = (
+    "workers: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    "workers: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "workers: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "workers: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "workers: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "workers: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+    "workers: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n"
+    "workers: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+    "workers: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n"
+    "workers: [*i, *i, *i, *i, *i, *i, *i, *i, *i]\n"
+)
+
+
+def test_an_alias_bomb_is_refused_in_one_short_line(tmp_path: Path) -> None:
+    path = write(tmp_path, ALIAS_BOMB)
+
+    result = run_cli("check-config", "--offline", "--config", str(path), cwd=tmp_path)
+
+    assert len(ALIAS_BOMB) < 1000
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"calabi-exporter: config error: config: {path}: YAML aliases repeat more than 10000 values; "
+        "write the values out\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "workers: &w [*w]\n",
+            "config: {path}: YAML aliases repeat more than 10000 values; write the values out",
+            id="itself",
+        ),
+        pytest.param(
+            "workers: " + "[" * 100_000 + "\n", "config: {path} is not valid YAML: nested too deeply", id="deep"
+        ),
+        pytest.param(
+            "workers: " + "1" * 5000 + "\n", "config: {path} is not valid YAML: a number too large to read", id="digits"
+        ),
+        pytest.param(
+            f"workers: '{'x' * 100_000}'\n",
+            "workers: must be an integer (got '" + "x" * 78 + "…)",
+            id="a long value, quoted cut short",
+        ),
+        pytest.param(
+            f"workers: [{', '.join(['lol'] * 5000)}]\n",
+            "workers: must be an integer (got ['lol', 'lol', 'lol', 'lol', ...])",
+            id="a long list, quoted cut short",
+        ),
+        pytest.param(
+            f"{'k' * 1000}: 1\n",
+            f"{'k' * 79}…: unknown key",
+            id="a long unknown key, cut short",
+        ),
+        pytest.param(
+            "otlp_logs_endpoint: 'http://ops:hunter2-secret@bad host/otlp/v1/logs'\n",
+            "otlp_logs_endpoint: must be an http:// or https:// URL with a valid host "
+            "(got 'http://ops:[REDACTED]@bad host/otlp/v1/logs')",
+            id="a bad URL, quoted without its password",
+        ),
+    ],
+)
+def test_every_config_error_is_one_bounded_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+
+    result = run_cli("check-config", "--offline", "--config", str(path), cwd=tmp_path)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"calabi-exporter: config error: {expected.format(path=path)}\n"
+    assert len(result.stderr) <= len("calabi-exporter: config error: ") + 1000
+
+
+def test_anchors_and_aliases_for_repeated_settings_still_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "connections:\n  Stripe → Postgres: &strict {failure_threshold: 1, freshness_threshold_seconds: 1h}\n"
+        "  HubSpot → BigQuery: *strict\n  Zendesk → Snowflake: {<<: *strict, debug_logs: true}\n",
+    )
+
+    config = load_config(path, env={})
+
+    strict = ConnectionSettings(failure_threshold=1, freshness_threshold_seconds=3600.0)
+    assert config.connections == {
+        "Stripe → Postgres": strict,
+        "HubSpot → BigQuery": strict,
+        "Zendesk → Snowflake": ConnectionSettings(
+            failure_threshold=1, freshness_threshold_seconds=3600.0, debug_logs=True
+        ),
+    }
+
+
+NUMERIC = [o for o in OPTIONS if isinstance(o.default, int | float) and not isinstance(o.default, bool)]
+
+
+def maximum(option: Option) -> float:
+    """The largest value ``option`` takes, as its refusal of a larger one says."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, env={option.env: "9" * 400})
+    found = re.search(r"must be at most (\d+)", str(raised.value))
+    assert found is not None, str(raised.value)
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("option", NUMERIC, ids=[o.key for o in NUMERIC])
+def test_every_numeric_option_refuses_a_huge_value_at_start_up_naming_its_key(option: Option) -> None:
+    result = run_cli("check-config", "--offline", env={option.env: str(10**400)})
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"calabi-exporter: config error: {option.key}: must be at most ")
+    assert len(result.stderr.splitlines()) == 1
+    assert maximum(option) <= (10**9 if option.key.endswith("_seconds") else 2**31 - 1)
+
+
+def test_retention_days_is_at_most_a_century() -> None:
+    result = run_cli("check-config", "--offline", env={"CALABI_RETENTION__DAYS": str(10**400)})
+
+    assert result.stderr == (
+        f"calabi-exporter: config error: retention.days: must be at most 36500 (got '{str(10**400)[:78]}…)\n"
+    )
+    assert load_config(None, env={"CALABI_RETENTION__DAYS": "36500"}).retention_days == 36500
+
+
+# Sized for the machine rather than for the data: their maxima would start a thousand processes.
+RESOURCES = {"workers", "threads", "database_pool_size", "s3_export.batch_seconds"}
+
+
+def test_serve_at_every_numeric_maximum_ingests_scrapes_reads_and_purges(
+    tmp_path: Path, exporter_process: Callable[..., ExporterProcess]
+) -> None:
+    env = {o.env: f"{maximum(o):.0f}" for o in NUMERIC if o.key not in RESOURCES}
+    env["CALABI_OTLP_LOGS_ENDPOINT"] = f"http://127.0.0.1:{free_port()}/otlp/v1/logs"  # down: shipping retries
+    log = tmp_path / "serve.log"
+    exporter = exporter_process(env=env, log_level="info", log_path=log)
+    url = exporter.url
+    job = {"job_id": "m1", "connection_name": "Stripe → Postgres", "status": "failed", "error_summary": "boom"}
+
+    answers = [
+        requests.post(f"{url}/api/v1/jobs", json=job, timeout=10).status_code,
+        requests.post(f"{url}/api/v1/jobs/m1/logs", json=[{"level": "ERROR", "message": "x"}], timeout=10).status_code,
+        requests.get(f"{url}/api/v1/jobs", timeout=10).status_code,
+        requests.get(f"{url}/api/v1/connections", timeout=10).status_code,
+        requests.get(f"{url}/api/v1/jobs/m1", timeout=10).status_code,
+    ]
+    samples = exporter.scrape()
+    wait_until(lambda: "log export to" in log.read_text(), timeout=30, what="the first log export to fail")
+    exporter.stop()
+
+    assert answers == [200, 200, 200, 200, 200]
+    assert samples.value("calabi_sync_failure_threshold", connection="Stripe → Postgres") == 1_000_000
+    text = log.read_text()
+    assert "Traceback" not in text and " ERROR " not in text, text
+
+
+@pytest.mark.every_backend
+def test_the_purge_runs_at_the_longest_retention(
+    tmp_path: Path, make_store: Callable[..., Store], clock: FakeClock
+) -> None:
+    config = load_config(None, env={"CALABI_RETENTION__DAYS": "36500"})
+    store = make_store(tmp_path / "data", clock=clock)
+
+    assert Purger(store, config, clock=clock).purge_once() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import ExporterProcess, FakeClock, Prometheus, Samples, job, parse_samples, wait_until
+from .conftest import T0, ExporterProcess, FakeClock, Prometheus, Samples, job, parse_samples, wait_until
 
 pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
@@ -45,6 +46,20 @@ def post(client: FlaskClient, *records: dict[str, object]) -> None:
     assert response.status_code == 200 and response.get_json()["rejected"] == 0, response.get_json()
 
 
+def running_job_series(connection: str, started: float) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The series of a forgotten connection whose job is still running: that job, and the thresholds its alerts use."""
+    label = ("connection", connection)
+    return {
+        ("calabi_sync_jobs_in_progress", frozenset({label, ("status", "pending")})): 0,
+        ("calabi_sync_jobs_in_progress", frozenset({label, ("status", "running")})): 1,
+        ("calabi_sync_oldest_job_start_timestamp_seconds", frozenset({label, ("status", "running")})): started,
+        ("calabi_sync_failure_threshold", frozenset({label})): 2,
+        ("calabi_sync_freshness_threshold_seconds", frozenset({label})): 259200,
+        ("calabi_sync_stuck_floor_seconds", frozenset({label})): 3600,
+        ("calabi_sync_pending_threshold_seconds", frozenset({label})): 1800,
+    }
+
+
 def test_forgetting_a_connection_removes_its_series_and_moves_nothing_else(open_app: Callable[..., Flask]) -> None:
     client = open_app(ingest_tokens=(TOKEN,)).test_client()
     streams = [{"name": "Account", "status": "succeeded", "records_synced": 4}]
@@ -65,7 +80,7 @@ def test_forgetting_a_connection_removes_its_series_and_moves_nothing_else(open_
 
     assert response.status_code == 200
     assert response.get_json() == {"connection_name": HUBSPOT, "forgotten": True, "jobs_kept": 2}
-    assert of(before, HUBSPOT) and not of(after, HUBSPOT)
+    assert of(before, HUBSPOT) and of(after, HUBSPOT) == running_job_series(HUBSPOT, T0)  # hs2 still runs
     assert of(after, SF) == of(before, SF) and of(after, STRIPE) == of(before, STRIPE)
     assert of(after, None) == of(before, None)  # exporter-wide counters, stored jobs included
     assert client.get("/api/v1/jobs/hs1", headers=AUTH).get_json()["status"] == "failed"  # the jobs stay
@@ -108,7 +123,54 @@ def test_forgetting_frees_a_place_in_the_series_budget(open_app: Callable[..., F
         for (name, key), value in scrape(client).items()
         if name == "calabi_sync_jobs_total" and ("status", "succeeded") in key
     }
-    assert jobs == {"C": 1, "__overflow__": 1}  # B keeps counting under overflow, where it started
+    # B, which waited beyond the budget, took the place: its counters start afresh (its first job stays
+    # counted under overflow, so sums stay exact); C, later, waits in its turn.
+    assert jobs == {"B": 0, "__overflow__": 2}
+
+
+def test_a_job_running_at_the_forget_stays_visible_under_its_name_and_is_not_counted_when_it_ends(
+    open_app: Callable[..., Flask], clock: FakeClock
+) -> None:
+    client = open_app(ingest_tokens=(TOKEN,)).test_client()
+    post(client, job("st1", connection=STRIPE, finished_at=FINISHED), job("st2", "running", connection=STRIPE))
+    clock.advance(300)
+    client.delete("/api/v1/connections/Stripe%20%E2%86%92%20Postgres", headers=AUTH)
+
+    while_running = of(scrape(client), STRIPE)
+    clock.advance(300)
+    post(client, job("st2", connection=STRIPE, finished_at="2026-04-06T08:09:00Z", records_synced=5))
+    after = of(scrape(client), STRIPE)
+
+    assert while_running == running_job_series(STRIPE, T0)  # CalabiSyncJobStuck still sees it
+    assert after == {}  # it belonged to what was forgotten: finished, it is no one's to count
+    assert client.get("/api/v1/jobs/st2", headers=AUTH).get_json()["records_synced"] == 5  # and it is stored
+
+
+def test_a_late_record_of_a_job_from_before_the_forget_is_not_credited_to_the_connection_afresh(
+    open_app: Callable[..., Flask], clock: FakeClock
+) -> None:
+    client = open_app(ingest_tokens=(TOKEN,)).test_client()
+    post(client, job("hs1", "failed", connection=HUBSPOT, started_at="2026-04-06T07:00:00Z", finished_at=FINISHED))
+    client.delete("/api/v1/connections/HubSpot%2FMarketing%20%E2%86%92%20BigQuery", headers=AUTH)
+    clock.advance(3600)
+    post(client, job("hs2", connection=HUBSPOT, finished_at="2026-04-06T08:30:00Z", records_synced=3))
+
+    post(
+        client,  # the full record of the failed job (the webhook came first), and a job from before the forget
+        job("hs1", "failed", connection=HUBSPOT, error_summary="401 Unauthorized", records_synced=10),
+        job("hs0", connection=HUBSPOT, started_at="2026-04-06T06:00:00Z", finished_at="2026-04-06T06:30:00Z"),
+    )
+    client.post("/api/v1/jobs/hs1/logs", data="ERROR 401 Unauthorized", content_type="text/plain", headers=AUTH)
+    samples = scrape(client)
+
+    label = ("connection", HUBSPOT)
+    assert samples[("calabi_sync_records_synced_total", frozenset({label}))] == 3
+    assert samples[("calabi_sync_jobs_total", frozenset({label, ("status", "succeeded")}))] == 1
+    assert samples[("calabi_sync_jobs_total", frozenset({label, ("status", "failed")}))] == 0
+    assert samples[("calabi_sync_errors_total", frozenset({label, ("kind", "auth")}))] == 0
+    assert samples[("calabi_sync_log_lines_total", frozenset({label, ("level", "error")}))] == 0
+    assert samples[("calabi_sync_consecutive_failures", frozenset({label}))] == 0
+    assert client.get("/api/v1/jobs/hs1", headers=AUTH).get_json()["records_synced"] == 10  # stored all the same
 
 
 def test_the_purge_forgets_connections_without_a_job_left(
@@ -146,3 +208,73 @@ def test_prometheus_sees_a_forgotten_connections_series_end(
     wait_until(lambda: prometheus.scalar(query) == 1, timeout=30, what="the forgotten series to go stale")
     result = prometheus.query('calabi_sync_jobs_total{status="succeeded"}')
     assert [r["metric"]["connection"] for r in result] == [SF]
+
+
+# Names a connection can be stored under that a path does not carry as plainly as "Salesforce":
+# a leading or trailing slash, an empty segment, a dot segment, characters of a query or fragment.
+ODD_NAMES = ["/lead", "lead/", "a//b", "..", "what? #1 & more"]
+
+
+def path_of(name: str) -> str:
+    """The DELETE path of a connection: everything but letters and digits percent-encoded.
+
+    Dots too: a client removes a ``..`` segment before sending (requests does).
+    """
+    return "/api/v1/connections/" + urllib.parse.quote(name, safe="").replace(".", "%2E")
+
+
+def test_a_name_with_a_leading_slash_is_forgotten_and_the_name_without_it_is_not(
+    open_app: Callable[..., Flask],
+) -> None:
+    client = open_app(ingest_tokens=(TOKEN,)).test_client()
+    post(
+        client, job("l1", connection="lead", finished_at=FINISHED), job("l2", connection="/lead", finished_at=FINISHED)
+    )
+
+    encoded = client.delete("/api/v1/connections/%2Flead", headers=AUTH)
+    again = client.delete("/api/v1/connections//lead", headers=AUTH)  # the same name, its slash sent as it is
+    plain = client.delete("/api/v1/connections/lead", headers=AUTH)
+
+    assert (encoded.status_code, encoded.get_json()) == (
+        200,
+        {"connection_name": "/lead", "forgotten": True, "jobs_kept": 1},
+    )
+    assert (again.status_code, again.get_json()) == (404, {"error": "no connection '/lead'", "field": "name"})
+    assert (plain.status_code, plain.get_json()) == (
+        200,
+        {"connection_name": "lead", "forgotten": True, "jobs_kept": 1},
+    )
+
+
+@pytest.mark.parametrize(
+    "path", ["/api//v1/jobs", "/api/v1//connections", "/api/v1/jobs/", "/metrics/", "/api/v1/jobs//logs"]
+)
+def test_no_path_is_redirected_and_an_unknown_one_is_a_json_404(open_app: Callable[..., Flask], path: str) -> None:
+    client = open_app().test_client()
+
+    response = client.get(path)
+
+    assert (response.status_code, response.content_type) == (404, "application/json")
+    assert response.get_json() == {"error": "no such route", "field": None}
+
+
+def test_requests_against_a_running_exporter_forgets_each_odd_name_itself_without_a_redirect(
+    exporter_process: Callable[..., ExporterProcess],
+) -> None:
+    exporter = exporter_process(env={"CALABI_INGEST_TOKENS": TOKEN})
+    names = ["lead", *ODD_NAMES]
+    records = [job(f"odd{n}", connection=name, finished_at=FINISHED) for n, name in enumerate(names)]
+    stored = requests.post(exporter.url + "/api/v1/jobs", json={"jobs": records}, headers=AUTH, timeout=10)
+    assert stored.json()["accepted"] == len(names)
+
+    answers = [requests.delete(exporter.url + path_of(name), headers=AUTH, timeout=10) for name in ODD_NAMES]
+    plain = requests.delete(exporter.url + "/api/v1/connections/lead", headers=AUTH, timeout=10)
+
+    assert [(a.status_code, a.history, a.json()["connection_name"]) for a in answers] == [
+        (200, [], name) for name in ODD_NAMES
+    ]
+    assert (plain.status_code, plain.history, plain.json()) == (
+        200,
+        [],
+        {"connection_name": "lead", "forgotten": True, "jobs_kept": 1},
+    )

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 import requests
@@ -17,8 +18,9 @@ from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
 from calabi_exporter.web import background_workers, create_app
 from flask.testing import FlaskClient
 
+from .capture_servers import MisbehavingServer
 from .conftest import T0, ExporterProcess, FakeClock, free_port, job, parse_samples, wait_until
-from .otlp_receiver import REFUSAL, Receiver
+from .otlp_receiver import PARTIAL, REFUSAL, Receiver
 
 pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
@@ -469,7 +471,7 @@ def test_late_records_of_a_batch_tried_again_after_a_failure_go_at_the_times_the
     sent = times_by_body(receiver)
     assert sorted(sent) == sorted(f"{j} line {i}" for j in ("job_a", "job_b") for i in range(3))
     assert [len(times) for times in sent.values()] == [1] * 6  # re-sent at the very same time
-    assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 2
+    assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 1  # done before job_b failed
     times = sorted(t for times in sent.values() for t in times)
     assert times[0] == round((T0 - 3000) * 1e9) and times == list(range(times[0], times[0] + 6))
     assert {r.attributes["log_time"] for r in receiver.records if r.body == "job_a line 2"} == {"2026-04-06T06:00:02Z"}
@@ -496,6 +498,174 @@ def test_a_record_sent_at_its_own_time_goes_at_that_time_again_when_its_batch_is
     ship_all(one_request_shipper)
 
     sent = times_by_body(receiver)
-    assert sent["job_a line 1"] == {nanos("2026-04-06T07:11:01Z")}  # sent twice, at the same time
-    assert len([r for r in receiver.records if r.body == "job_a line 1"]) == 2
-    assert all("log_time" not in r.attributes for r in receiver.records if r.body.startswith("job_a"))
+    assert sent["job_b line 1"] == {nanos("2026-04-06T07:11:01Z")}  # tried twice before, at the same time
+    assert all("log_time" not in r.attributes for r in receiver.records if r.body.startswith("job_b"))
+
+
+PROXY_400: Final = (400, {"Content-Type": "text/html"}, b"<html><body><h1>400 Bad Request</h1>nginx</body></html>")
+PROXY_403: Final = (403, {"Content-Type": "text/plain"}, b"Forbidden by proxy policy")
+SHIPPED: Final = [
+    "Syncing stream: Account",
+    "Stream Account: 4,218 records synced in 18.2s",
+    "Salesforce API rate limit at 85% — throttling requests",
+    'Response 401: {"error": "invalid_token"}',
+]
+
+
+def test_a_400_the_receiver_does_not_explain_is_retried_and_nothing_is_dead_lettered_when_it_stops(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store, clock: FakeClock
+) -> None:
+    receiver.answers.extend([PROXY_400] * 3)  # a misconfigured proxy for 40 minutes
+    post_job_with_logs(api)
+
+    for _ in range(3):
+        assert shipper.ship_once() > 0
+        assert outbox_store.outbox.dead_letters() == []
+        clock.advance(1200)
+    ship_all(shipper)
+
+    assert [r.body for r in receiver.records] == SHIPPED
+    assert outbox_store.outbox.dead_letters() == []
+    stats = outbox_store.metrics.snapshot().shipping
+    assert (stats.waiting, stats.exported, stats.failed, stats.dead_lettered) == (0, 4, 3, 0)
+
+
+def test_a_4xx_the_receiver_does_not_explain_dead_letters_after_the_bound_and_a_redrive_ships_the_records(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store, clock: FakeClock
+) -> None:
+    receiver.answers.extend([PROXY_403] * 20)
+    post_job_with_logs(api)
+    assert shipper.ship_once() > 0  # retried for log_refused_retry_seconds, an hour
+    clock.advance(3600)
+
+    ship_all(shipper)
+
+    assert receiver.records == []
+    reason = "refused by the receiver (HTTP 403, for 3600 s): Forbidden by proxy policy"
+    assert [(job_id, why) for _, job_id, why in outbox_store.outbox.dead_letters()] == [("job_1", reason)] * 4
+
+    receiver.answers.clear()  # the proxy is fixed
+    answer = api.post("/api/v1/logs/dead-letters/redrive", json={"connection": "Salesforce → Snowflake"})
+    assert (answer.status_code, answer.get_json()) == (200, {"requeued": 4, "connection": "Salesforce → Snowflake"})
+    ship_all(shipper)
+
+    assert [r.body for r in receiver.records] == SHIPPED
+    assert outbox_store.outbox.dead_letters() == []
+    assert outbox_store.metrics.snapshot().shipping.waiting == 0
+
+
+def test_a_redrive_for_one_connection_leaves_the_others_dead_letters(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store, clock: FakeClock
+) -> None:
+    receiver.answers.extend([PROXY_403] * 20)
+    post_logs_on_two_connections(api, "2026-04-06T07:59:0")
+    assert shipper.ship_once() > 0
+    clock.advance(3600)
+    ship_all(shipper)
+    assert len(outbox_store.outbox.dead_letters()) == 6
+    receiver.answers.clear()
+
+    answer = api.post("/api/v1/logs/dead-letters/redrive", json={"connection": "Stripe → Postgres"})
+    ship_all(shipper)
+
+    assert answer.get_json() == {"requeued": 3, "connection": "Stripe → Postgres"}
+    assert sorted(r.body for r in receiver.records) == [f"job_b line {i}" for i in range(3)]
+    assert {job_id for _, job_id, _ in outbox_store.outbox.dead_letters()} == {"job_a"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param(b"[1]", "body", id="not-an-object"),
+        pytest.param(b'{"connection": 7}', "connection", id="not-a-string"),
+        pytest.param(b'{"connection": ""}', "connection", id="empty"),
+        pytest.param(b'{"connection": null}', "connection", id="null"),
+        pytest.param(b'{"connection": "a\\u0000b"}', "connection", id="nul"),
+        pytest.param(b'{"since": "1d"}', "body", id="unknown-field"),
+        pytest.param(b"{", "body", id="not-json"),
+    ],
+)
+def test_a_redrive_request_the_exporter_cannot_read_is_refused_naming_the_field(
+    api: FlaskClient, body: bytes, field: str
+) -> None:
+    answer = api.post("/api/v1/logs/dead-letters/redrive", data=body, content_type="application/json")
+
+    assert (answer.status_code, answer.get_json()["field"]) == (400, field)
+
+
+def test_the_redrive_command_queues_the_dead_letters_again(
+    api: FlaskClient,
+    shipper: LogShipper,
+    receiver: Receiver,
+    outbox_store: Store,
+    shipping_config: Config,
+    make_store: Callable[..., Store],
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from calabi_exporter.cli import main
+
+    receiver.refuse_marker = "line"  # Loki explains: dead-lettered at once
+    post_logs_on_two_connections(api, "2026-04-06T07:59:0")
+    ship_all(shipper)
+    receiver.refuse_marker = None
+    assert len(outbox_store.outbox.dead_letters()) == 6
+    monkeypatch.delenv("CALABI_CONFIG", raising=False)
+    if backend == "postgres":
+        monkeypatch.setenv("CALABI_DATABASE_URL", make_store.database_url(shipping_config.data_path))  # type: ignore[attr-defined]
+
+    code = main(["redrive-dead-letters", "--data-dir", shipping_config.data_dir, "--connection", "Stripe → Postgres"])
+    ship_all(shipper)
+
+    assert (code, capsys.readouterr().out) == (0, "3 dead-lettered log records queued again (Stripe → Postgres)\n")
+    assert sorted(r.body for r in receiver.records) == [f"job_b line {i}" for i in range(3)]
+    assert {job_id for _, job_id, _ in outbox_store.outbox.dead_letters()} == {"job_a"}
+
+
+def test_records_a_receiver_rejects_in_a_partial_success_are_dead_lettered_with_its_reason(
+    api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
+) -> None:
+    receiver.reject_marker = "DROP-ME"
+    lines = [f"2026-04-06T08:00:{i:02d}Z INFO line {i}" for i in range(1, 8)]
+    lines.insert(3, "2026-04-06T08:00:30Z ERROR DROP-ME: attribute over the limit")
+    post_job_with_logs(api, log="\n".join(lines) + "\n")
+
+    ship_all(shipper)
+
+    assert sorted(set(r.body for r in receiver.records)) == sorted(f"line {i}" for i in range(1, 8))
+    assert [(job_id, reason) for _, job_id, reason in outbox_store.outbox.dead_letters()] == [
+        ("job_1", f"rejected by the receiver (partial success): {PARTIAL}")
+    ]
+    stats = outbox_store.metrics.snapshot().shipping
+    assert (stats.waiting, stats.exported, stats.dead_lettered) == (0, 7, 1)
+
+
+@pytest.fixture
+def misbehaving(request: pytest.FixtureRequest) -> Iterator[MisbehavingServer]:
+    server = MisbehavingServer(mode=request.param)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("misbehaving", ["huge", "trickle", "trickle-headers"], indirect=True)
+def test_an_answer_too_large_or_too_slow_is_cut_short_and_the_records_wait(
+    tmp_path: Path, misbehaving: MisbehavingServer, clock: FakeClock
+) -> None:
+    """A 200 MiB answer is not read whole; one trickled a byte every quarter second ends at the time limit."""
+    config = Config(data_dir=str(tmp_path / "d"), otlp_logs_endpoint=misbehaving.url, otlp_timeout_seconds=1.0)
+    store = Store.sqlite(config.data_path, clock=clock, outbox=True)
+    client = create_app(config, store=store, clock=clock).test_client()
+    post_job_with_logs(client)
+    shipper = LogShipper(store, config, clock=clock, backoff=LogShipper.BACKOFF.without_jitter())
+
+    wait = shipper.ship_once()
+
+    shipper.stop()
+    with misbehaving.lock:
+        assert (misbehaving.requests, misbehaving.finished) == (1, 0)  # the exporter hung up before the end
+    assert wait == LogShipper.BACKOFF.first
+    stats = store.metrics.snapshot().shipping
+    assert (stats.waiting, stats.exported, stats.failed, stats.dead_lettered) == (5, 0, 1, 0)
+    store.close()

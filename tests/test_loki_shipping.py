@@ -356,3 +356,76 @@ def test_lines_loki_finds_too_old_are_dead_lettered_with_its_reason_and_the_othe
     samples = parse_samples(client.get("/metrics").get_data(as_text=True))
     assert samples.value("calabi_exporter_log_records_total", outcome="exported") == 42
     assert samples.value("calabi_exporter_log_records_total", outcome="dead_lettered") == 6
+
+
+def big_job(job_id: str, connection: str, now: float, *, count: int = 1000, size: int = 5000) -> HistoryJob:
+    """A job of the last few minutes with ``count`` lines of ``size`` bytes (1,000 × 5 KB: about 5 MB of OTLP)."""
+    start = now - 600
+    lines = tuple((round(start + i * 0.25, 3), f"line {i} of {job_id} " + "x" * size) for i in range(count))
+    record = {
+        "job_id": job_id,
+        "connection_name": connection,
+        "status": "succeeded",
+        "started_at": format_rfc3339(start),
+        "finished_at": format_rfc3339(lines[-1][0] + 1),
+    }
+    return HistoryJob(record, lines)
+
+
+def count_of(loki: Loki, service: str, job_id: str, now: float) -> int:
+    return loki.count(f'{{service_name="{service}"}} | job_id="{job_id}"', at=now + 3600, days=1)
+
+
+def test_a_job_of_1000_lines_of_5_kb_reaches_loki_whole_in_requests_under_its_4_mib_limit(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
+) -> None:
+    now = time.time()
+    job = big_job("job-big", "Stripe → Postgres", now)
+    client, shipper, store = shipping_to(loki, "calabi-big")
+
+    post_records_then_logs(client, "", [job])
+    ship_everything(shipper, store, steps=40)
+    loki.flush('{service_name="calabi-big"}', expected=1001, at=now + 3600, days=1)
+
+    assert count_of(loki, "calabi-big", job.job_id, now) == 1001
+    assert store.outbox.dead_letters() == []
+    samples = parse_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples.value("calabi_exporter_log_records_total", outcome="exported") == 1001
+
+
+def test_a_request_loki_finds_too_large_is_split_in_halves_until_it_takes_them(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
+) -> None:
+    now = time.time()
+    job = big_job("job-split", "Stripe → Postgres", now)
+    # A limit above Loki's: the whole job goes in one request, which Loki answers 503 ResourceExhausted.
+    client, shipper, store = shipping_to(loki, "calabi-split", otlp_max_request_bytes=16 * 1024 * 1024)
+
+    post_records_then_logs(client, "", [job])
+    ship_everything(shipper, store, steps=40)
+    loki.flush('{service_name="calabi-split"}', expected=1001, at=now + 3600, days=1)
+
+    assert count_of(loki, "calabi-split", job.job_id, now) == 1001
+    assert store.outbox.dead_letters() == []
+
+
+def test_a_small_job_of_another_connection_reaches_loki_while_a_big_one_is_still_being_shipped(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
+) -> None:
+    now = time.time()
+    big = big_job("job-backlog", "Salesforce → Snowflake", now)
+    small = big_job("job-small", "Stripe → Postgres", now, count=10, size=20)
+    client, shipper, store = shipping_to(loki, "calabi-fair")
+    post_records_then_logs(client, "", [big])
+    post_records_then_logs(client, "", [small])  # queued behind the whole backlog
+    assert shipper.ship_once() == 0.0  # the oldest record alone, as after every start
+
+    assert shipper.ship_once() == 0.0
+
+    assert count_of(loki, "calabi-fair", small.job_id, now) == 11  # its lines and its summary
+    assert 1 < count_of(loki, "calabi-fair", big.job_id, now) < 1001  # the backlog: not yet whole
+    assert store.outbox.read(1)[0].job.job_id == big.job_id
+    ship_everything(shipper, store, steps=40)
+    loki.flush('{service_name="calabi-fair"}', expected=1012, at=now + 3600, days=1)
+    assert count_of(loki, "calabi-fair", big.job_id, now) == 1001
+    assert store.outbox.dead_letters() == []

@@ -7,16 +7,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+import requests
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from .conftest import ExporterProcess, FakeClock, environment_without_calabi, free_port, wait_until
 
@@ -184,38 +187,191 @@ def test_through_a_running_exporters_read_api_the_answers_are_the_same(
     assert f"the exporter at {exporter.url}/calabi has no /api/v1/connections (HTTP 404)" in wrong_path[0][1]
 
 
-def test_streamable_http_serves_the_same_tools(data_dir: Path, tmp_path: Path) -> None:
-    port = free_port()
-    env = environment_without_calabi()
-    log = (tmp_path / "mcp-http.log").open("wb")
-    command = ["mcp", "--data-dir", str(data_dir), "--http", "--http-listen", f"127.0.0.1:{port}"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "calabi_exporter", *command],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
+READ_TOKEN = "read-token-for-agents-0123456789"
+INGEST_TOKEN = "ingest-token-for-writers-0123456789"
+TOKENS = {"CALABI_READ_TOKENS": READ_TOKEN, "CALABI_INGEST_TOKENS": INGEST_TOKEN}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+}
 
-    def listening() -> bool:
-        assert process.poll() is None, (tmp_path / "mcp-http.log").read_text()
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
 
-    try:
+@pytest.fixture
+def mcp_http(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Starts ``calabi-exporter mcp --http`` on a free loopback port; gives its /mcp URL."""
+    running: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(data_dir: Path, *, host: str = "127.0.0.1", env: dict[str, str] | None = None) -> str:
+        port = free_port()
+        log_path = tmp_path / f"mcp-http-{port}.log"
+        log = log_path.open("wb")
+        command = ["mcp", "--data-dir", str(data_dir), "--http", "--http-listen", f"{host}:{port}"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "calabi_exporter", *command],
+            env={**environment_without_calabi(), **(env or {})},
+            stdout=log,
+            stderr=log,
+        )
+        running.append((process, log))
+
+        def listening() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            with socket.socket() as sock:
+                return sock.connect_ex((host, port)) == 0
+
         wait_until(listening, timeout=30, what="the MCP HTTP server")
+        return f"http://{host}:{port}/mcp"
 
-        async def main() -> Any:
-            async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=30) as client:
-                return await ask(client, "list_connections", {"stale_for": "3d"})
-
-        error, answer = asyncio.run(asyncio.wait_for(main(), timeout=60))
-    finally:
+    yield start
+    for process, log in running:
         process.terminate()
         process.wait(timeout=20)
         log.close()
 
+
+def post(url: str, **headers: str) -> requests.Response:
+    """An MCP ``initialize`` request with these headers (``Host`` replaces the URL's)."""
+    accept = {"Accept": "application/json, text/event-stream"}
+    return requests.post(url, json=INITIALIZE, headers={**accept, **headers}, timeout=30)
+
+
+def refusal(field: str, message: str) -> dict[str, Any]:
+    """The JSON-RPC error the server answers a refused request with."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message, "data": {"field": field}}}
+
+
+async def ask_over_http(url: str, token: str | None, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http), read_timeout_seconds=30) as client,
+    ):
+        return await ask(client, tool, arguments)
+
+
+def test_streamable_http_serves_the_same_tools(data_dir: Path, mcp_http: Callable[..., str]) -> None:
+    url = mcp_http(data_dir)
+
+    error, answer = asyncio.run(asyncio.wait_for(ask_over_http(url, None, "list_connections", {"stale_for": "3d"}), 60))
+
     assert error is False
     assert [c["connection_name"] for c in answer["connections"]] == [STRIPE, ZENDESK]
+
+
+def test_with_read_tokens_a_tool_call_needs_a_read_token_and_the_ingest_token_is_refused(
+    data_dir: Path, mcp_http: Callable[..., str]
+) -> None:
+    url = mcp_http(data_dir, env=TOKENS)
+
+    answers = [
+        post(url),
+        post(url, Authorization=f"Bearer {INGEST_TOKEN}"),
+        post(url, Authorization=f"Bearer {READ_TOKEN}x"),
+        post(url, Authorization=f"Basic {READ_TOKEN}"),
+        post(url, Authorization=f"Bearer {READ_TOKEN}"),
+    ]
+    error, answer = asyncio.run(
+        asyncio.wait_for(ask_over_http(url, READ_TOKEN, "get_job_status", {"status": ["failed"], "since": "24h"}), 60)
+    )
+
+    unauthorized = refusal("Authorization", "missing or wrong bearer token (a read token)")
+    assert [(r.status_code, r.headers.get("WWW-Authenticate")) for r in answers] == [
+        *[(401, "Bearer")] * 4,
+        (200, None),
+    ]
+    assert [r.json() for r in answers[:4]] == [unauthorized] * 4
+    assert error is False
+    assert [j["job_id"] for j in answer["jobs"]] == ["st-2", "sf-4"]
+
+
+def test_a_request_naming_another_host_or_sent_by_a_foreign_page_gets_403_even_with_the_token(
+    data_dir: Path, mcp_http: Callable[..., str]
+) -> None:
+    # 127.0.0.2 is a loopback address too, but not the one the SDK guarded by itself.
+    url = mcp_http(data_dir, host="127.0.0.2", env=TOKENS)
+    port = url.split(":")[2].removesuffix("/mcp")
+    token = {"Authorization": f"Bearer {READ_TOKEN}"}
+
+    answers = {
+        "its address": post(url, **token),
+        "localhost": post(url, Host=f"localhost:{port}", **token),
+        "a page served from this machine": post(url, Origin="http://localhost:6274", **token),
+        "a rebound name": post(url, Host=f"attacker.example:{port}", **token),
+        "a malformed Host": post(url, Host="localhost:80@attacker.example", **token),
+        "a foreign page": post(url, Origin="http://attacker.example", **token),
+        "an opaque origin": post(url, Origin="null", **token),
+    }
+
+    assert {case: answer.status_code for case, answer in answers.items()} == {
+        "its address": 200,
+        "localhost": 200,
+        "a page served from this machine": 200,
+        "a rebound name": 403,
+        "a malformed Host": 403,
+        "a foreign page": 403,
+        "an opaque origin": 403,
+    }
+    host = refusal("Host", "the Host header does not name this server; see mcp.allowed_hosts")
+    origin = refusal("Origin", "requests from this Origin are not allowed; see mcp.allowed_origins")
+    assert [answers[case].json() for case in ("a rebound name", "a malformed Host")] == [host, host]
+    assert [answers[case].json() for case in ("a foreign page", "an opaque origin")] == [origin, origin]
+
+
+def test_more_host_names_and_origins_are_allowed_by_configuration_and_only_those(
+    data_dir: Path, mcp_http: Callable[..., str]
+) -> None:
+    allowed = {
+        "CALABI_MCP__ALLOWED_HOSTS": "mcp.internal.example",
+        "CALABI_MCP__ALLOWED_ORIGINS": "https://agent.example.com",
+    }
+    url = mcp_http(data_dir, env={**TOKENS, **allowed})
+    token = {"Authorization": f"Bearer {READ_TOKEN}"}
+
+    answers = {
+        "an allowed name": post(url, Host="mcp.internal.example:8443", **token),
+        "an allowed origin": post(url, Origin="https://agent.example.com", **token),
+        "another name under it": post(url, Host="evil.mcp.internal.example", **token),
+        "a longer origin": post(url, Origin="https://agent.example.com.attacker.example", **token),
+        "another scheme": post(url, Origin="http://agent.example.com", **token),
+    }
+
+    assert {case: answer.status_code for case, answer in answers.items()} == {
+        "an allowed name": 200,
+        "an allowed origin": 200,
+        "another name under it": 403,
+        "a longer origin": 403,
+        "another scheme": 403,
+    }
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({}, id="no tokens"),
+        pytest.param({"CALABI_INGEST_TOKENS": INGEST_TOKEN}, id="an ingest token only"),
+    ],
+)
+def test_mcp_http_on_every_interface_without_read_tokens_exits_2_with_one_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    command = ["mcp", "--data-dir", str(tmp_path / "none"), "--http", "--http-listen", "0.0.0.0:9189"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "calabi_exporter", *command],
+        env={**environment_without_calabi(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert (result.returncode, result.stderr) == (
+        2,
+        "calabi-exporter: config error: read_tokens: required when mcp --http-listen (0.0.0.0:9189) is not a "
+        "loopback address; agents send one as a bearer token\n",
+    )
+    assert not (tmp_path / "none").exists()
 
 
 def test_mcp_without_a_store_or_with_a_bad_url_exits_2_with_one_line(tmp_path: Path) -> None:

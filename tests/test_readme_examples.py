@@ -647,7 +647,7 @@ def test_the_commands_run_beside_the_clone_write_what_the_next_step_uses(sandbox
 
     rule = yaml.safe_load((beside / "my-calabi" / "prometheusrule.yaml").read_text(encoding="utf-8"))
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
-    assert (rule["kind"], len(alerts)) == ("PrometheusRule", 14)
+    assert (rule["kind"], len(alerts)) == ("PrometheusRule", 16)
     assert [a["annotations"]["runbook_url"] for a in alerts] == [
         f"https://wiki.example.com/ops/calabi-runbook#{a['alert'].lower()}" for a in alerts
     ]

@@ -1,11 +1,24 @@
-"""Secrets never reach the store: a table of real-looking secrets and of lines that must stay as they are."""
+"""Secrets never reach the store, a log line or a dead letter: a table of real-looking secrets and of lines
+that must stay as they are, and the webhook sender against receivers that fail."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+from calabi_exporter.config import Config, WebhookEndpoint
+from calabi_exporter.logship import LogShipper
 from calabi_exporter.redact import redact
 from calabi_exporter.store import Store
+from calabi_exporter.web import create_app
+from calabi_exporter.webhook_delivery import WebhookDeliverer
 from flask.testing import FlaskClient
+
+from .capture_servers import WebhookReceiver
+from .conftest import FakeClock
+from .otlp_receiver import Receiver
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 
@@ -109,6 +122,39 @@ SECRETS = [
         "t0k-9Zq81x",
         "redirect to /callback?state=1&token%3D[REDACTED]&next=%2F",
     ),
+    # URLs, any scheme: the password up to the LAST @, whatever it holds; an empty user name.
+    (
+        "cache at redis://:r3dis-Pw@cache:6379/0 refused",
+        "r3dis-Pw",
+        "cache at redis://:[REDACTED]@cache:6379/0 refused",
+    ),
+    ("broker amqp://etl:pa/ss-w0rd@mq/vhost closed", "pa/ss-w0rd", "broker amqp://etl:[REDACTED]@mq/vhost closed"),
+    (
+        "dsn postgresql://u:se@cret-HUNTER2@db/sales invalid",
+        "cret-HUNTER2",
+        "dsn postgresql://u:[REDACTED]@db/sales invalid",
+    ),
+    (
+        "git clone https://ghp1x2y3z4w5v6u7t8s9@git.example.com/etl.git failed",
+        "ghp1x2y3z4w5v6u7t8s9",
+        "git clone https://[REDACTED]@git.example.com/etl.git failed",
+    ),
+    # Query parameters whose names look secret, whatever the rest of the line.
+    (
+        "POST https://hooks.example.com/in?sig=9f8e7d6c&id=42 failed",
+        "9f8e7d6c",
+        "POST https://hooks.example.com/in?sig=[REDACTED]&id=42 failed",
+    ),
+    (
+        "GET /bucket/a.json?X-Amz-Credential=AKIDEXAMPLE%2F20260406&X-Amz-Signature=fe5f80f77d5fa3be",
+        "fe5f80f77d5fa3be",
+        "GET /bucket/a.json?X-Amz-Credential=[REDACTED]&X-Amz-Signature=[REDACTED]",
+    ),
+    (
+        "Max retries exceeded with url: /in?api-key=k3y-0123-abcd (Caused by NewConnectionError)",
+        "k3y-0123-abcd",
+        "Max retries exceeded with url: /in?api-key=[REDACTED] (Caused by NewConnectionError)",
+    ),
 ]
 
 UNTOUCHED = [
@@ -120,6 +166,9 @@ UNTOUCHED = [
     "Stream contacts: 401 Unauthorized — token expired",
     "Basic authentication failed for user etl",
     "Invalid credentials: check the API key in the source settings",
+    "GET https://api.example.com:8443/v1/users?email=ops@example.com&limit=10",
+    "see https://mastodon.example/@calabi and ssh://git@github.com/calabi/connect.git",
+    "GET /v1/search?design=flat&author=ops&page=2",
 ]
 
 
@@ -171,3 +220,106 @@ def test_no_secret_reaches_the_store_through_any_endpoint(client: FlaskClient, s
     assert stored[0] is not None and stored[0].error_summary == "Authorization: Bearer [REDACTED]"
     assert stored[0].job_url == "https://calabi.example.com/jobs/1?token=[REDACTED]"
     assert len(store.reads.log_lines("job-secrets")) == len(texts)
+
+
+WEBHOOK_TOKEN = "HUNTER2-webhook-token-0123"
+WEBHOOK_SIG = "HUNTER2-webhook-sig-4567"
+LOCATION_TOKEN = "HUNTER2-location-89ab"
+
+
+@pytest.mark.every_backend
+def test_the_webhook_sender_keeps_the_endpoints_token_out_of_its_log_lines_and_dead_letters(
+    tmp_path: Path,
+    backend: str,
+    make_store: Callable[..., Store],
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down, moved = WebhookReceiver(), WebhookReceiver()
+    down.start()
+    down.stop()  # its port now refuses connections: each try is a ConnectionError quoting the URL's path
+    moved.answers = [(308, {"Location": f"https://hooks.example.com/final?token={LOCATION_TOKEN}"})]
+    moved.start()
+    database_url = make_store.database_url(tmp_path / "data") if backend == "postgres" else ""  # type: ignore[attr-defined]
+    config = Config(
+        data_dir=str(tmp_path / "data"),
+        database_url=database_url,
+        webhooks=(
+            WebhookEndpoint("down", f"{down.url}?token={WEBHOOK_TOKEN}&sig={WEBHOOK_SIG}", "whsec-0123456789abcdef"),
+            WebhookEndpoint("moved", f"{moved.url}?token={WEBHOOK_TOKEN}", "whsec-0123456789abcdef"),
+        ),
+    )
+    store = Store.from_config(config, clock=clock)
+    client = create_app(config, store=store, clock=clock).test_client()
+    deliverer = WebhookDeliverer(store, config, clock=clock)
+    caplog.set_level(logging.INFO, logger="calabi_exporter.webhook_delivery")
+    try:
+        answer = client.post(
+            "/api/v1/jobs", json={"job_id": "w1", "connection_name": "Stripe → Postgres", "status": "failed"}
+        )
+        assert answer.status_code == 200
+
+        deliverer.deliver_once()  # down: retried later; moved: 308, dead-lettered with its Location
+        clock.advance(25 * 3600)
+        deliverer.deliver_once()  # down: a day of failures, dead-lettered
+        letters = sorted((d.endpoint, reason) for d, reason in store.webhooks.dead_letters())
+        listed = client.get("/api/v1/webhooks/dead-letters").get_data(as_text=True)
+        on_disk = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("*") if p.is_file())  # SQLite and WAL
+    finally:
+        deliverer.close()
+        store.close()
+        moved.stop()
+
+    retry_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "retrying" in r.getMessage()]
+    assert len(retry_lines) == 1
+    assert retry_lines[0].startswith("webhook down: ConnectionError: ")
+    assert "/calabi-events?token=[REDACTED]&sig=[REDACTED]" in retry_lines[0]
+    assert [endpoint for endpoint, _ in letters] == ["down", "moved"]
+    assert letters[0][1].startswith("undelivered after 24 hours: ConnectionError: ")
+    assert "/calabi-events?token=[REDACTED]&sig=[REDACTED]" in letters[0][1]
+    assert (
+        letters[1][1]
+        == "HTTP 308 redirect to https://hooks.example.com/final?token=[REDACTED]: configure the final URL"
+    )
+    for secret in (WEBHOOK_TOKEN, WEBHOOK_SIG, LOCATION_TOKEN):
+        assert secret not in caplog.text
+        assert secret not in listed
+        assert secret.encode() not in on_disk
+
+
+@pytest.mark.every_backend
+def test_a_log_dead_letter_keeps_the_receivers_reason_without_the_credentials_it_quotes(
+    tmp_path: Path, make_store: Callable[..., Store], clock: FakeClock
+) -> None:
+    receiver = Receiver()
+    receiver.answers.append(
+        (
+            400,
+            {"Content-Type": "text/plain"},
+            b"invalid push to https://loki:pw-secret-0123@gw.example.com/otlp?api_key=key-secret-0123",
+        )
+    )
+    receiver.start()
+    config = Config(data_dir=str(tmp_path / "data"), otlp_logs_endpoint=receiver.url, otlp_timeout_seconds=3.0)
+    store = make_store(config.data_path, clock=clock, outbox=True)
+    client = create_app(config, store=store, clock=clock).test_client()
+    shipper = LogShipper(store, config, clock=clock)
+    try:
+        job = {"job_id": "d1", "connection_name": "Stripe → Postgres", "status": "running"}
+        assert client.post("/api/v1/jobs", json=job).status_code == 200
+        line = "2026-04-06T08:00:01Z ERROR sync failed\n"
+        assert client.post("/api/v1/jobs/d1/logs", data=line, content_type="text/plain").status_code == 200
+
+        for _ in range(10):
+            if shipper.ship_once() > 0 and store.outbox.dead_letters():
+                break
+        listed = client.get("/api/v1/logs/dead-letters").get_data(as_text=True)
+    finally:
+        shipper.stop()
+        receiver.stop()
+
+    assert [reason for _, _, reason in store.outbox.dead_letters()] == [
+        "refused by the receiver (HTTP 400): invalid push to "
+        "https://loki:[REDACTED]@gw.example.com/otlp?api_key=[REDACTED]"
+    ]
+    assert "secret-0" not in listed

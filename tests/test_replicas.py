@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 from calabi_exporter.store import Store
+from calabi_exporter.store.postgres_schema import SCHEMA_VERSION
 from calabi_exporter.timeutil import format_rfc3339
 
 from .capture_servers import WebhookReceiver
@@ -78,7 +79,7 @@ def test_stores_opened_at_once_on_an_empty_database_agree_on_one_schema(database
     with psycopg.connect(database_url) as conn:
         versions = conn.execute("SELECT version FROM calabi_schema").fetchall()
     assert opened == 8
-    assert versions == [(1,)]
+    assert versions == [(SCHEMA_VERSION,)]
 
 
 def test_two_replicas_started_at_the_same_moment_on_an_empty_database_make_one_schema(
@@ -90,7 +91,7 @@ def test_two_replicas_started_at_the_same_moment_on_an_empty_database_make_one_s
     with psycopg.connect(database_url) as conn:
         versions = conn.execute("SELECT version FROM calabi_schema").fetchall()
         tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert versions == [(1,)]
+    assert versions == [(SCHEMA_VERSION,)]
     assert {"jobs", "connections", "outbox", "webhook_queue", "export_batches", "replica_roles"} <= tables
     assert [requests.get(r.url + "/readyz", timeout=10).json() for r in started] == [{"status": "ready"}] * 2
 

@@ -12,6 +12,7 @@ from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import Job, parse_job
 from calabi_exporter.retention import Purger
 from calabi_exporter.store import EventRoute, Store
+from calabi_exporter.timeutil import parse_duration
 from calabi_exporter.web import create_app
 from flask.testing import FlaskClient
 
@@ -140,4 +141,43 @@ def test_dead_letters_older_than_the_window_are_purged_too(
     assert before == (2, 2)
     assert [job_id for _, job_id, _ in store.outbox.dead_letters()] == []
     assert [d.job_id for d, _ in store.webhooks.dead_letters()] == ["kept"]
+    store.close()
+
+
+def unfinished(job_id: str, status: str, connection: str) -> Job:
+    return Job(job_id=job_id, connection_name=connection, status=status, streams=())
+
+
+@pytest.mark.parametrize(
+    ("max_age", "abandoned"),
+    [
+        pytest.param(None, ["pending-old", "running-old"], id="the default week"),
+        pytest.param("2d", ["pending-old", "running-old", "pending-3d"], id="configured"),
+    ],
+)
+def test_jobs_that_never_finish_are_abandoned_after_a_week_without_news(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store], max_age: str | None, abandoned: list[str]
+) -> None:
+    settings = {} if max_age is None else {"retention_unfinished_job_max_age_seconds": parse_duration(max_age)}
+    config = Config(data_dir=str(tmp_path / "d"), **settings)
+    store = make_store(config.data_path, clock=clock)
+    client = create_app(config, store=store, clock=clock).test_client()
+    store.ingest.jobs(
+        [unfinished("pending-old", "pending", "Junk"), unfinished("running-old", "running", "Stripe → Postgres")],
+        endpoint="jobs",
+    )
+    clock.advance(4 * DAY)
+    store.ingest.jobs([unfinished("pending-3d", "pending", "Stripe → Postgres")], endpoint="jobs")
+    clock.advance(3 * DAY + 1)
+    store.ingest.jobs([finished("done", 0), unfinished("running-new", "running", "Stripe → Postgres")], endpoint="jobs")
+
+    deleted = Purger(store, config, clock=clock).purge_once()
+    samples = scrape(client)
+
+    assert deleted == len(abandoned)
+    left = {"pending-old", "running-old", "pending-3d", "running-new", "done"} - set(abandoned)
+    assert {job_id for job_id in left if store.reads.job(job_id) is not None} == left
+    assert all(store.reads.job(job_id) is None for job_id in abandoned)
+    assert samples.value("calabi_exporter_stored_jobs") == len(left)
+    assert not [key for key in samples if dict(key[1]).get("connection") == "Junk"]  # forgotten with its job
     store.close()

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 from calabi_exporter.config import Config, ConnectionSettings
+from calabi_exporter.model import OVERFLOW
+from calabi_exporter.retention import Purger
 from calabi_exporter.store import SeriesLimits, Store
 from calabi_exporter.web import create_app
 from flask import Flask
@@ -44,7 +46,7 @@ def values(samples: Samples, name: str, **labels: str) -> dict[str, float]:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FlaskClient, Path]]:
     """An exporter (with the default budget) that took 12,000 connections, one job each; read-only for the tests."""
     data = tmp_path_factory.mktemp("fleet")
-    app = create_app(Config(data_dir=str(data)), clock=FakeClock())
+    app = create_app(Config(data_dir=str(data), limits_new_connections_per_hour=0), clock=FakeClock())
     client = app.test_client()
     records = [
         job(
@@ -197,7 +199,8 @@ def test_a_store_from_before_the_budget_keeps_every_connection_it_had(tmp_path: 
     old.close()
     db = sqlite3.connect(data / "calabi-exporter.sqlite3")
     db.executescript(  # the store as version 3 left it
-        "ALTER TABLE connections DROP COLUMN admitted; ALTER TABLE connections DROP COLUMN version;"
+        "DROP INDEX connections_waiting;"
+        " ALTER TABLE connections DROP COLUMN admitted; ALTER TABLE connections DROP COLUMN version;"
         " DROP TABLE connection_overflow;"
         " DELETE FROM meta WHERE key IN ('admitted_connections', 'overflow_jobs_connection', 'overflow_jobs_stream',"
         " 'connections_version');"
@@ -219,7 +222,137 @@ def test_a_store_from_before_the_budget_keeps_every_connection_it_had(tmp_path: 
     }
 
 
-def test_a_real_prometheus_fires_the_cardinality_alert_when_a_job_overflows(
+TOKEN, OTHER = "budget-token-0123456789", "other-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WEEK = 7 * 86400
+
+
+def gauge(samples: Samples, name: str, connection: str | None = None) -> float | None:
+    """One sample of ``name`` (of ``connection``, else the one without labels), or None when absent."""
+    return samples.get((name, frozenset({("connection", connection)} if connection else set())))
+
+
+def test_junk_that_fills_the_budget_ages_out_and_the_waiting_connection_gets_its_place(
+    open_app: Callable[..., Flask], clock: FakeClock
+) -> None:
+    app = open_app(limits_max_connections=3, ingest_tokens=(TOKEN,))
+    client = app.test_client()
+    junk = [job(f"junk-{n}", "pending", connection=f"junk-{n}") for n in range(3)]
+    assert client.post("/api/v1/jobs", json=junk, headers=AUTH).status_code == 200
+    for n in range(2):
+        failed = job(f"sf{n}", "failed", finished_at=f"2026-04-06T08:0{n}:00Z", records_synced=4)
+        client.post("/api/v1/jobs", json=failed, headers=AUTH)
+    waiting = scrape(client)
+
+    clock.advance(WEEK + 1)  # a week without news of the junk
+    services = app.extensions["calabi_exporter"]
+    Purger(services.store, services.config, clock=clock).purge_once()
+    samples = scrape(client)
+
+    assert "Salesforce → Snowflake" not in values(waiting, "calabi_sync_consecutive_failures")
+    assert gauge(waiting, "calabi_sync_overflow_connections_failing") == 1  # still alerting from overflow
+    assert values(samples, "calabi_sync_consecutive_failures") == {"Salesforce → Snowflake": 2}
+    assert values(samples, "calabi_sync_records_synced_total") == {"Salesforce → Snowflake": 0, "__overflow__": 8}
+    assert gauge(samples, "calabi_sync_overflow_connections_failing") == 0
+    assert client.get("/api/v1/jobs/junk-0", headers=AUTH).status_code == 404
+
+
+def test_deleting_the_junk_gives_its_place_to_the_connection_that_waited(open_app: Callable[..., Flask]) -> None:
+    client = open_app(limits_max_connections=1, ingest_tokens=(TOKEN,)).test_client()
+    client.post("/api/v1/jobs", json=job("junk", "pending", connection="junk"), headers=AUTH)
+    client.post("/api/v1/jobs", json=job("sf1", "failed", finished_at=FINISHED), headers=AUTH)
+
+    client.delete("/api/v1/connections/junk", headers=AUTH)
+    samples = scrape(client)
+
+    assert values(samples, "calabi_sync_consecutive_failures") == {"Salesforce → Snowflake": 1}
+    pending = values(samples, "calabi_sync_jobs_in_progress", status="pending")
+    assert pending == {"junk": 1, "Salesforce → Snowflake": 0, OVERFLOW: 0}  # junk's job shows until it ages out
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "record"),
+    [
+        pytest.param("/api/v1/jobs", AUTH, job, id="api"),
+        pytest.param(f"/webhooks/calabi?token={TOKEN}", {}, job, id="webhook URL token"),
+    ],
+)
+def test_a_token_makes_only_so_many_new_connections_an_hour_through_every_way_in(
+    open_app: Callable[..., Flask],
+    clock: FakeClock,
+    path: str,
+    headers: dict[str, str],
+    record: Callable[..., dict[str, object]],
+) -> None:
+    client = open_app(limits_new_connections_per_hour=2, ingest_tokens=(TOKEN, OTHER)).test_client()
+    client.post("/api/v1/jobs", json=job("a1", connection="A", finished_at=FINISHED), headers=AUTH)
+    client.post(f"/webhooks/calabi?token={TOKEN}", json=job("b1", connection="B", finished_at=FINISHED))
+
+    refused = client.post(path, json=record("c1", connection="C", finished_at=FINISHED), headers=headers)
+    known = client.post(path, json=record("a2", connection="A", finished_at=FINISHED), headers=headers)
+    other = client.post(
+        "/api/v1/jobs",
+        json=job("c1", connection="C", finished_at=FINISHED),
+        headers={"Authorization": f"Bearer {OTHER}"},
+    )
+    clock.advance(3600)
+    next_hour = client.post(path, json=record("d1", connection="D", finished_at=FINISHED), headers=headers)
+
+    assert (refused.status_code, refused.headers["Retry-After"]) == (429, "3600")  # T0 is on the hour
+    assert refused.get_json()["field"] == "connection_name"
+    assert refused.get_json()["errors"][0]["field"] == "connection_name"
+    assert [known.status_code, other.status_code, next_hour.status_code] == [200, 200, 200]
+    assert client.get("/api/v1/jobs/c1", headers=AUTH).get_json()["connection_name"] == "C"
+
+
+def test_a_batch_keeps_the_records_within_the_new_connection_limit(open_app: Callable[..., Flask]) -> None:
+    client = open_app(limits_new_connections_per_hour=2).test_client()
+    records = [job(f"j{n}", connection=f"c{n}", finished_at=FINISHED) for n in range(3)]
+
+    response = client.post("/api/v1/jobs", json={"jobs": [*records, job("j9", connection="c0", finished_at=FINISHED)]})
+    samples = scrape(client)
+
+    assert response.status_code == 200
+    assert (response.get_json()["accepted"], response.get_json()["rejected"]) == (3, 1)
+    assert [(e["index"], e["field"]) for e in response.get_json()["errors"]] == [(2, "connection_name")]
+    assert set(values(samples, "calabi_sync_jobs_total", status="succeeded")) == {"c0", "c1"}
+    assert (
+        samples[
+            ("calabi_exporter_rejected_records_total", frozenset({("endpoint", "jobs"), ("field", "connection_name")}))
+        ]
+        == 1
+    )
+
+
+def test_connections_in_overflow_still_alert_by_their_own_thresholds(
+    open_app: Callable[..., Flask], clock: FakeClock
+) -> None:
+    client = open_app(
+        limits_max_connections=1,
+        connections={
+            "C": ConnectionSettings(failure_threshold=3),
+            "D": ConnectionSettings(freshness_threshold_seconds=60),
+        },
+    ).test_client()
+    client.post("/api/v1/jobs", json=job("a1", connection="A", finished_at=FINISHED))
+    for n in range(2):  # B and C fail twice: B reaches the default threshold (2), C not its own (3)
+        for name in ("B", "C"):
+            client.post("/api/v1/jobs", json=job(f"{name}{n}", "failed", connection=name, finished_at=FINISHED))
+    client.post("/api/v1/jobs", json=job("d1", "running", connection="D"))  # never succeeded: stale after 60 s
+    client.post("/api/v1/jobs", json=job("e1", "pending", connection="E"))
+    clock.advance(120)
+
+    samples = scrape(client)
+
+    assert gauge(samples, "calabi_sync_overflow_connections_failing") == 1
+    assert gauge(samples, "calabi_sync_overflow_connections_stale") == 1
+    assert gauge(samples, "calabi_sync_pending_threshold_seconds", OVERFLOW) == 1800  # CalabiSyncPendingTooLong
+    assert gauge(samples, "calabi_sync_stuck_floor_seconds", OVERFLOW) == 3600  # CalabiSyncJobStuck
+    assert gauge(samples, "calabi_sync_jobs_in_progress", OVERFLOW) is None
+    assert values(samples, "calabi_sync_jobs_in_progress", status="pending") == {"A": 0, OVERFLOW: 1}
+
+
+def test_a_real_prometheus_fires_the_cardinality_alert_and_the_overflowed_connections_failures_page(
     exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus]
 ) -> None:
     exporter = exporter_process(env={"CALABI_LIMITS__MAX_CONNECTIONS": "1"})
@@ -235,3 +368,11 @@ def test_a_real_prometheus_fires_the_cardinality_alert_when_a_job_overflows(
     assert prometheus.query(firing)[0]["metric"]["kind"] == "connection"
     assert prometheus.scalar('sum(calabi_sync_jobs_total{status="succeeded"})') == 2
     assert prometheus.scalar('calabi_sync_jobs_total{connection="__overflow__", status="succeeded"}') == 1
+
+    failures = [job(f"b{n}", "failed", connection="B", finished_at=f"2026-04-06T09:0{n}:00Z") for n in (2, 3)]
+    requests.post(exporter.url + "/api/v1/jobs", json=failures, timeout=10)
+
+    paging = 'ALERTS{alertname="CalabiSyncOverflowConnectionsFailing", alertstate="firing"}'
+    wait_until(lambda: bool(prometheus.query(paging)), timeout=60, what="CalabiSyncOverflowConnectionsFailing to fire")
+    assert prometheus.query(paging)[0]["metric"]["connection"] == OVERFLOW
+    assert prometheus.query(paging)[0]["metric"]["severity"] == "critical"

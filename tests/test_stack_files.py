@@ -245,18 +245,21 @@ def test_the_compose_mcp_service_reads_the_exporters_api_with_a_valid_command() 
     assert services["exporter"]["environment"]["CALABI_LISTEN"].endswith(":9188")
 
 
-def test_compose_is_closed_by_default_the_ingest_token_comes_from_env_and_none_ships() -> None:
+def test_compose_is_closed_by_default_the_tokens_come_from_env_and_none_ships() -> None:
     services = load("docker-compose.yml")["services"]
     required = "${INGEST_TOKEN:?set INGEST_TOKEN in .env (openssl rand -hex 32)}"
+    read = "${READ_TOKEN:?set READ_TOKEN in .env (openssl rand -hex 32)}"
 
     assert services["exporter"]["environment"]["CALABI_LISTEN"] == "0.0.0.0:9188"
     assert services["exporter"]["environment"]["CALABI_INGEST_TOKENS"] == required
+    assert services["exporter"]["environment"]["CALABI_READ_TOKENS"] == read
     assert services["simulator"]["environment"]["CALABI_SIMULATOR_TOKEN"] == required
-    assert services["mcp"]["environment"]["CALABI_MCP_TOKEN"] == required
+    # The MCP tools only read: the read token, both to answer agents and to call the exporter.
+    assert services["mcp"]["environment"] == {"CALABI_READ_TOKENS": read, "CALABI_MCP_TOKEN": read}
     shipped = dict(
         line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines() if line and not line.startswith("#")
     )
-    assert shipped["INGEST_TOKEN"] == ""  # compose refuses to start until one is set
+    assert shipped["INGEST_TOKEN"] == shipped["READ_TOKEN"] == ""  # compose refuses to start until they are set
     assert shipped["GRAFANA_ADMIN_PASSWORD"] == ""  # as above: no usable default password
     grafana = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert grafana == "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}"
@@ -294,7 +297,7 @@ def test_the_postgres_profile_runs_the_exporter_as_replicas_sharing_postgresql_a
     ]
 
 
-CHOSEN = {"ALERTMANAGER_CONFIG": "alertmanager-null.yml"}
+CHOSEN = {"ALERTMANAGER_CONFIG": "alertmanager-null.yml", "READ_TOKEN": "r" * 32}
 
 
 class ComposeRefusal(Exception):
@@ -343,7 +346,7 @@ def compose_schema_errors(env: dict[str, str]) -> list[str]:
     return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(compose)]
 
 
-@pytest.mark.parametrize("variable", ["INGEST_TOKEN", "GRAFANA_ADMIN_PASSWORD", "ALERTMANAGER_CONFIG"])
+@pytest.mark.parametrize("variable", ["INGEST_TOKEN", "READ_TOKEN", "GRAFANA_ADMIN_PASSWORD", "ALERTMANAGER_CONFIG"])
 def test_compose_with_the_shipped_env_refuses_to_start_until_each_choice_is_made(variable: str) -> None:
     chosen = {"INGEST_TOKEN": "a" * 32, "GRAFANA_ADMIN_PASSWORD": "correct horse", **CHOSEN}
     del chosen[variable]

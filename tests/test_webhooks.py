@@ -21,7 +21,7 @@ from calabi_exporter.web.services import services
 from calabi_exporter.webhook_delivery import WebhookDeliverer
 from flask.testing import FlaskClient
 
-from .capture_servers import WebhookReceiver
+from .capture_servers import MisbehavingServer, WebhookReceiver
 from .conftest import T0, ExporterProcess, FakeClock, Samples, parse_samples, wait_until
 
 pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
@@ -501,3 +501,29 @@ def test_webhook_configuration_errors_name_the_key(tmp_path: Path) -> None:
     assert load_config(good, env={}).webhooks == (
         WebhookEndpoint("a", "http://x", SECRET, frozenset({"failed"}), secret_file=str(secret_file)),
     )
+
+
+@pytest.fixture
+def misbehaving(request: pytest.FixtureRequest) -> Iterator[MisbehavingServer]:
+    server = MisbehavingServer(mode=request.param, status=500)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("misbehaving", ["huge", "trickle", "trickle-headers"], indirect=True)
+def test_an_answer_too_large_or_too_slow_is_cut_short_and_the_event_retried(
+    make_setup: Callable[..., Setup], misbehaving: MisbehavingServer
+) -> None:
+    """A 200 MiB answer is not read whole; one trickled a byte every quarter second ends at the time limit."""
+    built = make_setup([WebhookEndpoint("ops", misbehaving.url, SECRET, timeout_seconds=1.0)], system_clock)
+    built.post(record("r1", "failed"))
+
+    attempts = built.deliverer.deliver_once()
+
+    with misbehaving.lock:
+        assert (attempts, misbehaving.requests, misbehaving.finished) == (1, 1, 0)  # hung up before the end
+    assert built.depth() == 1
+    metrics = built.metrics()
+    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 1
+    built.close()

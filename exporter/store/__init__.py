@@ -8,7 +8,7 @@ every backend behaves the same.
 
 from __future__ import annotations
 
-from .errors import JobNotFound, StoreError, StoreFull
+from .errors import JobNotFound, NewConnectionRefused, StoreError, StoreFull, StoreUnavailable
 from .records import (
     ActiveJobs,
     Delivery,
@@ -43,6 +43,7 @@ __all__ = [
     "LogIngestResult",
     "MetricsReads",
     "MetricsSnapshot",
+    "NewConnectionRefused",
     "Outbox",
     "OutboxEntry",
     "Retention",
@@ -51,6 +52,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreFull",
+    "StoreUnavailable",
     "StoredLine",
     "WebhookQueue",
     "WindowStats",

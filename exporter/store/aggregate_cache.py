@@ -15,6 +15,7 @@ from typing import Final
 from ..aggregates import ConnectionAgg, StreamAgg
 from ..model import ACTIVE_STATUSES, FAILED, OVERFLOW, PENDING, Job
 from .database import MAX_PARAMS, Tx, chunks, marks
+from .errors import NewConnectionRefused
 from .records import ERROR_FAMILY, OVERFLOW_KINDS, SeriesLimits
 from .rows import (
     CONNECTION_SELECT,
@@ -46,6 +47,12 @@ _INGEST_COUNT_ADD: Final = (
     "INSERT INTO ingest_counts (endpoint, outcome, count) VALUES {values}"
     " ON CONFLICT (endpoint, outcome) DO UPDATE SET count = ingest_counts.count + excluded.count"
 )
+
+_NEW_CONNECTIONS_ADD: Final = (
+    "INSERT INTO new_connections (token, hour, count) VALUES (?, ?, ?)"
+    " ON CONFLICT (token, hour) DO UPDATE SET count = new_connections.count + excluded.count"
+)
+_FORGOTTEN_SELECT: Final = "SELECT connection, forgotten_at FROM forgotten_connections"
 
 
 def active_since(job: Job, now: float) -> float | None:
@@ -102,8 +109,15 @@ class AggregateCache:
         self.jobs_read: set[str] = set()  # ids read ahead, found or not
         # Job and stream rows saved but not written yet (see write_jobs).
         self.job_rows: list[tuple[object, ...]] = []
+        self.job_ids_to_write: set[str] = set()  # the ids in job_rows: a batch of 10,000 checks each in O(1)
         self.stream_rows: list[tuple[object, ...]] = []
         self.admitted: int | None = None  # connections with series of their own, once read
+        # Who sent the job records being applied (a digest of the ingest token, "" on an exporter without
+        # tokens): the connections they make known count against it. None: not a job request (log lines).
+        self.token: str | None = None
+        self.forgotten: dict[str, float | None] = {}  # connection -> when last forgotten (None: never), once read
+        self.made_before: dict[tuple[str, int], int] = {}  # (token, hour) -> connections made known, as stored
+        self.made: dict[tuple[str, int], int] = {}  # (token, hour) -> connections made known by this transaction
         self.overflow: ConnectionAgg | None = None  # the overflow aggregate, once read or made
         self.overflow_jobs: dict[str, int] = dict.fromkeys(OVERFLOW_KINDS, 0)
 
@@ -132,6 +146,10 @@ class AggregateCache:
             stream_reads.append(
                 self.tx.execute(STREAM_AGG_SELECT + f" WHERE {where}", [v for c, n in part for v in (c, *n)])
             )
+        forget_reads = [
+            (chunk, self.tx.execute(_FORGOTTEN_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
+            for chunk in chunks([name for name in names if name not in self.forgotten])
+        ]
         ids = [job.job_id for job in jobs if job.job_id not in self.jobs_read]
         self.jobs.update(read_jobs(self.tx, ids))
         self.jobs_read.update(ids)
@@ -143,6 +161,9 @@ class AggregateCache:
         for rows in stream_reads:
             for row in rows.fetchall():
                 self.streams[(row[0], row[1])] = stream_agg_from_row(row)
+        for chunk, rows in forget_reads:
+            self.forgotten.update(dict.fromkeys(chunk))
+            self.forgotten.update((name, float(at)) for name, at in rows.fetchall())
 
     def load_job(self, job_id: str) -> Job | None:
         """The stored job: read ahead, or read now."""
@@ -152,7 +173,7 @@ class AggregateCache:
 
     def save_job(self, job: Job, *, is_new: bool) -> None:
         """Keep the job as stored from now on; its rows are written with the others (:meth:`write_jobs`)."""
-        if any(row[0] == job.job_id for row in self.job_rows):
+        if job.job_id in self.job_ids_to_write:
             self.write_jobs()  # one statement may not write a row twice
         self.jobs[job.job_id] = job  # a request naming it again merges into this
         self.jobs_read.add(job.job_id)
@@ -160,6 +181,7 @@ class AggregateCache:
         # job_time, the job's place in listings, is set once (queued, else started, else finished), as is
         # first_seen: the upsert leaves both alone on a stored job.
         job_time = next((t for t in (job.created_at, job.started_at, job.finished_at) if t is not None), self.now)
+        self.job_ids_to_write.add(job.job_id)
         self.job_rows.append((*job_values(job), active_since(job, self.now), self.now, self.now, job_time))
         self.stream_rows += stream_rows(job)
 
@@ -168,6 +190,7 @@ class AggregateCache:
         JOB_UPSERT.write(self.tx, self.job_rows)
         STREAM_UPSERT.write(self.tx, self.stream_rows)
         self.job_rows, self.stream_rows = [], []
+        self.job_ids_to_write = set()
 
     def connection(self, name: str) -> ConnectionAgg:
         """The connection's aggregate; a new connection gets series of its own while the budget lasts."""
@@ -177,6 +200,7 @@ class AggregateCache:
             if name not in self.known_missing:
                 row = self.tx.execute(CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
             if row is None:
+                self._count_new_connection()
                 if self.admitted is None:
                     self.admitted = read_meta(self.tx, "admitted_connections")
                 admitted = self.admitted < self.limits.max_connections
@@ -186,6 +210,38 @@ class AggregateCache:
                 agg = connection_from_row(row)
             self.connections[name] = agg
         return agg
+
+    def _count_new_connection(self) -> None:
+        """Count a connection made known by :attr:`token`; refuse it past ``new_connections_per_hour``.
+
+        Raises :class:`~.errors.NewConnectionRefused` before anything changes.
+        """
+        limit = self.limits.new_connections_per_hour
+        if not limit or self.token is None:
+            return
+        key = (self.token, int(self.now // 3600))
+        if key not in self.made_before:
+            row = self.tx.execute("SELECT count FROM new_connections WHERE token = ? AND hour = ?", key).fetchone()
+            self.made_before[key] = 0 if row is None else int(row[0])
+        made = self.made.get(key, 0)
+        if self.made_before[key] + made >= limit:
+            raise NewConnectionRefused(limit, retry_after=3600 * (key[1] + 1) - int(self.now))
+        self.made[key] = made + 1
+
+    def from_before_forget(self, job: Job) -> bool:
+        """Whether ``job`` began before its connection was last forgotten.
+
+        Such a job (a late record, or one still running at the forget) belongs to
+        what was forgotten: it is stored and listed, but not counted into the
+        aggregates the connection has made since.
+        """
+        name = job.connection_name
+        if name not in self.forgotten:
+            row = self.tx.execute(_FORGOTTEN_SELECT + " WHERE connection = ?", (name,)).fetchone()
+            self.forgotten[name] = None if row is None else float(row[1])
+        forgotten_at = self.forgotten[name]
+        times = [t for t in (job.created_at, job.started_at, job.finished_at) if t is not None]
+        return forgotten_at is not None and bool(times) and min(times) < forgotten_at
 
     def overflow_agg(self) -> ConnectionAgg:
         """The added-up counters of the connections beyond the budget."""
@@ -270,4 +326,6 @@ class AggregateCache:
             STREAM_AGG_UPSERT.write(self.tx, [stream_agg_row(a) for a in self.streams.values()])
         for connection, errors in self.errors.items():
             add_log_counts(self.tx, connection, errors)
+        if self.made:
+            self.tx.executemany(_NEW_CONNECTIONS_ADD, [(token, hour, n) for (token, hour), n in self.made.items()])
         count_ingest(self.tx, [(e, outcome, n) for e, outcomes in counts.items() for outcome, n in outcomes.items()])

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Final
@@ -22,9 +23,9 @@ from typing import Final
 from ..aggregates import apply_finished, apply_finished_streams, update_connection_metadata
 from ..documents import status_event, status_event_id
 from ..joblogs import LogLine
-from ..lifecycle import ACCEPTED, OUTCOMES, merge
+from ..lifecycle import ACCEPTED, OUTCOMES, REJECTED, merge
 from ..logsignals import classify_error, rate_limit_ratio, stream_result
-from ..model import FAILED, OVERFLOW, SUCCEEDED, Job, StreamResult
+from ..model import FAILED, MAX_STREAMS, OVERFLOW, SUCCEEDED, Job, StreamResult, ValidationError, check_stream_count
 from ..timeutil import Clock
 from .aggregate_cache import AggregateCache, add_log_counts, count_ingest
 from .database import Database, Tx
@@ -53,6 +54,7 @@ class _JobsRequest:
     endpoint: str
     rejected: int
     rejected_fields: Sequence[str]
+    token: str = ""  # who sent them (see AggregateCache.token)
 
 
 class IngestRules:
@@ -74,9 +76,15 @@ class IngestRules:
         self._routes = tuple(webhook_routes)
 
     def jobs(
-        self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0, rejected_fields: Sequence[str] = ()
+        self,
+        jobs: Sequence[Job],
+        *,
+        endpoint: str,
+        rejected: int = 0,
+        rejected_fields: Sequence[str] = (),
+        token: str = "",
     ) -> IngestResult:
-        request = _JobsRequest(jobs, endpoint, rejected, rejected_fields)
+        request = _JobsRequest(jobs, endpoint, rejected, rejected_fields, token)
         return self._db.submit(lambda tx: self._ingest(tx, [request])[0], merge=self._ingest, item=request)
 
     def _ingest(self, tx: Tx, requests: list[_JobsRequest]) -> list[IngestResult]:
@@ -86,15 +94,23 @@ class IngestRules:
         results = []
         counts: dict[str, dict[str, int]] = {}
         for request in requests:
-            result = IngestResult([self._apply(cache, job) for job in request.jobs])
+            cache.token = request.token
+            result = IngestResult()
+            for index, job in enumerate(request.jobs):
+                try:
+                    result.outcomes.append(self._apply(cache, job))
+                except ValidationError as error:  # raised before the record wrote anything
+                    result.outcomes.append(REJECTED)
+                    result.errors[index] = error
             results.append(result)
             endpoint = counts.setdefault(request.endpoint, dict.fromkeys(OUTCOMES, 0))
             for outcome in OUTCOMES:
                 endpoint[outcome] += result.count(outcome)
             endpoint["rejected"] += request.rejected
         cache.flush(counts)
-        for request in requests:
-            _count_rejections(tx, request.endpoint, request.rejected_fields)
+        for request, result in zip(requests, results, strict=True):
+            refused = [error.field for error in result.errors.values()]
+            _count_rejections(tx, request.endpoint, [*request.rejected_fields, *refused])
         return results
 
     def rejected(self, endpoint: str, count: int, fields: Sequence[str] = ()) -> None:
@@ -140,8 +156,10 @@ class IngestRules:
                     seen_at = line.timestamp if line.timestamp is not None else now
                     if rate_limit is None or seen_at >= rate_limit[1]:
                         rate_limit = (ratio, seen_at)
-            admitted = cache.connection(connection).admitted
-            add_log_counts(tx, connection if admitted else OVERFLOW, counts)
+            counted = not cache.from_before_forget(job)  # lines of a job from before a forget: stored, not counted
+            admitted = counted and cache.connection(connection).admitted
+            if counted:
+                add_log_counts(tx, connection if admitted else OVERFLOW, counts)
             if rate_limit is not None and admitted:
                 tx.execute(
                     "INSERT INTO rate_limits (connection, ratio, seen_at) VALUES (?, ?, ?)"
@@ -153,14 +171,19 @@ class IngestRules:
                 export_changed(tx, job_id)  # an exported batch holding the job is uploaded again
                 if not job.streams:
                     # Lines that arrive after a job finished without streams may still report them.
-                    self._apply(cache, Job(job_id=job_id, connection_name=connection, status=job.status))
+                    with suppress(ValidationError):  # the lines' stream results would break a bound: left out
+                        self._apply(cache, Job(job_id=job_id, connection_name=connection, status=job.status))
             cache.flush({"logs": {"accepted": accepted, "unchanged": len(rows) - accepted}})
             return LogIngestResult(accepted=accepted, unchanged=len(rows) - accepted)
 
         return self._db.submit(work)
 
     def _apply(self, cache: AggregateCache, job: Job) -> str:
-        """Merge one record into the store and its aggregates; returns the outcome."""
+        """Merge one record into the store and its aggregates; returns the outcome.
+
+        Raises ValidationError, having written nothing, when the merged job
+        would break a bound a record alone cannot (streams, totals).
+        """
         tx = cache.tx
         existing = cache.load_job(job.job_id)
         if job.finished and not job.streams and (existing is None or not existing.streams):
@@ -168,21 +191,26 @@ class IngestRules:
         outcome, merged = merge(existing, job, cache.now)
         if outcome != ACCEPTED:
             return outcome
+        if existing is None or len(merged.streams) > len(existing.streams):
+            check_stream_count(merged)
+        name = merged.connection_name
+        # A job from before its connection was forgotten is stored, not counted (NewConnectionRefused: nothing written).
+        agg = None if cache.from_before_forget(merged) else cache.connection(name)
         cache.save_job(merged, is_new=existing is None)
         if existing is None or existing.status != merged.status:
             self._queue_events(tx, merged, None if existing is None else existing.status, cache.now)
         elif existing.finished:
             export_changed(tx, merged.job_id)
-        name = merged.connection_name
-        agg = cache.connection(name)
+        newly_finished = merged.finished and (existing is None or not existing.finished)
+        if self._outbox and newly_finished:
+            tx.execute(_OUTBOX_INSERT, (merged.job_id, None, cache.now))
+        if agg is None:
+            return outcome
         if job.connection_name == name:
             update_connection_metadata(agg, job)
         if existing is None and not agg.admitted:
             cache.overflow_jobs["connection"] += 1
         if merged.finished:
-            newly_finished = existing is None or not existing.finished
-            if self._outbox and newly_finished:
-                tx.execute(_OUTBOX_INSERT, (merged.job_id, None, cache.now))
             apply_finished(agg, existing, merged, failures_after=partial(cache.failures_after, name))
             if not agg.admitted:  # the same change to the added-up counters; its gauges are not shown
                 apply_finished(cache.overflow_agg(), existing, merged, failures_after=lambda _moment: 0)
@@ -250,7 +278,10 @@ def _with_streams_from_lines(tx: Tx, job: Job) -> Job:
             results[stream] = StreamResult(stream, FAILED, error=message)
     if not results:
         return job
-    return replace(job, streams=tuple(results.values())).with_derived_fields()
+    try:
+        return replace(job, streams=tuple(results.values())[:MAX_STREAMS]).with_derived_fields()
+    except ValidationError:  # the lines' counts add up past the bound: the record stands without them
+        return job
 
 
 def _new_failure_summary(old: Job | None, new: Job) -> bool:

@@ -19,6 +19,7 @@ from .records import (
     ActiveJobs,
     ExportStats,
     MetricsSnapshot,
+    OverflowedConnection,
     ReplicaView,
     ShippingStats,
 )
@@ -73,11 +74,11 @@ class MetricsReads:
             overflow_row = tx.execute(OVERFLOW_SELECT).fetchone()
             overflow_jobs = {kind: read_meta(tx, f"overflow_jobs_{kind}") for kind in OVERFLOW_KINDS}
             active = [
-                ActiveJobs(name, status, int(count), oldest)
-                for name, status, count, oldest in tx.execute(
-                    "SELECT connection_name, status, count(*), min(active_since) FROM jobs"
-                    " WHERE status IN ('pending', 'running') GROUP BY status, connection_name"
-                )
+                ActiveJobs(name, status, int(count), oldest, None if admitted is None else bool(admitted))
+                for name, status, count, oldest, admitted in tx.execute(_ACTIVE)
+            ]
+            overflowed = [
+                OverflowedConnection(name, int(failures), since) for name, failures, since in tx.execute(_OVERFLOWED)
             ]
             ingest = {(e, o): int(n) for e, o, n in tx.execute("SELECT endpoint, outcome, count FROM ingest_counts")}
             stored = read_meta(tx, "stored_jobs")
@@ -114,10 +115,21 @@ class MetricsReads:
             webhook_depth,
             None if overflow_row is None else connection_from_row(overflow_row),
             overflow_jobs,
+            overflowed,
         )
 
 
 _LOG_COUNTS = "SELECT connection, family, key, count FROM log_counts"
+#: Jobs pending or running per connection, and whether it has series of its own (NULL: forgotten since).
+_ACTIVE = (
+    "SELECT j.connection_name, j.status, count(*), min(j.active_since), c.admitted"
+    " FROM jobs j LEFT JOIN connections c ON c.connection = j.connection_name"
+    " WHERE j.status IN ('pending', 'running') GROUP BY j.status, j.connection_name, c.admitted"
+)
+#: The connections beyond the budget, with what their failing and staleness alerts compare.
+_OVERFLOWED = (
+    "SELECT connection, consecutive_failures, coalesce(last_success_at, first_seen) FROM connections WHERE NOT admitted"
+)
 
 
 def _meta(tx: Tx, prefix: str) -> dict[str, float]:

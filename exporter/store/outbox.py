@@ -4,7 +4,9 @@ Ingest adds a row per new line and per newly finished job in the same
 transaction (:mod:`.ingest`); the shipper reads from its cursor, and moves it
 only after Loki took the records, so delivery is at least once and in order.
 Writes are serialised, so ids grow in commit order and the cursor never
-passes a record still being written.
+passes a record still being written. The shipper may also finish records past
+the cursor (another connection's, read past a backlog): those are deleted by id.
+Dead letters can be queued again (:meth:`Outbox.redrive`), as new records.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ class Outbox:
         self._db = database
         self._clock = clock
 
-    def read(self, limit: int) -> list[OutboxEntry]:
+    def read(self, limit: int, *, after: int = 0, skip_jobs: Sequence[str] = ()) -> list[OutboxEntry]:
+        """The oldest waiting records past the cursor and ``after``, but none of the jobs ``skip_jobs``."""
+        skip = f" AND o.job_id NOT IN ({', '.join('?' * len(skip_jobs))})" if skip_jobs else ""
         with self._db.read() as tx:
             rows = tx.execute(
                 "SELECT o.id, o.job_id, l.level, l.message, l.timestamp, l.stream, o.queued_at"
                 " FROM outbox o LEFT JOIN log_lines l ON l.id = o.line_id"
-                " WHERE o.id > ? ORDER BY o.id LIMIT ?",
-                (read_meta(tx, "outbox_cursor"), limit),
+                f" WHERE o.id > ?{skip} ORDER BY o.id LIMIT ?",
+                (max(read_meta(tx, "outbox_cursor"), after), *skip_jobs, limit),
             ).fetchall()
             jobs: dict[str, Job | None] = {}
             out: list[OutboxEntry] = []
@@ -44,7 +48,15 @@ class Outbox:
                 out.append(OutboxEntry(outbox_id, job, line, queued_at))
             return out
 
-    def done(self, last_id: int, *, exported: int, dead: Sequence[tuple[OutboxEntry, str]] = ()) -> None:
+    def done(
+        self,
+        last_id: int,
+        *,
+        exported: int,
+        dead: Sequence[tuple[OutboxEntry, str]] = (),
+        also: Sequence[int] = (),
+    ) -> None:
+        """Move the cursor to ``last_id`` and drop the records ``also`` past it; count and dead-letter."""
         now = self._clock()
         greatest = self._db.dialect.greatest("value", "?")
 
@@ -61,6 +73,7 @@ class Outbox:
             if exported:
                 set_meta(tx, "log_export_last_success", now)
             tx.execute("DELETE FROM outbox WHERE id <= ?", (last_id,))
+            tx.executemany("DELETE FROM outbox WHERE id = ?", [(id_,) for id_ in also])
 
         self._db.submit(work)
 
@@ -73,3 +86,28 @@ class Outbox:
                 "SELECT outbox_id, job_id, reason FROM dead_letters ORDER BY outbox_id DESC LIMIT ?", (limit,)
             ).fetchall()
         return [(int(i), str(j), str(r)) for i, j, r in reversed(rows)]
+
+    def redrive(self, connection: str | None = None) -> int:
+        """Queue dead letters (of one connection, or all) again as new records; returns how many.
+
+        Those whose job or line the retention purge removed since stay dead-lettered
+        until the purge takes them too: there is nothing left to send.
+        """
+        where = "" if connection is None else " AND j.connection_name = ?"
+
+        def work(tx: Tx) -> int:
+            rows = tx.execute(
+                "SELECT d.outbox_id, d.job_id, d.line_id FROM dead_letters d JOIN jobs j ON j.job_id = d.job_id"
+                " WHERE (d.line_id IS NULL OR EXISTS (SELECT 1 FROM log_lines l WHERE l.id = d.line_id))"
+                f"{where} ORDER BY d.outbox_id",
+                () if connection is None else (connection,),
+            ).fetchall()
+            now = self._clock()
+            tx.executemany(
+                "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, ?, ?)",
+                [(job_id, line_id, now) for _, job_id, line_id in rows],
+            )
+            tx.executemany("DELETE FROM dead_letters WHERE outbox_id = ?", [(outbox_id,) for outbox_id, _, _ in rows])
+            return len(rows)
+
+        return self._db.submit(work)

@@ -13,6 +13,7 @@ process at a time through session advisory locks (:class:`AdvisoryLocks`).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -27,7 +28,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .database import Cursor, Dialect, Merge, Tx
-from .errors import StoreError, StoreFull
+from .errors import StoreError, StoreFull, StoreUnavailable
 from .groupcommit import GroupCommitter
 from .postgres_schema import EXPORT_INDEX_STATEMENT, MIGRATIONS, SCHEMA_STATEMENTS, SCHEMA_VERSION
 from .records import ROLES
@@ -47,10 +48,31 @@ HEARTBEAT_SECONDS: Final = 2.0
 IDLE_SESSION_TIMEOUT: Final = "8s"
 #: A write transaction's first statement: the write lock, and a commit that does not wait for the disk.
 _WRITE_LOCK_STATEMENT: Final = "SELECT pg_advisory_xact_lock(?, ?), set_config('synchronous_commit', 'off', true)"
+#: Sessions that can commit their marks at once without waiting on each other's row (server process ids modulo this).
+COMMIT_MARK_SLOTS: Final = 4096
+#: The transaction after each write that commits as the server's ``synchronous_commit`` says (by default: WAL flushed).
+#: PostgreSQL waits for the WAL only when a transaction has an id and wrote WAL: an upsert does both, where a
+#: read such as ``txid_current()`` does not, and commits as lazily as the write before it.
+_DURABLE_COMMIT_STATEMENT: Final = (
+    f"INSERT INTO commit_marks (slot, commits) VALUES (pg_backend_pid() % {COMMIT_MARK_SLOTS}, 1)"
+    " ON CONFLICT (slot) DO UPDATE SET commits = commit_marks.commits + 1"
+).encode()
 #: Cursors for statements with rows a connection keeps for its transactions (more are made as needed).
 READ_CURSORS: Final = 8
-#: How long the first connection at start may take before the database counts as unreachable.
+#: How long one attempt to connect at start may take before it counts as failed.
 CONNECT_TIMEOUT_SECONDS: Final = 10
+#: Start-up waits this long before trying an unreachable database again, doubling up to the second value.
+RETRY_SECONDS: Final = (0.5, 5.0)
+#: What libpq and the server say when the database cannot be reached yet, which waiting may mend: down,
+#: starting, restarting, its name not yet in the DNS, full. Any other refusal (a wrong password, an unknown
+#: database or role, a bad ``sslmode``) is the configuration's, and trying again would not help.
+_TRANSIENT: Final = re.compile(
+    r"connection refused|timeout expired|timed out|no route to host|network is unreachable"
+    r"|could not (?:receive|send) data|server closed the connection unexpectedly|connection reset"
+    r"|failed to resolve host|name or service not known|temporary failure in name resolution"
+    r"|no such file or directory|the database system is|too many clients|remaining connection slots",
+    re.IGNORECASE,
+)
 #: A pooled connection idle this long is checked before it is lent again.
 CHECK_AFTER_IDLE: Final = 5.0
 #: TCP keepalives on the role connection, so a dead peer is noticed on either side within seconds.
@@ -288,8 +310,14 @@ class PostgresDatabase:
     dialect = POSTGRES
     replicated = True
 
-    def __init__(self, url: str, *, replica: str, pool_size: int, s3_export: bool = False) -> None:
-        """``replica``: this process's replica (host and server pid), recorded with the roles it takes."""
+    def __init__(
+        self, url: str, *, replica: str, pool_size: int, connect_seconds: float, s3_export: bool = False
+    ) -> None:
+        """``replica``: this process's replica (host and server pid), recorded with the roles it takes.
+
+        ``connect_seconds``: how long to keep trying a database that does not answer yet (see
+        :func:`first_connection`).
+        """
         self.url = url
         self.replica = replica
         self._group = GroupCommitter(self._write, _savepoint)
@@ -307,17 +335,17 @@ class PostgresDatabase:
             timeout=30.0,
             name="calabi-exporter",
         )
+        # One connection first: a wrong URL fails at once with the client's own reason, where the
+        # pool would retry quietly and report only its timeout.
+        first_connection(url, connect_seconds)
         try:
-            # One connection first: a wrong URL or a server that is down fails at once with the
-            # client's own reason, where the pool would retry quietly and report only its timeout.
-            psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
-        except psycopg.Error as error:
-            raise store_error(error, f"cannot reach the database at {_where(url)}") from error
-        try:
-            self._pool.open(wait=True, timeout=30.0)
+            self._pool.open(wait=True, timeout=max(connect_seconds, CONNECT_TIMEOUT_SECONDS))
             with self._pool.connection() as conn:
                 self._migrate(conn, s3_export)
-        except (psycopg.Error, PoolTimeout) as error:
+        except PoolTimeout as error:
+            self._pool.close()
+            raise StoreUnavailable(f"the database at {_where(url)} stopped answering while the store opened") from error
+        except psycopg.Error as error:
             self._pool.close()
             raise store_error(error, f"cannot open the store at {_where(url)}") from error
 
@@ -369,10 +397,11 @@ class PostgresDatabase:
         inserts and updates cost one round trip between them, not one each. The
         transaction commits without waiting for its WAL to reach the disk, which
         releases the write lock for the next writer at once; then a transaction
-        of its own (``txid_current()``, committed synchronously) waits until the
-        WAL up to here is on disk. Nobody is answered before that, so an answer
-        still means "stored durably"; a writer that read this transaction's
-        changes commits after it in the WAL, so a crash loses both or neither.
+        of its own (:data:`_DURABLE_COMMIT_STATEMENT`, committed synchronously)
+        waits until the WAL up to here is on disk. Nobody is answered before
+        that, so an answer still means "stored durably"; a writer that read this
+        transaction's changes commits after it in the WAL, so a crash loses both
+        or neither.
         """
         # BEGIN and COMMIT are sent as statements: psycopg's transaction blocks wait for the server on
         # entry and exit in pipeline mode, two round trips a transaction.
@@ -388,7 +417,8 @@ class PostgresDatabase:
             except BaseException:
                 _rollback(tx, "ROLLBACK")
                 raise
-            tx.writer.execute("SELECT txid_current()")  # durable: its commit waits for the WAL flush
+            tx.writer.execute(_DURABLE_COMMIT_STATEMENT)
+            tx.sync()
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -462,6 +492,14 @@ def _savepoint(tx: _Tx) -> Iterator[None]:
 def _rollback(tx: _Tx, *statements: str) -> None:
     """Undo after a failure: first clear what the failure left in the pipeline, then send ``statements``.
 
+    A rollback makes psycopg forget its prepared statements and queue a
+    ``DEALLOCATE ALL`` for the server, sent after the connection's next
+    statement: in pipeline mode that comes after the next statement's own
+    preparation and undoes it, while psycopg still counts it prepared
+    ("prepared statement … does not exist" in later requests). So the
+    deallocation goes out here, behind a statement of its own that is not
+    prepared, and the connection is clean for whoever uses it next.
+
     A connection that fails even this is broken; the pool drops it when it comes back.
     """
     with suppress(psycopg.Error):
@@ -470,6 +508,38 @@ def _rollback(tx: _Tx, *statements: str) -> None:
         for statement in statements:
             tx.writer.execute(statement)
         tx.sync()
+        tx.writer.execute(b"SELECT 'deallocate prepared statements'", prepare=False)
+        tx.sync()
+
+
+def first_connection(url: str, wait_seconds: float) -> None:
+    """Connect once, trying again for up to ``wait_seconds`` while the database is only unreachable.
+
+    A database that is down or still starting when the exporter starts is an
+    outage: :class:`~.errors.StoreUnavailable` once the wait is over. A refusal
+    that trying again cannot mend (a wrong password, an unknown database, a bad
+    ``sslmode``) raises :class:`~.errors.StoreError` at once, with the reason
+    the client or the server gave.
+    """
+    deadline = time.monotonic() + wait_seconds
+    delay, longest = RETRY_SECONDS
+    while True:
+        timeout = max(2, min(CONNECT_TIMEOUT_SECONDS, math.ceil(deadline - time.monotonic())))  # libpq's least: 2
+        try:
+            psycopg.connect(url, autocommit=True, connect_timeout=timeout).close()
+            return
+        except psycopg.Error as error:
+            reason = " ".join(str(error).split())
+            if not (isinstance(error, psycopg.OperationalError) and _TRANSIENT.search(reason)):
+                raise StoreError(f"cannot connect to the database at {_where(url)}: {reason}") from error
+            if time.monotonic() + delay > deadline:
+                raise StoreUnavailable(
+                    f"the database at {_where(url)} did not answer within {wait_seconds:g} s"
+                    f" (database_connect_timeout_seconds): {reason}"
+                ) from error
+            log.warning("waiting for the database at %s, up to %g s: %s", _where(url), wait_seconds, reason)
+        time.sleep(delay)
+        delay = min(delay * 2, longest)
 
 
 def _where(url: str) -> str:

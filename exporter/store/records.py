@@ -7,14 +7,20 @@ from typing import Final
 
 from ..aggregates import ConnectionAgg, StreamAgg
 from ..joblogs import LogLine
-from ..model import Job
+from ..model import Job, ValidationError
 
 
 @dataclass(slots=True)
 class IngestResult:
-    """What happened to each record of one request, in order."""
+    """What happened to each record of one request, in order.
+
+    ``errors``: why the store refused a record (outcome ``rejected``), by its
+    place in the request: a record valid alone that the job stored before
+    would take past a bound (streams, totals). The others are stored.
+    """
 
     outcomes: list[str] = field(default_factory=list)
+    errors: dict[int, ValidationError] = field(default_factory=dict)
 
     def count(self, outcome: str) -> int:
         return self.outcomes.count(outcome)
@@ -34,6 +40,18 @@ class ActiveJobs:
     status: str
     count: int
     oldest_since: float
+    # Whether the connection has series of its own; None: it was forgotten while these jobs were
+    # pending or running (they stay under its name until they finish or age out).
+    admitted: bool | None = True
+
+
+@dataclass(frozen=True, slots=True)
+class OverflowedConnection:
+    """A connection beyond the series budget: what the overflow alerts need of it."""
+
+    connection: str
+    consecutive_failures: int
+    healthy_since: float  # its latest success, or its first-seen time while it never succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +165,9 @@ class SeriesLimits:
 
     max_connections: int = 10_000
     max_streams_per_connection: int = 100
+    #: Connections one ingest token may make known per clock hour (0: no limit): one request cannot
+    #: take every place of the budget with made-up names.
+    new_connections_per_hour: int = 0
 
 
 OVERFLOW_KINDS: Final = ("connection", "stream")
@@ -201,3 +222,4 @@ class MetricsSnapshot:
     # Counters of every connection beyond the series budget, added up (None: none so far).
     overflow: ConnectionAgg | None = None
     overflow_jobs: dict[str, int] = field(default_factory=dict)  # kind -> jobs counted into an overflow series
+    overflowed: list[OverflowedConnection] = field(default_factory=list)  # connections beyond the budget

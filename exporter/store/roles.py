@@ -33,12 +33,20 @@ class Ingest(Protocol):
     """Writes job records and their log lines, with every aggregate they change, atomically."""
 
     def jobs(
-        self, jobs: Sequence[Job], *, endpoint: str, rejected: int = 0, rejected_fields: Sequence[str] = ()
+        self,
+        jobs: Sequence[Job],
+        *,
+        endpoint: str,
+        rejected: int = 0,
+        rejected_fields: Sequence[str] = (),
+        token: str = "",
     ) -> IngestResult:
         """Upsert jobs in one transaction, updating every aggregate they touch.
 
         ``rejected`` records (already refused by validation) are counted in the
         same transaction, so the ingest counters match what was stored.
+        ``token``: who sent them; the connections they make known count against
+        it (``SeriesLimits.new_connections_per_hour``).
         """
         ...
 
@@ -115,12 +123,23 @@ class MetricsReads(Protocol):
 class Outbox(Protocol):
     """Log lines and finished jobs' summaries waiting for the log shipper, in order."""
 
-    def read(self, limit: int) -> list[OutboxEntry]:
-        """The oldest records waiting to be shipped, in order, at most ``limit``."""
+    def read(self, limit: int, *, after: int = 0, skip_jobs: Sequence[str] = ()) -> list[OutboxEntry]:
+        """The oldest waiting records, in order, at most ``limit``; past ``after``, none of ``skip_jobs``."""
         ...
 
-    def done(self, last_id: int, *, exported: int, dead: Sequence[tuple[OutboxEntry, str]] = ()) -> None:
-        """Move past ``last_id``: ``exported`` records went out, ``dead`` go to the dead letters."""
+    def done(
+        self,
+        last_id: int,
+        *,
+        exported: int,
+        dead: Sequence[tuple[OutboxEntry, str]] = (),
+        also: Sequence[int] = (),
+    ) -> None:
+        """Move past ``last_id`` and ``also``: ``exported`` records went out, ``dead`` go to the dead letters."""
+        ...
+
+    def redrive(self, connection: str | None = None) -> int:
+        """Queue the dead letters (of ``connection``, or all) again; returns how many."""
         ...
 
     def failed(self, records: int) -> None:
@@ -204,4 +223,16 @@ class Retention(Protocol):
 
     def forget_connection(self, name: str) -> int | None:
         """Drop a connection's aggregates (its series); returns its jobs still stored, None if unknown."""
+        ...
+
+    def purge_unfinished(self, changed_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` pending or running jobs no record changed since ``changed_before``; how many."""
+        ...
+
+    def readmit(self) -> int:
+        """Give free places of the series budget to connections waiting beyond it; returns how many."""
+        ...
+
+    def purge_bookkeeping(self, before: float) -> None:
+        """Delete forget times older than ``before`` and past hours' new-connection counts."""
         ...

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -29,8 +31,13 @@ DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
 #: SQLite's result code for "database or disk is full".
 SQLITE_FULL: Final = 13
+#: The data directory and every file in it belong to the service user alone: another local user
+#: who could open the lock file could hold its ``flock`` and stop every write.
+PRIVATE_DIR: Final = 0o700
+PRIVATE_FILE: Final = 0o600
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _casefold(text: str | None) -> str | None:
@@ -54,6 +61,55 @@ def store_error(error: Exception, context: str = "") -> StoreError:
     return StoreFull(message) if full else StoreError(message)
 
 
+def open_private(path: Path) -> int:
+    """Open (or create) one of the store's files for reading and writing, private to this user."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & ~PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_private(data_dir: Path) -> None:
+    """Create ``data_dir`` private to this user, or make an existing one so.
+
+    SQLite creates its ``-wal`` and ``-shm`` files with the database file's
+    mode, so the database file is created private before SQLite opens it, and
+    files an older version left readable are tightened. A directory this user
+    does not own (a Kubernetes volume's root, owned by root with the pod's
+    ``fsGroup``) keeps its mode: the files in it are private all the same,
+    unless other users may write to it (and so replace them), which stops
+    start-up, as does a shared directory such as ``/tmp``.
+    """
+    data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    found = data_dir.stat()
+    mode = stat.S_IMODE(found.st_mode)
+    if mode & stat.S_ISVTX:
+        raise StoreError(
+            f"{data_dir} is a directory shared by every user (mode {mode:04o}, like /tmp); "
+            "give the exporter a directory of its own"
+        )
+    if found.st_uid == os.geteuid():
+        if mode & ~PRIVATE_DIR:
+            os.chmod(data_dir, PRIVATE_DIR)
+            log.warning(
+                "data_dir %s was open to other users (mode %04o); made private (%04o)", data_dir, mode, PRIVATE_DIR
+            )
+    elif mode & stat.S_IWOTH:
+        raise StoreError(
+            f"{data_dir}: other users may write to it (mode {mode:04o}) and it belongs to uid "
+            f"{found.st_uid}, not to this user (uid {os.geteuid()}), so it cannot be made private; "
+            "give the exporter a directory of its own"
+        )
+    os.close(open_private(data_dir / DB_FILENAME))
+    for entry in data_dir.glob("calabi-exporter*"):
+        if entry.is_file() and not entry.is_symlink() and stat.S_IMODE(entry.stat().st_mode) & ~PRIVATE_FILE:
+            os.chmod(entry, PRIVATE_FILE)
+
+
 class DirectoryLock:
     """A non-blocking exclusive ``flock`` on ``data_dir/filename``, held until released."""
 
@@ -64,7 +120,7 @@ class DirectoryLock:
     def acquire(self) -> bool:
         if self._fd is not None:
             return True
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_private(self._path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -119,7 +175,7 @@ class SQLiteDatabase:
         self._group = GroupCommitter(self._write, _savepoint)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private(self.data_dir)
             with self._write() as tx:
                 self._migrate(tx, s3_export)
         except (sqlite3.Error, OSError) as error:
@@ -158,7 +214,7 @@ class SQLiteDatabase:
     def _lock_fd(self) -> int:
         fd: int | None = getattr(self._local, "lock_fd", None)
         if fd is None:
-            fd = os.open(self.path.with_name(LOCK_FILENAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_private(self.path.with_name(LOCK_FILENAME))
             self._local.lock_fd = fd
             with self._lock:
                 self._lock_fds.append(fd)

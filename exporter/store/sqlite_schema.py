@@ -121,6 +121,8 @@ CREATE TABLE IF NOT EXISTS log_lines (
 CREATE INDEX IF NOT EXISTS log_lines_by_job ON log_lines (job_id, id);
 
 CREATE TABLE IF NOT EXISTS connections ({_CONNECTION_DDL});
+-- The connections beyond the series budget, in the order they get a place that is freed.
+CREATE INDEX IF NOT EXISTS connections_waiting ON connections (first_seen, connection) WHERE NOT admitted;
 
 -- The counters of every connection beyond the series budget, added up: one row, connection "__overflow__".
 CREATE TABLE IF NOT EXISTS connection_overflow ({_CONNECTION_DDL});
@@ -160,6 +162,20 @@ CREATE TABLE IF NOT EXISTS rate_limits (
     connection TEXT PRIMARY KEY,
     ratio REAL NOT NULL,
     seen_at REAL NOT NULL
+) WITHOUT ROWID;
+
+-- When each connection was last forgotten: a job from before then is not counted into its new aggregates.
+CREATE TABLE IF NOT EXISTS forgotten_connections (
+    connection TEXT PRIMARY KEY,
+    forgotten_at REAL NOT NULL
+) WITHOUT ROWID;
+
+-- Connections each ingest token made known, per hour (limits.new_connections_per_hour).
+CREATE TABLE IF NOT EXISTS new_connections (
+    token TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (token, hour)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS meta (

@@ -80,7 +80,7 @@ class Store:
         self.outbox = Outbox(database, clock=clock)
         self.exports = ExportQueue(database, clock=clock)
         self.webhooks = WebhookQueue(database, clock=clock)
-        self.retention = Retention(database)
+        self.retention = Retention(database, clock=clock, limits=options["limits"])
 
     @classmethod
     def sqlite(cls, data_dir: Path, *, synchronous: str = "full", **options: Unpack[StoreOptions]) -> Store:
@@ -98,16 +98,30 @@ class Store:
         *,
         replica: str | None = None,
         pool_size: int | None = None,
+        connect_seconds: float | None = None,
         **options: Unpack[StoreOptions],
     ) -> Store:
-        """A store in a PostgreSQL database that other replicas may share (``pool_size``: as configured by default)."""
+        """A store in a PostgreSQL database that other replicas may share.
+
+        ``pool_size`` and ``connect_seconds`` (how long start-up waits for a database that
+        does not answer): as configured by default.
+        """
         from .postgres import PostgresDatabase
 
+        defaults = Config()
         if pool_size is None:
-            pool_size = Config().database_pool_size
+            pool_size = defaults.database_pool_size
+        if connect_seconds is None:
+            connect_seconds = defaults.database_connect_timeout_seconds
 
         s3_export = _options(options)["s3_export"]
-        database = PostgresDatabase(url, replica=replica or replica_name(), pool_size=pool_size, s3_export=s3_export)
+        database = PostgresDatabase(
+            url,
+            replica=replica or replica_name(),
+            pool_size=pool_size,
+            connect_seconds=connect_seconds,
+            s3_export=s3_export,
+        )
         return cls(database, **options)
 
     @classmethod
@@ -122,10 +136,20 @@ class Store:
             "outbox": bool(config.otlp_logs_endpoint),
             "webhook_routes": [EventRoute(e.name, e.statuses, e.connections) for e in config.webhooks],
             "s3_export": config.s3_export_enabled,
-            "limits": SeriesLimits(config.limits_max_connections, config.limits_max_streams_per_connection),
+            "limits": SeriesLimits(
+                config.limits_max_connections,
+                config.limits_max_streams_per_connection,
+                config.limits_new_connections_per_hour,
+            ),
         }
         if config.database_url:
-            return cls.postgres(config.database_url, replica=replica, pool_size=config.database_pool_size, **options)
+            return cls.postgres(
+                config.database_url,
+                replica=replica,
+                pool_size=config.database_pool_size,
+                connect_seconds=config.database_connect_timeout_seconds,
+                **options,
+            )
         return cls.sqlite(config.data_path, synchronous=config.sqlite_synchronous, **options)
 
     def role_lock(self, role: str) -> RoleLock:

@@ -7,6 +7,7 @@ import os
 from flask import Flask
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector
+from werkzeug.routing import PathConverter
 
 from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
@@ -16,7 +17,9 @@ from ..store.sqlstore import replica_name
 from ..timeutil import Clock, system_clock
 from ..workers import BackgroundWorkers
 from . import ingest, landing, ops, read_api, webhooks
+from .admission import BodyBudget, register_admission
 from .errors import register_error_handlers
+from .readiness import Readiness
 from .services import EXTENSION_KEY, WORKERS_KEY, Services
 
 
@@ -39,6 +42,7 @@ def create_app(
     app = Flask("calabi_exporter", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    route_every_path_as_sent(app)
     owns_store = store is None
     if store is None:
         store = Store.from_config(config, clock=clock, replica=replica_name(os.getppid() if server_worker else None))
@@ -58,7 +62,15 @@ def create_app(
         freeze_first_render=server_worker,
         runtime=runtime_collectors(),
     )
-    app.extensions[EXTENSION_KEY] = Services(config=config, store=store, clock=clock, scrapes=scrapes)
+    app.extensions[EXTENSION_KEY] = Services(
+        config=config,
+        store=store,
+        clock=clock,
+        scrapes=scrapes,
+        readiness=Readiness(store.check_ready, clock=clock),
+        bodies=BodyBudget(config.max_body_bytes_in_flight),
+    )
+    register_admission(app)
     app.register_blueprint(landing.bp)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(webhooks.bp)
@@ -68,6 +80,31 @@ def create_app(
     if owns_store:
         app.extensions[WORKERS_KEY] = BackgroundWorkers(store, config, clock=clock)
     return app
+
+
+class AnyPathConverter(PathConverter):
+    """``<path:...>`` that takes any text, a leading slash and empty segments included.
+
+    werkzeug's own refuses a value starting with ``/``; a connection named
+    ``/lead`` (sent as ``%2Flead``, which the server decodes to ``/`` before
+    routing) could then never be addressed.
+    """
+
+    regex = ".+?"
+    part_isolating = False
+
+
+def route_every_path_as_sent(app: Flask) -> None:
+    """Route each path as it came: never a redirect to another one, every stored name addressable.
+
+    werkzeug merges repeated slashes by redirecting (308, an HTML body) to the
+    merged path: a client that follows it (python-requests does) would act on
+    another resource, e.g. ``DELETE /api/v1/connections/%2Flead`` on ``lead``.
+    Unmerged, such a path is routed as it is, or is a JSON 404.
+    """
+    app.url_map.merge_slashes = False
+    app.url_map.redirect_defaults = False
+    app.url_map.converters["path"] = AnyPathConverter
 
 
 def runtime_collectors() -> tuple[Collector, ...]:

@@ -3,10 +3,11 @@ metrics tokens on ``/metrics`` when any is set."""
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 
 from flask import request
 
+from ..tokens import bearer, matches_any
 from .errors import ClientError
 from .services import services
 
@@ -32,17 +33,28 @@ def require_metrics_token() -> None:
     _require(services().config.metrics_tokens, allow_query_token=False)
 
 
+def ingest_token_key() -> str:
+    """Which ingest token a write carries, as a digest (never the token itself); "" without ingest tokens.
+
+    The connections a request makes known count against it (``limits.new_connections_per_hour``),
+    whichever way it came in: ``Authorization`` or the webhook URL's ``?token=``.
+    """
+    if not services().config.ingest_tokens:
+        return ""
+    return hashlib.sha256(_presented(allow_query_token=True)).hexdigest()[:32]
+
+
+def _presented(*, allow_query_token: bool) -> bytes:
+    """The bearer token of the request (or its ``?token=``, where allowed)."""
+    presented = bearer(request.headers.get("Authorization"))
+    if not presented and allow_query_token:
+        return request.args.get("token", "").strip().encode()
+    return presented
+
+
 def _require(tokens: tuple[str, ...], *, allow_query_token: bool) -> None:
     if not tokens:
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        presented = request.args.get("token", "") if allow_query_token else ""
-    candidate = presented.strip().encode()
-    # Check every token so the time taken does not tell which one nearly matched.
-    matched = False
-    for token in tokens:
-        matched |= hmac.compare_digest(candidate, token.encode())
-    if not matched:
+    candidate = _presented(allow_query_token=allow_query_token)
+    if not matches_any(candidate, tokens):
         raise ClientError(401, "missing or wrong bearer token", "Authorization")

@@ -2,8 +2,10 @@
 
 Client mistakes are turned into 4xx inside the handlers; this module adds the
 boundary: every HTTP error Flask raises (404, 405, 413, 415) becomes JSON, a
-store outage becomes 503, and anything unexpected is logged with its traceback
-and answered with a JSON 500.
+store outage becomes 503 (and makes ``/readyz`` check the store again), and
+anything unexpected is logged with its traceback and answered with a JSON 500.
+No route redirects (see :func:`.app.route_every_path_as_sent`), so no HTML
+redirect page is ever sent either.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..store import StoreError, StoreFull
+from .services import services
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StoreFull)
     def store_full(error: StoreFull) -> tuple[Response, int]:
         log.error("store's disk is full: %s", error)
+        services().readiness.mark_stale()
         return error_response(507, "the store's disk is full; nothing was stored, retry once space is freed")
 
     @app.errorhandler(StoreError)
     def store_error(error: StoreError) -> tuple[Response, int]:
         log.error("store unavailable: %s", error)
+        services().readiness.mark_stale()
         return error_response(503, "the store is unavailable; retry later")
 
     @app.errorhandler(Exception)

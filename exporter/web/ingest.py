@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Final
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -11,8 +12,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..joblogs import LogLine, parse_json, parse_text
 from ..lifecycle import OUTCOMES
 from ..model import JOB_ID_PATTERN, Job, ValidationError, parse_job
-from ..store import JobNotFound
-from .auth import require_ingest_token
+from ..store import JobNotFound, NewConnectionRefused
+from .auth import ingest_token_key, require_ingest_token
 from .errors import ClientError
 from .services import services
 
@@ -74,7 +75,7 @@ def _records_from_body(kind: str) -> tuple[list[Any], bool]:
     if kind in NDJSON_TYPES:
         raw = read_body()
         records: list[Any] = []
-        for number, line in enumerate(raw.splitlines(), start=1):
+        for number, line in enumerate(raw.split(b"\n"), start=1):  # a line ends at LF (CRLF: CR is JSON space)
             if not line.strip():
                 continue
             try:
@@ -121,24 +122,49 @@ def ingest(records: list[Any], *, endpoint: str, parse: Any = parse_job, batch: 
             good.append(parse(record, latest=latest))
             positions.append(index)
         except ValidationError as error:
-            entry: dict[str, Any] = {"index": index, "field": error.field, "error": str(error)}
-            if isinstance(record, dict) and isinstance(record.get("job_id"), str):
-                entry["job_id"] = record["job_id"]
-            errors.append(entry)
+            errors.append(_error_entry(index, record, error))
 
     ingest = services().store.ingest
-    result = ingest.jobs(good, endpoint=endpoint, rejected=len(errors), rejected_fields=[e["field"] for e in errors])
+    result = ingest.jobs(
+        good,
+        endpoint=endpoint,
+        rejected=len(errors),
+        rejected_fields=[e["field"] for e in errors],
+        token=ingest_token_key(),
+    )
+    # The store refuses a record that the job stored before would take past a bound; the others stay stored.
+    errors += [_error_entry(positions[at], records[positions[at]], error) for at, error in result.errors.items()]
+    errors.sort(key=lambda entry: int(entry["index"]))
     counts = {outcome: result.count(outcome) for outcome in OUTCOMES}
     counts["rejected"] = len(errors)
     body: dict[str, Any] = dict(counts)
     body["errors"] = errors
     if not batch:
         body["outcome"] = result.outcomes[0] if result.outcomes else "rejected"
-    if not good:
+    if len(errors) == len(records):
         first = errors[0]
         body.update(error=first["error"], field=first["field"])
-        return jsonify(body), 400
+        return _refused(body, result.errors.values())
     return jsonify(body), 200
+
+
+def _refused(body: dict[str, Any], store_errors: Iterable[ValidationError]) -> tuple[Response, int]:
+    """A request of which nothing was stored: 400, or 429 with ``Retry-After`` when its token made
+    all the connections it may this hour (``limits.new_connections_per_hour``): sent again later, it is taken."""
+    waits = [error.retry_after for error in store_errors if isinstance(error, NewConnectionRefused)]
+    if not waits:
+        return jsonify(body), 400
+    response = jsonify(body)
+    response.headers["Retry-After"] = str(max(waits))
+    return response, 429
+
+
+def _error_entry(index: int, record: Any, error: ValidationError) -> dict[str, Any]:
+    """One refused record in a response's ``errors``: its place, the field, why, and its job id if it has one."""
+    entry: dict[str, Any] = {"index": index, "field": error.field, "error": str(error)}
+    if isinstance(record, dict) and isinstance(record.get("job_id"), str):
+        entry["job_id"] = record["job_id"]
+    return entry
 
 
 @bp.post("/jobs")
@@ -155,6 +181,23 @@ def _job_id(job_id: str) -> str:
     return job_id
 
 
+def _read_text() -> str:
+    """The body decoded with the Content-Type's ``charset`` (UTF-8 when not given).
+
+    A charset that names no text encoding (``undefined``, ``rot13``, ``hex``)
+    is the sender's mistake: a 400 naming it, not a 500.
+    """
+    charset = request.mimetype_params.get("charset", "utf-8")
+    try:
+        "".encode(charset).decode(charset)  # raises for names that are no codec or no text codec
+    except (LookupError, ValueError):
+        raise ClientError(400, f"must name a text encoding such as utf-8 (got {charset[:64]!r})", "charset") from None
+    try:
+        return read_body().decode(charset)
+    except UnicodeDecodeError:
+        raise ClientError(400, f"request body is not valid {charset[:64]} text", "body") from None
+
+
 @bp.post("/jobs/<path:job_id>/logs")
 def post_logs(job_id: str) -> tuple[Response, int]:
     """Log lines of one job: product-format text, or a JSON list of line objects."""
@@ -164,11 +207,7 @@ def post_logs(job_id: str) -> tuple[Response, int]:
     ingest = services().store.ingest
     try:
         if kind in TEXT_TYPES:
-            try:
-                text = read_body().decode(request.mimetype_params.get("charset", "utf-8"))
-            except (UnicodeDecodeError, LookupError):
-                raise ClientError(400, "request body is not valid UTF-8 text", "body") from None
-            lines = parse_text(text, latest=services().latest_time())
+            lines = parse_text(_read_text(), latest=services().latest_time())
         else:
             lines = parse_json(read_json("lines"), latest=services().latest_time())
     except ValidationError as error:

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..store import StoreError, StoreFull
 from ..timeutil import format_rfc3339
 from .auth import require_ingest_token, require_metrics_token
+from .errors import ClientError
 from .services import services
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,13 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The store can be read and written.
+    """The store can be read and written (checked at most every few seconds, see :mod:`.readiness`).
 
     Anyone may ask, so the answer says what is wrong without the store's path; the
     exporter's own log has the detail.
     """
     try:
-        services().store.check_ready()
+        services().readiness.check()
     except StoreFull as error:
         log.error("not ready: %s", error)
         return jsonify({"status": "unavailable", "error": "the store's disk is full"}), 503
@@ -54,6 +55,38 @@ def dead_letters() -> tuple[Response, int]:
     require_ingest_token()
     rows = services().store.outbox.dead_letters(limit=1000)
     return jsonify({"dead_letters": [{"outbox_id": i, "job_id": j, "reason": r} for i, j, r in rows]}), 200
+
+
+@bp.post("/api/v1/logs/dead-letters/redrive")
+def redrive_dead_letters() -> tuple[Response, int]:
+    """Queue the log dead letters again (``{"connection": ...}`` for one connection's); needs the ingest token.
+
+    For after the cause is fixed (a proxy that refused, a limit raised); records whose
+    job the retention purge removed stay dead-lettered.
+    """
+    require_ingest_token()
+    connection = _redrive_connection(request.get_data(cache=False))
+    requeued = services().store.outbox.redrive(connection)
+    log.info("%d dead-lettered log records queued again%s", requeued, f" ({connection})" if connection else "")
+    return jsonify({"requeued": requeued, "connection": connection}), 200
+
+
+def _redrive_connection(raw: bytes) -> str | None:
+    """The connection a re-drive is for, from an optional JSON body; None for every connection."""
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise ClientError(400, f"request body is not valid JSON: {error}", "body") from None
+    if not isinstance(body, dict) or set(body) - {"connection"}:
+        raise ClientError(400, 'must be an object with at most "connection"', "body")
+    if "connection" not in body:
+        return None
+    connection = body["connection"]
+    if not isinstance(connection, str) or not connection or "\x00" in connection:
+        raise ClientError(400, "must be a connection name (a non-empty string without NUL)", "connection")
+    return connection
 
 
 @bp.get("/api/v1/webhooks/dead-letters")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -10,6 +11,10 @@ from ..config import Config
 from ..scrape import ScrapeRenderer
 from ..store import Store
 from ..timeutil import Clock
+from .readiness import Readiness
+
+if TYPE_CHECKING:  # the budget's module reads the services in turn
+    from .admission import BodyBudget
 
 EXTENSION_KEY = "calabi_exporter"
 WORKERS_KEY = "calabi_exporter.workers"
@@ -21,6 +26,8 @@ class Services:
     store: Store
     clock: Clock
     scrapes: ScrapeRenderer
+    readiness: Readiness
+    bodies: BodyBudget
 
     def latest_time(self) -> float:
         """The latest time a record may carry now: the clock plus the allowed skew."""
