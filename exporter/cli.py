@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import OPTIONS, Config, ConfigError, Option, load_config, optional_url
+from .config import OPTIONS, Config, ConfigError, load_config, optional_url
 from .environment import CONFIG_COMMANDS, CONFIG_FILE, MCP_TOKEN, SIMULATOR_TOKEN, VARIABLES
 from .preflight import SecretFilter, document, secret_values, warnings
 from .store import StoreError, StoreFull, StoreUnavailable
-from .timeutil import format_duration
 
 PROG = "calabi-exporter"
 EXIT_CONFIG = 2
@@ -40,24 +39,13 @@ def _settings_help(command: str) -> str:
         width_key = max(len(o.key) for o in OPTIONS)
         width_env = max(len(o.env) for o in OPTIONS)
         for option in OPTIONS:
-            lines.append(f"  {option.key:<{width_key}}  {option.env:<{width_env}}  {_shown_default(option)}")
+            lines.append(f"  {option.key:<{width_key}}  {option.env:<{width_env}}  {option.shown_default}")
         lines.append("  connections, webhooks: in the file only")
     variables = [v for v in VARIABLES if command in v.commands]
     if variables:
         lines.append("environment:")
         lines.extend(f"  {v.name:<24}{v.doc.replace('`', '')}" for v in variables)
     return "\n".join(lines)
-
-
-def _shown_default(option: Option) -> str:
-    value = option.default
-    if value in ("", ()):
-        return "(empty)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if option.key.endswith("_seconds") and format_duration(value) != f"{value:g}s":
-        return f"{value:g} ({format_duration(value)})"
-    return str(value)
 
 
 def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:

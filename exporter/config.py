@@ -26,7 +26,7 @@ import yaml
 from . import environment as environment_variables
 from .model import MAX_SECONDS
 from .redact import redact
-from .timeutil import parse_duration
+from .timeutil import format_duration, parse_duration
 
 ENV_PREFIX: Final = "CALABI_"
 T = TypeVar("T")
@@ -349,6 +349,24 @@ class Option:
         """The option's environment variable (:func:`env_name`)."""
         return env_name(self.key)
 
+    @property
+    def shown_default(self) -> str:
+        """The default as ``--help`` and the reference show it: durations with their unit, empty as ``(empty)``.
+
+        >>> [o.shown_default for o in OPTIONS if o.key in ("allow_unauthenticated", "ingest_tokens", "workers")]
+        ['false', '2', '(empty)']
+        >>> _BY_KEY["freshness_threshold_seconds"].shown_default
+        '259200 (3d)'
+        """
+        value = self.default
+        if value in ("", ()):
+            return "(empty)"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if self.key.endswith("_seconds") and format_duration(value) != f"{value:g}s":
+            return f"{value:g} ({format_duration(value)})"
+        return str(value)
+
 
 OPTIONS: Final = (
     Option(
@@ -364,7 +382,12 @@ OPTIONS: Final = (
         False,
         "Serve on a non-loopback `listen` without `ingest_tokens`: anyone who reaches the port writes and reads.",
     ),
-    Option("data_dir", _text, "./data", "Directory of the embedded SQLite store (created if missing)."),
+    Option(
+        "data_dir",
+        _text,
+        "./data",
+        "Directory of the embedded SQLite store (created if missing, private to the service user).",
+    ),
     Option(
         "sqlite_synchronous",
         _choice("full", "normal"),
@@ -376,7 +399,9 @@ OPTIONS: Final = (
         _database_url,
         "",
         "PostgreSQL 13+ connection URL, e.g. `postgresql://calabi:secret@db:5432/calabi`, for one store shared by "
-        'several replicas (see "Running more than one replica"); empty: SQLite in `data_dir`.',
+        'several replicas (see "Running more than one replica"); empty: SQLite in `data_dir`. An `@` or `/` in '
+        "the user name or password must be percent-encoded (`%40`, `%2F`): PostgreSQL's client would read a raw "
+        "one as part of the host, so it is refused at start-up.",
         secret=True,
     ),
     Option(
@@ -439,10 +464,17 @@ OPTIONS: Final = (
         _tokens,
         (),
         "Bearer tokens `/metrics` requires (empty: open, as Prometheus scrapes by default); "
-        "the latest error summary, job id and URL of every connection are in its labels.",
+        "the latest error summary, job id and URL of every connection are in its labels. Prometheus sends one "
+        "with `authorization: {credentials_file: …}` in its scrape config.",
         secret=True,
     ),
-    Option("log_level", _choice("debug", "info", "warning", "error"), "info", "The exporter's own log level."),
+    Option(
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "The exporter's own log level: `debug`, `info`, `warning` or `error`; `debug` adds the access log, with "
+        "`?token=` and other credentials masked.",
+    ),
     Option(
         "failure_threshold",
         _int(1, 1_000_000),
@@ -540,7 +572,8 @@ OPTIONS: Final = (
         _bool,
         True,
         "Expose the per-stream series (`calabi_sync_stream_*`); per connection: "
-        "`connections.<name>.per_stream_metrics`.",
+        "`connections.<name>.per_stream_metrics`; `false` keeps a wide connection's hundreds of tables out of "
+        "Prometheus.",
     ),
     Option(
         "limits.max_connections",
@@ -566,7 +599,8 @@ OPTIONS: Final = (
         "retention.plan",
         _choice("professional", "enterprise"),
         "professional",
-        "Job history kept: `professional` 30 days, `enterprise` 90 days; older finished jobs are purged.",
+        "Job history kept: `professional` 30 days, `enterprise` 90 days; older finished jobs are purged "
+        "(counters keep their totals).",
     ),
     Option(
         "retention.days",
@@ -623,8 +657,8 @@ OPTIONS: Final = (
         _origins,
         (),
         "Browser origins `calabi-exporter mcp --http` accepts besides loopback ones, e.g. "
-        "`https://agent.example.com`; a request with another `Origin` gets HTTP 403. Comma-separated in the "
-        "environment.",
+        "`https://agent.example.com`; a request with another `Origin` gets HTTP 403 (one without `Origin` is no "
+        "browser's and is accepted). Comma-separated in the environment.",
     ),
 )
 PLAN_DAYS: Final = {"professional": 30, "enterprise": 90}

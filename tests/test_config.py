@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from calabi_exporter import config_reference
 from calabi_exporter.collector import Thresholds
 from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, Option, env_name, load_config
 from calabi_exporter.readmodel import BadParameter, parse_duration
@@ -183,12 +184,14 @@ def test_serve_with_an_unusable_data_dir_exits_2_naming_data_dir(tmp_path: Path)
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_every_option_is_documented_in_the_readme() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+def test_the_configuration_reference_is_the_one_the_options_render() -> None:
+    committed = (Path(__file__).parent.parent / config_reference.PAGE).read_text(encoding="utf-8")
 
+    assert committed == config_reference.render(), (
+        "docs/configuration.md drifted: run python -m calabi_exporter.config_reference -o docs/configuration.md"
+    )
     for option in OPTIONS:
-        assert f"`{option.key}`" in readme, option.key
-        assert f"`{env_name(option.key)}`" in readme, option.key
+        assert f"| `{option.key}` | `{env_name(option.key)}` |" in committed, option.key
 
 
 def test_log_shipping_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
