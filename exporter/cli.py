@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import OPTIONS, Config, ConfigError, load_config, optional_url
+from .config import LOG_LEVELS, OPTIONS, Config, ConfigError, load_config, optional_url
 from .environment import CONFIG_COMMANDS, CONFIG_FILE, MCP_TOKEN, SIMULATOR_TOKEN, VARIABLES
 from .preflight import SecretFilter, document, secret_values, warnings
 from .store import StoreError, StoreFull, StoreUnavailable
@@ -65,7 +65,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", dest="data_dir", help="directory of the embedded store")
     parser.add_argument("--workers", help="worker processes")
     parser.add_argument("--threads", help="threads per worker")
-    parser.add_argument("--log-level", dest="log_level", help="debug, info, warning or error")
+    parser.add_argument("--log-level", dest="log_level", help=", ".join(LOG_LEVELS))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .aggregates import ConnectionAgg, StreamAgg
 from .config import Config
+from .joblogs import LEVEL_LABELS
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
@@ -35,9 +36,7 @@ from .store import MetricsSnapshot
 from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, OverflowedConnection, ReplicaView
 from .timeutil import Clock, system_clock
 
-STREAM_STATUSES: Final = (SUCCEEDED, FAILED, "cancelled")
 INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook")
-LOG_LEVELS: Final = ("info", "warn", "error", "debug")
 
 
 THRESHOLD_METRICS: Final = {
@@ -359,7 +358,7 @@ class SyncJobCollector(Collector):
                     )
                 )
                 if s.last_status is not None and s.stream != OVERFLOW:  # no one latest status for many streams
-                    for status in STREAM_STATUSES:
+                    for status in FINISHED_STATUSES:
                         stream_last.samples.append(
                             Sample(
                                 "calabi_sync_stream_last_status",
@@ -397,7 +396,7 @@ class SyncJobCollector(Collector):
         for family, value in zip(thresholds, self._thresholds.for_connection(name).values(), strict=True):
             family.add_metric([name], value)
         if c is not None or part.log_counts:
-            for level in LOG_LEVELS:
+            for level in LEVEL_LABELS:
                 lines.add_metric([name, level], part.log_counts.get((LEVEL_FAMILY, level), 0))
             for kind in ERROR_KINDS:
                 errors.add_metric([name, kind], part.log_counts.get((ERROR_FAMILY, kind), 0))

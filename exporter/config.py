@@ -17,14 +17,14 @@ import re
 import reprlib
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import yaml
 
 from . import environment as environment_variables
-from .model import MAX_SECONDS
+from .model import MAX_SECONDS, STATUSES
 from .redact import redact
 from .timeutil import format_duration, parse_duration
 
@@ -78,6 +78,11 @@ def quoted(value: Any) -> str:
 #: The largest integer any option takes unless it says otherwise: fits a 32-bit signed integer
 #: (a SQL ``integer``, a C ``int``), so no later conversion or query can fail on it.
 MAX_INT: Final = 2**31 - 1
+
+
+#: The exporter's own log levels (``log_level``), as Python's logging, gunicorn and uvicorn name them;
+#: the product's levels of job log lines are :data:`.joblogs.LEVELS`.
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 
 #: A century: ``retention.days`` beyond it would only overflow the purge's date arithmetic.
@@ -146,10 +151,47 @@ def _text(value: Any) -> str:
 def _listen(value: Any) -> str:
     """``host:port``; the host may be empty (all interfaces) or a bracketed IPv6 address."""
     text = _text(value)
-    _host, sep, port = text.rpartition(":")
+    split_listen(text)
+    return text
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """A listen address's host (an IPv6 address without brackets; empty: every interface) and port.
+
+    The one reading of ``listen`` and ``mcp --http-listen``, by serve, the health
+    check, the demo and the MCP server alike.
+
+    >>> split_listen("127.0.0.1:9188"), split_listen("[::1]:9189"), split_listen(":9188")
+    (('127.0.0.1', 9188), ('::1', 9189), ('', 9188))
+    """
+    host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"must be host:port, e.g. 0.0.0.0:9188 (got {quoted(text)})")
-    return text
+    return host.strip("[]"), int(port)
+
+
+#: Hosts of a listen address that mean every interface, each with the loopback address that reaches it here.
+EVERY_INTERFACE: Final = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "::1"}
+
+
+def local_address(listen: str) -> tuple[str, int]:
+    """The host and port a process on this machine connects to for ``listen``.
+
+    >>> local_address("0.0.0.0:9200"), local_address("[::]:9188"), local_address("10.1.2.3:9188")
+    (('127.0.0.1', 9200), ('::1', 9188), ('10.1.2.3', 9188))
+    """
+    host, port = split_listen(listen)
+    return EVERY_INTERFACE.get(host, host), port
+
+
+def local_url(listen: str) -> str:
+    """The URL a process on this machine uses to reach ``listen``.
+
+    >>> local_url("0.0.0.0:9188"), local_url("[::]:9188"), local_url("[fe80::1]:9188")
+    ('http://127.0.0.1:9188', 'http://[::1]:9188', 'http://[fe80::1]:9188')
+    """
+    host, port = local_address(listen)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _optional_text(value: Any) -> str:
@@ -470,7 +512,7 @@ OPTIONS: Final = (
     ),
     Option(
         "log_level",
-        _choice("debug", "info", "warning", "error"),
+        _choice(*LOG_LEVELS),
         "info",
         "The exporter's own log level: `debug`, `info`, `warning` or `error`; `debug` adds the access log, with "
         "`?token=` and other credentials masked.",
@@ -671,19 +713,15 @@ def env_name(key: str) -> str:
 
 _BY_KEY: Final = {o.key: o for o in OPTIONS}
 _SECTIONS: Final = frozenset(o.key.split(".")[0] for o in OPTIONS if "." in o.key)
-CONNECTION_KEYS: Final = (
-    "failure_threshold",
-    "freshness_threshold_seconds",
-    "stuck_floor_seconds",
-    "pending_threshold_seconds",
-    "debug_logs",
-    "per_stream_metrics",
-)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
-    """Per-connection overrides of the alerting thresholds."""
+    """Per-connection overrides of the alerting thresholds: options of :data:`OPTIONS`, ``None`` when not given.
+
+    Each field is the option of its name, typed as the option's parser returns
+    or ``None`` (a test holds the names and types to :data:`OPTIONS`).
+    """
 
     failure_threshold: int | None = None
     freshness_threshold_seconds: float | None = None
@@ -691,6 +729,10 @@ class ConnectionSettings:
     pending_threshold_seconds: float | None = None
     debug_logs: bool | None = None
     per_stream_metrics: bool | None = None
+
+
+#: The keys a connection may override (``connections.<name>.<key>``), in the order they are shown.
+CONNECTION_KEYS: Final = tuple(f.name for f in fields(ConnectionSettings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,7 +755,14 @@ def _default(key: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The exporter's whole configuration, validated."""
+    """The exporter's whole configuration, validated.
+
+    One field per option of :data:`OPTIONS`, in its order, named as its key with
+    ``.`` as ``_``, typed as its parser returns, defaulting to its default: written
+    out (not generated) so that mypy checks every use of a field by its type; a
+    test holds the names, the order, the types and the defaults to :data:`OPTIONS`,
+    so a new option is its row there and one line here.
+    """
 
     listen: str = _default("listen")
     allow_unauthenticated: bool = _default("allow_unauthenticated")
@@ -772,7 +821,7 @@ class Config:
         Closed by default: a loopback ``listen`` is private to the machine; any
         other address needs ``ingest_tokens`` or an explicit ``allow_unauthenticated``.
         """
-        if self.ingest_tokens or self.allow_unauthenticated or is_loopback(self.listen.rpartition(":")[0]):
+        if self.ingest_tokens or self.allow_unauthenticated or is_loopback(split_listen(self.listen)[0]):
             return None
         return ConfigError(
             "ingest_tokens",
@@ -833,7 +882,6 @@ def _connections(value: Any) -> dict[str, ConnectionSettings]:
 
 
 WEBHOOK_KEYS: Final = ("name", "url", "secret", "secret_file", "statuses", "connections", "timeout_seconds")
-_STATUSES: Final = ("pending", "running", "succeeded", "failed", "cancelled")
 _ENDPOINT_NAME: Final = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -878,9 +926,9 @@ def _webhook(index: int, value: Any, base: Path | None) -> WebhookEndpoint:
     if not isinstance(secret, str) or len(secret) < 16:
         raise ConfigError(secret_key, "the secret must be at least 16 characters")
     statuses = _parse_or_fail(f"{where}.statuses", _strings, value.get("statuses", []))
-    bad = sorted(statuses - set(_STATUSES))
+    bad = sorted(statuses - set(STATUSES))
     if bad:
-        raise ConfigError(f"{where}.statuses", f"unknown status {quoted(bad[0])}; use {', '.join(_STATUSES)}")
+        raise ConfigError(f"{where}.statuses", f"unknown status {quoted(bad[0])}; use {', '.join(STATUSES)}")
     return WebhookEndpoint(
         name=name,
         url=url,

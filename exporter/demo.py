@@ -7,26 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import Config
+from .config import Config, local_url
 from .simulator import run_simulator
 
 log = logging.getLogger(__name__)
-
-
-def local_url(listen: str) -> str:
-    """The URL a process on this machine uses to reach ``listen``.
-
-    >>> local_url("0.0.0.0:9188")
-    'http://127.0.0.1:9188'
-    >>> local_url("[::]:9188")
-    'http://[::1]:9188'
-    """
-    host, _, port = listen.rpartition(":")
-    if host in ("", "0.0.0.0", "*"):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"http://{host}:{port}"
 
 
 def run_demo(config: Config, *, argv_config: Path | None, seed: int, duration: float | None) -> int:

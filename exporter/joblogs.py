@@ -18,7 +18,10 @@ from typing import Any, Final
 from .model import LATEST_TIME, ValidationError, bounded_time, check_text
 from .redact import redact
 
+#: The product's log levels, as stored and shipped; ``calabi_sync_log_lines_total``'s ``level`` label is
+#: each lower-cased (:data:`LEVEL_LABELS`).
 LEVELS: Final = ("DEBUG", "INFO", "WARN", "ERROR")
+LEVEL_LABELS: Final = tuple(level.lower() for level in LEVELS)
 #: Spellings other tools use for the product's four levels.
 LEVEL_ALIASES: Final = {"WARNING": "WARN", "ERR": "ERROR", "FATAL": "ERROR", "TRACE": "DEBUG"}
 MAX_MESSAGE: Final = 32_768

@@ -73,7 +73,8 @@ from . import __version__
 from .backoff import Backoff
 from .bounded_http import Answer, bounded_session, post
 from .config import Config
-from .model import SUMMARY_FIELDS
+from .joblogs import LEVELS
+from .model import CANCELLED, FAILED, SUCCEEDED, SUMMARY_FIELDS
 from .redact import redact
 from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
 from .singleton import SingletonWorker
@@ -84,13 +85,9 @@ from .timeutil import Clock, format_rfc3339, retry_after_seconds, system_clock
 
 log = logging.getLogger(__name__)
 
-SEVERITIES: Final = {
-    "DEBUG": SeverityNumber.DEBUG,
-    "INFO": SeverityNumber.INFO,
-    "WARN": SeverityNumber.WARN,
-    "ERROR": SeverityNumber.ERROR,
-}
-SUMMARY_SEVERITY: Final = {"succeeded": "INFO", "cancelled": "WARN", "failed": "ERROR"}
+#: OpenTelemetry names its severities as the product names its levels.
+SEVERITIES: Final = {level: SeverityNumber[level] for level in LEVELS}
+SUMMARY_SEVERITY: Final = {SUCCEEDED: "INFO", CANCELLED: "WARN", FAILED: "ERROR"}
 SCOPE: Final = InstrumentationScope("calabi_exporter", __version__)
 MAX_REASON: Final = 500  # characters of the receiver's message kept with a dead letter
 #: Times a record refused for its place in the stream is sent again later before it is dead-lettered.

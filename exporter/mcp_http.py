@@ -27,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .config import Config, ConfigError, is_loopback
+from .config import EVERY_INTERFACE, Config, ConfigError, is_loopback, split_listen
 from .tokens import bearer, matches_any
 
 log = logging.getLogger(__name__)
@@ -38,20 +38,21 @@ PATH: Final = "/mcp"
 INVALID_REQUEST: Final = -32600
 #: A ``Host`` header: a name or IPv4 address, or a bracketed IPv6 address, then an optional port.
 _HOST_HEADER: Final = re.compile(r"^(?:\[(?P<ip6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::[0-9]{1,5})?$")
-#: Addresses that mean "every interface": a listen address, never a name a client uses.
-_UNSPECIFIED: Final = frozenset({"", "0.0.0.0", "::"})
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``--http-listen``'s host (IPv6 without brackets) and port.
+    """``--http-listen``'s host (IPv6 without brackets) and port, read as ``listen`` is; a host is required.
 
     >>> parse_listen("127.0.0.1:9189"), parse_listen("[::1]:9189")
     (('127.0.0.1', 9189), ('::1', 9189))
     """
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        host, port = split_listen(text)
+    except ValueError:
+        host, port = "", 0
+    if not host:  # every interface is no default here: the address agents reach is given
         raise ConfigError("--http-listen", f"must be host:port, e.g. 127.0.0.1:9189 (got {text!r})")
-    return host.strip("[]"), int(port)
+    return host, port
 
 
 def exposure_problem(config: Config, listen: str) -> ConfigError | None:
@@ -88,7 +89,7 @@ class Policy:
     def from_config(cls, config: Config, listen_host: str) -> Policy:
         """The configured names and origins, plus the address the server listens on when it is a specific one."""
         bound = listen_host.strip("[]").lower()
-        hosts = {*config.mcp_allowed_hosts, *({bound} - _UNSPECIFIED)}
+        hosts = {*config.mcp_allowed_hosts, *({bound} - set(EVERY_INTERFACE))}
         return cls(frozenset(hosts), frozenset(config.mcp_allowed_origins), config.read_tokens)
 
     def host_allowed(self, header: str | None) -> bool:

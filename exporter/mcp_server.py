@@ -11,7 +11,7 @@ decides which requests reach the tools.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
 import requests
@@ -20,12 +20,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from . import __version__, readmodel
+from .model import FinishedStatus, Status
 from .sessions import ThreadSessions
 from .store import JobReads, StoreError
 from .timeutil import Clock, system_clock
 
-Status = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-FinalStatus = Literal["succeeded", "failed", "cancelled"]
 Params = dict[str, list[str]]
 
 INSTRUCTIONS = """\
@@ -191,7 +190,7 @@ def build_server(source: ReadSource) -> MCPServer:
             str | None, Field(description="Only connections without a successful sync for this long, e.g. '3d'")
         ] = None,
         last_status: Annotated[
-            list[FinalStatus] | None, Field(description="Only connections whose latest finished job has this status")
+            list[FinishedStatus] | None, Field(description="Only connections whose latest finished job has this status")
         ] = None,
     ) -> dict[str, Any]:
         params = _params(

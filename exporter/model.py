@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from .redact import redact_optional
 from .timeutil import format_rfc3339, parse_rfc3339
@@ -22,9 +22,13 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 CANCELLED: Final = "cancelled"
 
-STATUSES: Final = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+#: A job's (and a stream's) statuses, as the type of a parameter that takes one (the MCP tools');
+#: :data:`STATUSES` and :data:`FINISHED_STATUSES` are their values, in this order.
+Status = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+FinishedStatus = Literal["succeeded", "failed", "cancelled"]
+STATUSES: Final[tuple[str, ...]] = get_args(Status)
 ACTIVE_STATUSES: Final = (PENDING, RUNNING)
-FINISHED_STATUSES: Final = (SUCCEEDED, FAILED, CANCELLED)
+FINISHED_STATUSES: Final[tuple[str, ...]] = get_args(FinishedStatus)
 JOB_TYPES: Final = ("sync", "reset")
 
 #: Where a status stands in the lifecycle; a record never moves a job backwards.

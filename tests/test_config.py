@@ -7,13 +7,24 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 import requests
 from calabi_exporter import config_reference
 from calabi_exporter.collector import Thresholds
-from calabi_exporter.config import OPTIONS, Config, ConfigError, ConnectionSettings, Option, env_name, load_config
+from calabi_exporter.config import (
+    CONNECTION_KEYS,
+    OPTIONS,
+    Config,
+    ConfigError,
+    ConnectionSettings,
+    Option,
+    env_name,
+    load_config,
+)
 from calabi_exporter.readmodel import BadParameter, parse_duration
 from calabi_exporter.retention import Purger
 from calabi_exporter.store import Store
@@ -312,6 +323,37 @@ def test_durations_in_the_configuration_use_the_read_apis_grammar(raw: object, s
             parse_duration("window", str(raw))
     else:
         assert load_config(env=env).freshness_threshold_seconds == seconds
+
+
+def test_config_has_one_field_per_option_typed_as_its_parser_returns_with_its_default() -> None:
+    by_field = {option.key.replace(".", "_"): option for option in OPTIONS}
+    hints = get_type_hints(Config)
+
+    assert [f.name for f in fields(Config)] == [*by_field, "connections", "webhooks"]
+    assert {name: hints[name] for name in by_field} == {
+        name: get_type_hints(option.parse)["return"] for name, option in by_field.items()
+    }
+    assert {f.name: f.default for f in fields(Config) if f.name in by_field} == {
+        name: option.default for name, option in by_field.items()
+    }
+
+
+def test_a_connection_overrides_options_typed_as_their_parsers_return_or_none() -> None:
+    by_key = {option.key: option for option in OPTIONS}
+    hints = get_type_hints(ConnectionSettings)
+
+    assert CONNECTION_KEYS == (
+        "failure_threshold",
+        "freshness_threshold_seconds",
+        "stuck_floor_seconds",
+        "pending_threshold_seconds",
+        "debug_logs",
+        "per_stream_metrics",
+    )
+    assert {key: hints[key] for key in CONNECTION_KEYS} == {
+        key: get_type_hints(by_key[key].parse)["return"] | None for key in CONNECTION_KEYS
+    }
+    assert ConnectionSettings() == ConnectionSettings(**dict.fromkeys(CONNECTION_KEYS))
 
 
 def test_the_defaults_are_the_options_defaults_wherever_they_are_read() -> None:

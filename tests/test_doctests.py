@@ -8,11 +8,10 @@ from types import ModuleType
 import pytest
 from calabi_exporter import (
     config,
-    demo,
     environment,
-    healthcheck,
     joblogs,
     logsignals,
+    mcp_http,
     model,
     preflight,
     redact,
@@ -28,7 +27,6 @@ from calabi_exporter import (
     [
         timeutil,
         joblogs,
-        demo,
         redact,
         logsignals,
         webhook_signing,
@@ -36,7 +34,7 @@ from calabi_exporter import (
         refusal,
         config,
         model,
-        healthcheck,
+        mcp_http,
         environment,
         preflight,
     ],

@@ -151,7 +151,7 @@ class IngestRules:
                 if level == "error":
                     kind = classify_error(line.message)
                     counts[(ERROR_FAMILY, kind)] = counts.get((ERROR_FAMILY, kind), 0) + 1
-                ratio = rate_limit_ratio(line.message) if level in ("warn", "info", "error") else None
+                ratio = rate_limit_ratio(line.message) if level != "debug" else None
                 if ratio is not None:
                     seen_at = line.timestamp if line.timestamp is not None else now
                     if rate_limit is None or seen_at >= rate_limit[1]:
