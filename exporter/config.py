@@ -441,9 +441,10 @@ OPTIONS: Final = (
         _database_url,
         "",
         "PostgreSQL 13+ connection URL, e.g. `postgresql://calabi:secret@db:5432/calabi`, for one store shared by "
-        'several replicas (see "Running more than one replica"); empty: SQLite in `data_dir`. An `@` or `/` in '
-        "the user name or password must be percent-encoded (`%40`, `%2F`): PostgreSQL's client would read a raw "
-        "one as part of the host, so it is refused at start-up.",
+        "several replicas (see [Running more than one replica](../README.md#running-more-than-one-replica)); "
+        "empty: SQLite in `data_dir`. An `@` or `/` in the user name or password must be percent-encoded "
+        "(`%40`, `%2F`): PostgreSQL's client would read a raw one as part of the host, so it is refused at "
+        "start-up.",
         secret=True,
     ),
     Option(
