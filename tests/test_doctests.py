@@ -18,8 +18,8 @@ from calabi_exporter import (
     redact,
     refusal,
     s3export,
+    status_webhook_signing,
     timeutil,
-    webhook_signing,
 )
 
 
@@ -31,7 +31,7 @@ from calabi_exporter import (
         demo,
         redact,
         logsignals,
-        webhook_signing,
+        status_webhook_signing,
         s3export,
         refusal,
         config,
