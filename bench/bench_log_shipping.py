@@ -156,9 +156,9 @@ def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
 
 def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[str], bool]:
     """Shipping rate to a real Loki, and the 7-day backfill until fully queryable."""
+    from tests.job_history import big_job, history, post_records_then_logs
     from tests.loki_server import start_loki
     from tests.processes import free_port as test_port
-    from tests.test_loki_shipping import big_job, history, post_records_then_logs
 
     loki = start_loki(binary, workdir / "loki", mapping="project", ports=(test_port(), test_port()))
     try:
@@ -204,7 +204,7 @@ def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[
 
 def big_job_to_loki(workdir: Path, loki: Any, job: Any) -> tuple[str, int]:
     """One job of 1,000 lines of 5 KB, from its upload to every line queryable: (row, dead letters)."""
-    from tests.test_loki_shipping import post_records_then_logs
+    from tests.job_history import post_records_then_logs
 
     config = Config(
         data_dir=str(workdir / "big"),
