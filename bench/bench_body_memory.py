@@ -13,7 +13,7 @@ the batches, the 503s, and the wall time; with the default
 
 Run from the project root::
 
-    .venv/bin/python bench/bench_body_memory.py            # about 3 minutes on 2 cores
+    .venv/bin/python -m bench.bench_body_memory            # about 3 minutes on 2 cores
 
 Prints a Markdown table; ``--output`` also writes it to a file.
 """
@@ -32,12 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_ingest_scrape import Service, free_port, running, wait_for_workers
 from calabi_exporter.config import Config
 
-from tests.processes import children  # on the path once bench_ingest_scrape is imported
+from bench.bench_ingest_scrape import Service, free_port, running, wait_for_workers
+from tests.processes import children
 
 RECORDS = 1_000  # jobs per batch
 STREAMS = 30  # streams per job: about 10 KB a job, 10 MiB a batch

@@ -6,7 +6,7 @@ loopback port, and scrapes ``/metrics`` every 0.1 s until each family of
 start, for each of ``--runs`` runs. The target: within 15 seconds, so that someone
 trying the demo sees a full dashboard at once. Run from the project root::
 
-    .venv/bin/python bench/bench_demo.py            # 3 runs, about a minute
+    .venv/bin/python -m bench.bench_demo            # 3 runs, about a minute
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' list of families
-
-from tests.conftest import environment_without_calabi, free_port
+from tests.processes import environment_without_calabi, free_port
 from tests.test_demo import families_without_a_nonzero_value
 
 TARGET_SECONDS = 15.0

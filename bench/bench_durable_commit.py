@@ -20,7 +20,7 @@ single-record ingest on PostgreSQL at least 70 % of SQLite's.
 Run from the project root::
 
     git clone -q . /tmp/calabi-before && git -C /tmp/calabi-before checkout -q <commit>
-    .venv/bin/python bench/bench_durable_commit.py --before /tmp/calabi-before   # ~4 min on 2 cores
+    .venv/bin/python -m bench.bench_durable_commit --before /tmp/calabi-before   # ~4 min on 2 cores
 
 The results replace the section of ``docs/benchmarks.md`` that this benchmark
 wrote before (the rest of the file is left alone).
@@ -41,12 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' PostgreSQL launcher
-
-from bench_ingest_scrape import FULL, SECTION_MARK, WRK, free_port
-from bench_replicas import bench_setting, replicas
-
+from bench.bench_ingest_scrape import FULL, SECTION_MARK, WRK, free_port
+from bench.bench_replicas import bench_setting, replicas
 from tests.postgres_server import PostgresServer, postgres_bin
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -153,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "## PostgreSQL's durable commit: before and after, next to SQLite",
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC, {(time.perf_counter() - clock) / 60:.1f} min, by"
-        f" `.venv/bin/python bench/bench_durable_commit.py{' --before <checkout>' if args.before else ''}"
+        f" `.venv/bin/python -m bench.bench_durable_commit{' --before <checkout>' if args.before else ''}"
         f"{' --quick' if args.quick else f' --rounds {rounds}'}`; {platform.platform()}, {os.cpu_count()} cores,"
         f" PostgreSQL {bin_dir.parent.name} (Debian, durable defaults); load average {load:.1f} at the start and"
         f" {os.getloadavg()[0]:.1f} at the end (other work on the machine slows every setting alike). Means of"

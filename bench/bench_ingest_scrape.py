@@ -30,8 +30,8 @@ condition, so the client's CPU share is reported too.
 
 Run from the project root::
 
-    .venv/bin/python bench/bench_ingest_scrape.py           # full run (~12 min on 2 cores, most of it Pushgateway)
-    .venv/bin/python bench/bench_ingest_scrape.py --quick   # smaller counts (~2 min)
+    .venv/bin/python -m bench.bench_ingest_scrape           # full run (~12 min on 2 cores, most of it Pushgateway)
+    .venv/bin/python -m bench.bench_ingest_scrape --quick   # smaller counts (~2 min)
 
 Results are printed as a Markdown table and written to ``docs/benchmarks.md``
 (overwritten). The exit status is 1 when a correctness check fails (a failed
@@ -66,9 +66,6 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' helpers
-
 from calabi_exporter.model import Job, parse_job
 from calabi_exporter.store import Store
 
@@ -887,12 +884,7 @@ def command_line() -> str:
         python_text = str(python.relative_to(ROOT))
     except ValueError:
         python_text = str(python)
-    script = Path(sys.argv[0]).resolve()
-    try:
-        script_text = str(script.relative_to(ROOT))
-    except ValueError:
-        script_text = str(script)
-    return shlex.join([python_text, script_text, *sys.argv[1:]])
+    return shlex.join([python_text, "-m", __spec__.name if __spec__ else __name__, *sys.argv[1:]])
 
 
 def write_markdown(path: Path, report: Report, facts: Sequence[str], started: datetime, seconds: float) -> str:

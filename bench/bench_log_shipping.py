@@ -23,8 +23,8 @@
 
 Run from the project root::
 
-    .venv/bin/python bench/bench_log_shipping.py                 # about 3 minutes on 2 cores
-    .venv/bin/python bench/bench_log_shipping.py --lines 50000 --outbox 200000   # quicker
+    .venv/bin/python -m bench.bench_log_shipping                 # about 3 minutes on 2 cores
+    .venv/bin/python -m bench.bench_log_shipping --lines 50000 --outbox 200000   # quicker
 
 Prints a Markdown table; ``--output`` also writes it to a file.
 """
@@ -156,9 +156,9 @@ def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
 
 def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[str], bool]:
     """Shipping rate to a real Loki, and the 7-day backfill until fully queryable."""
-    from tests.conftest import free_port as test_port
+    from tests.job_history import big_job, history, post_records_then_logs
     from tests.loki_server import start_loki
-    from tests.test_loki_shipping import big_job, history, post_records_then_logs
+    from tests.processes import free_port as test_port
 
     loki = start_loki(binary, workdir / "loki", mapping="project", ports=(test_port(), test_port()))
     try:
@@ -204,7 +204,7 @@ def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[
 
 def big_job_to_loki(workdir: Path, loki: Any, job: Any) -> tuple[str, int]:
     """One job of 1,000 lines of 5 KB, from its upload to every line queryable: (row, dead letters)."""
-    from tests.test_loki_shipping import post_records_then_logs
+    from tests.job_history import post_records_then_logs
 
     config = Config(
         data_dir=str(workdir / "big"),
@@ -332,7 +332,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--no-loki", action="store_true", help="skip the real Loki runs")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' Loki launcher and data set
     from tests.loki_server import loki_binary
 
     binary, why = (None, "--no-loki") if args.no_loki else loki_binary()

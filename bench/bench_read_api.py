@@ -7,7 +7,7 @@ network) and prints a Markdown table. The target: the newest 100 failed jobs
 of the last 24 hours take the same order of time out of a million as out of
 a thousand, because an index serves them.
 
-    .venv/bin/python bench/bench_read_api.py [--output docs/read-api-benchmark.md]
+    .venv/bin/python -m bench.bench_read_api [--output docs/read-api-benchmark.md]
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ PostgreSQL is Debian's server in a temporary directory on a free loopback
 port, with its defaults (``fsync``, ``synchronous_commit`` on: as durable as
 SQLite's ``full``). Run from the project root::
 
-    .venv/bin/python bench/bench_replicas.py            # ~2 min on 2 cores
-    .venv/bin/python bench/bench_replicas.py --quick    # ~1.5 min, smaller counts
+    .venv/bin/python -m bench.bench_replicas            # ~2 min on 2 cores
+    .venv/bin/python -m bench.bench_replicas --quick    # ~1.5 min, smaller counts
 
 Results go to ``docs/benchmarks-replicas.md`` (overwritten). The target: single-
 record ingest with two PostgreSQL replicas at least 70 % of SQLite's in the same run.
@@ -42,11 +42,9 @@ from pathlib import Path
 from typing import Final
 
 import requests
+from calabi_exporter.store import Store
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' PostgreSQL launcher
-
-from bench_ingest_scrape import (
+from bench.bench_ingest_scrape import (
     EXPORTER_WORKERS,
     FULL,
     QUICK,
@@ -65,8 +63,6 @@ from bench_ingest_scrape import (
     time_scrapes,
     wait_for_workers,
 )
-from calabi_exporter.store import Store
-
 from tests.postgres_server import PostgresServer, postgres_bin
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -279,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Benchmarks: replicas on PostgreSQL next to SQLite",
             "",
-            f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min, by `.venv/bin/python bench/bench_replicas.py"
+            f"Run {started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min, by `.venv/bin/python -m bench.bench_replicas"
             f"{' --quick' if args.quick else ''}`; {platform.platform()}, {os.cpu_count()} cores, Python"
             f" {platform.python_version()}, PostgreSQL {bin_dir.parent.name} (Debian, durable defaults).",
             "",

@@ -16,8 +16,8 @@ What it measures, side by side in one run:
 
 Run from the project root::
 
-    .venv/bin/python bench/bench_scrape.py              # about 10 minutes on 2 cores
-    .venv/bin/python bench/bench_scrape.py --quick      # 2,000 / 200 / 10,000 connections
+    .venv/bin/python -m bench.bench_scrape              # about 10 minutes on 2 cores
+    .venv/bin/python -m bench.bench_scrape --quick      # 2,000 / 200 / 10,000 connections
 
 Results are printed as a Markdown table and written to ``docs/scrape-benchmark.md``.
 """
@@ -38,16 +38,14 @@ from pathlib import Path
 from typing import Final
 
 import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest_scrape import Service, free_port, running, wait_for_workers
 from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config
 from calabi_exporter.model import Job, StreamResult
 from calabi_exporter.scrape import ScrapeRenderer
 from calabi_exporter.store import Store
 
-from tests.processes import children  # on the path once bench_ingest_scrape is imported
+from bench.bench_ingest_scrape import Service, free_port, running, wait_for_workers
+from tests.processes import children
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "scrape-benchmark.md"

@@ -16,8 +16,8 @@ to what is printed.
 
 Run from the project root::
 
-    .venv/bin/python bench/profile_ingest.py                  # batches of 100, sync=full
-    .venv/bin/python bench/profile_ingest.py --batch 1 --synchronous normal
+    .venv/bin/python -m bench.profile_ingest                  # batches of 100, sync=full
+    .venv/bin/python -m bench.profile_ingest --batch 1 --synchronous normal
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench_ingest_scrape import job_record
 from calabi_exporter.config import Config
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
+
+from bench.bench_ingest_scrape import job_record
 
 
 def bodies(tag: str, requests: int, batch: int) -> list[bytes]:

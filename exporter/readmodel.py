@@ -53,12 +53,15 @@ class BadParameter(ValueError):
         self.message = message
 
 
-def parse_duration(name: str, text: str) -> float:
-    """An age like ``24h`` or ``7d``, in seconds.
+def parse_age(name: str, text: str) -> float:
+    """An age like ``24h`` or ``7d`` given as the query parameter ``name``, in seconds.
 
-    >>> parse_duration("window", "7d")
+    A bad one raises :class:`BadParameter` naming ``name``, which the read API and the MCP
+    tools answer as such; :func:`.timeutil.parse_duration` is the grammar underneath.
+
+    >>> parse_age("window", "7d")
     604800.0
-    >>> parse_duration("window", "a week")
+    >>> parse_age("window", "a week")
     Traceback (most recent call last):
     ...
     calabi_exporter.readmodel.BadParameter: window: must be a duration like 30m, 24h, 7d or 2w (got 'a week')
@@ -350,11 +353,11 @@ def list_connections(store: JobReads, params: Params, now: float) -> dict[str, A
     """
     args = _Args(params, CONNECTIONS_PARAMETERS)
     window = args.one("window") or DEFAULT_WINDOW
-    window_seconds = parse_duration("window", window)
+    window_seconds = parse_age("window", window)
     if window_seconds > MAX_WINDOW_SECONDS:
         raise BadParameter("window", "must be at most 366d")
     stale_text = args.one("stale_for")
-    stale_for = None if stale_text is None else parse_duration("stale_for", stale_text)
+    stale_for = None if stale_text is None else parse_age("stale_for", stale_text)
     last_status = args.statuses("last_status")
     for status in last_status:
         if status not in FINISHED_STATUSES:

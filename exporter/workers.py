@@ -13,13 +13,13 @@ from types import TracebackType
 
 from .config import Config
 from .logship import LogShipper
-from .retention import Purger
+from .purger import Purger
 from .s3export import S3Exporter
 from .singleton import SingletonWorker
+from .status_webhooks import WebhookDeliverer
 from .store import Store
 from .store.records import METRICS_ROLE
 from .timeutil import Clock, system_clock
-from .webhook_delivery import WebhookDeliverer
 
 
 class MetricsRole(SingletonWorker):

@@ -3,10 +3,8 @@ and real servers (the exporter as a subprocess, Debian's Prometheus, Loki) on fr
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .loki_server import MAPPINGS, Loki, loki_binary, start_loki
 from .postgres_server import PostgresServer, postgres_bin
+from .processes import environment_without_calabi, free_port
 from .real_components import missing
 
 if TYPE_CHECKING:
@@ -227,18 +226,6 @@ def job(
 ) -> dict[str, Any]:
     """A job record with just enough to be valid."""
     return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
-
-
-def environment_without_calabi() -> dict[str, str]:
-    """This process's environment without any ``CALABI_*`` setting, for a subprocess under test."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:

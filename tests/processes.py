@@ -1,9 +1,27 @@
-"""The processes below a pid, read from ``/proc`` (Linux): a server's workers, and everything to kill or measure."""
+"""Processes of the tests and benchmarks: how to start one on loopback, and those below a pid.
+
+The processes below a pid are read from ``/proc`` (Linux): a server's workers, and everything to
+kill or measure.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+
+def environment_without_calabi() -> dict[str, str]:
+    """This process's environment without any ``CALABI_*`` setting, for a subprocess under test."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server about to start."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -25,8 +25,8 @@ from calabi_exporter.config import (
     env_name,
     load_config,
 )
-from calabi_exporter.readmodel import BadParameter, parse_duration
-from calabi_exporter.retention import Purger
+from calabi_exporter.purger import Purger
+from calabi_exporter.readmodel import BadParameter, parse_age
 from calabi_exporter.store import Store
 
 from .conftest import ExporterProcess, FakeClock, environment_without_calabi, free_port, wait_until
@@ -320,7 +320,7 @@ def test_durations_in_the_configuration_use_the_read_apis_grammar(raw: object, s
             load_config(env=env)
         assert raised.value.key == "freshness_threshold_seconds"
         with pytest.raises(BadParameter):
-            parse_duration("window", str(raw))
+            parse_age("window", str(raw))
     else:
         assert load_config(env=env).freshness_threshold_seconds == seconds
 

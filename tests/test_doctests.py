@@ -17,8 +17,8 @@ from calabi_exporter import (
     redact,
     refusal,
     s3export,
+    status_webhook_signing,
     timeutil,
-    webhook_signing,
 )
 
 
@@ -29,7 +29,7 @@ from calabi_exporter import (
         joblogs,
         redact,
         logsignals,
-        webhook_signing,
+        status_webhook_signing,
         s3export,
         refusal,
         config,

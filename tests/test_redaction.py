@@ -11,9 +11,9 @@ import pytest
 from calabi_exporter.config import Config, WebhookEndpoint
 from calabi_exporter.logship import LogShipper
 from calabi_exporter.redact import redact
+from calabi_exporter.status_webhooks import WebhookDeliverer
 from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
-from calabi_exporter.webhook_delivery import WebhookDeliverer
 from flask.testing import FlaskClient
 
 from .capture_servers import WebhookReceiver
@@ -252,7 +252,7 @@ def test_the_webhook_sender_keeps_the_endpoints_token_out_of_its_log_lines_and_d
     store = Store.from_config(config, clock=clock)
     client = create_app(config, store=store, clock=clock).test_client()
     deliverer = WebhookDeliverer(store, config, clock=clock)
-    caplog.set_level(logging.INFO, logger="calabi_exporter.webhook_delivery")
+    caplog.set_level(logging.INFO, logger="calabi_exporter.status_webhooks")
     try:
         answer = client.post(
             "/api/v1/jobs", json={"job_id": "w1", "connection_name": "Stripe → Postgres", "status": "failed"}
@@ -262,7 +262,7 @@ def test_the_webhook_sender_keeps_the_endpoints_token_out_of_its_log_lines_and_d
         deliverer.deliver_once()  # down: retried later; moved: 308, dead-lettered with its Location
         clock.advance(25 * 3600)
         deliverer.deliver_once()  # down: a day of failures, dead-lettered
-        letters = sorted((d.endpoint, reason) for d, reason in store.webhooks.dead_letters())
+        letters = sorted((d.endpoint, reason) for d, reason in store.status_webhooks.dead_letters())
         listed = client.get("/api/v1/webhooks/dead-letters").get_data(as_text=True)
         on_disk = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("*") if p.is_file())  # SQLite and WAL
     finally:

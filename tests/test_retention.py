@@ -10,7 +10,7 @@ import pytest
 from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import Job, parse_job
-from calabi_exporter.retention import Purger
+from calabi_exporter.purger import Purger
 from calabi_exporter.store import EventRoute, Store
 from calabi_exporter.timeutil import parse_duration
 from calabi_exporter.web import create_app
@@ -127,20 +127,20 @@ def test_dead_letters_older_than_the_window_are_purged_too(
     store.ingest.logs("gone", [LogLine("INFO", "refused by the receiver", T0 - DAY)])
     for entry in store.outbox.read(10):
         store.outbox.done(entry.id, exported=0, dead=[(entry, "HTTP 400")])
-    for delivery in store.webhooks.due("ops", clock()):
-        store.webhooks.dead(delivery, "HTTP 410")
+    for delivery in store.status_webhooks.due("ops", clock()):
+        store.status_webhooks.dead(delivery, "HTTP 410")
     clock.advance(20 * DAY)
     store.ingest.jobs([finished("kept", -19)], endpoint="jobs")
-    for delivery in store.webhooks.due("ops", clock()):
-        store.webhooks.dead(delivery, "HTTP 410")
-    before = (len(store.outbox.dead_letters()), len(store.webhooks.dead_letters()))
+    for delivery in store.status_webhooks.due("ops", clock()):
+        store.status_webhooks.dead(delivery, "HTTP 410")
+    before = (len(store.outbox.dead_letters()), len(store.status_webhooks.dead_letters()))
 
     clock.advance(15 * DAY)  # the first dead letters are 35 days old, the second 15
     Purger(store, config, clock=clock).purge_once()
 
     assert before == (2, 2)
     assert [job_id for _, job_id, _ in store.outbox.dead_letters()] == []
-    assert [d.job_id for d, _ in store.webhooks.dead_letters()] == ["kept"]
+    assert [d.job_id for d, _ in store.status_webhooks.dead_letters()] == ["kept"]
     store.close()
 
 

@@ -16,7 +16,7 @@ import pytest
 from calabi_exporter.config import Config
 from calabi_exporter.joblogs import LogLine
 from calabi_exporter.model import parse_job
-from calabi_exporter.retention import Purger
+from calabi_exporter.purger import Purger
 from calabi_exporter.s3export import S3Exporter
 from calabi_exporter.store import Store
 from calabi_exporter.web import create_app

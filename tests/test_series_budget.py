@@ -10,7 +10,7 @@ import pytest
 import requests
 from calabi_exporter.config import Config, ConnectionSettings
 from calabi_exporter.model import OVERFLOW
-from calabi_exporter.retention import Purger
+from calabi_exporter.purger import Purger
 from calabi_exporter.store import SeriesLimits, Store
 from calabi_exporter.web import create_app
 from flask import Flask

@@ -1,6 +1,6 @@
-"""Job storage: one database, seen through one narrow role per user.
+"""Job storage: one database, seen through one narrow protocol per user.
 
-:class:`Store` bundles the roles (:mod:`.roles`) over a
+:class:`Store` bundles the protocols (:mod:`.protocols`) over a
 :class:`~.database.Database`: SQLite in the data directory by default
 (:meth:`Store.sqlite`). The code above the connection layer is shared, so
 every backend behaves the same.
@@ -9,6 +9,7 @@ every backend behaves the same.
 from __future__ import annotations
 
 from .errors import JobNotFound, NewConnectionRefused, StoreError, StoreFull, StoreUnavailable
+from .protocols import ExportQueue, Ingest, JobReads, MetricsReads, Outbox, Retention, WebhookQueue
 from .records import (
     ActiveJobs,
     Delivery,
@@ -25,7 +26,6 @@ from .records import (
     StoredLine,
     WindowStats,
 )
-from .roles import ExportQueue, Ingest, JobReads, MetricsReads, Outbox, Retention, WebhookQueue
 from .sqlstore import Store
 
 __all__ = [

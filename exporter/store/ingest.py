@@ -58,7 +58,7 @@ class _JobsRequest:
 
 
 class IngestRules:
-    """Writes records and log lines through a :class:`~.database.Database` (the :class:`~.roles.Ingest` role)."""
+    """Writes records and log lines through a :class:`~.database.Database` (protocol :class:`~.protocols.Ingest`)."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""What a scrape reads: every aggregate, in one read transaction (the :class:`~.roles.MetricsReads` role).
+"""What a scrape reads: every aggregate, in one read transaction (the :class:`~.protocols.MetricsReads` protocol).
 
 Nothing here scans the job history: the per-connection and per-stream
 aggregates are kept up to date at ingest, and the few other figures come

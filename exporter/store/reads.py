@@ -1,4 +1,7 @@
-"""Reads of jobs, log lines and connections for the read API and the MCP tools (the :class:`~.roles.JobReads` role)."""
+"""Reads of jobs, log lines and connections for the read API and the MCP tools.
+
+The :class:`~.protocols.JobReads` protocol.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What leaves the store: jobs past retention, abandoned jobs, old dead letters, forgotten connections.
 
-The :class:`~.roles.Retention` role.
+The :class:`~.protocols.Retention` protocol.
 
 The aggregates stay when jobs go, so no counter moves; one small transaction
 per call keeps the write lock short for ingestion running alongside. A place

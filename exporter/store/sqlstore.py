@@ -1,4 +1,4 @@
-"""The store: one database seen through the roles its users need.
+"""The store: one database seen through the protocols its users need.
 
 Both backends run the same code above the connection layer: the ingest rules,
 the reads, the queues. Only :class:`~.database.Database` differs, so a
@@ -23,7 +23,7 @@ from .outbox import Outbox
 from .reads import JobReads
 from .records import EventRoute, SeriesLimits
 from .retention import Retention
-from .webhooks import WebhookQueue
+from .status_webhooks import WebhookQueue
 
 
 def replica_name(server_pid: int | None = None) -> str:
@@ -62,7 +62,7 @@ def _options(options: StoreOptions) -> StoreOptions:
 
 
 class Store:
-    """Every role of the store over one :class:`~.database.Database` (options: :class:`StoreOptions`)."""
+    """Every protocol of the store over one :class:`~.database.Database` (options: :class:`StoreOptions`)."""
 
     def __init__(self, database: Database, **given: Unpack[StoreOptions]) -> None:
         options = _options(given)
@@ -79,7 +79,7 @@ class Store:
         self.metrics = MetricsReads(database, s3_export=options["s3_export"])
         self.outbox = Outbox(database, clock=clock)
         self.exports = ExportQueue(database, clock=clock)
-        self.webhooks = WebhookQueue(database, clock=clock)
+        self.status_webhooks = WebhookQueue(database, clock=clock)
         self.retention = Retention(database, clock=clock, limits=options["limits"])
 
     @classmethod

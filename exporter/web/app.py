@@ -16,7 +16,7 @@ from ..store import Store
 from ..store.sqlstore import replica_name
 from ..timeutil import Clock, system_clock
 from ..workers import BackgroundWorkers
-from . import ingest, landing, ops, read_api, webhooks
+from . import incoming_webhook, ingest, landing, ops, read_api
 from .admission import BodyBudget, register_admission
 from .errors import register_error_handlers
 from .readiness import Readiness
@@ -73,7 +73,7 @@ def create_app(
     register_admission(app)
     app.register_blueprint(landing.bp)
     app.register_blueprint(ingest.bp)
-    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(incoming_webhook.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(read_api.bp)
     register_error_handlers(app)

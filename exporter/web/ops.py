@@ -96,7 +96,7 @@ def webhook_dead_letters() -> tuple[Response, int]:
     Each keeps its body, so an operator can re-send it by hand; needs the ingest token.
     """
     require_ingest_token()
-    rows = services().store.webhooks.dead_letters(limit=1000)
+    rows = services().store.status_webhooks.dead_letters(limit=1000)
     return jsonify(
         {
             "dead_letters": [

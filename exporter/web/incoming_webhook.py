@@ -1,4 +1,7 @@
-"""The product's "Webhook (custom)" status-change notifications."""
+"""The webhook coming in: the product's "Webhook (custom)" status-change notifications.
+
+Not to be confused with the status webhooks the exporter sends (:mod:`..status_webhooks`).
+"""
 
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ import pytest
 import requests
 from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config, WebhookEndpoint, load_config
+from calabi_exporter.status_webhooks import WebhookDeliverer
 from calabi_exporter.store import Store
 from calabi_exporter.store.records import METRICS_ROLE
 from calabi_exporter.timeutil import system_clock
 from calabi_exporter.web import background_workers, create_app
 from calabi_exporter.web.services import services
-from calabi_exporter.webhook_delivery import WebhookDeliverer
 from flask.testing import FlaskClient
 
 from .capture_servers import MisbehavingServer, WebhookReceiver
@@ -316,7 +316,7 @@ def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lett
         attempts += built.deliverer.deliver_once()
 
     assert (early, retried, right_away, after_backoff) == (0, 1, 0, 1)
-    letters = built.store.webhooks.dead_letters()
+    letters = built.store.status_webhooks.dead_letters()
     assert [(d.job_id, reason) for d, reason in letters] == [("t1", "undelivered after 24 hours: HTTP 503")]
     assert 24 * 3600 <= clock() - T0 <= 25 * 3600  # the last try came at the 24-hour mark, not before
     metrics = built.metrics()
@@ -336,7 +336,7 @@ def test_after_a_day_down_the_expired_events_are_dead_lettered_with_one_request(
     clock.advance(25 * 3600)
     after_a_day = built.deliverer.deliver_once()
 
-    letters = built.store.webhooks.dead_letters()
+    letters = built.store.status_webhooks.dead_letters()
     assert (first, after_a_day, built.depth()) == (1, 1, 0)
     assert [d.job_id for d, _ in letters] == [f"x{n}" for n in range(5)]
     assert all(reason.startswith("undelivered after 24 hours: ConnectionError") for _, reason in letters)
@@ -349,7 +349,7 @@ def test_a_redirect_is_dead_lettered_with_its_location(setup: Setup, receiver: W
 
     setup.drain()
 
-    assert [reason for _, reason in setup.store.webhooks.dead_letters()] == [
+    assert [reason for _, reason in setup.store.status_webhooks.dead_letters()] == [
         "HTTP 308 redirect to https://hooks.example.com/calabi: configure the final URL"
     ]
 
@@ -368,7 +368,7 @@ def test_events_of_an_endpoint_removed_from_the_configuration_are_dead_lettered(
     new.deliverer.step()  # dead-letters the orphans, then hands "ops" its event in the background
     wait_until(lambda: new.depth() == 0, timeout=10, what="the ops event to be delivered")
 
-    assert [(d.endpoint, reason) for d, reason in new.store.webhooks.dead_letters()] == [
+    assert [(d.endpoint, reason) for d, reason in new.store.status_webhooks.dead_letters()] == [
         ("old", "endpoint no longer configured")
     ]
     assert [(b["job_id"], b["status"]) for b in receiver.bodies()] == [("r1", "running")]

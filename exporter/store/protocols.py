@@ -1,4 +1,4 @@
-"""What each user of the store needs from it, one narrow protocol per role.
+"""What each user of the store needs from it, one narrow protocol each.
 
 The HTTP ingest routes write (:class:`Ingest`); the read API and the MCP tools
 read jobs (:class:`JobReads`); a scrape reads aggregates (:class:`MetricsReads`);

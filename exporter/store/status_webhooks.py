@@ -1,4 +1,6 @@
-"""The webhook queue: each status change waiting for each endpoint (the :class:`~.roles.WebhookQueue` role).
+"""The status webhooks' queue: each status change waiting for each endpoint.
+
+The :class:`~.protocols.WebhookQueue` protocol.
 
 Ingest queues the events (:mod:`.ingest`); the deliverer takes the due ones,
 oldest first and one at a time per job, so an endpoint sees a job's changes

@@ -1,4 +1,4 @@
-"""Retention: finished jobs older than the plan's window are purged in the background.
+"""The purger: finished jobs older than the plan's window are purged in the background.
 
 So are jobs still pending or running that nothing has changed for
 ``retention.unfinished_job_max_age_seconds`` (default 7 days): the product
@@ -12,6 +12,9 @@ purge instead of losing history. Dead letters (log records and webhook
 deliveries) older than the window go too. The purge
 runs in small transactions with a pause between them, so ingestion and
 scrapes never wait long behind it, and in one worker process at a time.
+
+This module schedules the purge; what each purge deletes is the store's
+(:mod:`.store.retention`).
 """
 
 from __future__ import annotations

@@ -40,10 +40,10 @@ from .config import Config, WebhookEndpoint
 from .redact import redact
 from .sessions import ThreadSessions
 from .singleton import SingletonWorker
+from .status_webhook_signing import HEADER, sign
 from .store import Delivery, Store, StoreError
 from .store.records import WEBHOOKS_ROLE
 from .timeutil import Clock, retry_after_seconds, system_clock
-from .webhook_signing import HEADER, sign
 
 log = logging.getLogger(__name__)
 EVENT_ID_HEADER: Final = "Calabi-Event-Id"
@@ -63,7 +63,7 @@ class WebhookDeliverer(SingletonWorker):
     def __init__(
         self, store: Store, config: Config, *, clock: Clock = system_clock, backoff: Backoff = BACKOFF
     ) -> None:
-        self._queue = store.webhooks
+        self._queue = store.status_webhooks
         self._backoff = backoff
         self._endpoints = {e.name: e for e in config.webhooks}
         self._clock = clock

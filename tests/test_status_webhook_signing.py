@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from calabi_exporter.webhook_signing import sign, verify
+from calabi_exporter.status_webhook_signing import sign, verify
 
 SECRET = b"whsec-0123456789abcdef"
 BODY = b'{"connection_name": "Salesforce \\u2192 Snowflake", "job_id": "job_1", "status": "failed"}'
