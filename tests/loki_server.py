@@ -20,6 +20,9 @@ from typing import IO, Any, Final
 
 import requests
 import yaml
+from calabi_exporter.logship import LogShipper
+from calabi_exporter.store import Store
+from calabi_exporter.timeutil import parse_rfc3339
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PROJECT_CONFIG: Final = ROOT / "loki" / "loki-config.yaml"
@@ -186,6 +189,22 @@ class Entry:
     ns: int
     line: str
     labels: dict[str, str]
+
+
+def true_time(entry: Entry) -> float:
+    """When a line happened: its ``log_time`` when Loki took it at another time, else its own."""
+    if "log_time" in entry.labels:
+        return parse_rfc3339(entry.labels["log_time"])
+    return entry.ns / 1e9
+
+
+def ship_everything(shipper: LogShipper, store: Store, *, steps: int = 2000) -> None:
+    """Ship until the outbox is empty, at the pace the shipper asks for (``steps`` rounds at most)."""
+    for _ in range(steps):
+        if not store.outbox.read(1):
+            return
+        time.sleep(min(shipper.ship_once(), 1.0))
+    raise AssertionError("the outbox did not empty")
 
 
 def start_loki(binary: str, directory: Path, *, mapping: str, ports: tuple[int, int], timeout: float = 60) -> Loki:

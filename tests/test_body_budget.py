@@ -18,7 +18,8 @@ import requests
 from calabi_exporter.config import Config
 from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
-from calabi_exporter.web.admission import RETRY_AFTER_SECONDS, BodyBudget
+from calabi_exporter.web.admission import RETRY_AFTER_SECONDS
+from calabi_exporter.web.body_budget import BodyBudget
 from calabi_exporter.web.services import services
 
 from .conftest import ExporterProcess, FakeClock, job

@@ -12,25 +12,10 @@ from calabi_exporter.logship import resource_for, to_log_record
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import OutboxEntry
 
+from .logql_samples import SAMPLE_JOB, logql_queries
+
 ROOT = Path(__file__).resolve().parent.parent
 LOKI_DERIVED = {"detected_level"}  # Loki adds it from the severity of OTLP records
-
-
-#: A finished job with every field a shipped summary can carry.
-SAMPLE_JOB = {
-    "job_id": "j",
-    "connection_name": "c",
-    "connection_id": "c1",
-    "status": "failed",
-    "started_at": "2026-04-06T08:00:00Z",
-    "finished_at": "2026-04-06T08:01:00Z",
-    "records_synced": 1,
-    "records_failed": 1,
-    "bytes_synced": 1,
-    "error_summary": "x",
-    "job_url": "https://x",
-    "streams": [{"name": "Account", "status": "failed"}],
-}
 
 
 def loki_name(attribute: str) -> str:
@@ -49,16 +34,6 @@ def shipped_names() -> tuple[set[str], set[str]]:
         record = to_log_record(OutboxEntry(1, job, line, 1.0), resource)
         metadata |= {loki_name(name) for name in record.log_record.attributes or {} if name != "connection"}
     return index, metadata
-
-
-def logql_queries() -> list[tuple[str, str]]:
-    out = []
-    for path in sorted((ROOT / "dashboards").glob("*.json")):
-        board = json.loads(path.read_text(encoding="utf-8"))
-        for panel in board["panels"]:
-            if panel["datasource"]["type"] == "loki":
-                out += [(f"{board['uid']} / {panel['title']}", t["expr"]) for t in panel["targets"]]
-    return out
 
 
 def test_every_logql_query_uses_only_shipped_labels_and_metadata() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 
 from .conftest import ExporterProcess, Prometheus, job, wait_until
-from .test_prometheus import SF, STRIPE, post, settled
+from .prometheus_checks import SF, STRIPE, post, settled
 
 ROOT = Path(__file__).resolve().parent.parent
 

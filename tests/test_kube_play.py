@@ -83,9 +83,9 @@ from psycopg import sql
 
 from .conftest import Samples, free_port, job, parse_samples, wait_until
 from .container_engine import ROOT, Engine
+from .kustomize import kustomize
 from .postgres_server import PostgresServer, postgres_bin
 from .real_components import missing
-from .test_kubernetes import kustomize
 
 pytestmark = pytest.mark.slow  # containers or minutes of real servers: not in the day-to-day subset
 

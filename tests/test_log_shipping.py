@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from .capture_servers import MisbehavingServer
 from .conftest import T0, ExporterProcess, FakeClock, free_port, job, parse_samples, wait_until
 from .otlp_receiver import PARTIAL, REFUSAL, Receiver
+from .redaction_samples import SECRETS
 
 pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
@@ -403,8 +404,6 @@ def test_lines_ingested_while_the_receiver_is_down_all_arrive_once_it_is_back(tm
 
 
 def test_no_secret_reaches_the_receiver(api: FlaskClient, shipper: LogShipper, receiver: Receiver) -> None:
-    from .test_redaction import SECRETS
-
     failed = job("job_s", "failed", error_summary=SECRETS[0][0], finished_at="2026-04-06T08:05:00Z")
     assert api.post("/api/v1/jobs", json=job("job_s", "running")).status_code == 200
     log = "".join(f"2026-04-06T08:00:{i:02d}Z ERROR {text}\n" for i, (text, _, _) in enumerate(SECRETS))

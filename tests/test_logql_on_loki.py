@@ -19,9 +19,8 @@ from calabi_exporter.timeutil import format_rfc3339
 from calabi_exporter.web import create_app
 
 from .job_history import HistoryJob, post_records_then_logs
-from .loki_server import MAPPINGS, Loki
-from .test_dashboard_logql import logql_queries
-from .test_loki_shipping import ship_everything, true_time
+from .logql_samples import logql_queries
+from .loki_server import MAPPINGS, Loki, ship_everything, true_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "calabi-connect"  # what the dashboards select: no other test ships under this name

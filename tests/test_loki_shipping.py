@@ -22,14 +22,7 @@ from flask.testing import FlaskClient
 
 from .conftest import ExporterProcess, environment_without_calabi, free_port, parse_samples, wait_until
 from .job_history import CONNECTIONS, DAY, HistoryJob, big_job, history, post_records_then_logs
-from .loki_server import Entry, Loki
-
-
-def true_time(entry: Entry) -> float:
-    """When a line happened: its ``log_time`` when Loki took it at another time, else its own."""
-    if "log_time" in entry.labels:
-        return parse_rfc3339(entry.labels["log_time"])
-    return entry.ns / 1e9
+from .loki_server import Entry, Loki, ship_everything, true_time
 
 
 def job_entries(loki: Loki, service: str, job_id: str, now: float) -> list[Entry]:
@@ -71,14 +64,6 @@ def shipping_to(tmp_path: Path) -> Iterator[Callable[..., tuple[FlaskClient, Log
     for shipper, store in opened:
         shipper.stop()
         store.close()
-
-
-def ship_everything(shipper: LogShipper, store: Store, *, steps: int = 2000) -> None:
-    for _ in range(steps):
-        if not store.outbox.read(1):
-            return
-        time.sleep(min(shipper.ship_once(), 1.0))
-    raise AssertionError("the outbox did not empty")
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from .logql_samples import SAMPLE_JOB
 from .real_components import missing
-from .test_dashboard_logql import SAMPLE_JOB
 
 pytestmark = pytest.mark.slow  # a throwaway venv installed from the index: not in the day-to-day subset
 

@@ -5,23 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import requests
 
 from .conftest import ExporterProcess, Prometheus, job, wait_until
-
-SF = "Salesforce → Snowflake"
-STRIPE = "Stripe → Postgres"
-
-
-def post(exporter: ExporterProcess, *records: dict[str, Any]) -> None:
-    response = requests.post(exporter.url + "/api/v1/jobs", json={"jobs": list(records)}, timeout=30)
-    assert response.status_code == 200 and response.json()["rejected"] == 0, response.text
-
-
-def settled(prometheus: Prometheus, promql: str, expected: float) -> Callable[[], bool]:
-    return lambda: prometheus.scalar(promql) == expected
+from .prometheus_checks import SF, STRIPE, post, settled
 
 
 def test_promql_over_a_known_data_set_returns_exact_numbers(

@@ -6,14 +6,13 @@ A body is read whole, parsed and turned into records before it is stored: a
 request is admitted against ``max_body_bytes_in_flight``: it costs its
 Content-Length, or ``max_body_bytes`` when it is chunked (its size is not
 known before it is read). A request that does not fit waits up to
-:data:`WAIT_SECONDS` for others to finish, then gets 503 with ``Retry-After``
+:data:`~.body_budget.WAIT_SECONDS` for others to finish, then gets 503 with ``Retry-After``
 before any of its body is read. A body larger than the whole budget is
 admitted alone. Requests without a body cost nothing and always pass.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Final
 
 from flask import Flask, Request, Response, current_app, g, request
@@ -21,44 +20,9 @@ from flask import Flask, Request, Response, current_app, g, request
 from .errors import error_response
 from .services import services
 
-#: How long a request waits for room in the budget before it is refused.
-WAIT_SECONDS: Final = 3.0
 #: What a refused client is told to wait: about the time one large batch takes.
 RETRY_AFTER_SECONDS: Final = 2
 _ADMITTED: Final = "calabi_body_bytes_admitted"
-
-
-class BodyBudget:
-    """A semaphore counted in bytes: the request bodies one worker process holds at once."""
-
-    def __init__(self, capacity: int, *, wait_seconds: float = WAIT_SECONDS) -> None:
-        if capacity < 1:
-            raise ValueError("the body budget must be at least one byte")
-        self.capacity = capacity
-        self._wait_seconds = wait_seconds
-        self._in_use = 0
-        self._changed = threading.Condition()
-
-    @property
-    def in_use(self) -> int:
-        """Bytes admitted and not yet released."""
-        with self._changed:
-            return self._in_use
-
-    def acquire(self, cost: int) -> int | None:
-        """Take ``cost`` bytes (at most the whole budget), waiting for room; the bytes taken, or None."""
-        taken = min(cost, self.capacity)
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._in_use + taken <= self.capacity, self._wait_seconds):
-                return None
-            self._in_use += taken
-        return taken
-
-    def release(self, taken: int) -> None:
-        """Give back what :meth:`acquire` took; waiting requests try again."""
-        with self._changed:
-            self._in_use -= taken
-            self._changed.notify_all()
 
 
 def body_cost(incoming: Request, limit: int) -> int:

@@ -17,7 +17,8 @@ from ..store.sqlstore import replica_name
 from ..timeutil import Clock, system_clock
 from ..workers import BackgroundWorkers
 from . import incoming_webhook, ingest, landing, ops, read_api
-from .admission import BodyBudget, register_admission
+from .admission import register_admission
+from .body_budget import BodyBudget
 from .errors import register_error_handlers
 from .readiness import Readiness
 from .services import EXTENSION_KEY, WORKERS_KEY, Services

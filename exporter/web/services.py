@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -11,10 +10,8 @@ from ..config import Config
 from ..scrape import ScrapeRenderer
 from ..store import Store
 from ..timeutil import Clock
+from .body_budget import BodyBudget
 from .readiness import Readiness
-
-if TYPE_CHECKING:  # the budget's module reads the services in turn
-    from .admission import BodyBudget
 
 EXTENSION_KEY = "calabi_exporter"
 WORKERS_KEY = "calabi_exporter.workers"
