@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, Self
 
 
 def run_in_thread(server: socketserver.BaseServer) -> int:
@@ -25,8 +25,60 @@ def shut(server: socketserver.BaseServer | None) -> None:
         server.server_close()
 
 
+class LoopbackHttp:
+    """An HTTP server on loopback whose POSTs go to :meth:`on_post`, served from a daemon thread.
+
+    ``start`` binds ``port`` (0: a free one; after ``stop``, the same one again, as an
+    endpoint that goes down and comes back).
+    """
+
+    port: int
+    server: ThreadingHTTPServer | None
+    PROTOCOL: ClassVar[str] = "HTTP/1.0"
+
+    def on_post(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        """Answer one POST whose body is ``body``."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = owner.PROTOCOL
+
+            def do_POST(self) -> None:
+                owner.on_post(self, self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = run_in_thread(self.server)
+
+    def stop(self) -> None:
+        shut(self.server)
+        self.server = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def reply(request: BaseHTTPRequestHandler, status: int, headers: dict[str, str], payload: bytes = b"") -> None:
+    """Send an answer: ``status``, ``headers``, then ``payload`` with its Content-Length."""
+    request.send_response(status)
+    for name, value in headers.items():
+        request.send_header(name, value)
+    request.send_header("Content-Length", str(len(payload)))
+    request.end_headers()
+    request.wfile.write(payload)
+
+
 @dataclass
-class HttpCapture:
+class HttpCapture(LoopbackHttp):
     """Records every POST as (path, JSON body); answers 200 (PagerDuty's 202)."""
 
     port: int = 0
@@ -41,34 +93,15 @@ class HttpCapture:
         with self.lock:
             return [body for p, body in self.posts if p == path]
 
-    def start(self) -> None:
-        capture = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                try:
-                    body: Any = json.loads(raw)
-                except ValueError:
-                    body = raw.decode("utf-8", "replace")
-                with capture.lock:
-                    capture.posts.append((self.path, body))
-                status = 202 if "pagerduty" in self.path else 200
-                payload = b'{"status":"success"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = run_in_thread(self.server)
-
-    def stop(self) -> None:
-        shut(self.server)
+    def on_post(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        try:
+            parsed: Any = json.loads(body)
+        except ValueError:
+            parsed = body.decode("utf-8", "replace")
+        with self.lock:
+            self.posts.append((request.path, parsed))
+        status = 202 if "pagerduty" in request.path else 200
+        reply(request, status, {"Content-Type": "application/json"}, b'{"status":"success"}')
 
 
 @dataclass
@@ -134,7 +167,7 @@ class SmtpCapture:
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHttp):
     """A webhook endpoint on loopback: keeps each request's headers and raw body.
 
     ``answers`` is a queue of status codes to reply with (then 200), each alone or with
@@ -162,38 +195,17 @@ class WebhookReceiver:
         with self.lock:
             return [json.loads(body) for _, body in self.requests]
 
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.requests.append((dict(self.headers.items()), raw))
-                    answer = receiver.answers.pop(0) if receiver.answers else 200
-                status, headers = answer if isinstance(answer, tuple) else (answer, {})
-                receiver.hold.wait(timeout=30)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.port = run_in_thread(self.server)
-
-    def stop(self) -> None:
-        shut(self.server)
-        self.server = None
+    def on_post(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        with self.lock:
+            self.requests.append((dict(request.headers.items()), body))
+            answer = self.answers.pop(0) if self.answers else 200
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        self.hold.wait(timeout=30)
+        reply(request, status, headers)
 
 
 @dataclass
-class MisbehavingServer:
+class MisbehavingServer(LoopbackHttp):
     """An HTTP receiver on loopback that answers badly, for fault injection.
 
     ``mode`` is ``huge`` (a status line, then a body of ``size`` bytes written as fast
@@ -217,34 +229,22 @@ class MisbehavingServer:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
+    PROTOCOL: ClassVar[str] = "HTTP/1.1"
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/otlp/v1/logs"
 
-    def start(self) -> None:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with server.lock:
-                    server.requests += 1
-                try:
-                    whole = server._answer(self.wfile)
-                except OSError:
-                    whole = False  # the client hung up
-                with server.lock:
-                    server.finished += whole
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = run_in_thread(self.server)
+    def on_post(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        with self.lock:
+            self.requests += 1
+        try:
+            whole = self._answer(request.wfile)
+        except OSError:
+            whole = False  # the client hung up
+        with self.lock:
+            self.finished += whole
+        request.close_connection = True
 
     def _answer(self, out: Any) -> bool:
         """Write the answer of ``mode``; True once all of it was written."""
@@ -273,7 +273,3 @@ class MisbehavingServer:
         out.flush()
         with self.lock:
             self.sent += len(data)
-
-    def stop(self) -> None:
-        shut(self.server)
-        self.server = None

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from .capture_servers import run_in_thread, shut
+from .capture_servers import LoopbackHttp, reply
 
 REFUSAL = "stream '{connection=\"Salesforce → Snowflake\"}' has structured metadata too large"
 PARTIAL = "1 log record dropped: attribute value over the collector's limit"
@@ -66,7 +66,7 @@ class Received:
 
 
 @dataclass
-class Receiver:
+class Receiver(LoopbackHttp):
     port: int = 0
     answers: deque[tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]] = field(default_factory=deque)
     refuse_marker: str | None = None
@@ -80,53 +80,30 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/otlp/v1/logs"
 
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportLogsServiceRequest()
-                request.ParseFromString(body)
-                decoded = decode(request)
-                with receiver.lock:
-                    receiver.requests += 1
-                    answer = receiver.answers.popleft() if receiver.answers else (200, {})
-                    status, headers = answer[0], dict(answer[1])
-                    payload = answer[2] if len(answer) == 3 else b""
-                    if status == 200:
-                        refused = [r for r in decoded if _marked(r, receiver.refuse_marker)]
-                        rejected = [r for r in decoded if _marked(r, receiver.reject_marker)]
-                        receiver.records += [r for r in decoded if r not in refused and r not in rejected]
-                        if refused:  # Loki keeps the rest
-                            status = 400
-                        elif rejected:
-                            payload = ExportLogsServiceResponse(
-                                partial_success=ExportLogsPartialSuccess(
-                                    rejected_log_records=len(rejected), error_message=PARTIAL
-                                )
-                            ).SerializeToString()
-                if status == 400 and len(answer) == 2:  # Loki answers a protobuf google.rpc.Status naming the stream
-                    payload = Status(code=3, message=REFUSAL).SerializeToString()
-                headers.setdefault("Content-Type", "application/x-protobuf")
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = run_in_thread(self.server)
-
-    def stop(self) -> None:
-        shut(self.server)
-        self.server = None
+    def on_post(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        message = ExportLogsServiceRequest()
+        message.ParseFromString(body)
+        decoded = decode(message)
+        with self.lock:
+            self.requests += 1
+            answer = self.answers.popleft() if self.answers else (200, {})
+            status, headers = answer[0], dict(answer[1])
+            payload = answer[2] if len(answer) == 3 else b""
+            if status == 200:
+                refused = [r for r in decoded if _marked(r, self.refuse_marker)]
+                rejected = [r for r in decoded if _marked(r, self.reject_marker)]
+                self.records += [r for r in decoded if r not in refused and r not in rejected]
+                if refused:  # Loki keeps the rest
+                    status = 400
+                elif rejected:
+                    partial = ExportLogsPartialSuccess(rejected_log_records=len(rejected), error_message=PARTIAL)
+                    payload = ExportLogsServiceResponse(partial_success=partial).SerializeToString()
+        if status == 400 and len(answer) == 2:  # Loki answers a protobuf google.rpc.Status naming the stream
+            payload = Status(code=3, message=REFUSAL).SerializeToString()
+        headers.setdefault("Content-Type", "application/x-protobuf")
+        reply(request, status, headers, payload)
 
 
 def decode(request: ExportLogsServiceRequest) -> list[Received]:

@@ -36,10 +36,8 @@ LOG = """\
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.start()
-    yield receiver
-    receiver.stop()
+    with Receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture
@@ -642,10 +640,8 @@ def test_records_a_receiver_rejects_in_a_partial_success_are_dead_lettered_with_
 
 @pytest.fixture
 def misbehaving(request: pytest.FixtureRequest) -> Iterator[MisbehavingServer]:
-    server = MisbehavingServer(mode=request.param)
-    server.start()
-    yield server
-    server.stop()
+    with MisbehavingServer(mode=request.param) as server:
+        yield server
 
 
 @pytest.mark.parametrize("misbehaving", ["huge", "trickle", "trickle-headers"], indirect=True)

@@ -152,18 +152,14 @@ def test_two_replicas_fed_alternately_give_exact_sums_in_prometheus(
 
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver()
-    server.start()
-    yield server
-    server.stop()
+    with WebhookReceiver() as server:
+        yield server
 
 
 @pytest.fixture
 def log_receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
+    with Receiver() as server:
+        yield server
 
 
 def test_killing_the_replica_that_holds_the_roles_hands_them_over_and_loses_nothing(
