@@ -22,6 +22,7 @@ from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 
 from .conftest import T0, FakeClock, parse_samples
+from .job_documents import job_summary, stream_summary
 from .s3_server import BUCKET, MotoServer
 
 pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
@@ -69,21 +70,25 @@ def at(text: str) -> str:
     return f"2026-04-{text}Z"
 
 
+#: The first job exported: two streams, one hour on 4 April.
+A1 = {
+    "job_id": "a1",
+    "connection_name": "Salesforce → Snowflake",
+    "status": "succeeded",
+    "started_at": at("04T10:00:00"),
+    "finished_at": at("04T10:15:00"),
+    "streams": [
+        {"name": "Account", "status": "succeeded", "records_synced": 4218, "bytes_synced": 1000},
+        {"name": "Contact", "status": "succeeded", "records_synced": 100, "bytes_synced": 50},
+    ],
+    "job_url": "https://app.calabi.example/jobs/a1",
+}
+
+
 def fill(store: Store) -> None:
     """Two jobs finished on 4 April in one hour, one late on 5 April, one running, one just finished."""
     records = [
-        {
-            "job_id": "a1",
-            "connection_name": "Salesforce → Snowflake",
-            "status": "succeeded",
-            "started_at": at("04T10:00:00"),
-            "finished_at": at("04T10:15:00"),
-            "streams": [
-                {"name": "Account", "status": "succeeded", "records_synced": 4218, "bytes_synced": 1000},
-                {"name": "Contact", "status": "succeeded", "records_synced": 100, "bytes_synced": 50},
-            ],
-            "job_url": "https://app.calabi.example/jobs/a1",
-        },
+        A1,
         {
             "job_id": "a2",
             "connection_name": "Stripe → Postgres",
@@ -138,47 +143,15 @@ def test_finished_jobs_and_their_lines_are_exported_by_finish_day_with_determini
     ]
     jobs = s3.ndjson(f"{PREFIX}/jobs/dt=2026-04-04/{first}.ndjson.gz")
     assert [j["job_id"] for j in jobs] == ["a1", "a2"]
-    assert jobs[0] == {
-        "job_id": "a1",
-        "connection_name": "Salesforce → Snowflake",
-        "connection_id": None,
-        "source": None,
-        "destination": None,
-        "job_type": None,
-        "attempt": None,
-        "status": "succeeded",
-        "created_at": None,
-        "started_at": "2026-04-04T10:00:00Z",
-        "finished_at": "2026-04-04T10:15:00Z",
-        "records_synced": 4318,
-        "records_failed": None,
-        "bytes_synced": 1050,
-        "duration_seconds": 900.0,
-        "streams_succeeded": 2,
-        "streams_failed": 0,
-        "error_summary": None,
-        "job_url": "https://app.calabi.example/jobs/a1",
-        "streams": [
-            {
-                "name": "Account",
-                "status": "succeeded",
-                "records_synced": 4218,
-                "records_failed": None,
-                "bytes_synced": 1000,
-                "duration_seconds": None,
-                "error": None,
-            },
-            {
-                "name": "Contact",
-                "status": "succeeded",
-                "records_synced": 100,
-                "records_failed": None,
-                "bytes_synced": 50,
-                "duration_seconds": None,
-                "error": None,
-            },
-        ],
-    }
+    assert jobs[0] == job_summary(  # the record, its totals, and every stream with all its fields
+        A1,
+        records_synced=4318,
+        bytes_synced=1050,
+        duration_seconds=900.0,
+        streams_succeeded=2,
+        streams_failed=0,
+        streams=[stream_summary(**stream) for stream in A1["streams"]],
+    )
     assert (jobs[1]["status"], jobs[1]["failed_at"], jobs[1]["error_summary"]) == (
         "failed",
         "2026-04-04T10:40:00Z",

@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 
 from .capture_servers import MisbehavingServer, WebhookReceiver
 from .conftest import T0, ExporterProcess, FakeClock, Samples, parse_samples, wait_until
+from .job_documents import job_summary
 
 pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQLite and PostgreSQL
 
@@ -84,6 +85,11 @@ class Setup:
     def metrics(self) -> Samples:
         return parse_samples(self.client.get("/metrics").get_data(as_text=True))
 
+    def deliveries(self) -> dict[str, float]:
+        """The ``ops`` endpoint's deliveries by outcome, as the scrape counts them."""
+        family = self.metrics().family("calabi_exporter_webhook_deliveries_total")
+        return {dict(labels)["outcome"]: value for labels, value in family.items() if ("endpoint", "ops") in labels}
+
     def close(self) -> None:
         self.deliverer.close()
         self.store.close()
@@ -107,6 +113,19 @@ def setup(make_setup: Callable[..., Setup], receiver: WebhookReceiver) -> Iterat
     built.close()
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def clocked(make_setup: Callable[..., Setup], receiver: WebhookReceiver, clock: FakeClock) -> Iterator[Setup]:
+    """The ``ops`` endpoint's setup on a clock the test moves by hand."""
+    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
+    yield built
+    built.close()
+
+
 def record(job_id: str, status: str, connection: str = "Salesforce → Snowflake", **fields: Any) -> dict[str, Any]:
     return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
 
@@ -124,16 +143,17 @@ def test_every_transition_arrives_once_in_order_with_a_signature_the_readme_reci
     setup.post(record("j1", "pending", created_at="2026-04-06T07:59:00Z"))
     setup.post(record("j1", "running", started_at="2026-04-06T08:00:01Z"), record("j2", "running"))
     setup.post(record("j1", "running", started_at="2026-04-06T08:00:01Z"))  # sent again: no change
+    j2_failed = record(
+        "j2",
+        "failed",
+        started_at="2026-04-06T08:00:01Z",
+        failed_at="2026-04-06T08:03:17Z",
+        records_synced=0,
+        error_summary="Stream Account: 401 Unauthorized — token expired",
+        job_url="https://app.calabi.io/connect/jobs/j2",
+    )
     setup.post(
-        record(
-            "j2",
-            "failed",
-            started_at="2026-04-06T08:00:01Z",
-            failed_at="2026-04-06T08:03:17Z",
-            records_synced=0,
-            error_summary="Stream Account: 401 Unauthorized — token expired",
-            job_url="https://app.calabi.io/connect/jobs/j2",
-        ),
+        j2_failed,
         record("j1", "succeeded", finished_at="2026-04-06T08:10:00Z", records_synced=4218, bytes_synced=1000),
         record("j3", "cancelled", connection="Stripe → Postgres"),
     )
@@ -149,30 +169,13 @@ def test_every_transition_arrives_once_in_order_with_a_signature_the_readme_reci
     }
     assert len({b["event_id"] for b in bodies}) == 6
     failed = next(b for b in bodies if b["status"] == "failed")
-    assert {k: v for k, v in failed.items() if k not in ("event_id", "timestamp")} == {
-        "event_type": "job.status_changed",
-        "previous_status": "running",
-        "job_id": "j2",
-        "connection_name": "Salesforce → Snowflake",
-        "connection_id": None,
-        "source": None,
-        "destination": None,
-        "job_type": None,
-        "attempt": None,
-        "status": "failed",
-        "created_at": None,
-        "started_at": "2026-04-06T08:00:01Z",
-        "finished_at": "2026-04-06T08:03:17Z",
-        "records_synced": 0,
-        "records_failed": None,
-        "bytes_synced": None,
-        "duration_seconds": 196.0,
-        "streams_succeeded": None,
-        "streams_failed": None,
-        "error_summary": "Stream Account: 401 Unauthorized — token expired",
-        "job_url": "https://app.calabi.io/connect/jobs/j2",
-        "failed_at": "2026-04-06T08:03:17Z",
-    }
+    assert {k: v for k, v in failed.items() if k not in ("event_id", "timestamp")} == job_summary(
+        j2_failed,
+        event_type="job.status_changed",
+        previous_status="running",
+        finished_at="2026-04-06T08:03:17Z",  # a failed job finished when it failed
+        duration_seconds=196.0,
+    )
     assert re.fullmatch(r"[0-9a-f]{32}", failed["event_id"])
     for headers, raw in receiver.requests:
         assert verify(SECRET.encode(), headers["Calabi-Signature"], raw)
@@ -185,10 +188,8 @@ def test_every_transition_arrives_once_in_order_with_a_signature_the_readme_reci
     assert not verify(b"another-secret-of-16+", headers["Calabi-Signature"], raw)
     assert verify(SECRET.encode(), headers["Calabi-Signature"], raw, now=signed_at + 300)
     assert not verify(SECRET.encode(), headers["Calabi-Signature"], raw, now=signed_at + 301)
-    metrics = setup.metrics()
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="delivered") == 6
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 0
-    assert metrics.value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 0
+    assert setup.deliveries() == {"delivered": 6, "failed": 0, "dead_lettered": 0}
+    assert setup.metrics().value("calabi_exporter_webhook_queue_depth", endpoint="ops") == 0
 
 
 def test_endpoint_filters_keep_only_their_statuses_and_connections(
@@ -246,24 +247,20 @@ def test_a_500_is_retried_and_the_same_event_then_delivered(setup: Setup, receiv
     bodies = receiver.bodies()
     assert [(b["job_id"], b["status"]) for b in bodies] == [("r1", "failed"), ("r1", "failed")]
     assert bodies[0]["event_id"] == bodies[1]["event_id"]
-    metrics = setup.metrics()
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 1
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="delivered") == 1
+    assert setup.deliveries() == {"delivered": 1, "failed": 1, "dead_lettered": 0}
 
 
 def test_while_an_event_is_retried_the_jobs_later_events_and_the_endpoints_new_ones_wait(
-    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
+    clocked: Setup, clock: FakeClock, receiver: WebhookReceiver
 ) -> None:
-    clock = FakeClock()
-    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
     receiver.answers = [500]
-    built.post(record("o1", "running"))
-    built.deliverer.deliver_once()  # 500: the running event waits for its retry
-    built.post(record("o1", "succeeded"), record("o2", "running"))
+    clocked.post(record("o1", "running"))
+    clocked.deliverer.deliver_once()  # 500: the running event waits for its retry
+    clocked.post(record("o1", "succeeded"), record("o2", "running"))
 
-    before_retry = built.deliverer.deliver_once()
+    before_retry = clocked.deliverer.deliver_once()
     clock.advance(1)
-    built.drain()
+    clocked.drain()
 
     # The endpoint is in backoff: nothing goes before the retry; then o1's events in order.
     assert before_retry == 0
@@ -273,7 +270,6 @@ def test_while_an_event_is_retried_the_jobs_later_events_and_the_endpoints_new_o
         ("o2", "running"),
         ("o1", "succeeded"),
     ]
-    built.close()
 
 
 def test_a_410_is_dead_lettered_without_retry_and_the_jobs_next_event_follows(
@@ -289,58 +285,49 @@ def test_a_410_is_dead_lettered_without_retry_and_the_jobs_next_event_follows(
     letters = setup.client.get("/api/v1/webhooks/dead-letters").get_json()["dead_letters"]
     assert [(d["endpoint"], d["job_id"], d["reason"], d["attempts"]) for d in letters] == [("ops", "g1", "HTTP 410", 0)]
     assert letters[0]["payload"]["status"] == "running"
-    metrics = setup.metrics()
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="dead_lettered") == 1
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 0
+    assert setup.deliveries() == {"delivered": 1, "failed": 0, "dead_lettered": 1}
 
 
 def test_429_waits_for_retry_after_and_events_failing_for_24_hours_are_dead_lettered(
-    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
+    clocked: Setup, clock: FakeClock, receiver: WebhookReceiver
 ) -> None:
-    clock = FakeClock()
-    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
     receiver.answers = [(429, {"Retry-After": "120"}), (503, {"Retry-After": "0"}), *([503] * 100)]
-    built.post(record("t1", "failed"))
+    clocked.post(record("t1", "failed"))
 
-    built.deliverer.deliver_once()  # 429 with Retry-After: 120
+    clocked.deliverer.deliver_once()  # 429 with Retry-After: 120
     clock.advance(119)
-    early = built.deliverer.deliver_once()
+    early = clocked.deliverer.deliver_once()
     clock.advance(1)
-    retried = built.deliverer.deliver_once()  # 503 with Retry-After: 0: still the first backoff
-    right_away = built.deliverer.deliver_once()
+    retried = clocked.deliverer.deliver_once()  # 503 with Retry-After: 0: still the first backoff
+    right_away = clocked.deliverer.deliver_once()
     clock.advance(0.05)
-    after_backoff = built.deliverer.deliver_once()
+    after_backoff = clocked.deliverer.deliver_once()
     attempts = 3
-    while built.depth() and attempts < 60:
+    while clocked.depth() and attempts < 60:
         clock.advance(3600)
-        attempts += built.deliverer.deliver_once()
+        attempts += clocked.deliverer.deliver_once()
 
     assert (early, retried, right_away, after_backoff) == (0, 1, 0, 1)
-    letters = built.store.status_webhooks.dead_letters()
+    letters = clocked.store.status_webhooks.dead_letters()
     assert [(d.job_id, reason) for d, reason in letters] == [("t1", "undelivered after 24 hours: HTTP 503")]
     assert 24 * 3600 <= clock() - T0 <= 25 * 3600  # the last try came at the 24-hour mark, not before
-    metrics = built.metrics()
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="dead_lettered") == 1
-    built.close()
+    assert clocked.deliveries()["dead_lettered"] == 1
 
 
 def test_after_a_day_down_the_expired_events_are_dead_lettered_with_one_request(
-    make_setup: Callable[..., Setup], tmp_path: Path, receiver: WebhookReceiver
+    clocked: Setup, clock: FakeClock, receiver: WebhookReceiver
 ) -> None:
-    clock = FakeClock()
-    built = make_setup([WebhookEndpoint("ops", receiver.url, SECRET)], clock)
     receiver.stop()
-    built.post(*(record(f"x{n}", "failed") for n in range(5)))
-    first = built.deliverer.deliver_once()
+    clocked.post(*(record(f"x{n}", "failed") for n in range(5)))
+    first = clocked.deliverer.deliver_once()
 
     clock.advance(25 * 3600)
-    after_a_day = built.deliverer.deliver_once()
+    after_a_day = clocked.deliverer.deliver_once()
 
-    letters = built.store.status_webhooks.dead_letters()
-    assert (first, after_a_day, built.depth()) == (1, 1, 0)
+    letters = clocked.store.status_webhooks.dead_letters()
+    assert (first, after_a_day, clocked.depth()) == (1, 1, 0)
     assert [d.job_id for d, _ in letters] == [f"x{n}" for n in range(5)]
     assert all(reason.startswith("undelivered after 24 hours: ConnectionError") for _, reason in letters)
-    built.close()
 
 
 def test_a_redirect_is_dead_lettered_with_its_location(setup: Setup, receiver: WebhookReceiver) -> None:
@@ -524,6 +511,5 @@ def test_an_answer_too_large_or_too_slow_is_cut_short_and_the_event_retried(
     with misbehaving.lock:
         assert (attempts, misbehaving.requests, misbehaving.finished) == (1, 1, 0)  # hung up before the end
     assert built.depth() == 1
-    metrics = built.metrics()
-    assert metrics.value("calabi_exporter_webhook_deliveries_total", endpoint="ops", outcome="failed") == 1
+    assert built.deliveries()["failed"] == 1
     built.close()
