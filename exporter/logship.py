@@ -56,7 +56,7 @@ import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import requests
 from google.protobuf.json_format import Parse, ParseError
@@ -455,7 +455,7 @@ class LogShipper(SingletonWorker):
         pending = _in_sent_order([(entry, self._placed[entry.id]) for entry in stream])
         for retime in range(MAX_RETIMES + 1):
             behind = _Behind()
-            failure = self._send(resource, pending, shipment, behind)
+            failure = self._send(_Pass(resource, shipment, behind), pending)
             if failure is not None or not behind.entries:
                 return failure
             if retime == MAX_RETIMES:
@@ -465,87 +465,69 @@ class LogShipper(SingletonWorker):
             pending = self._retimed(sorted(behind.entries, key=shipping_order), base, again=True)
         return None
 
-    def _send(
-        self,
-        resource: Resource,
-        pending: Sequence[tuple[OutboxEntry, int | None]],
-        shipment: _Shipment,
-        behind: _Behind,
-    ) -> Attempt | None:
+    def _send(self, this: _Pass, pending: Sequence[_Placed]) -> Attempt | None:
         """Export ``pending``, sorting what the receiver refuses: later in time (``behind``) or never (dead)."""
-        records = [to_log_record(entry, resource, at_ns=at) for entry, at in pending]
+        records = [to_log_record(entry, this.resource, at_ns=at) for entry, at in pending]
         data = self._exporter.encode(records)
         limit = self._config.otlp_max_request_bytes
         if len(data) > limit:
             if len(pending) == 1:
                 reason = f"larger than otlp_max_request_bytes ({len(data)} > {limit} bytes encoded)"
-                shipment.dead.append((pending[0][0], reason))
+                this.shipment.dead.append((pending[0][0], reason))
                 return None
-            return self._halves(resource, pending, shipment, behind)
+            return self._halves(this, pending)
         attempt = self._exporter.export(data)
         if attempt.ok:
-            shipment.sent = True
+            this.shipment.sent = True
             self._refused_since = None
-            return self._accepted(resource, pending, shipment, behind, attempt)
+            return self._accepted(this, pending, attempt)
         if attempt.too_large:
-            shipment.sent = True  # the receiver answered: it is up
+            this.shipment.sent = True  # the receiver answered: it is up
             if len(pending) > 1:
-                return self._halves(resource, pending, shipment, behind)
+                return self._halves(this, pending)
             if not attempt.size_refusal:
                 return attempt  # ResourceExhausted for one record: the receiver is short of something else
-            shipment.dead.append((pending[0][0], _refusal(attempt)))
+            this.shipment.dead.append((pending[0][0], _refusal(attempt)))
             return None
         if not (attempt.explained or (attempt.refusal and self._refusals_expired())):
             return attempt
-        shipment.sent = True
+        this.shipment.sent = True
         refusal = read_refusal(attempt.message)
         split = refusal.split([r.log_record.timestamp or 0 for r in records])
         if split is not None:  # the receiver said exactly which
             behind_end = split.unknown + split.behind
-            behind.add([entry for entry, _ in pending[split.unknown : behind_end]], refusal, attempt)
-            shipment.exported += len(pending) - behind_end
+            this.behind.add([entry for entry, _ in pending[split.unknown : behind_end]], refusal, attempt)
+            this.shipment.exported += len(pending) - behind_end
             # The oldest ones, dropped without a word: on their own they get an answer of their own.
-            return self._send(resource, pending[: split.unknown], shipment, behind) if split.unknown else None
+            return self._send(this, pending[: split.unknown]) if split.unknown else None
         if len(pending) == 1:
             if refusal.behind:
-                behind.add([pending[0][0]], refusal, attempt)
+                this.behind.add([pending[0][0]], refusal, attempt)
             else:
-                shipment.dead.append((pending[0][0], self._refusal(attempt)))
+                this.shipment.dead.append((pending[0][0], self._refusal(attempt)))
             return None
-        return self._halves(resource, pending, shipment, behind)
+        return self._halves(this, pending)
 
-    def _accepted(
-        self,
-        resource: Resource,
-        pending: Sequence[tuple[OutboxEntry, int | None]],
-        shipment: _Shipment,
-        behind: _Behind,
-        attempt: Attempt,
-    ) -> Attempt | None:
+    def _accepted(self, this: _Pass, pending: Sequence[_Placed], attempt: Attempt) -> Attempt | None:
         """A 2xx: all exported, or (partial success) the rejected ones narrowed down and dead-lettered.
 
         OTLP says how many were rejected, not which: halves are sent again until each
         rejected record is alone (Loki keeps one of identical entries sent twice).
         """
         if attempt.rejected == 0:
-            shipment.exported += len(pending)
+            this.shipment.exported += len(pending)
             return None
         if attempt.rejected >= len(pending):
             reason = f"rejected by the receiver (partial success): {attempt.message}".rstrip(": ")[:MAX_REASON]
-            shipment.dead += [(entry, reason) for entry, _ in pending]
+            this.shipment.dead += [(entry, reason) for entry, _ in pending]
             return None
-        return self._halves(resource, pending, shipment, behind)
+        return self._halves(this, pending)
 
-    def _halves(
-        self,
-        resource: Resource,
-        pending: Sequence[tuple[OutboxEntry, int | None]],
-        shipment: _Shipment,
-        behind: _Behind,
-    ) -> Attempt | None:
+    def _halves(self, this: _Pass, pending: Sequence[_Placed]) -> Attempt | None:
+        """Send the two halves of ``pending`` apart: narrows a refusal down to the records it concerns."""
         middle = len(pending) // 2
         for half in (pending[:middle], pending[middle:]):
-            failure = self._send(resource, half, shipment, behind)
+            failure = self._send(this, half)
             if failure is not None:
                 return failure  # transient: the whole batch is tried again later
         return None
@@ -563,9 +545,7 @@ class LogShipper(SingletonWorker):
             f"(HTTP {attempt.status})", f"(HTTP {attempt.status}, for {self._config.log_refused_retry_seconds:g} s)", 1
         )
 
-    def _retimed(
-        self, entries: list[OutboxEntry], base: float, *, again: bool = False
-    ) -> list[tuple[OutboxEntry, int | None]]:
+    def _retimed(self, entries: list[OutboxEntry], base: float, *, again: bool = False) -> list[_Placed]:
         """``entries`` (oldest first) sent from ``base`` on, a nanosecond apart, in their order.
 
         Never earlier than the last record re-timed, so that two re-timed records never
@@ -574,7 +554,7 @@ class LogShipper(SingletonWorker):
         may have stored it then, sees the same entry and keeps one; ``again`` moves
         records Loki refused at that time.
         """
-        placed: list[tuple[OutboxEntry, int | None]] = []
+        placed: list[_Placed] = []
         for entry in entries:
             at = None if again else self._placed.get(entry.id)
             if at is None:
@@ -604,7 +584,7 @@ class LogShipper(SingletonWorker):
         self._exporter.shutdown()
 
 
-def _in_sent_order(pending: list[tuple[OutboxEntry, int | None]]) -> list[tuple[OutboxEntry, int | None]]:
+def _in_sent_order(pending: list[_Placed]) -> list[_Placed]:
     """Records by the time they are sent at: Loki's refusals are read as the oldest of a request."""
     return sorted(pending, key=lambda item: item[1] if item[1] is not None else nanos(moment_of(item[0])))
 
@@ -662,6 +642,19 @@ class _Step:
     def done_ids(self) -> set[int]:
         """Outbox ids done with: shipped, dead, or not to be shipped."""
         return {*self.shipped, *self.skipped, *(entry.id for entry, _ in self.dead)}
+
+
+#: A record and the time (ns) it goes at in its stream; None: its own time.
+_Placed: TypeAlias = tuple[OutboxEntry, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """One pass over a connection's records: their resource, what they came to, what waits for a later time."""
+
+    resource: Resource
+    shipment: _Shipment
+    behind: _Behind
 
 
 @dataclass(slots=True)
