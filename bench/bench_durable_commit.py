@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from bench.bench_ingest_scrape import FULL, SECTION_MARK, WRK, free_port
-from bench.bench_replicas import bench_setting, replicas
-from tests.postgres_server import PostgresServer, postgres_bin
+from bench.bench_ingest_scrape import FULL, SECTION_MARK, free_port
+from bench.bench_replicas import bench_setting, ingest_options, postgres_and_wrk, replicas
+from tests.postgres_server import PostgresServer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"
@@ -100,18 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--before", type=Path, help="a checkout of the exporter to compare with (its exporter/)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="smaller counts, one round")
-    parser.add_argument("--batch-clients", type=int, default=4)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    ingest_options(parser, DEFAULT_OUTPUT, quick="smaller counts, one round")
     args = parser.parse_args(argv)
-    if not Path(WRK).exists():
-        parser.error(f"{WRK} not found: install Debian's wrk (apt-get install wrk)")
     if args.before is not None and not (args.before / "exporter" / "cli.py").exists():
         parser.error(f"--before {args.before}: no exporter/cli.py there")
-    bin_dir, why = postgres_bin()
-    if bin_dir is None:
-        parser.error(why)
+    bin_dir = postgres_and_wrk(parser)
     rounds = 1 if args.quick else args.rounds
     sizes = replace(FULL, batch_requests=200 if args.quick else 500, single_requests=4_000 if args.quick else 10_000)
     started, clock, load = datetime.now(UTC), time.perf_counter(), os.getloadavg()[0]

@@ -38,6 +38,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -156,7 +157,7 @@ def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
 
 def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[str], bool]:
     """Shipping rate to a real Loki, and the 7-day backfill until fully queryable."""
-    from tests.job_history import big_job, history, post_records_then_logs
+    from tests.job_history import big_job, history
     from tests.loki_server import start_loki
     from tests.processes import free_port as test_port
 
@@ -170,69 +171,73 @@ def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[
         ]
         now = time.time()
         jobs = history(now)
-        expected = sum(len(j.lines) + 1 for j in jobs)
-        config = Config(
-            data_dir=str(workdir / "backfill"),
-            otlp_logs_endpoint=loki.otlp_url,
-            service_instance_id="bench",
-            service_name="calabi-bench-backfill",
-        )
-        store = Store.sqlite(config.data_path, synchronous="normal", outbox=True)
-        client = create_app(config, store=store).test_client()
-        started = time.perf_counter()
-        post_records_then_logs(client, "", jobs)
-        posted = time.perf_counter() - started
-        shipper = LogShipper(store, config)
-        while store.metrics.snapshot().shipping.waiting:
-            shipper.ship_once()
-        shipped_at = time.perf_counter() - started
-        dead = store.metrics.snapshot().shipping.dead_lettered
-        store.close()
-        loki.flush('{service_name="calabi-bench-backfill"}', expected=expected, at=now + 3600, days=8, timeout=300)
-        queryable = time.perf_counter() - started
+        backfill = to_loki(workdir, loki, "backfill", jobs, at=now + 3600, days=8, timeout=300)
         rows.append(
-            f"| 7-day backfill to a real Loki | {len(jobs)} jobs, {expected:,} records, records first | "
-            f"posted {posted:.1f} s, shipped {shipped_at:.1f} s, **all queryable after {queryable:.1f} s** "
-            f"({dead} dead-lettered) | - | - |"
+            f"| 7-day backfill to a real Loki | {len(jobs)} jobs, {backfill.expected:,} records, records first | "
+            f"posted {backfill.posted:.1f} s, shipped {backfill.shipped:.1f} s, **all queryable after "
+            f"{backfill.queryable:.1f} s** ({backfill.dead} dead-lettered) | - | - |"
         )
         big_row, big_dead = big_job_to_loki(workdir, loki, big_job(job_id="job-big", connection="Bench", now=now))
         rows.append(big_row)
-        return rows, dead == 0 and big_dead == 0
+        return rows, backfill.dead == 0 and big_dead == 0
     finally:
         loki.stop()
 
 
 def big_job_to_loki(workdir: Path, loki: Any, job: Any) -> tuple[str, int]:
     """One job of 1,000 lines of 5 KB, from its upload to every line queryable: (row, dead letters)."""
+    big = to_loki(workdir, loki, "big", [job], at=time.time() + 3600, days=1, timeout=120)
+    row = (
+        f"| One job of 1,000 lines of 5 KB to a real Loki | about 5 MB of OTLP, requests ≤ "
+        f"{Config().otlp_max_request_bytes / 1048576:g} MiB | shipped in {big.steps} steps, {big.shipped:.1f} s after "
+        f"the upload began, **all {big.expected:,} records queryable after {big.queryable:.1f} s** ({big.dead} "
+        "dead-lettered) | - | - |"
+    )
+    return row, big.dead
+
+
+@dataclass(frozen=True, slots=True)
+class ToLoki:
+    """Jobs posted and shipped to Loki: seconds from the first post until each stage ended, and the counts."""
+
+    posted: float
+    shipped: float
+    queryable: float
+    steps: int  # ship_once calls
+    dead: int
+    expected: int  # records in Loki: every line and each job's summary
+
+
+def to_loki(workdir: Path, loki: Any, name: str, jobs: list[Any], *, at: float, days: int, timeout: float) -> ToLoki:
+    """Post ``jobs`` (records first, then lines) to a fresh exporter, ship them all, wait until Loki has them all.
+
+    The records go out as ``service_name="calabi-bench-<name>"``; Loki is asked
+    over ``days`` up to ``at``, for at most ``timeout`` seconds.
+    """
     from tests.job_history import post_records_then_logs
 
     config = Config(
-        data_dir=str(workdir / "big"),
+        data_dir=str(workdir / name),
         otlp_logs_endpoint=loki.otlp_url,
         service_instance_id="bench",
-        service_name="calabi-bench-big",
+        service_name=f"calabi-bench-{name}",
     )
     store = Store.sqlite(config.data_path, synchronous="normal", outbox=True)
     client = create_app(config, store=store).test_client()
     started = time.perf_counter()
-    post_records_then_logs(client, "", [job])
+    post_records_then_logs(client, "", jobs)
+    posted = time.perf_counter() - started
     shipper = LogShipper(store, config)
     steps = 0
     while store.metrics.snapshot().shipping.waiting:
         shipper.ship_once()
         steps += 1
-    shipped_at = time.perf_counter() - started
+    shipped = time.perf_counter() - started
     dead = store.metrics.snapshot().shipping.dead_lettered
     store.close()
-    expected = len(job.lines) + 1
-    loki.flush('{service_name="calabi-bench-big"}', expected=expected, at=time.time() + 3600, days=1, timeout=120)
-    queryable = time.perf_counter() - started
-    row = (
-        f"| One job of 1,000 lines of 5 KB to a real Loki | about 5 MB of OTLP, requests ≤ "
-        f"{config.otlp_max_request_bytes / 1048576:g} MiB | shipped in {steps} steps, {shipped_at:.1f} s after the "
-        f"upload began, **all {expected:,} records queryable after {queryable:.1f} s** ({dead} dead-lettered) | - | - |"
-    )
-    return row, dead
+    expected = sum(len(job.lines) + 1 for job in jobs)
+    loki.flush(f'{{service_name="{config.service_name}"}}', expected=expected, at=at, days=days, timeout=timeout)
+    return ToLoki(posted, shipped, time.perf_counter() - started, steps, dead, expected)
 
 
 def memory(workdir: Path, outbox: int) -> str:

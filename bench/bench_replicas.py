@@ -72,29 +72,41 @@ TARGET_RATIO: Final = 0.70
 
 @dataclass(frozen=True, slots=True)
 class Combined:
-    """Loads run at once against several replicas, added up."""
+    """Loads run at once against several replicas, added up: counts summed, the slowest time and p99."""
 
-    parts: list[LoadResult]
+    records: int
+    requests: int
+    failed: int
+    seconds: float
+    p99_ms: float
 
-    @property
-    def records(self) -> int:
-        return sum(p.records for p in self.parts)
+    @classmethod
+    def of(cls, parts: list[LoadResult]) -> Combined:
+        return cls(
+            records=sum(p.records for p in parts),
+            requests=sum(p.requests for p in parts),
+            failed=sum(p.failed for p in parts),
+            seconds=max(p.seconds for p in parts),
+            p99_ms=max(p.p99_ms for p in parts),
+        )
 
-    @property
-    def requests(self) -> int:
-        return sum(p.requests for p in self.parts)
 
-    @property
-    def seconds(self) -> float:
-        return max(p.seconds for p in self.parts)
+def ingest_options(parser: argparse.ArgumentParser, output: Path, *, quick: str = "smaller counts") -> None:
+    """The options of the benchmarks that load replicas with wrk: ``--quick``, the clients per load, ``--output``."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--batch-clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--output", type=Path, default=output)
 
-    @property
-    def failed(self) -> int:
-        return sum(p.failed for p in self.parts)
 
-    @property
-    def p99_ms(self) -> float:
-        return max(p.p99_ms for p in self.parts)
+def postgres_and_wrk(parser: argparse.ArgumentParser) -> Path:
+    """The directory of PostgreSQL's binaries; the parser's error when it or wrk is missing."""
+    if not Path(WRK).exists():
+        parser.error(f"{WRK} not found: install Debian's wrk (apt-get install wrk)")
+    bin_dir, why = postgres_bin()
+    if bin_dir is None:
+        parser.error(why)
+    return bin_dir
 
 
 def replicas(workdir: Path, name: str, count: int, database_url: str | None) -> list[Service]:
@@ -113,7 +125,7 @@ def load(services: list[Service], spec: LoadSpec, workdir: Path) -> Combined:
     specs = [replace(spec, base_url=s.base_url, requests=share, tag=f"{spec.tag}{i}") for i, s in enumerate(services)]
     with ThreadPoolExecutor(len(services)) as pool:
         parts = list(pool.map(lambda pair: run_load(pair[0], pair[1].pid, workdir), zip(specs, services, strict=True)))
-    return Combined(parts)
+    return Combined.of(parts)
 
 
 def stored_jobs(services: list[Service]) -> int:
@@ -211,16 +223,9 @@ def takeover(workdir: Path, database_url: str, rounds: int = 3) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller counts")
-    parser.add_argument("--batch-clients", type=int, default=4)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    ingest_options(parser, DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    if not Path(WRK).exists():
-        parser.error(f"{WRK} not found: install Debian's wrk (apt-get install wrk)")
-    bin_dir, why = postgres_bin()
-    if bin_dir is None:
-        parser.error(why)
+    bin_dir = postgres_and_wrk(parser)
     sizes = replace(
         QUICK if args.quick else FULL,
         batch_requests=200 if args.quick else 500,
