@@ -56,7 +56,7 @@ import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import requests
 from google.protobuf.json_format import Parse, ParseError
@@ -82,6 +82,9 @@ from .store import OutboxEntry, Store, StoreError
 from .store.database import RoleLock
 from .store.records import SHIPPER_ROLE
 from .timeutil import Clock, format_rfc3339, retry_after_seconds, system_clock
+
+#: A record and the time (ns) it goes at in its stream; None: its own time.
+_Placed: TypeAlias = tuple[OutboxEntry, int | None]
 
 log = logging.getLogger(__name__)
 
@@ -644,19 +647,6 @@ class _Step:
         return {*self.shipped, *self.skipped, *(entry.id for entry, _ in self.dead)}
 
 
-#: A record and the time (ns) it goes at in its stream; None: its own time.
-_Placed: TypeAlias = tuple[OutboxEntry, int | None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pass:
-    """One pass over a connection's records: their resource, what they came to, what waits for a later time."""
-
-    resource: Resource
-    shipment: _Shipment
-    behind: _Behind
-
-
 @dataclass(slots=True)
 class _Behind:
     """Records refused for their place in the stream, to be sent again later in time."""
@@ -672,6 +662,14 @@ class _Behind:
         self.attempt = attempt
         if refusal.cutoff is not None:
             self.cutoff = refusal.cutoff if self.cutoff is None else max(self.cutoff, refusal.cutoff)
+
+
+class _Pass(NamedTuple):
+    """One pass over a connection's records: their resource, what they came to, what waits for a later time."""
+
+    resource: Resource
+    shipment: _Shipment
+    behind: _Behind
 
 
 def _refusal(attempt: Attempt) -> str:

@@ -122,6 +122,12 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
+def fetch_all(db: Database, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    """The rows of one query, read in a transaction of its own."""
+    with db.read() as tx:
+        return tx.execute(sql, params).fetchall()
+
+
 def chunks(items: Sequence[T], size: int = MAX_PARAMS) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

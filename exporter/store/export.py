@@ -14,11 +14,13 @@ from typing import Final
 from ..documents import export_object_name
 from ..joblogs import LogLine
 from ..timeutil import Clock
-from .database import Database, Tx, chunks, marks
+from .database import Database, Tx, chunks, fetch_all, marks
 from .records import ExportBatch
 from .rows import add_meta, read_job, set_meta
 
 _SEAL_LIMIT: Final = 50_000  # jobs sealed into export batches per call
+#: An export batch as ExportBatch reads it.
+_BATCHES: Final = "SELECT id, day, name, version FROM export_batches"
 
 
 class ExportQueue:
@@ -57,23 +59,15 @@ class ExportQueue:
         return self._db.submit(work)
 
     def waiting(self, limit: int = 100) -> list[ExportBatch]:
-        with self._db.read() as tx:
-            rows = tx.execute(
-                "SELECT id, day, name, version FROM export_batches WHERE exported_at IS NULL AND NOT frozen"
-                " ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [ExportBatch(*row) for row in rows]
+        sql = f"{_BATCHES} WHERE exported_at IS NULL AND NOT frozen ORDER BY id LIMIT ?"
+        return [ExportBatch(*row) for row in fetch_all(self._db, sql, (limit,))]
 
     def batches_between(self, since: float, until: float) -> list[ExportBatch]:
-        with self._db.read() as tx:
-            rows = tx.execute(
-                "SELECT id, day, name, version FROM export_batches WHERE NOT frozen AND id IN (SELECT DISTINCT"
-                " export_batch FROM jobs WHERE finished_at >= ? AND finished_at < ? AND export_batch IS NOT NULL)"
-                " ORDER BY id",
-                (since, until),
-            ).fetchall()
-        return [ExportBatch(*row) for row in rows]
+        sql = (
+            f"{_BATCHES} WHERE NOT frozen AND id IN (SELECT DISTINCT export_batch FROM jobs"
+            " WHERE finished_at >= ? AND finished_at < ? AND export_batch IS NOT NULL) ORDER BY id"
+        )
+        return [ExportBatch(*row) for row in fetch_all(self._db, sql, (since, until))]
 
     def jobs(self, batch: ExportBatch) -> ExportBatch:
         with self._db.read() as tx:

@@ -17,6 +17,7 @@ from ..joblogs import LogLine
 from ..model import Job
 from ..timeutil import Clock
 from .database import Database, Tx
+from .protocols import DeadLetter
 from .records import OutboxEntry
 from .rows import add_meta, read_job, read_meta, set_meta
 
@@ -48,14 +49,7 @@ class Outbox:
                 out.append(OutboxEntry(outbox_id, job, line, queued_at))
             return out
 
-    def done(
-        self,
-        last_id: int,
-        *,
-        exported: int,
-        dead: Sequence[tuple[OutboxEntry, str]] = (),
-        also: Sequence[int] = (),
-    ) -> None:
+    def done(self, last_id: int, *, exported: int, dead: Sequence[DeadLetter] = (), also: Sequence[int] = ()) -> None:
         """Move the cursor to ``last_id`` and drop the records ``also`` past it; count and dead-letter."""
         now = self._clock()
         greatest = self._db.dialect.greatest("value", "?")

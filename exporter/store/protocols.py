@@ -10,7 +10,7 @@ through the same shared code (see :mod:`.sqlstore`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from ..aggregates import ConnectionAgg
 from ..joblogs import LogLine
@@ -120,6 +120,10 @@ class MetricsReads(Protocol):
         ...
 
 
+#: A record the shipper gives up on, and why (the dead letter's reason).
+DeadLetter: TypeAlias = tuple[OutboxEntry, str]
+
+
 class Outbox(Protocol):
     """Log lines and finished jobs' summaries waiting for the log shipper, in order."""
 
@@ -127,14 +131,7 @@ class Outbox(Protocol):
         """The oldest waiting records, in order, at most ``limit``; past ``after``, none of ``skip_jobs``."""
         ...
 
-    def done(
-        self,
-        last_id: int,
-        *,
-        exported: int,
-        dead: Sequence[tuple[OutboxEntry, str]] = (),
-        also: Sequence[int] = (),
-    ) -> None:
+    def done(self, last_id: int, *, exported: int, dead: Sequence[DeadLetter] = (), also: Sequence[int] = ()) -> None:
         """Move past ``last_id`` and ``also``: ``exported`` records went out, ``dead`` go to the dead letters."""
         ...
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..timeutil import Clock
-from .database import Database, Tx, marks
+from .database import Database, Tx, fetch_all, marks
 from .records import Delivery
 
 
@@ -22,15 +22,13 @@ class WebhookQueue:
         self._clock = clock
 
     def due(self, endpoint: str, now: float, limit: int = 100) -> list[Delivery]:
-        with self._db.read() as tx:
-            rows = tx.execute(
-                "SELECT q.id, q.endpoint, q.job_id, q.event_id, q.payload, q.created_at, q.attempts"
-                " FROM webhook_queue q WHERE q.endpoint = ? AND q.next_attempt_at <= ? AND NOT EXISTS"
-                " (SELECT 1 FROM webhook_queue p WHERE p.endpoint = q.endpoint AND p.job_id = q.job_id AND p.id < q.id)"
-                " ORDER BY q.id LIMIT ?",
-                (endpoint, now, limit),
-            ).fetchall()
-        return [Delivery(*row) for row in rows]
+        sql = (
+            "SELECT q.id, q.endpoint, q.job_id, q.event_id, q.payload, q.created_at, q.attempts"
+            " FROM webhook_queue q WHERE q.endpoint = ? AND q.next_attempt_at <= ? AND NOT EXISTS"
+            " (SELECT 1 FROM webhook_queue p WHERE p.endpoint = q.endpoint AND p.job_id = q.job_id AND p.id < q.id)"
+            " ORDER BY q.id LIMIT ?"
+        )
+        return [Delivery(*row) for row in fetch_all(self._db, sql, (endpoint, now, limit))]
 
     def orphans(self, endpoints: Sequence[str]) -> int:
         now = self._clock()
@@ -71,13 +69,11 @@ class WebhookQueue:
         self._db.submit(lambda tx: dead_letter_webhooks(tx, "id = ?", (delivery.id,), reason, now))
 
     def dead_letters(self, limit: int = 1000) -> list[tuple[Delivery, str]]:
-        with self._db.read() as tx:
-            rows = tx.execute(
-                "SELECT id, endpoint, job_id, event_id, payload, created_at, attempts, reason FROM webhook_dead_letters"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [(Delivery(*row[:7]), str(row[7])) for row in reversed(rows)]
+        sql = (
+            "SELECT id, endpoint, job_id, event_id, payload, created_at, attempts, reason FROM webhook_dead_letters"
+            " ORDER BY id DESC LIMIT ?"
+        )
+        return [(Delivery(*row[:7]), str(row[7])) for row in reversed(fetch_all(self._db, sql, (limit,)))]
 
 
 def _count(tx: Tx, endpoint: str, outcome: str) -> None:
