@@ -38,18 +38,21 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def load_file(tmp_path: Path, text: str) -> Config:
+    """The configuration of a file holding ``text``, with no environment."""
+    return load_config(write(tmp_path, text), env={})
+
+
 def test_defaults_hold_without_a_file() -> None:
     assert load_config(None, env={}) == Config()
 
 
 def test_a_file_sets_keys_and_connection_overrides(tmp_path: Path) -> None:
-    path = write(
+    config = load_file(
         tmp_path,
         "listen: 127.0.0.1:9999\nworkers: 4\nfreshness_threshold_seconds: 12h\n"
         "connections:\n  Salesforce → Snowflake:\n    failure_threshold: 3\n",
     )
-
-    config = load_config(path, env={})
 
     assert config.listen == "127.0.0.1:9999"
     assert config.workers == 4
@@ -445,13 +448,11 @@ def test_every_config_error_is_one_bounded_line(tmp_path: Path, text: str, expec
 
 
 def test_anchors_and_aliases_for_repeated_settings_still_load(tmp_path: Path) -> None:
-    path = write(
+    config = load_file(
         tmp_path,
         "connections:\n  Stripe → Postgres: &strict {failure_threshold: 1, freshness_threshold_seconds: 1h}\n"
         "  HubSpot → BigQuery: *strict\n  Zendesk → Snowflake: {<<: *strict, debug_logs: true}\n",
     )
-
-    config = load_config(path, env={})
 
     strict = ConnectionSettings(failure_threshold=1, freshness_threshold_seconds=3600.0)
     assert config.connections == {

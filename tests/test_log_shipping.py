@@ -261,18 +261,26 @@ def test_retry_after_is_honoured_when_it_is_longer_than_the_export_timeout(
     assert len(receiver.records) == 4
 
 
+SEVEN_LINES: Final = [f"line {i}" for i in range(1, 8)]
+
+
+def ship_seven_lines_and(api: FlaskClient, shipper: LogShipper, odd_one: str) -> None:
+    """Post job_1 with the INFO lines of :data:`SEVEN_LINES` and, fourth, ``odd_one`` as an ERROR; ship them all."""
+    lines = [f"2026-04-06T08:00:{i:02d}Z INFO line {i}" for i in range(1, 8)]
+    lines.insert(3, f"2026-04-06T08:00:30Z ERROR {odd_one}")
+    post_job_with_logs(api, log="\n".join(lines) + "\n")
+    ship_all(shipper)
+
+
 def test_a_refused_record_is_dead_lettered_alone_and_the_rest_is_shipped(
     api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
 ) -> None:
     receiver.refuse_marker = "REFUSE-ME"
-    lines = [f"2026-04-06T08:00:{i:02d}Z INFO line {i}" for i in range(1, 8)]
-    lines.insert(3, "2026-04-06T08:00:30Z ERROR REFUSE-ME: structured metadata too large")
-    post_job_with_logs(api, log="\n".join(lines) + "\n")
 
-    ship_all(shipper)
+    ship_seven_lines_and(api, shipper, "REFUSE-ME: structured metadata too large")
 
     bodies = [r.body for r in receiver.records]
-    assert sorted(set(bodies)) == sorted(f"line {i}" for i in range(1, 8))
+    assert sorted(set(bodies)) == SEVEN_LINES
     assert len(bodies) <= 4 * 8  # re-sent halves: bounded by the split depth, never a flood
     dead = outbox_store.outbox.dead_letters()
     assert [(job_id, reason) for _, job_id, reason in dead] == [
@@ -624,13 +632,10 @@ def test_records_a_receiver_rejects_in_a_partial_success_are_dead_lettered_with_
     api: FlaskClient, shipper: LogShipper, receiver: Receiver, outbox_store: Store
 ) -> None:
     receiver.reject_marker = "DROP-ME"
-    lines = [f"2026-04-06T08:00:{i:02d}Z INFO line {i}" for i in range(1, 8)]
-    lines.insert(3, "2026-04-06T08:00:30Z ERROR DROP-ME: attribute over the limit")
-    post_job_with_logs(api, log="\n".join(lines) + "\n")
 
-    ship_all(shipper)
+    ship_seven_lines_and(api, shipper, "DROP-ME: attribute over the limit")
 
-    assert sorted(set(r.body for r in receiver.records)) == sorted(f"line {i}" for i in range(1, 8))
+    assert sorted(set(r.body for r in receiver.records)) == SEVEN_LINES
     assert [(job_id, reason) for _, job_id, reason in outbox_store.outbox.dead_letters()] == [
         ("job_1", f"rejected by the receiver (partial success): {PARTIAL}")
     ]

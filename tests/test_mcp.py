@@ -237,6 +237,11 @@ def post(url: str, **headers: str) -> requests.Response:
     return requests.post(url, json=INITIALIZE, headers={**accept, **headers}, timeout=30)
 
 
+def post_cases(url: str, cases: dict[str, tuple[dict[str, str], int]]) -> dict[str, requests.Response]:
+    """Each case's request: the read token and the case's headers (the status it expects is the test's)."""
+    return {case: post(url, Authorization=f"Bearer {READ_TOKEN}", **headers) for case, (headers, _) in cases.items()}
+
+
 def refusal(field: str, message: str) -> dict[str, Any]:
     """The JSON-RPC error the server answers a refused request with."""
     return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message, "data": {"field": field}}}
@@ -292,27 +297,20 @@ def test_a_request_naming_another_host_or_sent_by_a_foreign_page_gets_403_even_w
     # 127.0.0.2 is a loopback address too, but not the one the SDK guarded by itself.
     url = mcp_http(data_dir, host="127.0.0.2", env=TOKENS)
     port = url.split(":")[2].removesuffix("/mcp")
-    token = {"Authorization": f"Bearer {READ_TOKEN}"}
 
-    answers = {
-        "its address": post(url, **token),
-        "localhost": post(url, Host=f"localhost:{port}", **token),
-        "a page served from this machine": post(url, Origin="http://localhost:6274", **token),
-        "a rebound name": post(url, Host=f"attacker.example:{port}", **token),
-        "a malformed Host": post(url, Host="localhost:80@attacker.example", **token),
-        "a foreign page": post(url, Origin="http://attacker.example", **token),
-        "an opaque origin": post(url, Origin="null", **token),
+    cases = {  # what the request carries besides the token, and the status it gets
+        "its address": ({}, 200),
+        "localhost": ({"Host": f"localhost:{port}"}, 200),
+        "a page served from this machine": ({"Origin": "http://localhost:6274"}, 200),
+        "a rebound name": ({"Host": f"attacker.example:{port}"}, 403),
+        "a malformed Host": ({"Host": "localhost:80@attacker.example"}, 403),
+        "a foreign page": ({"Origin": "http://attacker.example"}, 403),
+        "an opaque origin": ({"Origin": "null"}, 403),
     }
 
-    assert {case: answer.status_code for case, answer in answers.items()} == {
-        "its address": 200,
-        "localhost": 200,
-        "a page served from this machine": 200,
-        "a rebound name": 403,
-        "a malformed Host": 403,
-        "a foreign page": 403,
-        "an opaque origin": 403,
-    }
+    answers = post_cases(url, cases)
+
+    assert {case: answer.status_code for case, answer in answers.items()} == {c: s for c, (_, s) in cases.items()}
     host = refusal("Host", "the Host header does not name this server; see mcp.allowed_hosts")
     origin = refusal("Origin", "requests from this Origin are not allowed; see mcp.allowed_origins")
     assert [answers[case].json() for case in ("a rebound name", "a malformed Host")] == [host, host]
@@ -327,23 +325,18 @@ def test_more_host_names_and_origins_are_allowed_by_configuration_and_only_those
         "CALABI_MCP__ALLOWED_ORIGINS": "https://agent.example.com",
     }
     url = mcp_http(data_dir, env={**TOKENS, **allowed})
-    token = {"Authorization": f"Bearer {READ_TOKEN}"}
 
-    answers = {
-        "an allowed name": post(url, Host="mcp.internal.example:8443", **token),
-        "an allowed origin": post(url, Origin="https://agent.example.com", **token),
-        "another name under it": post(url, Host="evil.mcp.internal.example", **token),
-        "a longer origin": post(url, Origin="https://agent.example.com.attacker.example", **token),
-        "another scheme": post(url, Origin="http://agent.example.com", **token),
+    cases = {
+        "an allowed name": ({"Host": "mcp.internal.example:8443"}, 200),
+        "an allowed origin": ({"Origin": "https://agent.example.com"}, 200),
+        "another name under it": ({"Host": "evil.mcp.internal.example"}, 403),
+        "a longer origin": ({"Origin": "https://agent.example.com.attacker.example"}, 403),
+        "another scheme": ({"Origin": "http://agent.example.com"}, 403),
     }
 
-    assert {case: answer.status_code for case, answer in answers.items()} == {
-        "an allowed name": 200,
-        "an allowed origin": 200,
-        "another name under it": 403,
-        "a longer origin": 403,
-        "another scheme": 403,
-    }
+    answers = post_cases(url, cases)
+
+    assert {case: answer.status_code for case, answer in answers.items()} == {c: s for c, (_, s) in cases.items()}
 
 
 @pytest.mark.parametrize(
