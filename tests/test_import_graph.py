@@ -86,6 +86,24 @@ def test_the_package_has_no_import_cycles() -> None:
     assert cycles(import_graph(ROOT / "exporter", "calabi_exporter")) == []
 
 
+def packages(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph with each subpackage (``store``, ``web``) as one node: the layers and the modules between them."""
+
+    def node(name: str) -> str:
+        parts = name.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 else name
+
+    collapsed: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        collapsed.setdefault(node(name), set()).update(node(t) for t in targets)
+    return {name: targets - {name} for name, targets in collapsed.items()}
+
+
+def test_no_subpackage_imports_a_module_that_imports_it_back() -> None:
+    """No upward import: a subpackage (the store, the web layer) imports no module that depends on it."""
+    assert cycles(packages(import_graph(ROOT / "exporter", "calabi_exporter"))) == []
+
+
 def test_no_test_module_imports_another_and_no_benchmark_imports_a_test_module() -> None:
     """Code two test modules (or a benchmark and a test) share lives in a helper module of ``tests``."""
     test_modules = {module_name(path, ROOT / "tests", "tests") for path in (ROOT / "tests").glob("test_*.py")}
