@@ -21,6 +21,7 @@ from calabi_exporter.model import parse_job
 from calabi_exporter.store import Store, StoreError
 from calabi_exporter.store import schema as schema_module
 from calabi_exporter.store.postgres_schema import RENDERING as POSTGRES_RENDERING
+from calabi_exporter.store.rows import CONNECTION_COLUMNS, JOB_UPSERT, STREAM_UPSERT
 from calabi_exporter.store.schema import SCHEMA_VERSION, TABLES, Kind, Layout, plan, seed_rows, tables
 from calabi_exporter.store.sqlite import DB_FILENAME
 from calabi_exporter.store.sqlite_schema import RENDERING as SQLITE_RENDERING
@@ -341,6 +342,14 @@ def test_a_record_field_that_cannot_be_a_column_is_named() -> None:
 
     with pytest.raises(TypeError, match=r"Odd.tags: list\[str\] is not a column"):
         schema_module.record_columns(Odd)
+
+
+def test_the_columns_the_store_writes_are_the_declared_ones() -> None:
+    declared_columns = {t.name: {c.name for c in t.columns} for t in TABLES}
+
+    assert set(JOB_UPSERT.columns) | {"export_batch"} == declared_columns["jobs"]
+    assert set(STREAM_UPSERT.columns) == declared_columns["streams"]
+    assert set(CONNECTION_COLUMNS) == declared_columns["connections"] == declared_columns["connection_overflow"]
 
 
 def test_the_record_tables_take_their_columns_from_the_records() -> None:

@@ -58,10 +58,12 @@ class Kind(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """A column; ``default`` is what rows stored before it get (a flag's is 0 or 1)."""
+
     name: str
     kind: Kind
     nullable: bool = True
-    default: int | None = None  # a flag's default is 0 or 1
+    default: int | None = None
     unique: bool = False
 
     @property
@@ -72,6 +74,12 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class Index:
+    """An index, made at open where missing.
+
+    A store keeps an index it has under the same name, so a changed definition
+    needs a new name, or a numbered step that drops the old one.
+    """
+
     name: str
     columns: tuple[str, ...]
     where: str = ""  # a partial index's condition, in the SQL both engines speak
@@ -472,11 +480,6 @@ def seed_rows() -> str:
     """The counters every store has, written where missing (``ON CONFLICT``: both engines)."""
     values = ", ".join(f"('{key}', 0)" for key in META_KEYS)
     return f"INSERT INTO meta (key, value) VALUES {values} ON CONFLICT (key) DO NOTHING"
-
-
-def schema_ddl(rendering: Rendering, features: Iterable[str] = ()) -> list[str]:
-    """Every statement that makes a new store on the engine (what :func:`plan` gives for an empty database)."""
-    return plan(rendering, Layout({}, frozenset()), 0, features)
 
 
 @dataclass(frozen=True, slots=True)
