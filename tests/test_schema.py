@@ -20,9 +20,11 @@ import pytest
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import Store, StoreError
 from calabi_exporter.store import schema as schema_module
+from calabi_exporter.store.migrations import SCHEMA_VERSION, Layout, plan
 from calabi_exporter.store.postgres_schema import RENDERING as POSTGRES_RENDERING
 from calabi_exporter.store.rows import CONNECTION_COLUMNS, JOB_UPSERT, STREAM_UPSERT
-from calabi_exporter.store.schema import SCHEMA_VERSION, TABLES, Kind, Layout, plan, seed_rows, tables
+from calabi_exporter.store.schema import TABLES, Kind, tables
+from calabi_exporter.store.schema_ddl import seed_rows
 from calabi_exporter.store.sqlite import DB_FILENAME
 from calabi_exporter.store.sqlite_schema import RENDERING as SQLITE_RENDERING
 
@@ -361,7 +363,9 @@ def test_the_record_tables_take_their_columns_from_the_records() -> None:
     assert streams.column("duration_seconds") == schema_module.Column("duration_seconds", Kind.REAL)
 
 
-@pytest.mark.parametrize("module", ["schema.py", "sqlite_schema.py", "postgres_schema.py"])
+@pytest.mark.parametrize(
+    "module", ["schema.py", "schema_ddl.py", "migrations.py", "sqlite_schema.py", "postgres_schema.py"]
+)
 def test_the_schema_is_rendered_without_regular_expressions(module: str) -> None:
     tree = ast.parse((STORE_PACKAGE / module).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}

@@ -30,9 +30,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .database import Cursor, Dialect, Merge, Tx
 from .errors import StoreError, StoreFull, StoreUnavailable
 from .groupcommit import GroupCommitter
+from .migrations import migrate
 from .postgres_schema import POSTGRES_SCHEMA
 from .records import ROLES
-from .schema import S3_EXPORT, migrate
+from .schema import S3_EXPORT
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -366,7 +367,7 @@ class PostgresDatabase:
 
     @staticmethod
     def _migrate(conn: _Connection, s3_export: bool) -> None:
-        """Bring the schema up to date (see :mod:`.schema`); replicas starting together wait on one lock and agree.
+        """Bring the schema up to date (see :mod:`.migrations`); replicas starting together wait on one lock and agree.
 
         The write lock is taken too, so no replica writes while the schema
         changes (DDL beside running writers could deadlock with them); a schema

@@ -1,7 +1,7 @@
 """The schema on PostgreSQL: its column types, where it keeps the version, how it reads a store's layout.
 
 ``calabi_schema`` holds the version, in the same numbering as SQLite's
-(:data:`.schema.SCHEMA_VERSION`). Before the two lists became one, PostgreSQL
+(:data:`.migrations.SCHEMA_VERSION`). Before the two lists became one, PostgreSQL
 counted its own versions 1 and 2 there (:data:`LEGACY_VERSIONS`).
 """
 
@@ -11,7 +11,9 @@ from typing import Final
 
 from .database import Tx
 from .errors import StoreError
-from .schema import POSTGRESQL, SCHEMA_VERSION, Kind, Layout, Rendering
+from .migrations import SCHEMA_VERSION, Layout
+from .schema import POSTGRESQL, Kind
+from .schema_ddl import Rendering
 
 RENDERING: Final = Rendering(
     engine=POSTGRESQL,
@@ -33,7 +35,7 @@ LEGACY_VERSIONS: Final = {1: 4, 2: 4}
 
 
 class PostgresSchema:
-    """:class:`~.schema.SchemaStore` of a PostgreSQL database (its current schema)."""
+    """:class:`~.migrations.SchemaStore` of a PostgreSQL database (its current schema)."""
 
     rendering = RENDERING
 

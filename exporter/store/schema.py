@@ -1,28 +1,14 @@
-"""The store's tables, declared once for every engine, and the one list of migrations.
+"""The store's tables, declared once for every engine.
 
 A table is data: typed columns in logical kinds, a key, indexes, seed rows.
 The record tables take their columns from the records themselves (``jobs`` from
 :class:`~..model.Job`, ``streams`` from :class:`~..model.StreamResult`,
 ``log_lines`` from :class:`~..joblogs.LogLine`, the aggregates from
 :class:`~..aggregates.ConnectionAgg` and :class:`~..aggregates.StreamAgg`), plus
-the columns only the store keeps. Each engine renders the declaration with its
-own :class:`Rendering` (:mod:`.sqlite_schema`, :mod:`.postgres_schema`).
-
-At open, :func:`migrate` brings any store up to date in the transaction (and,
-on PostgreSQL, under the lock) that opens it:
-
-1. a missing table is made, and a declared column an existing table lacks is
-   added when it may be (nullable, or with a default): adding a field to a
-   record is the whole change;
-2. the seed rows that are missing are written;
-3. each numbered step from the store's version on runs (:data:`MIGRATIONS`):
-   backfills and anything else that is more than a new column;
-4. missing indexes are made, and the version is written.
-
-Both engines report one version, :data:`SCHEMA_VERSION`. SQLite stores
-counted 1 to 4 in ``PRAGMA user_version``; PostgreSQL counted 1 and 2 on its
-own in ``calabi_schema``, both with every change of version 4, so its stores
-read as 4 (:data:`.postgres_schema.LEGACY_VERSIONS`) and take step 4 like SQLite's.
+the columns only the store keeps: adding a field to a record is the whole
+change, the column is added to stored tables at open (:mod:`.migrations`).
+Each engine spells the declaration in its own types (:mod:`.schema_ddl`,
+:mod:`.sqlite_schema`, :mod:`.postgres_schema`).
 """
 
 from __future__ import annotations
@@ -30,13 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Final, Protocol
+from typing import Final
 
 from ..aggregates import ConnectionAgg, StreamAgg
 from ..joblogs import LogLine
 from ..model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, Job, StreamResult
-from .database import Tx
-from .errors import StoreError
 
 SQLITE: Final = "sqlite"
 POSTGRESQL: Final = "postgresql"
@@ -390,161 +374,6 @@ META_KEYS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """What brings a store of one version to the next, in the SQL both engines speak.
-
-    It runs after the declared tables and columns were made (so it only fills
-    them in) and before the indexes.
-    """
-
-    why: str
-    statements: tuple[str, ...] = ()
-
-
-#: ``MIGRATIONS[n]`` brings a store of version ``n`` to ``n + 1`` (a new store gets the whole schema at once).
-MIGRATIONS: Final = {
-    1: Step("jobs remember the S3 export batch holding them (jobs.export_batch: a new column only)"),
-    2: Step(
-        "jobs are listed by job_time, known for every job; export batches know their newest job and whether the"
-        " purge froze them; the index of jobs waiting for export is made only while export is on",
-        (
-            "UPDATE jobs SET job_time = coalesce(created_at, started_at, finished_at, first_seen)",
-            "DROP INDEX IF EXISTS jobs_to_export",
-            "UPDATE export_batches SET newest_finished = coalesce("
-            "(SELECT max(finished_at) FROM jobs WHERE export_batch = export_batches.id), oldest_finished)",
-        ),
-    ),
-    3: Step(
-        "every connection known before the series budget keeps its series, however many there are"
-        " (connections.admitted defaults to true)",
-        ("UPDATE meta SET value = (SELECT count(*) FROM connections) WHERE key = 'admitted_connections'",),
-    ),
-    4: Step("one schema and one version for SQLite and PostgreSQL (PostgreSQL's own versions 1 and 2 read as 4)"),
-}
-SCHEMA_VERSION: Final = max(MIGRATIONS) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class Rendering:
-    """How one engine spells the declaration: its column types and the little that differs in DDL."""
-
-    engine: str
-    types: Mapping[Kind, str]
-    identity: str  # the whole definition after the name of an identity key column
-    flag_values: tuple[str, str]  # false, true
-    without_rowid: bool  # whether to keep SQLite's hint
-
-
 def tables(engine: str) -> tuple[Table, ...]:
     """The tables a store on ``engine`` has."""
     return tuple(table for table in TABLES if engine in table.engines)
-
-
-def column_sql(rendering: Rendering, column: Column, *, inline_key: bool = False) -> str:
-    """A column's definition; ``inline_key``: the table's only key column, declared with it."""
-    if column.kind is Kind.IDENTITY:
-        return f"{column.name} {rendering.identity}"
-    parts = [column.name, rendering.types[column.kind]]
-    if inline_key:
-        parts.append("PRIMARY KEY")
-    elif not column.nullable:
-        parts.append("NOT NULL")
-    if column.default is not None:
-        value = rendering.flag_values[column.default] if column.kind is Kind.FLAG else str(column.default)
-        parts.append(f"DEFAULT {value}")
-    if column.unique:
-        parts.append("UNIQUE")
-    return " ".join(parts)
-
-
-def create_table(rendering: Rendering, table: Table) -> str:
-    inline = len(table.key) == 1
-    lines = [column_sql(rendering, c, inline_key=inline and c.name == table.key[0]) for c in table.columns]
-    if not inline:
-        lines.append(f"PRIMARY KEY ({', '.join(table.key)})")
-    rowid = " WITHOUT ROWID" if table.without_rowid and rendering.without_rowid else ""
-    return f"CREATE TABLE IF NOT EXISTS {table.name} (\n    " + ",\n    ".join(lines) + f"\n){rowid}"
-
-
-def add_column(rendering: Rendering, table: Table, column: Column) -> str:
-    return f"ALTER TABLE {table.name} ADD COLUMN {column_sql(rendering, column)}"
-
-
-def create_index(table: Table, index: Index) -> str:
-    where = f" WHERE {index.where}" if index.where else ""
-    return f"CREATE INDEX IF NOT EXISTS {index.name} ON {table.name} ({', '.join(index.columns)}){where}"
-
-
-def seed_rows() -> str:
-    """The counters every store has, written where missing (``ON CONFLICT``: both engines)."""
-    values = ", ".join(f"('{key}', 0)" for key in META_KEYS)
-    return f"INSERT INTO meta (key, value) VALUES {values} ON CONFLICT (key) DO NOTHING"
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """What a store holds now: each table's columns, and the names of its indexes."""
-
-    columns: Mapping[str, frozenset[str]]
-    indexes: frozenset[str]
-
-
-def plan(rendering: Rendering, layout: Layout, version: int, features: Iterable[str] = ()) -> list[str]:
-    """The statements that bring a store of ``version`` holding ``layout`` up to :data:`SCHEMA_VERSION`.
-
-    ``version`` 0 is a new store: it gets the whole schema and no step. The order is
-    tables and columns, seed rows, the numbered steps, indexes (see the module's docstring).
-    """
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"schema version {version} is newer than this exporter (it knows up to {SCHEMA_VERSION})")
-    on = set(features)
-    statements = []
-    for table in tables(rendering.engine):
-        have = layout.columns.get(table.name)
-        if have is None:
-            statements.append(create_table(rendering, table))
-            continue
-        for column in table.columns:
-            if column.name in have:
-                continue
-            if not column.addable:
-                raise StoreError(
-                    f"{table.name}.{column.name} is missing and cannot be added to rows stored before it"
-                    " (NOT NULL without a default): declare a default, or make it nullable"
-                )
-            statements.append(add_column(rendering, table, column))
-    statements.append(seed_rows())
-    steps = [MIGRATIONS[step] for step in range(version, SCHEMA_VERSION)] if version else []
-    statements += [statement for step in steps for statement in step.statements]
-    for table in tables(rendering.engine):
-        for index in table.indexes:
-            wanted = not index.feature or index.feature in on
-            if wanted and (steps or index.name not in layout.indexes):  # a step may have dropped one
-                statements.append(create_index(table, index))
-    return statements
-
-
-class SchemaStore(Protocol):
-    """Where one engine keeps the version, and how it reads a store's layout."""
-
-    rendering: Rendering
-
-    def read_layout(self, tx: Tx) -> Layout: ...
-
-    def read_version(self, tx: Tx) -> int:
-        """The store's version in :data:`MIGRATIONS`' numbering (0: a new store)."""
-        ...
-
-    def write_version(self, tx: Tx, version: int) -> None: ...
-
-
-def migrate(tx: Tx, engine: SchemaStore, features: Iterable[str] = ()) -> int:
-    """Bring the store up to date in ``tx``; the version it had before (0: it was new)."""
-    version = engine.read_version(tx)
-    statements = plan(engine.rendering, engine.read_layout(tx), version, features)
-    for statement in statements:
-        tx.execute(statement)
-    if version != SCHEMA_VERSION:
-        engine.write_version(tx, SCHEMA_VERSION)
-    return version

@@ -25,7 +25,8 @@ from typing import Final, TypeVar
 from .database import Dialect, Merge, Tx
 from .errors import StoreError, StoreFull
 from .groupcommit import GroupCommitter
-from .schema import S3_EXPORT, migrate
+from .migrations import migrate
+from .schema import S3_EXPORT
 from .sqlite_schema import SQLITE_SCHEMA
 
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
@@ -183,7 +184,7 @@ class SQLiteDatabase:
             raise store_error(error, f"cannot open the store at {self.path}") from error
 
     def _migrate(self, db: sqlite3.Connection, s3_export: bool) -> None:
-        """Bring the schema up to date (see :mod:`.schema`), in the transaction that opens the store."""
+        """Bring the schema up to date (see :mod:`.migrations`), in the transaction that opens the store."""
         try:
             migrate(db, SQLITE_SCHEMA, (S3_EXPORT,) if s3_export else ())
         except StoreError as error:

@@ -1,6 +1,6 @@
 """The schema on SQLite: its column types, where it keeps the version, how it reads a store's layout.
 
-``PRAGMA user_version`` holds the version (:data:`.schema.SCHEMA_VERSION`), in
+``PRAGMA user_version`` holds the version (:data:`.migrations.SCHEMA_VERSION`), in
 the same numbering as PostgreSQL's.
 """
 
@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Final
 
 from .database import Tx
-from .schema import SQLITE, Kind, Layout, Rendering
+from .migrations import Layout
+from .schema import SQLITE, Kind
+from .schema_ddl import Rendering
 
 RENDERING: Final = Rendering(
     engine=SQLITE,
@@ -28,7 +30,7 @@ RENDERING: Final = Rendering(
 
 
 class SQLiteSchema:
-    """:class:`~.schema.SchemaStore` of a SQLite file."""
+    """:class:`~.migrations.SchemaStore` of a SQLite file."""
 
     rendering = RENDERING
 
