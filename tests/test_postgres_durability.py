@@ -19,7 +19,7 @@ import pytest
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import Store, StoreError
 from calabi_exporter.store.database import Tx
-from calabi_exporter.store.postgres_schema import SCHEMA_VERSION
+from calabi_exporter.store.migrations import SCHEMA_VERSION
 
 from .conftest import free_port, job, wait_until
 from .postgres_server import PostgresServer, postgres_bin

@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 from calabi_exporter.store import Store
-from calabi_exporter.store.postgres_schema import SCHEMA_VERSION
+from calabi_exporter.store.migrations import SCHEMA_VERSION
 from calabi_exporter.timeutil import format_rfc3339
 
 from .capture_servers import WebhookReceiver

@@ -119,6 +119,10 @@ class Database(Protocol):
         """Raise :class:`~.errors.StoreError` unless the store can be read and written."""
         ...
 
+    def schema_version(self) -> int:
+        """The store's schema version as stored, numbered alike on all backends (:data:`.migrations.SCHEMA_VERSION`)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -30,8 +30,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from .database import Cursor, Dialect, Merge, Tx
 from .errors import StoreError, StoreFull, StoreUnavailable
 from .groupcommit import GroupCommitter
-from .postgres_schema import EXPORT_INDEX_STATEMENT, MIGRATIONS, SCHEMA_STATEMENTS, SCHEMA_VERSION
+from .migrations import migrate
+from .postgres_schema import POSTGRES_SCHEMA
 from .records import ROLES
+from .schema import S3_EXPORT
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -364,30 +366,21 @@ class PostgresDatabase:
             ConnectionPool.check_connection(conn)
 
     @staticmethod
-    def _migrate(conn: psycopg.Connection[Any], s3_export: bool) -> None:
-        """Bring the schema up to date; replicas starting together wait on one lock and agree.
+    def _migrate(conn: _Connection, s3_export: bool) -> None:
+        """Bring the schema up to date (see :mod:`.migrations`); replicas starting together wait on one lock and agree.
 
         The write lock is taken too, so no replica writes while the schema
         changes (DDL beside running writers could deadlock with them); a schema
-        already up to date is left alone.
+        already up to date is only read.
         """
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, SCHEMA_LOCK))
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK))
-            conn.execute("CREATE TABLE IF NOT EXISTS calabi_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM calabi_schema").fetchone()
-            version = row[0] if row and row[0] is not None else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"schema version {version} is newer than this exporter")
-            if version != SCHEMA_VERSION:
-                for step in range(version, SCHEMA_VERSION) if version else ():
-                    MIGRATIONS[step](conn)
-                for statement in SCHEMA_STATEMENTS:
-                    conn.execute(statement)
-                conn.execute("DELETE FROM calabi_schema")
-                conn.execute("INSERT INTO calabi_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-            if s3_export and not conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'jobs_to_export'").fetchone():
-                conn.execute(EXPORT_INDEX_STATEMENT)
+            migrate(_Tx(conn), POSTGRES_SCHEMA, (S3_EXPORT,) if s3_export else ())
+
+    def schema_version(self) -> int:
+        with self.read() as tx:
+            return POSTGRES_SCHEMA.read_version(tx)
 
     @contextmanager
     def _write(self) -> Iterator[_Tx]:

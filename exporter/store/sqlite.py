@@ -25,7 +25,9 @@ from typing import Final, TypeVar
 from .database import Dialect, Merge, Tx
 from .errors import StoreError, StoreFull
 from .groupcommit import GroupCommitter
-from .sqlite_schema import EXPORT_INDEX, MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from .migrations import migrate
+from .schema import S3_EXPORT
+from .sqlite_schema import SQLITE_SCHEMA
 
 DB_FILENAME: Final = "calabi-exporter.sqlite3"
 LOCK_FILENAME: Final = "calabi-exporter.lock"
@@ -182,18 +184,15 @@ class SQLiteDatabase:
             raise store_error(error, f"cannot open the store at {self.path}") from error
 
     def _migrate(self, db: sqlite3.Connection, s3_export: bool) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {version} is newer than this exporter")
-        if version:  # an existing store: bring it up to date first
-            for step in range(version, SCHEMA_VERSION):
-                MIGRATIONS[step](db)
-        for statement in SCHEMA.split(";\n"):
-            if statement.strip():
-                db.execute(statement)
-        if s3_export:
-            db.execute(EXPORT_INDEX)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Bring the schema up to date (see :mod:`.migrations`), in the transaction that opens the store."""
+        try:
+            migrate(db, SQLITE_SCHEMA, (S3_EXPORT,) if s3_export else ())
+        except StoreError as error:
+            raise StoreError(f"{self.path}: {error}") from error
+
+    def schema_version(self) -> int:
+        with self.read() as tx:
+            return SQLITE_SCHEMA.read_version(tx)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection."""

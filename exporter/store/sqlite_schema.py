@@ -1,260 +1,53 @@
-"""The SQLite store's schema, and the migrations that bring an older file up to it.
+"""The schema on SQLite: its column types, where it keeps the version, how it reads a store's layout.
 
-``PRAGMA user_version`` holds the schema version; a new store gets the whole
-schema at once, an older one runs each step from its version on, in the
-transaction that opens it.
+``PRAGMA user_version`` holds the version (:data:`.migrations.SCHEMA_VERSION`), in
+the same numbering as PostgreSQL's.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
 from typing import Final
 
-from ..model import FINISHED_STATUSES
+from .database import Tx
+from .migrations import Layout
+from .schema import SQLITE, Kind
+from .schema_ddl import Rendering
 
-#: Finished jobs not sealed into an S3 export batch yet; created once export is turned on, so that
-#: stores without export do not pay for it on every insert.
-EXPORT_INDEX: Final = (
-    "CREATE INDEX IF NOT EXISTS jobs_to_export ON jobs (finished_at)"
-    " WHERE finished_at IS NOT NULL AND export_batch IS NULL"
+RENDERING: Final = Rendering(
+    engine=SQLITE,
+    types={
+        Kind.TEXT: "TEXT",
+        Kind.INTEGER: "INTEGER",
+        Kind.REAL: "REAL",
+        Kind.FLAG: "INTEGER",  # 0 or 1
+        # INTEGER affinity keeps a whole number as an integer and any other as a real.
+        Kind.NUMBER: "INTEGER",
+    },
+    identity="INTEGER PRIMARY KEY AUTOINCREMENT",
+    flag_values=("0", "1"),
+    without_rowid=True,
 )
-SCHEMA_VERSION: Final = 4
 
 
-def _migrate_from_1(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE jobs ADD COLUMN export_batch INTEGER")
+class SQLiteSchema:
+    """:class:`~.migrations.SchemaStore` of a SQLite file."""
+
+    rendering = RENDERING
+
+    def read_layout(self, tx: Tx) -> Layout:
+        columns: dict[str, set[str]] = {}
+        for table, column in tx.execute(
+            "SELECT m.name, c.name FROM sqlite_master m JOIN pragma_table_info(m.name) c WHERE m.type = 'table'"
+        ):
+            columns.setdefault(str(table), set()).add(str(column))
+        indexes = frozenset(str(row[0]) for row in tx.execute("SELECT name FROM sqlite_master WHERE type = 'index'"))
+        return Layout({table: frozenset(names) for table, names in columns.items()}, indexes)
+
+    def read_version(self, tx: Tx) -> int:
+        return int(tx.execute("PRAGMA user_version").fetchone()[0])
+
+    def write_version(self, tx: Tx, version: int) -> None:
+        tx.execute(f"PRAGMA user_version = {int(version)}")
 
 
-def _migrate_from_2(db: sqlite3.Connection) -> None:
-    db.execute("ALTER TABLE jobs ADD COLUMN job_time REAL")
-    db.execute("UPDATE jobs SET job_time = coalesce(created_at, started_at, finished_at, first_seen)")
-    db.execute("DROP INDEX IF EXISTS jobs_to_export")  # made again at open when export is on
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'export_batches'").fetchone():
-        db.execute("ALTER TABLE export_batches ADD COLUMN newest_finished REAL")
-        db.execute("ALTER TABLE export_batches ADD COLUMN frozen INTEGER NOT NULL DEFAULT 0")
-        db.execute(
-            "UPDATE export_batches SET newest_finished = coalesce("
-            "(SELECT max(finished_at) FROM jobs WHERE export_batch = export_batches.id), oldest_finished)"
-        )
-
-
-def _migrate_from_3(db: sqlite3.Connection) -> None:
-    # Every connection known before the series budget keeps its series, however many there are.
-    db.execute("ALTER TABLE connections ADD COLUMN admitted INTEGER NOT NULL DEFAULT 1")
-    db.execute("ALTER TABLE connections ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
-    db.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('admitted_connections', (SELECT count(*) FROM connections))"
-    )
-
-
-#: What brings a store of version N to N + 1 (a new store gets the whole schema at once).
-MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
-    1: _migrate_from_1,
-    2: _migrate_from_2,
-    3: _migrate_from_3,
-}
-_CONNECTION_DDL: Final = f"""
-    connection TEXT PRIMARY KEY,
-    first_seen REAL NOT NULL,
-    connection_id TEXT, source TEXT, destination TEXT,
-    records_synced INTEGER NOT NULL, records_failed INTEGER NOT NULL, bytes_synced INTEGER NOT NULL,
-    streams_succeeded INTEGER NOT NULL, streams_failed INTEGER NOT NULL,
-    consecutive_failures INTEGER NOT NULL,
-    last_success_at REAL, last_failure_at REAL,
-    last_job_id TEXT, last_job_finished_at REAL, last_job_status TEXT,
-    last_job_records_synced INTEGER, last_job_records_failed INTEGER, last_job_bytes_synced INTEGER,
-    last_job_duration_seconds REAL, last_job_streams_succeeded INTEGER, last_job_streams_failed INTEGER,
-    last_job_error_summary TEXT, last_job_url TEXT,
-    admitted INTEGER NOT NULL DEFAULT 1,
-    version INTEGER NOT NULL DEFAULT 0,
-    {", ".join(f"jobs_{s} INTEGER NOT NULL" for s in FINISHED_STATUSES)},
-    {", ".join(f"duration_counts_{s} TEXT, duration_sum_{s} REAL" for s in FINISHED_STATUSES)}
-
-"""
-
-SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    connection_name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    connection_id TEXT, source TEXT, destination TEXT, job_type TEXT, attempt INTEGER,
-    created_at REAL, started_at REAL, finished_at REAL,
-    records_synced INTEGER, records_failed INTEGER, bytes_synced INTEGER, duration_seconds REAL,
-    streams_succeeded INTEGER, streams_failed INTEGER,
-    error_summary TEXT, job_url TEXT,
-    active_since REAL,
-    first_seen REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    export_batch INTEGER,
-    job_time REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_failed_by_connection
-    ON jobs (connection_name, finished_at) WHERE status = 'failed';
-CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_active
-    ON jobs (status, connection_name, active_since) WHERE status IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (job_time, job_id);
-CREATE INDEX IF NOT EXISTS jobs_by_status_time ON jobs (status, job_time, job_id);
-CREATE INDEX IF NOT EXISTS jobs_by_connection_time ON jobs (connection_name, job_time, job_id);
-CREATE INDEX IF NOT EXISTS jobs_by_export_batch ON jobs (export_batch) WHERE export_batch IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS streams (
-    job_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    status TEXT, records_synced INTEGER, records_failed INTEGER, bytes_synced INTEGER,
-    duration_seconds REAL, error TEXT,
-    PRIMARY KEY (job_id, name)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS log_lines (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    timestamp REAL,
-    received_at REAL NOT NULL,
-    level TEXT NOT NULL,
-    message TEXT NOT NULL,
-    stream TEXT,
-    dedup_key TEXT UNIQUE
-);
-CREATE INDEX IF NOT EXISTS log_lines_by_job ON log_lines (job_id, id);
-
-CREATE TABLE IF NOT EXISTS connections ({_CONNECTION_DDL});
--- The connections beyond the series budget, in the order they get a place that is freed.
-CREATE INDEX IF NOT EXISTS connections_waiting ON connections (first_seen, connection) WHERE NOT admitted;
-
--- The counters of every connection beyond the series budget, added up: one row, connection "__overflow__".
-CREATE TABLE IF NOT EXISTS connection_overflow ({_CONNECTION_DDL});
-
-CREATE TABLE IF NOT EXISTS stream_aggs (
-    connection TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    records_synced INTEGER NOT NULL,
-    last_status TEXT,
-    last_finished_at REAL,
-    PRIMARY KEY (connection, stream)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS ingest_counts (
-    endpoint TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (endpoint, outcome)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS log_counts (
-    connection TEXT NOT NULL,
-    family TEXT NOT NULL,
-    key TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (connection, family, key)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS rejections (
-    endpoint TEXT NOT NULL,
-    field TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (endpoint, field)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS rate_limits (
-    connection TEXT PRIMARY KEY,
-    ratio REAL NOT NULL,
-    seen_at REAL NOT NULL
-) WITHOUT ROWID;
-
--- When each connection was last forgotten: a job from before then is not counted into its new aggregates.
-CREATE TABLE IF NOT EXISTS forgotten_connections (
-    connection TEXT PRIMARY KEY,
-    forgotten_at REAL NOT NULL
-) WITHOUT ROWID;
-
--- Connections each ingest token made known, per hour (limits.new_connections_per_hour).
-CREATE TABLE IF NOT EXISTS new_connections (
-    token TEXT NOT NULL,
-    hour INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (token, hour)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('stored_jobs', 0);
-
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL,
-    line_id INTEGER,
-    queued_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    outbox_id INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    line_id INTEGER,
-    reason TEXT NOT NULL,
-    dead_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (dead_at);
-
-CREATE TABLE IF NOT EXISTS export_batches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    day TEXT NOT NULL,
-    name TEXT NOT NULL,
-    oldest_finished REAL NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0,
-    exported_at REAL,
-    newest_finished REAL,
-    frozen INTEGER NOT NULL DEFAULT 0  -- the purge took some of its jobs: never uploaded again
-);
-CREATE INDEX IF NOT EXISTS export_batches_waiting ON export_batches (id) WHERE exported_at IS NULL;
-
-CREATE TABLE IF NOT EXISTS webhook_queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS webhook_queue_by_job ON webhook_queue (endpoint, job_id, id);
-CREATE TABLE IF NOT EXISTS webhook_dead_letters (
-    id INTEGER PRIMARY KEY,
-    endpoint TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    dead_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS webhook_dead_letters_by_time ON webhook_dead_letters (dead_at);
-CREATE TABLE IF NOT EXISTS webhook_endpoints (
-    endpoint TEXT PRIMARY KEY,
-    blocked_until REAL NOT NULL  -- in backoff: new events wait until then
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS webhook_counts (
-    endpoint TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (endpoint, outcome)
-) WITHOUT ROWID;
-
-INSERT OR IGNORE INTO meta (key, value) VALUES ('outbox_cursor', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('s3_exported_objects', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('s3_failed_objects', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('purged_jobs', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('log_exported', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('log_failed', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('log_dead_lettered', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('admitted_connections', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('overflow_jobs_connection', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('overflow_jobs_stream', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('connections_version', 0);
-"""
+SQLITE_SCHEMA: Final = SQLiteSchema()
