@@ -47,9 +47,11 @@ class LogLine:
 
     level: str = records.level("How severe the event is", LEVELS)
     message: str = text(
-        "What happened, as the product printed it; secrets in it are redacted before it is stored",
+        "What happened, as the product printed it",
         max_length=MAX_MESSAGE,
         required=True,
+        blank=True,
+        redacted=True,
     )
     timestamp: float | None = time("When it happened, if the line says; lines sent again with it are stored once")
     stream: str | None = text(

@@ -76,7 +76,7 @@ class StreamResult:
         "The stream's name (a table or object of the source); the stream label of its metrics",
         max_length=MAX_STREAM_NAME,
         required=True,
-        rule=f"each name once in a job; {OVERFLOW} is reserved for the streams beyond the series budget",
+        rule=f"each name once in a job; `{OVERFLOW}` is reserved for the streams beyond the series budget",
     )
     status: str | None = status("How the stream ended (or where it stands)", STATUSES)
     records_synced: int | None = count("Rows of the stream written to the destination")
@@ -102,11 +102,11 @@ class Job:
         pattern_rule="1-128 characters of letters, digits, _ - . :",
     )
     connection_name: str = text(
-        "The connection the job ran for, as the product names it (any Unicode: Salesforce → Snowflake); "
+        "The connection the job ran for, as the product names it, in any Unicode; "
         "the connection label of its metrics; a job keeps the connection it was first seen with",
         max_length=MAX_CONNECTION_NAME,
         required=True,
-        rule=f"{OVERFLOW} is reserved for the connections beyond the series budget",
+        rule=f"`{OVERFLOW}` is reserved for the connections beyond the series budget",
     )
     status: str = status(
         "Where the job stands: pending → running → succeeded | failed | cancelled; a finished job's status is final",
@@ -255,7 +255,9 @@ def check_text(value: str, name: str) -> None:
         raise ValidationError(name, "must be valid Unicode text") from None
 
 
-def _string(data: dict[str, Any], name: str, max_len: int, *, required: bool = False) -> str | None:
+def _string(
+    data: dict[str, Any], name: str, max_len: int, *, required: bool = False, blank: bool = False
+) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -264,7 +266,7 @@ def _string(data: dict[str, Any], name: str, max_len: int, *, required: bool = F
     if not isinstance(value, str):
         raise ValidationError(name, "must be a string")
     check_text(value, name)
-    if required and not value.strip():
+    if required and not blank and not value.strip():
         raise ValidationError(name, "must not be empty")
     if len(value) > max_len:
         raise ValidationError(name, f"must be at most {max_len} characters")
@@ -342,7 +344,7 @@ def read_field(data: dict[str, Any], name: str, meaning: Meaning, latest: float)
     kind = meaning.kind
     if kind == "text":
         assert meaning.max_length is not None
-        value = _string(data, name, meaning.max_length, required=meaning.required)
+        value = _string(data, name, meaning.max_length, required=meaning.required, blank=meaning.blank)
         if value is not None and meaning.pattern is not None and not re.match(meaning.pattern, value):
             raise ValidationError(name, f"must be {meaning.pattern_rule}")
         return redact_optional(value) if meaning.redacted else value

@@ -30,10 +30,11 @@ class Meaning:
     """What one field of a record is: its kind, its meaning, and the bounds input is held to.
 
     ``rule`` is a sentence about input that the kind does not say (``only on a
-    finished job``); ``pattern`` and ``pattern_rule`` a grammar a text must match
-    and how an error states it; ``summary`` marks the job's Summary, as the product
-    shows it; ``shipped`` a field the ``job_summary`` log event carries as an
-    attribute (every Summary field is).
+    finished job``); ``blank`` lets a required text be empty or blank; ``pattern``
+    and ``pattern_rule`` are a grammar a text must match and how an error states
+    it; ``summary`` marks the job's Summary, as the product shows it; ``shipped``
+    a field the ``job_summary`` log event carries as an attribute (every Summary
+    field is).
     """
 
     kind: Kind
@@ -42,6 +43,7 @@ class Meaning:
     max_length: int | None = None
     max_items: int | None = None
     choices: tuple[str, ...] = ()
+    blank: bool = False
     pattern: str | None = None
     pattern_rule: str = ""
     redacted: bool = False
@@ -64,19 +66,21 @@ def text(
     *,
     max_length: int,
     required: bool = False,
+    blank: bool = False,
     redacted: bool = False,
     pattern: str | None = None,
     pattern_rule: str = "",
     shipped: bool = False,
     rule: str = "",
 ) -> Any:
-    """A text field of at most ``max_length`` characters; a required one must not be blank."""
+    """A text field of at most ``max_length`` characters; a required one must not be blank unless ``blank``."""
     return _declare(
         Meaning(
             "text",
             doc,
             required=required,
             max_length=max_length,
+            blank=blank,
             redacted=redacted,
             pattern=pattern,
             pattern_rule=pattern_rule,
@@ -140,7 +144,7 @@ def table(record: type) -> tuple[tuple[str, Meaning], ...]:
     ...     rows: int | None = count("Rows written")
     >>> table(Example)
     (('rows', Meaning(kind='count', doc='Rows written', required=False, max_length=None, max_items=None, \
-choices=(), pattern=None, pattern_rule='', redacted=False, summary=False, shipped=False, rule='')),)
+choices=(), blank=False, pattern=None, pattern_rule='', redacted=False, summary=False, shipped=False, rule='')),)
     """
     return tuple((item.name, meaning(item)) for item in fields(record))
 
