@@ -68,6 +68,11 @@ def line_document(job: Job, line: LogLine, received_at: float) -> dict[str, Any]
     }
 
 
+def stored_line_document(line_id: int, line: LogLine, received_at: float) -> dict[str, Any]:
+    """A stored log line as the read API returns it: its place among the job's lines, when it came, its fields."""
+    return {"id": line_id, "received_at": format_rfc3339(received_at), **_fields(line)}
+
+
 def status_event_id(job_id: str, status: str) -> str:
     """The id of a job's change to ``status``: the same in every delivery and on every endpoint.
 

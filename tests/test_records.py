@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from calabi_exporter import openapi_records, records_reference
-from calabi_exporter.documents import job_document, line_document, summary_attributes
+from calabi_exporter.documents import job_document, line_document, stored_line_document, summary_attributes
 from calabi_exporter.joblogs import LINE_FIELDS, LogLine
 from calabi_exporter.model import JOB_FIELDS, STREAM_FIELDS, SUMMARY_FIELDS, Job, StreamResult, parse_job
 from calabi_exporter.records import count, names, table
@@ -147,6 +147,19 @@ def test_a_log_line_is_written_with_its_job_and_connection() -> None:
         ("message", "rate limit at 85%"),
         ("timestamp", "2026-04-06T08:00:02Z"),
         ("stream", "Account"),
+    ]
+
+
+def test_a_stored_log_line_is_read_back_with_its_id_and_when_it_came() -> None:
+    document = stored_line_document(7, LogLine("ERROR", "401 Unauthorized"), 1775462403.0)
+
+    assert list(document.items()) == [
+        ("id", 7),
+        ("received_at", "2026-04-06T08:00:03Z"),
+        ("level", "ERROR"),
+        ("message", "401 Unauthorized"),
+        ("timestamp", None),
+        ("stream", None),
     ]
 
 
