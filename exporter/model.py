@@ -4,6 +4,10 @@ A record is validated as a whole before anything is stored, so a rejected
 record never leaves a partial job behind. Every error names the field that was
 wrong, using a JSON-path-like name (``streams[3].records_synced``) so that a
 client can find it in a batch of hundreds.
+
+Each field of :class:`Job` and :class:`StreamResult` is declared with its kind,
+meaning and bounds (:mod:`.records`); :func:`parse_job` reads every field by its
+kind and keeps only the rules between fields as code of its own.
 """
 
 from __future__ import annotations
