@@ -11,57 +11,51 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from .joblogs import LogLine
-from .model import FAILED, Job, StreamResult
+from .model import FAILED, FAILED_AT, Job, StreamResult
+from .records import Meaning, scalars, table
 from .timeutil import format_rfc3339
-
-_TIMES = ("created_at", "started_at", "finished_at")
 
 
 def _time(value: float | None) -> str | None:
     return None if value is None else format_rfc3339(value)
 
 
+def value_document(meaning: Meaning, value: Any) -> Any:
+    """One field's value as JSON: a time as RFC 3339 UTC, anything else as it is (absent as ``null``)."""
+    return _time(value) if meaning.kind == "time" else value
+
+
+def _fields(record: object) -> dict[str, Any]:
+    """A record's scalar fields as JSON, in declaration order."""
+    return {name: value_document(m, getattr(record, name)) for name, m in scalars(type(record))}
+
+
 def stream_document(stream: StreamResult) -> dict[str, Any]:
-    return {
-        "name": stream.name,
-        "status": stream.status,
-        "records_synced": stream.records_synced,
-        "records_failed": stream.records_failed,
-        "bytes_synced": stream.bytes_synced,
-        "duration_seconds": stream.duration_seconds,
-        "error": stream.error,
-    }
+    return _fields(stream)
 
 
 def job_document(job: Job, *, streams: bool = True) -> dict[str, Any]:
     """A job as JSON; ``failed_at`` (the product's name for a failed job's finish time) only on failures."""
-    document: dict[str, Any] = {
-        "job_id": job.job_id,
-        "connection_name": job.connection_name,
-        "connection_id": job.connection_id,
-        "source": job.source,
-        "destination": job.destination,
-        "job_type": job.job_type,
-        "attempt": job.attempt,
-        "status": job.status,
-        **{name: _time(getattr(job, name)) for name in _TIMES},
-        "records_synced": job.records_synced,
-        "records_failed": job.records_failed,
-        "bytes_synced": job.bytes_synced,
-        "duration_seconds": job.duration_seconds,
-        "streams_succeeded": job.streams_succeeded,
-        "streams_failed": job.streams_failed,
-        "error_summary": job.error_summary,
-        "job_url": job.job_url,
-    }
+    document = _fields(job)
     if job.status == FAILED:
-        document["failed_at"] = _time(job.finished_at)
+        document[FAILED_AT] = _time(job.finished_at)
     if streams:
         document["streams"] = [stream_document(s) for s in job.streams]
     return document
+
+
+#: The job's fields its ``job_summary`` log event carries (declared ``shipped``).
+_SUMMARY_ATTRIBUTES: Final = tuple((name, m) for name, m in table(Job) if m.shipped)
+
+
+def summary_attributes(job: Job) -> dict[str, Any]:
+    """The attributes of a job's ``job_summary`` log event: its shipped fields that are known, as JSON values."""
+    return {
+        name: value_document(m, value) for name, m in _SUMMARY_ATTRIBUTES if (value := getattr(job, name)) is not None
+    }
 
 
 def line_document(job: Job, line: LogLine, received_at: float) -> dict[str, Any]:
@@ -69,12 +63,14 @@ def line_document(job: Job, line: LogLine, received_at: float) -> dict[str, Any]
     return {
         "job_id": job.job_id,
         "connection_name": job.connection_name,
-        "timestamp": _time(line.timestamp),
         "received_at": format_rfc3339(received_at),
-        "level": line.level,
-        "stream": line.stream,
-        "message": line.message,
+        **_fields(line),
     }
+
+
+def stored_line_document(line_id: int, line: LogLine, received_at: float) -> dict[str, Any]:
+    """A stored log line as the read API returns it: its place among the job's lines, when it came, its fields."""
+    return {"id": line_id, "received_at": format_rfc3339(received_at), **_fields(line)}
 
 
 def status_event_id(job_id: str, status: str) -> str:

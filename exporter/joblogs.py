@@ -15,7 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .model import LATEST_TIME, ValidationError, bounded_time, check_text
+from . import records
+from .model import LATEST_TIME, MAX_STREAM_NAME, ValidationError, bounded_time, check_text
+from .records import text, time
 from .redact import redact
 
 #: The product's log levels, as stored and shipped; ``calabi_sync_log_lines_total``'s ``level`` label is
@@ -43,10 +45,22 @@ _STREAM_PATTERNS: Final = (
 class LogLine:
     """One line of a job's execution trace."""
 
-    level: str
-    message: str
-    timestamp: float | None = None
-    stream: str | None = None
+    level: str = records.level("How severe the event is", LEVELS)
+    message: str = text(
+        "What happened, as the product printed it",
+        max_length=MAX_MESSAGE,
+        required=True,
+        blank=True,
+        redacted=True,
+    )
+    timestamp: float | None = time("When it happened, if the line says; lines sent again with it are stored once")
+    stream: str | None = text(
+        "The stream it is about: as sent, else read from the product's stream messages", max_length=MAX_STREAM_NAME
+    )
+
+
+#: The fields a JSON log line may carry.
+LINE_FIELDS: Final = frozenset(records.names(LogLine))
 
 
 def _level(value: Any, where: str) -> str:
@@ -130,7 +144,7 @@ def parse_json(data: Any, *, latest: float = LATEST_TIME) -> list[LogLine]:
         where = f"lines[{index}]"
         if not isinstance(item, dict):
             raise ValidationError(where, "must be an object")
-        unknown = sorted(set(item) - {"timestamp", "level", "message", "stream"})
+        unknown = sorted(set(item) - LINE_FIELDS)
         if unknown:
             raise ValidationError(f"{where}.{unknown[0]}", "is not a log line field")
         if "level" not in item:
@@ -146,8 +160,8 @@ def parse_json(data: Any, *, latest: float = LATEST_TIME) -> list[LogLine]:
                 raise ValidationError(f"{where}.timestamp", "must be an RFC 3339 timestamp string")
             timestamp = bounded_time(value, f"{where}.timestamp", latest)
         stream = item.get("stream")
-        if stream is not None and (not isinstance(stream, str) or len(stream) > 256):
-            raise ValidationError(f"{where}.stream", "must be a string of at most 256 characters")
+        if stream is not None and (not isinstance(stream, str) or len(stream) > MAX_STREAM_NAME):
+            raise ValidationError(f"{where}.stream", f"must be a string of at most {MAX_STREAM_NAME} characters")
         if stream is not None:
             check_text(stream, f"{where}.stream")
         lines.append(LogLine(level, message, timestamp, stream or stream_of(message)))

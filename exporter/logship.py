@@ -73,8 +73,9 @@ from . import __version__
 from .backoff import Backoff
 from .bounded_http import Answer, bounded_session, post
 from .config import Config
+from .documents import summary_attributes
 from .joblogs import LEVELS
-from .model import CANCELLED, FAILED, SUCCEEDED, SUMMARY_FIELDS
+from .model import CANCELLED, FAILED, SUCCEEDED
 from .redact import redact
 from .refusal import CUTOFF_RESOLUTION, Refusal, read_refusal
 from .singleton import SingletonWorker
@@ -156,14 +157,7 @@ def to_log_record(entry: OutboxEntry, resource: Resource, *, at_ns: int | None =
         level = SUMMARY_SEVERITY.get(job.status, "INFO")
         attributes["event"] = "job_summary"
         attributes["status"] = job.status
-        for name in (*SUMMARY_FIELDS, "error_summary", "job_url"):
-            value = getattr(job, name)
-            if value is not None:
-                attributes[name] = value
-        for name in ("started_at", "finished_at"):
-            moment = getattr(job, name)
-            if moment is not None:
-                attributes[name] = format_rfc3339(moment)
+        attributes.update(summary_attributes(job))
         body = _summary_text(entry)
     timestamp = nanos(moment_of(entry))
     if at_ns is not None and at_ns != timestamp:

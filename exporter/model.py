@@ -4,15 +4,20 @@ A record is validated as a whole before anything is stored, so a rejected
 record never leaves a partial job behind. Every error names the field that was
 wrong, using a JSON-path-like name (``streams[3].records_synced``) so that a
 client can find it in a batch of hundreds.
+
+Each field of :class:`Job` and :class:`StreamResult` is declared with its kind,
+meaning and bounds (:mod:`.records`); :func:`parse_job` reads every field by its
+kind and keeps only the rules between fields as code of its own.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, get_args
 
+from .records import Meaning, choice, count, names, records, scalars, seconds, status, table, text, time
 from .redact import redact_optional
 from .timeutil import format_rfc3339, parse_rfc3339
 
@@ -71,13 +76,18 @@ class ValidationError(ValueError):
 class StreamResult:
     """One stream's outcome within a job."""
 
-    name: str
-    status: str | None = None
-    records_synced: int | None = None
-    records_failed: int | None = None
-    bytes_synced: int | None = None
-    duration_seconds: float | None = None
-    error: str | None = None
+    name: str = text(
+        "The stream's name (a table or object of the source); the stream label of its metrics",
+        max_length=MAX_STREAM_NAME,
+        required=True,
+        rule=f"each name once in a job; `{OVERFLOW}` is reserved for the streams beyond the series budget",
+    )
+    status: str | None = status("How the stream ended (or where it stands)", STATUSES)
+    records_synced: int | None = count("Rows of the stream written to the destination")
+    records_failed: int | None = count("Rows of the stream that could not be written")
+    bytes_synced: int | None = count("Bytes of the stream written to the destination")
+    duration_seconds: float | None = seconds("How long the stream took")
+    error: str | None = text("Why the stream failed, as the product words it", max_length=MAX_TEXT, redacted=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,26 +98,71 @@ class Job:
     merge rules: a later record may fill in what an earlier one did not say.
     """
 
-    job_id: str
-    connection_name: str
-    status: str
-    connection_id: str | None = None
-    source: str | None = None
-    destination: str | None = None
-    job_type: str | None = None
-    attempt: int | None = None
-    created_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    records_synced: int | None = None
-    records_failed: int | None = None
-    bytes_synced: int | None = None
-    duration_seconds: float | None = None
-    streams_succeeded: int | None = None
-    streams_failed: int | None = None
-    error_summary: str | None = None
-    job_url: str | None = None
-    streams: tuple[StreamResult, ...] = field(default_factory=tuple)
+    job_id: str = text(
+        "The product's id of the job: records with the same id are one job, filled in and advanced",
+        max_length=128,
+        required=True,
+        pattern=JOB_ID_PATTERN.pattern,
+        pattern_rule="1-128 characters of letters, digits, _ - . :",
+    )
+    connection_name: str = text(
+        "The connection the job ran for, as the product names it, in any Unicode; "
+        "the connection label of its metrics; a job keeps the connection it was first seen with",
+        max_length=MAX_CONNECTION_NAME,
+        required=True,
+        rule=f"`{OVERFLOW}` is reserved for the connections beyond the series budget",
+    )
+    status: str = status(
+        "Where the job stands: pending → running → succeeded | failed | cancelled; a finished job's status is final",
+        STATUSES,
+        required=True,
+    )
+    connection_id: str | None = text("The product's id of the connection (calabi_sync_connection_info)", max_length=256)
+    source: str | None = text("The connection's source (calabi_sync_connection_info)", max_length=MAX_CONNECTION_NAME)
+    destination: str | None = text(
+        "The connection's destination (calabi_sync_connection_info)", max_length=MAX_CONNECTION_NAME
+    )
+    job_type: str | None = choice("What the job did: sync copies data, reset clears the destination", JOB_TYPES)
+    attempt: int | None = count("Which attempt at the job this is")
+    created_at: float | None = time("When the job was queued")
+    started_at: float | None = time("When the job started", shipped=True)
+    finished_at: float | None = time(
+        "When the job finished; a finished job without it finishes when the exporter receives its final status",
+        shipped=True,
+        rule="only on a finished job, not before started_at",
+    )
+    records_synced: int | None = count(
+        "Rows written to the destination", summary=True, rule="added up from the streams when not sent"
+    )
+    records_failed: int | None = count(
+        "Rows that could not be written", summary=True, rule="added up from the streams when not sent"
+    )
+    bytes_synced: int | None = count(
+        "Bytes written to the destination", summary=True, rule="added up from the streams when not sent"
+    )
+    duration_seconds: float | None = seconds(
+        "How long the job ran", summary=True, rule="finished_at - started_at when not sent"
+    )
+    streams_succeeded: int | None = count(
+        "Streams that succeeded", summary=True, rule="counted from the streams when not sent"
+    )
+    streams_failed: int | None = count(
+        "Streams that failed", summary=True, rule="counted from the streams when not sent"
+    )
+    error_summary: str | None = text(
+        "Why the job failed, as the product words it; shown in alerts",
+        max_length=MAX_TEXT,
+        redacted=True,
+        shipped=True,
+    )
+    job_url: str | None = text(
+        "The job's page in the product; linked from alerts", max_length=2048, redacted=True, shipped=True
+    )
+    streams: tuple[StreamResult, ...] = records(
+        "The job's streams",
+        max_items=MAX_STREAMS,
+        rule=f"each name once; a job holds at most {MAX_STREAMS:,} streams over all its records",
+    )
 
     @property
     def finished(self) -> bool:
@@ -172,59 +227,21 @@ def check_stream_count(job: Job) -> None:
         )
 
 
-# A job's Summary, as the product shows it.
-SUMMARY_FIELDS: Final = (
-    "records_synced",
-    "records_failed",
-    "bytes_synced",
-    "duration_seconds",
-    "streams_succeeded",
-    "streams_failed",
+#: A job's Summary, as the product shows it: the fields declared ``summary=True``.
+SUMMARY_FIELDS: Final = tuple(name for name, m in table(Job) if m.summary)
+#: The product's name for a failed job's finish time: accepted as ``finished_at`` on a failed job,
+#: and written next to it in a failed job's documents. Not a field of its own.
+FAILED_AT: Final = "failed_at"
+FAILED_AT_MEANING: Final = Meaning(
+    "time",
+    "The product's name for a failed job's finish time",
+    rule="only on a failed job, equal to finished_at when both are sent",
 )
-
-JOB_FIELDS: Final = frozenset(
-    {
-        "job_id",
-        "connection_name",
-        "status",
-        "connection_id",
-        "source",
-        "destination",
-        "job_type",
-        "attempt",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "failed_at",
-        *SUMMARY_FIELDS,
-        "error_summary",
-        "job_url",
-        "streams",
-    }
-)
-STREAM_FIELDS: Final = frozenset(
-    {
-        "name",
-        "status",
-        "records_synced",
-        "records_failed",
-        "bytes_synced",
-        "duration_seconds",
-        "error",
-    }
-)
-#: The product's "Webhook (custom)" payload carries exactly these fields.
-WEBHOOK_FIELDS: Final = frozenset(
-    {
-        "connection_name",
-        "job_id",
-        "status",
-        "started_at",
-        "failed_at",
-        "error_summary",
-        "job_url",
-    }
-)
+JOB_FIELDS: Final = frozenset((*names(Job), FAILED_AT))
+STREAM_FIELDS: Final = frozenset(names(StreamResult))
+#: The product's "Webhook (custom)" payload carries exactly these fields, in this order.
+WEBHOOK_PAYLOAD: Final = ("connection_name", "job_id", "status", "started_at", FAILED_AT, "error_summary", "job_url")
+WEBHOOK_FIELDS: Final = frozenset(WEBHOOK_PAYLOAD)
 
 
 def check_text(value: str, name: str) -> None:
@@ -242,7 +259,9 @@ def check_text(value: str, name: str) -> None:
         raise ValidationError(name, "must be valid Unicode text") from None
 
 
-def _string(data: dict[str, Any], name: str, max_len: int, *, required: bool = False) -> str | None:
+def _string(
+    data: dict[str, Any], name: str, max_len: int, *, required: bool = False, blank: bool = False
+) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -251,22 +270,11 @@ def _string(data: dict[str, Any], name: str, max_len: int, *, required: bool = F
     if not isinstance(value, str):
         raise ValidationError(name, "must be a string")
     check_text(value, name)
-    if required and not value.strip():
+    if required and not blank and not value.strip():
         raise ValidationError(name, "must not be empty")
     if len(value) > max_len:
         raise ValidationError(name, f"must be at most {max_len} characters")
     return value
-
-
-def _status(data: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = data.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(name, "is required")
-        return None
-    if not isinstance(value, str) or value.lower() not in STATUSES:
-        raise ValidationError(name, f"must be one of {', '.join(STATUSES)} (got {value!r})")
-    return value.lower()
 
 
 def _count(data: dict[str, Any], name: str) -> int | None:
@@ -324,11 +332,47 @@ def _timestamp(data: dict[str, Any], name: str, latest: float) -> float | None:
     return bounded_time(value, name, latest)
 
 
+def _choice(data: dict[str, Any], name: str, choices: tuple[str, ...], *, required: bool) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(name, "is required")
+        return None
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValidationError(name, f"must be one of {', '.join(choices)} (got {value!r})")
+    return value.lower()
+
+
+def read_field(data: dict[str, Any], name: str, meaning: Meaning, latest: float) -> Any:
+    """One field of a record read from JSON by its kind, held to its declared bounds (or a ValidationError)."""
+    kind = meaning.kind
+    if kind == "text":
+        assert meaning.max_length is not None
+        value = _string(data, name, meaning.max_length, required=meaning.required, blank=meaning.blank)
+        if value is not None and meaning.pattern is not None and not re.match(meaning.pattern, value):
+            raise ValidationError(name, f"must be {meaning.pattern_rule}")
+        return redact_optional(value) if meaning.redacted else value
+    if kind in ("status", "choice"):
+        return _choice(data, name, meaning.choices, required=meaning.required)
+    if kind == "count":
+        return _count(data, name)
+    if kind == "seconds":
+        return _seconds(data, name)
+    if kind == "time":
+        return _timestamp(data, name, latest)
+    raise TypeError(f"{name}: a {kind} field is read by its record's own code")
+
+
+def _read_all(record: type, data: dict[str, Any], latest: float) -> dict[str, Any]:
+    """Every scalar field of ``record`` read from ``data``, by name."""
+    return {name: read_field(data, name, m, latest) for name, m in scalars(record)}
+
+
 def _prefixed(error: ValidationError, prefix: str) -> ValidationError:
     return ValidationError(f"{prefix}.{error.field}", error.message)
 
 
-def _stream(data: Any, index: int) -> StreamResult:
+def _stream(data: Any, index: int, latest: float) -> StreamResult:
     where = f"streams[{index}]"
     if not isinstance(data, dict):
         raise ValidationError(where, "must be an object")
@@ -336,21 +380,28 @@ def _stream(data: Any, index: int) -> StreamResult:
     if unknown:
         raise ValidationError(f"{where}.{unknown[0]}", "is not a stream field")
     try:
-        name = _string(data, "name", MAX_STREAM_NAME, required=True)
-        assert name is not None
-        if name == OVERFLOW:
+        stream = StreamResult(**_read_all(StreamResult, data, latest))
+        if stream.name == OVERFLOW:
             raise ValidationError("name", f"{OVERFLOW} is reserved for the streams beyond the series budget")
-        return StreamResult(
-            name=name,
-            status=_status(data, "status", required=False),
-            records_synced=_count(data, "records_synced"),
-            records_failed=_count(data, "records_failed"),
-            bytes_synced=_count(data, "bytes_synced"),
-            duration_seconds=_seconds(data, "duration_seconds"),
-            error=redact_optional(_string(data, "error", MAX_TEXT)),
-        )
+        return stream
     except ValidationError as error:
         raise _prefixed(error, where) from None
+
+
+def _streams(data: dict[str, Any], latest: float) -> tuple[StreamResult, ...]:
+    streams_data = data.get("streams")
+    if streams_data is None:
+        return ()
+    if not isinstance(streams_data, list):
+        raise ValidationError("streams", "must be a list")
+    if len(streams_data) > MAX_STREAMS:
+        raise ValidationError("streams", f"must hold at most {MAX_STREAMS} streams")
+    streams = tuple(_stream(item, i, latest) for i, item in enumerate(streams_data))
+    names = [s.name for s in streams]
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise ValidationError("streams", f"names a stream twice: {duplicate!r}")
+    return streams
 
 
 def parse_job(
@@ -358,11 +409,13 @@ def parse_job(
 ) -> Job:
     """Validate one JSON job record and return it normalised.
 
-    ``strict`` rejects fields outside ``allowed_fields`` (a typo such as
-    ``record_synced`` would otherwise be silently dropped); the product's
-    webhook is parsed leniently so that a new field there cannot stop alerts.
-    Times must lie between :data:`EARLIEST_TIME` and ``latest``: a job finished
-    in the year 9000 would stay the connection's latest for ever.
+    Each field is read by the kind it is declared with (:mod:`.records`); the
+    rules between fields are below. ``strict`` rejects fields outside
+    ``allowed_fields`` (a typo such as ``record_synced`` would otherwise be
+    silently dropped); the product's webhook is parsed leniently so that a new
+    field there cannot stop alerts. Times must lie between :data:`EARLIEST_TIME`
+    and ``latest``: a job finished in the year 9000 would stay the connection's
+    latest for ever.
     """
     if not isinstance(data, dict):
         raise ValidationError("record", "must be a JSON object")
@@ -371,76 +424,24 @@ def parse_job(
         raise ValidationError(unknown[0], "is not a job field")
     if unknown:
         data = {key: value for key, value in data.items() if key in allowed_fields}
-    job_id = _string(data, "job_id", 128, required=True)
-    assert job_id is not None
-    if not JOB_ID_PATTERN.match(job_id):
-        raise ValidationError("job_id", "must be 1-128 characters of letters, digits, _ - . :")
-    connection_name = _string(data, "connection_name", MAX_CONNECTION_NAME, required=True)
-    assert connection_name is not None
-    if connection_name == OVERFLOW:
+    values = _read_all(Job, data, latest)
+    if values["connection_name"] == OVERFLOW:
         raise ValidationError("connection_name", f"{OVERFLOW} is reserved for the connections beyond the series budget")
-    status = _status(data, "status", required=True)
-    assert status is not None
-
-    job_type = _string(data, "job_type", 16)
-    if job_type is not None:
-        job_type = job_type.lower()
-        if job_type not in JOB_TYPES:
-            raise ValidationError("job_type", f"must be one of {', '.join(JOB_TYPES)}")
-    attempt = _count(data, "attempt")
-
-    finished_at = _timestamp(data, "finished_at", latest)
-    failed_at = _timestamp(data, "failed_at", latest)
+    status = values["status"]
+    finished_at = values["finished_at"]
+    failed_at = read_field(data, FAILED_AT, FAILED_AT_MEANING, latest)
     if failed_at is not None:
         if status != FAILED:
-            raise ValidationError("failed_at", "is only allowed on a failed job")
+            raise ValidationError(FAILED_AT, "is only allowed on a failed job")
         if finished_at is not None and finished_at != failed_at:
-            raise ValidationError("failed_at", "differs from finished_at")
-        finished_at = failed_at
+            raise ValidationError(FAILED_AT, "differs from finished_at")
+        finished_at = values["finished_at"] = failed_at
     if finished_at is not None and status not in FINISHED_STATUSES:
         raise ValidationError("finished_at", f"is only allowed on a finished job (status is {status})")
-
-    created_at = _timestamp(data, "created_at", latest)
-    started_at = _timestamp(data, "started_at", latest)
+    started_at = values["started_at"]
     if started_at is not None and finished_at is not None and finished_at < started_at:
         raise ValidationError("finished_at", "must not be before started_at")
-
-    streams_data = data.get("streams")
-    streams: tuple[StreamResult, ...] = ()
-    if streams_data is not None:
-        if not isinstance(streams_data, list):
-            raise ValidationError("streams", "must be a list")
-        if len(streams_data) > MAX_STREAMS:
-            raise ValidationError("streams", f"must hold at most {MAX_STREAMS} streams")
-        streams = tuple(_stream(item, i) for i, item in enumerate(streams_data))
-        names = [s.name for s in streams]
-        if len(set(names)) != len(names):
-            duplicate = next(n for n in names if names.count(n) > 1)
-            raise ValidationError("streams", f"names a stream twice: {duplicate!r}")
-
-    job = Job(
-        job_id=job_id,
-        connection_name=connection_name,
-        status=status,
-        connection_id=_string(data, "connection_id", 256),
-        source=_string(data, "source", MAX_CONNECTION_NAME),
-        destination=_string(data, "destination", MAX_CONNECTION_NAME),
-        job_type=job_type,
-        attempt=attempt,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        records_synced=_count(data, "records_synced"),
-        records_failed=_count(data, "records_failed"),
-        bytes_synced=_count(data, "bytes_synced"),
-        duration_seconds=_seconds(data, "duration_seconds"),
-        streams_succeeded=_count(data, "streams_succeeded"),
-        streams_failed=_count(data, "streams_failed"),
-        error_summary=redact_optional(_string(data, "error_summary", MAX_TEXT)),
-        job_url=redact_optional(_string(data, "job_url", 2048)),
-        streams=streams,
-    )
-    return job.with_derived_fields()
+    return Job(**values, streams=_streams(data, latest)).with_derived_fields()
 
 
 def parse_webhook(data: Any, *, latest: float = LATEST_TIME) -> Job:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from . import timeutil
 from .aggregates import ConnectionAgg
-from .documents import job_document
+from .documents import job_document, stored_line_document
 from .joblogs import LEVEL_ALIASES, LEVELS
 from .model import FAILED, FINISHED_STATUSES, JOB_ID_PATTERN, JOB_TYPES, STATUSES, SUCCEEDED
 from .store import JobFilter, JobReads, StoredLine
@@ -265,15 +265,7 @@ JOB_PARAMETERS: Final = ("level", "search", "limit", "cursor")
 
 
 def _line_document(stored: StoredLine) -> dict[str, Any]:
-    line = stored.line
-    return {
-        "id": stored.id,
-        "timestamp": None if line.timestamp is None else format_rfc3339(line.timestamp),
-        "received_at": format_rfc3339(stored.received_at),
-        "level": line.level,
-        "stream": line.stream,
-        "message": line.message,
-    }
+    return stored_line_document(stored.id, stored.line, stored.received_at)
 
 
 def get_job(store: JobReads, job_id: str, params: Params) -> dict[str, Any] | None:
