@@ -76,29 +76,33 @@ class LineWriter:
     def __init__(self) -> None:
         self._pairs: dict[tuple[str, str], str] = {}
         self._numbers: dict[float, str] = {}
-        self._layouts: dict[tuple[str, str], _Layout] = {}
+        self._layouts: dict[str, dict[str, _Layout]] = {}  # family name -> suffix -> layout
 
     def lines(self, family: Family[Any], rows: Iterable[Row]) -> tuple[str, int]:
         """The family's sample lines for ``rows``, and how many there are."""
         out: list[str] = []
-        pairs, numbers, layouts = self._pairs, self._numbers, self._layouts
+        append = out.append
+        pairs, numbers = self._pairs, self._numbers
+        layouts = self._layouts.get(family.name)
+        if layouts is None:
+            layouts = self._layouts[family.name] = {}
         for suffix, values, value in rows:
-            layout = layouts.get((family.name, suffix))
+            layout = layouts.get(suffix)
             if layout is None:
-                layout = layouts[(family.name, suffix)] = _Layout(family, suffix)
-            if values:
-                parts = []
-                for index in layout.order:
-                    item = (layout.keys[index], values[index])
-                    text = pairs.get(item)
-                    if text is None:
-                        text = pairs[item] = f'{item[0]}="{_escape_value(item[1])}"'
-                    parts.append(text)
-                head = f"{layout.name}{{{','.join(parts)}}}"
-            else:
-                head = layout.name
+                layout = layouts[suffix] = _Layout(family, suffix)
             number = numbers.get(value)
             if number is None:
                 number = numbers[value] = _go_float(value)
-            out.append(f"{head} {number}\n")
+            if not values:
+                append(f"{layout.name} {number}\n")
+                continue
+            keys = layout.keys
+            parts = []
+            for index in layout.order:
+                item = (keys[index], values[index])
+                text = pairs.get(item)
+                if text is None:
+                    text = pairs[item] = f'{item[0]}="{_escape_value(item[1])}"'
+                parts.append(text)
+            append(f"{layout.name}{{{','.join(parts)}}} {number}\n")
         return "".join(out), len(out)
