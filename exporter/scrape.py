@@ -173,7 +173,7 @@ class ScrapeRenderer:
         with self._lock:
             snap, loaded = self._update()
             # Jobs in progress of connections forgotten since they started: few, rendered at every scrape.
-            orphans = [part for name, part in loaded.items() if name not in self._pieces and name != OVERFLOW]
+            orphans = [part for name, part in loaded.items() if name != OVERFLOW]
             pieces = sorted([*self._pieces.values(), *self._render(orphans, [0] * len(orphans))], key=_name)
         overflow = loaded.get(OVERFLOW)
         overflow_piece = None if overflow is None else self._render([overflow], [0])[0]
@@ -193,7 +193,8 @@ class ScrapeRenderer:
         """Re-render the connections whose version or jobs in progress moved (the caller holds the lock).
 
         Returns the snapshot read (every connection's on the first call, only the moved
-        ones' after) and its parts by name, the overflow's and orphans' included.
+        ones' after) and the parts it holds besides those kept: the overflow's and
+        those of connections forgotten while their jobs ran.
         """
         versions = self._versions()
         stale = [name for name, version in versions.items() if self._stale(name, version)]
