@@ -14,10 +14,20 @@ What it measures, side by side in one run:
    connections with series of their own, the rest under ``__overflow__``):
    the same as 1, to compare with it.
 
+With ``--before DIR`` (a checkout of an earlier exporter, e.g. a clone of the
+old main), the same run also serves the 10,000-connection store with that
+checkout's exporter, and both exporters take the same ingest load (5,000
+finished jobs with 3 streams, batches of 100 from 4 clients, on a fresh store):
+before and after side by side, one machine, one run. A worker of this tree
+renders every connection before it serves (``ScrapeRenderer.warm``), so its
+start-up (launch to ``/readyz`` answering 200) is timed too.
+
 Run from the project root::
 
     .venv/bin/python -m bench.bench_scrape              # about 10 minutes on 2 cores
     .venv/bin/python -m bench.bench_scrape --quick      # 2,000 / 200 / 10,000 connections
+    git clone -q <old main> /tmp/metrics-before
+    .venv/bin/python -m bench.bench_scrape --before /tmp/metrics-before
 
 Results are printed as a Markdown table and written to ``docs/scrape-benchmark.md``.
 """
@@ -25,6 +35,7 @@ Results are printed as a Markdown table and written to ``docs/scrape-benchmark.m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -38,13 +49,14 @@ from pathlib import Path
 from typing import Final
 
 import requests
-from calabi_exporter.collector import SyncJobCollector, Thresholds
 from calabi_exporter.config import Config
+from calabi_exporter.metric_families import ScrapeSettings, Thresholds
 from calabi_exporter.model import Job, StreamResult
 from calabi_exporter.scrape import ScrapeRenderer
 from calabi_exporter.store import Store
 
-from bench.bench_ingest_scrape import Service, free_port, running, wait_for_workers
+from bench.bench_durable_commit import describe, import_path
+from bench.bench_ingest_scrape import Service, free_port, job_record, running, wait_for_workers
 from tests.processes import children
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -53,6 +65,7 @@ T0: Final = 1_775_462_400.0  # 2026-04-06T08:00:00Z
 WORKERS: Final = 2
 STREAMS: Final = 20
 TARGET_P50: Final = 2.0
+TARGET_FIRST: Final = 2.0  # a worker's first scrape, against Prometheus' 10 s default timeout
 TARGET_RSS_MIB: Final = 600.0
 TARGET_RATIO: Final = 0.25
 
@@ -128,17 +141,29 @@ def timed_scrape(session: requests.Session, url: str) -> tuple[float, int]:
     return time.perf_counter() - started, len(response.content)
 
 
-def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) -> dict[str, float]:
+def exporter(data_dir: Path, workdir: Path, label: str, python_path: str | None) -> Service:
+    """``calabi-exporter serve`` on ``data_dir``: this tree's, or the checkout's that ``python_path`` imports."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALABI_")}
     env["CALABI_RETENTION__DAYS"] = "36500"
+    if python_path is not None:
+        env["PYTHONPATH"] = python_path
     console = Path(sys.executable).parent / "calabi-exporter"
     argv = [str(console), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)]
-    service = Service(label, argv, env, f"http://127.0.0.1:{port}", "/readyz", workdir / f"{label}.log")
+    return Service(label, argv, env, f"http://127.0.0.1:{port}", "/readyz", workdir / f"{label}.log")
+
+
+def serve_and_scrape(
+    data_dir: Path, workdir: Path, label: str, scrapes: int, python_path: str | None = None
+) -> dict[str, float]:
+    service = exporter(data_dir, workdir, label, python_path)
+    launched = time.perf_counter()
     with running(service):
+        ready = time.perf_counter() - launched
+        first, _ = timed_scrape(requests.Session(), service.base_url)  # the first scrape once ready
         wait_for_workers(service.pid, WORKERS)
         idle = max(rss_mib(pid) for pid in children(service.pid))
-        cold: list[float] = []
+        cold: list[float] = [first]
         size = 0
         # Memory is sampled through the whole run: the first scrape of each worker renders everything.
         with RssSampler(service.pid) as sampler:
@@ -165,6 +190,8 @@ def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) ->
                 thread.join()
         samples = requests.get(service.base_url + "/metrics", timeout=300).text.rsplit("calabi_exporter_series ", 1)[1]
     return {
+        "ready": ready,
+        "first": first,
         "cold_max": max(cold),
         "p50": statistics.median(warm),
         "max": max(warm),
@@ -177,14 +204,48 @@ def serve_and_scrape(data_dir: Path, workdir: Path, label: str, scrapes: int) ->
     }
 
 
+def ingest_rate(workdir: Path, label: str, python_path: str | None, jobs: int = 5_000) -> float:
+    """Finished jobs per second posted to a fresh exporter in batches of 100 by 4 clients."""
+    batches = [
+        json.dumps({"jobs": [job_record(n, label, 500) for n in range(start, start + 100)]}).encode()
+        for start in range(0, jobs, 100)
+    ]
+    service = exporter(workdir / f"{label}-data", workdir, label, python_path)
+    with running(service):
+        wait_for_workers(service.pid, WORKERS)
+        failures: list[int] = []
+        lock = threading.Lock()
+
+        def post(mine: list[bytes]) -> None:
+            with requests.Session() as session:
+                for body in mine:
+                    response = session.post(
+                        service.base_url + "/api/v1/jobs", data=body, headers={"Content-Type": "application/json"}
+                    )
+                    if response.status_code != 200:
+                        with lock:
+                            failures.append(response.status_code)
+
+        threads = [threading.Thread(target=post, args=(batches[k::4],)) for k in range(4)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{label}: {len(failures)} batches refused ({failures[:3]})")
+    return jobs / seconds
+
+
 def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
     """Full render (nothing kept) against a render after 0.9 % of the connections changed, in process."""
     store = Store.sqlite(data_dir, synchronous="normal")
     try:
 
         def renderer() -> ScrapeRenderer:
-            collector = SyncJobCollector(store.metrics.snapshot, Thresholds.from_config(Config()))
-            return ScrapeRenderer(collector, store.metrics.versions, store.metrics.snapshot)
+            settings = ScrapeSettings(Thresholds.from_config(Config()))
+            return ScrapeRenderer(settings, store.metrics.versions, store.metrics.snapshot)
 
         def timed(render: Callable[[], bytes]) -> float:
             started = time.perf_counter()
@@ -211,7 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 / 200 / 10,000 connections")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--before", type=Path, help="a checkout of an earlier exporter to compare with (its exporter/)")
     args = parser.parse_args(argv)
+    if args.before is not None and not (args.before / "exporter" / "cli.py").exists():
+        parser.error(f"--before {args.before}: no exporter/cli.py there")
     large, small, huge = (2_000, 200, 10_000) if args.quick else (10_000, 1_000, 50_000)
     started = datetime.now(UTC)
     clock = time.perf_counter()
@@ -220,7 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         print(f"== {large:,} connections × {STREAMS} streams", flush=True)
         fill_large = fill(work / "large", large)
+        old: dict[str, float] | None = None
+        if args.before is not None:
+            before_path = import_path(args.before, work)
+            print(f"== the same, served by {args.before}", flush=True)
+            old = serve_and_scrape(work / "large", work, "large-before", 20, before_path)
+            old["ingest"] = ingest_rate(work, "ingest-before", before_path)
         big = serve_and_scrape(work / "large", work, "large", 20)
+        if old is not None:
+            big["ingest"] = ingest_rate(work, "ingest-after", None)
         print(f"== {huge:,} connections × {STREAMS} streams (default budget: 10,000)", flush=True)
         fill_huge = fill(work / "huge", huge)
         over = serve_and_scrape(work / "huge", work, "huge", 20)
@@ -239,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| Scrape, {label} | **p50 {result['p50']:.2f} s**, max {result['max']:.2f} s; first scrape of a worker"
             f" {result['cold_max']:.2f} s; {result['samples']:,.0f} samples, {result['bytes'] / 1e6:,.0f} MB"
             f" (store filled in {filled:.0f} s) | p50 ≤ {TARGET_P50:.0f} s | {status(result['p50'] <= TARGET_P50)} |"
+        )
+        rows.append(
+            f"| First scrapes after start, {label} | the first once ready **{result['first']:.2f} s**, the slowest"
+            f" of the first {2 * WORKERS} **{result['cold_max']:.2f} s**; ready {result['ready']:.1f} s after"
+            f" launch | ≤ {TARGET_FIRST:.0f} s | {status(result['cold_max'] <= TARGET_FIRST)} |"
         )
         rows.append(
             f"| 4 scrapes at once, {label} | worker RSS **max {result['rss_peak']:,.0f} MiB** over the run, first"
@@ -263,6 +340,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" p50 {over['p50']:.2f} vs {big['p50']:.2f} s; RSS max {over['rss_peak']:,.0f} vs"
         f" {big['rss_peak']:,.0f} MiB | the 10,000 level | {status(same)} |"
     )
+    comparison: list[str] = []
+    if old is not None:
+        comparison = [
+            "",
+            f"## Before and after, {large:,} × {STREAMS}, in this run",
+            "",
+            f"Before: `{args.before}` at commit `{describe(args.before)}`; after: this tree."
+            " Same store, same machine, one after the other.",
+            "",
+            "Before, a worker rendered every connection's lines at its first scrape (reading every aggregate,"
+            " building the library's sample objects, writing their lines); now it renders them from the family"
+            " table before it accepts a request, so that time moves from the first scrape to the start-up"
+            " (launch to ready), and the first scrape is as quick as any later one.",
+            "",
+            "| | before | after |",
+            "|---|---|---|",
+            *(
+                f"| {what} | {f'{old[key]:{spec}} {unit}'.strip()} | **{f'{big[key]:{spec}} {unit}'.strip()}** |"
+                for what, key, spec, unit in (
+                    ("Launch to `/readyz` 200", "ready", ".2f", "s"),
+                    ("First scrape once ready", "first", ".2f", "s"),
+                    ("Slowest of the first scrapes (one per worker and more)", "cold_max", ".2f", "s"),
+                    ("Scrape p50 (20 in a row)", "p50", ".2f", "s"),
+                    ("Scrape max (20 in a row)", "max", ".2f", "s"),
+                    ("4 scrapes at once, p50", "concurrent_p50", ".2f", "s"),
+                    ("4 scrapes at once, max", "concurrent_max", ".2f", "s"),
+                    ("Worker RSS, max over the run", "rss_peak", ",.0f", "MiB"),
+                    ("Samples", "samples", ",.0f", ""),
+                    ("Ingest, batches of 100 from 4 clients", "ingest", ",.0f", "jobs/s"),
+                )
+            ),
+        ]
     seconds = time.perf_counter() - clock
     text = "\n".join(
         [
@@ -272,12 +381,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"- date: {started:%Y-%m-%d %H:%M} UTC; run took {seconds / 60:.1f} min"
             + (" (`--quick`: smaller fleets)" if args.quick else ""),
+            "- command: `.venv/bin/python -m bench.bench_scrape"
+            + (" --quick" if args.quick else "")
+            + (" --before <clone of the old main>`" if args.before else "`"),
             f"- `nproc`: {os.cpu_count()}; {platform.platform()}; Python {platform.python_version()}",
             f"- server: `calabi-exporter serve` with its defaults ({WORKERS} workers), client on the same machine",
             "",
             "| Benchmark | Result | Target | Status |",
             "|---|---|---|---|",
             *rows,
+            *comparison,
             "",
         ]
     )

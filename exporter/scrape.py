@@ -11,35 +11,45 @@ joining the kept pieces a chunk at a time. Concurrent scrapes in one process
 take turns to bring the pieces up to date (the second finds nothing left to do)
 and then stream the same pieces.
 
-The lines come from the collector the library's encoders use
-(:meth:`.SyncJobCollector.connection_families`), rendered as ``generate_latest``
-renders them, and the family headers come from the library itself: the body is
-byte for byte what ``generate_latest`` (or, when asked for, the OpenMetrics
-encoder) writes for the same data, followed by ``calabi_exporter_series``.
+A server worker renders every connection once before it serves
+(:meth:`ScrapeRenderer.warm`, from gunicorn's worker hook), so its first scrape
+is as quick as any other, well within Prometheus' scrape timeout.
+
+The lines are written from the family table (:mod:`.metric_families`) by
+:class:`.exposition.LineWriter`; the body is byte for byte what
+``generate_latest`` (or, when asked for, the OpenMetrics encoder) writes for
+the collector built from the same table, followed by ``calabi_exporter_series``.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from .collector import CONNECTION_FAMILIES, ConnectionPart, SyncJobCollector, connection_parts
-from .exposition import LineWriter
+from .connection_parts import ConnectionPart, connection_parts
+from .exposition import LineWriter, header
+from .metric_families import (
+    CONNECTION_FAMILIES,
+    REPLICA_FAMILIES,
+    SERIES_FAMILY,
+    STORE_FAMILIES,
+    Family,
+    ScrapeSettings,
+)
 from .model import OVERFLOW
 from .store import MetricsSnapshot
 from .store.records import ReplicaView
 
 CHUNK_BYTES: Final = 256 * 1024  # what the body is written in: large enough to keep the syscalls few
-RENDER_BATCH: Final = 256  # connections rendered together (see ScrapeRenderer._render)
-SERIES_HELP: Final = "Samples in this scrape, this one included: the exporter's share of Prometheus' series."
+FREEZE_BATCH: Final = 256  # connections rendered between two gc.freeze() of a first render (see _render)
 _EOF: Final = b"# EOF\n"
 
 Active = tuple[tuple[str, tuple[int, float]], ...]
@@ -62,18 +72,20 @@ class _Plan:
 
     pieces: list[_Piece]
     overflow: _Piece | None
-    exporter: Sequence[Metric]
+    replica: list[tuple[Family[Any], bytes]]  # this replica's families: (family, sample lines)
+    runtime: Sequence[Metric]  # the serving process's own (process_*, python_*), written by the library
+    store: list[tuple[Family[Any], bytes]]  # the store's own figures
     samples: int  # every sample but calabi_exporter_series
 
 
-@dataclass(slots=True)
-class _Families:
+class _Metrics:
     """Metric objects yielding a fixed list, for the library's encoders."""
 
-    metrics: Sequence[Metric] = field(default_factory=list)
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self._metrics = metrics
 
-    def collect(self) -> Iterable[Metric]:
-        return self.metrics
+    def collect(self) -> Sequence[Metric]:
+        return self._metrics
 
 
 def _key(active: dict[str, tuple[int, float]]) -> Active:
@@ -85,7 +97,7 @@ class ScrapeRenderer:
 
     def __init__(
         self,
-        collector: SyncJobCollector,
+        settings: ScrapeSettings,
         versions: Callable[[], dict[str, int]],
         snapshot: Callable[..., MetricsSnapshot],
         *,
@@ -99,15 +111,33 @@ class ScrapeRenderer:
         ``freeze_first_render``: the process is a server worker, whose first render belongs to its
         start-up (see :meth:`_render`); ``runtime``: collectors of the serving process itself
         (``process_*``, ``python_*``), appended to every scrape."""
-        self._collector = collector
+        self._settings = settings
         self._versions = versions
         self._snapshot = snapshot
         self._replica_view = replica_view
         self._lock = threading.Lock()
         self._pieces: dict[str, _Piece] = {}
-        self._headers: dict[bool, tuple[bytes, ...]] = {}
+        self._headers: dict[tuple[str, bool], bytes] = {}
         self._freeze_first_render = freeze_first_render
         self._runtime = runtime
+        self._warm = False
+
+    @property
+    def is_warm(self) -> bool:
+        """Whether every connection's lines have been rendered once (by :meth:`warm` or a scrape)."""
+        return self._warm
+
+    def warm(self) -> None:
+        """Render and keep every connection's lines now, so that the next scrape re-renders only what moved.
+
+        A server worker calls this before it serves: rendering 10,000 connections
+        × 20 streams takes seconds, which the first scrape would otherwise pay.
+        Rendered whichever replica shows the store at the moment: the role may move here later.
+        Once warm (by this or a scrape), nothing is left to do.
+        """
+        with self._lock:
+            if not self._warm:
+                self._update()
 
     def render(self, accept: str | None) -> tuple[Iterator[bytes], str]:
         """The body (in chunks) and its content type for a scrape with this ``Accept`` header."""
@@ -121,49 +151,78 @@ class ScrapeRenderer:
         chunks, _ = self.render(accept)
         return b"".join(chunks)
 
+    def render_connection(self, part: ConnectionPart, writer: LineWriter) -> tuple[tuple[bytes, ...], int]:
+        """One connection's lines, per family of :data:`CONNECTION_FAMILIES`, and how many samples."""
+        lines: list[bytes] = []
+        count = 0
+        for family in CONNECTION_FAMILIES:
+            text, n = writer.lines(family, family.samples(part, self._settings) or ())
+            lines.append(text.encode())
+            count += n
+        return tuple(lines), count
+
     def _refresh(self) -> _Plan:
         """Bring the kept pieces up to date (one scrape at a time) and fix what this scrape streams."""
         view = self._replica_view()
-        replica = [*self._collector.replica_families(view), *(m for c in self._runtime for m in c.collect())]
+        writer = LineWriter()
+        replica = self._shown(REPLICA_FAMILIES, view, writer)
+        runtime = [metric for collector in self._runtime for metric in collector.collect()]
+        samples = sum(len(metric.samples) for metric in runtime)
         if not view.exposes_store:  # another replica shows the store: a sum over replicas stays exact
-            return _Plan([], None, replica, sum(len(metric.samples) for metric in replica))
+            return _Plan([], None, [(f, lines) for f, lines, _ in replica], runtime, [], samples + _count(replica))
         with self._lock:
-            versions = self._versions()
-            stale = [name for name, version in versions.items() if self._stale(name, version)]
-            snap = self._snapshot(only=None if len(stale) == len(versions) else stale)
-            active: dict[str, dict[str, tuple[int, float]]] = {}
-            for entry in snap.active:
-                active.setdefault(entry.connection, {})[entry.status] = (entry.count, entry.oldest_since)
-            loaded = {part.name: part for part in connection_parts(snap)}
-            overflow = loaded.pop(OVERFLOW, None)
-            changed: list[tuple[ConnectionPart, int]] = []
-            for name in versions:
-                now_active = active.get(name, {})
-                part = loaded.get(name)
-                if part is not None:  # read just now: its version is the one read with its data
-                    version = part.agg.version if part.agg is not None else versions[name]
-                else:
-                    kept = self._pieces.get(name)
-                    if kept is None or kept.active == _key(now_active):
-                        continue  # unchanged (or forgotten since the versions were read)
-                    part, version = replace(kept.part), kept.version  # only its jobs in progress moved
-                part.active = now_active
-                changed.append((part, version))
-            first = self._freeze_first_render and not self._pieces  # a worker's first render: start-up
-            for piece in self._render([part for part, _ in changed], [v for _, v in changed], freeze=first):
-                self._pieces[piece.part.name] = piece
-            for name in [name for name in self._pieces if name not in versions]:
-                del self._pieces[name]  # forgotten, or past the budget since
+            snap, loaded = self._update()
             # Jobs in progress of connections forgotten since they started: few, rendered at every scrape.
-            orphans = [part for name, part in loaded.items() if name not in versions]
-            pieces = sorted(
-                [*self._pieces.values(), *self._render(orphans, [0] * len(orphans))], key=lambda p: p.part.name
-            )
-            overflow_piece = None if overflow is None else self._render([overflow], [0])[0]
-            exporter = [*replica, *self._collector.exporter_families(snap)]
-        samples = sum(piece.samples for piece in pieces) + (overflow_piece.samples if overflow_piece else 0)
-        samples += sum(len(metric.samples) for metric in exporter)
-        return _Plan(pieces, overflow_piece, exporter, samples)
+            orphans = [part for name, part in loaded.items() if name != OVERFLOW]
+            pieces = sorted([*self._pieces.values(), *self._render(orphans, [0] * len(orphans))], key=_name)
+        overflow = loaded.get(OVERFLOW)
+        overflow_piece = None if overflow is None else self._render([overflow], [0])[0]
+        store = self._shown(STORE_FAMILIES, snap, writer)
+        samples += _count(replica) + _count(store) + sum(piece.samples for piece in pieces)
+        samples += overflow_piece.samples if overflow_piece else 0
+        return _Plan(
+            pieces,
+            overflow_piece,
+            [(f, lines) for f, lines, _ in replica],
+            runtime,
+            [(f, lines) for f, lines, _ in store],
+            samples,
+        )
+
+    def _update(self) -> tuple[MetricsSnapshot, dict[str, ConnectionPart]]:
+        """Re-render the connections whose version or jobs in progress moved (the caller holds the lock).
+
+        Returns the snapshot read (every connection's on the first call, only the moved
+        ones' after) and the parts it holds besides those kept: the overflow's and
+        those of connections forgotten while their jobs ran.
+        """
+        versions = self._versions()
+        stale = [name for name, version in versions.items() if self._stale(name, version)]
+        snap = self._snapshot(only=None if len(stale) == len(versions) else stale)
+        active: dict[str, dict[str, tuple[int, float]]] = {}
+        for entry in snap.active:
+            active.setdefault(entry.connection, {})[entry.status] = (entry.count, entry.oldest_since)
+        loaded = {part.name: part for part in connection_parts(snap)}
+        changed: list[tuple[ConnectionPart, int]] = []
+        for name in versions:
+            now_active = active.get(name, {})
+            part = loaded.get(name)
+            if part is not None:  # read just now: its version is the one read with its data
+                version = part.agg.version if part.agg is not None else versions[name]
+            else:
+                kept = self._pieces.get(name)
+                if kept is None or kept.active == _key(now_active):
+                    continue  # unchanged (or forgotten since the versions were read)
+                part, version = replace(kept.part), kept.version  # only its jobs in progress moved
+            part.active = now_active
+            changed.append((part, version))
+        first = self._freeze_first_render and not self._pieces  # a worker's first render: start-up
+        for piece in self._render([part for part, _ in changed], [v for _, v in changed], freeze=first):
+            self._pieces[piece.part.name] = piece
+        for name in [name for name in self._pieces if name not in versions]:
+            del self._pieces[name]  # forgotten, or past the budget since
+        self._warm = True
+        return snap, {name: part for name, part in loaded.items() if name not in versions}
 
     def _stale(self, name: str, version: int) -> bool:
         piece = self._pieces.get(name)
@@ -172,47 +231,48 @@ class ScrapeRenderer:
     def _render(
         self, parts: Sequence[ConnectionPart], versions: Sequence[int], *, freeze: bool = False
     ) -> list[_Piece]:
-        """Render ``parts`` into pieces, :data:`RENDER_BATCH` connections at a time.
+        """Render ``parts`` into pieces.
 
-        A first scrape renders every connection; in batches, the library's sample
-        objects of only a few hundred connections exist at once, beside the kept bytes.
         ``freeze`` (the first render, part of a worker's start-up like the
-        ``gc.freeze()`` after loading): what each batch keeps is frozen too, so the
-        collections its allocations trigger do not walk the growing cache again
-        (a third of that render's time).
+        ``gc.freeze()`` after loading): what is kept is frozen every
+        :data:`FREEZE_BATCH` connections, so the collections its allocations
+        trigger do not walk the growing cache again (a third of that render's time).
         """
         writer = LineWriter()
         out: list[_Piece] = []
-        for start in range(0, len(parts), RENDER_BATCH):
-            batch = parts[start : start + RENDER_BATCH]
-            families, ends = self._collector.connection_families(batch)
-            starts = [0] * len(families)
-            for part, version, part_ends in zip(batch, versions[start : start + RENDER_BATCH], ends, strict=True):
-                lines = []
-                for index, family in enumerate(families):
-                    samples = family.samples[starts[index] : part_ends[index]]
-                    lines.append("".join(writer.line(s.name, s.labels, s.value, s.timestamp) for s in samples).encode())
-                count = sum(end - begin for begin, end in zip(starts, part_ends, strict=True))
-                out.append(_Piece(version, _key(part.active), part, tuple(lines), count))
-                starts = part_ends
-            if freeze:
+        for index, (part, version) in enumerate(zip(parts, versions, strict=True)):
+            lines, count = self.render_connection(part, writer)
+            out.append(_Piece(version, _key(part.active), part, lines, count))
+            if freeze and index % FREEZE_BATCH == FREEZE_BATCH - 1:
                 gc.freeze()
+        if freeze:
+            gc.freeze()
         return out
 
-    def _header_lines(self, openmetrics: bool) -> tuple[bytes, ...]:
-        """Each family's ``# HELP`` and ``# TYPE`` lines, as the library writes them for that format."""
-        headers = self._headers.get(openmetrics)
-        if headers is None:
-            encode = generate_openmetrics if openmetrics else generate_latest
-            headers = tuple(encode(_Families([family.metric()])).removesuffix(_EOF) for family in CONNECTION_FAMILIES)
-            self._headers[openmetrics] = headers
-        return headers
+    def _shown(
+        self, families: Sequence[Family[Any]], source: object, writer: LineWriter
+    ) -> list[tuple[Family[Any], bytes, int]]:
+        """The families shown (their producer gave rows) with their lines and sample counts."""
+        out: list[tuple[Family[Any], bytes, int]] = []
+        for family in families:
+            rows = family.samples(source, self._settings)
+            if rows is not None:
+                text, count = writer.lines(family, rows)
+                out.append((family, text.encode(), count))
+        return out
+
+    def _header(self, family: Family[Any], openmetrics: bool) -> bytes:
+        key = (family.name, openmetrics)
+        found = self._headers.get(key)
+        if found is None:
+            found = self._headers[key] = header(family, openmetrics=openmetrics)
+        return found
 
     def _stream(self, plan: _Plan, openmetrics: bool) -> Iterator[bytes]:
         buffer: list[bytes] = []
         size = 0
-        for index, header in enumerate(self._header_lines(openmetrics)):
-            buffer.append(header)
+        for index, family in enumerate(CONNECTION_FAMILIES):
+            buffer.append(self._header(family, openmetrics))
             for piece in plan.pieces:
                 lines = piece.lines[index]
                 if lines:
@@ -223,12 +283,23 @@ class ScrapeRenderer:
                         buffer, size = [], 0
             if plan.overflow is not None:
                 buffer.append(plan.overflow.lines[index])
-        encode = generate_openmetrics if openmetrics else generate_latest
-        buffer.append(encode(_Families(plan.exporter)).removesuffix(_EOF))
-        buffer.append(
-            f"# HELP calabi_exporter_series {SERIES_HELP}\n# TYPE calabi_exporter_series gauge\n".encode()
-            + LineWriter().line("calabi_exporter_series", {}, float(plan.samples + 1)).encode()
-        )
+        for family, lines in plan.replica:
+            buffer += (self._header(family, openmetrics), lines)
+        if plan.runtime:
+            encode = generate_openmetrics if openmetrics else generate_latest
+            buffer.append(encode(_Metrics(plan.runtime)).removesuffix(_EOF))
+        for family, lines in plan.store:
+            buffer += (self._header(family, openmetrics), lines)
+        series, _ = LineWriter().lines(SERIES_FAMILY, SERIES_FAMILY.samples(plan.samples, self._settings) or ())
+        buffer += (self._header(SERIES_FAMILY, openmetrics), series.encode())
         if openmetrics:
             buffer.append(_EOF)
         yield b"".join(buffer)
+
+
+def _name(piece: _Piece) -> str:
+    return piece.part.name
+
+
+def _count(shown: Sequence[tuple[Family[Any], bytes, int]]) -> int:
+    return sum(count for _, _, count in shown)

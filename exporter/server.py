@@ -21,7 +21,9 @@ from gunicorn.workers.gthread import ThreadWorker
 from .config import Config
 from .preflight import SecretFilter, secret_values
 from .redact import redact
+from .store import StoreError
 from .web import background_workers
+from .web.services import services
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -118,13 +120,21 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
 
 
 def start_worker(worker: Any) -> None:
-    """gunicorn's ``post_worker_init``: freeze what start-up made, then start the background work.
+    """gunicorn's ``post_worker_init``: render the metrics, freeze what start-up made, start the background work.
 
-    The app, its modules and the configuration live as long as the worker; frozen
+    The worker accepts no request before this returns, so its first scrape finds
+    every connection's lines rendered (:meth:`.ScrapeRenderer.warm`: seconds for
+    10,000 connections × 20 streams, which a scrape would otherwise wait for). A
+    store error here is left to ``/readyz``, which renders them before it answers ready.
+    The app, its modules, the configuration and those lines live as long as the worker; frozen
     (``gc.freeze()``), a collection triggered by a large scrape or batch no longer
     walks them all. The app's background workers start here, in the process that
     serves, and stop in :func:`stop_worker`.
     """
+    try:
+        services(worker.wsgi).scrapes.warm()
+    except StoreError as error:
+        worker.log.warning("metrics not rendered at start-up (readiness will retry): %s", error)
     gc.freeze()
     workers = background_workers(worker.wsgi)
     if workers is not None:

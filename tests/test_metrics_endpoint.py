@@ -48,7 +48,7 @@ def test_the_fast_text_rendering_is_byte_for_byte_what_prometheus_client_writes(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
 
-    body = ScrapeRenderer(collector, store.metrics.versions, store.metrics.snapshot).body()
+    body = ScrapeRenderer(collector.settings, store.metrics.versions, store.metrics.snapshot).body()
     ours = body[: body.rindex(b"# HELP calabi_exporter_series ")]
 
     assert ours == generate_latest(registry)

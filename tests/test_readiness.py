@@ -1,13 +1,24 @@
-"""``/readyz`` checks the store with a write at most once per interval, however often it is asked."""
+"""``/readyz``: a store write checked at most once per interval, and ready once the metrics are rendered."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import threading
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
-from calabi_exporter.store import Store
-from calabi_exporter.web.readiness import CHECK_INTERVAL_SECONDS
+from calabi_exporter.config import Config
+from calabi_exporter.metric_families import ScrapeSettings, Thresholds
+from calabi_exporter.model import parse_job
+from calabi_exporter.scrape import ScrapeRenderer
+from calabi_exporter.server import start_worker
+from calabi_exporter.store import MetricsSnapshot, Store, StoreError
+from calabi_exporter.web import create_app
+from calabi_exporter.web.readiness import CHECK_INTERVAL_SECONDS, Readiness
+from calabi_exporter.web.services import services
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -80,3 +91,66 @@ def test_a_store_failure_in_a_request_makes_the_next_readiness_call_check_again(
     )
     assert still_not_ready.status_code == 503
     assert (ready_again.status_code, ready_again.get_json()) == (200, {"status": "ready"})
+
+
+class RecordingSnapshots:
+    """The store's metrics snapshot, noting which connections each read was restricted to (None: all)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads: list[list[str] | None] = []
+
+    def __call__(self, only: Collection[str] | None = None) -> MetricsSnapshot:
+        self.reads.append(None if only is None else sorted(only))
+        return self.store.metrics.snapshot(only=only)
+
+
+def test_readiness_renders_every_connections_metrics_before_it_answers_ready(store: Store, clock: FakeClock) -> None:
+    store.ingest.jobs(
+        [parse_job(job("a", connection="A → B")), parse_job(job("b", connection="C → D"))], endpoint="jobs"
+    )
+    snapshots = RecordingSnapshots(store)
+    renderer = ScrapeRenderer(ScrapeSettings(Thresholds.from_config(Config())), store.metrics.versions, snapshots)
+    readiness = Readiness(store.check_ready, clock=clock, prepare=renderer.warm)
+    warm_before = renderer.is_warm
+
+    readiness.check()
+    reads_when_ready = list(snapshots.reads)
+    renderer.body()
+
+    assert (warm_before, renderer.is_warm) == (False, True)
+    assert reads_when_ready == [None]  # every connection, read once
+    assert snapshots.reads == [None, []]  # the first scrape re-reads no connection: nothing moved
+
+
+def test_a_failed_warm_up_is_not_ready_and_is_tried_again(store: Store, clock: FakeClock) -> None:
+    attempts: list[int] = []
+
+    def prepare() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise StoreError("store unreachable")
+
+    readiness = Readiness(store.check_ready, clock=clock, prepare=prepare)
+    with pytest.raises(StoreError):
+        readiness.check()
+    clock.advance(CHECK_INTERVAL_SECONDS)
+    readiness.check()
+    clock.advance(CHECK_INTERVAL_SECONDS)
+    readiness.check()
+
+    assert len(attempts) == 2  # once more after the failure, then never again
+
+
+def test_a_server_worker_renders_the_metrics_before_it_accepts_a_request(store: Store, clock: FakeClock) -> None:
+    store.ingest.jobs([parse_job(job("a", connection="A → B"))], endpoint="jobs")
+    app = create_app(Config(), store=store, clock=clock, server_worker=True)
+    worker = SimpleNamespace(wsgi=app, log=logging.getLogger("test"))
+    cold = services(app).scrapes.is_warm
+
+    try:
+        start_worker(worker)  # gunicorn's post_worker_init: the worker accepts nothing before it returns
+    finally:
+        gc.unfreeze()
+
+    assert (cold, services(app).scrapes.is_warm) == (False, True)

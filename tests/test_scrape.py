@@ -5,18 +5,20 @@ from __future__ import annotations
 import gc
 import threading
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from calabi_exporter.collector import ConnectionPart, SyncJobCollector, Thresholds
+from calabi_exporter.collector import SyncJobCollector
 from calabi_exporter.config import Config
+from calabi_exporter.connection_parts import ConnectionPart
+from calabi_exporter.exposition import LineWriter
 from calabi_exporter.joblogs import parse_text
+from calabi_exporter.metric_families import ScrapeSettings, Thresholds
 from calabi_exporter.model import parse_job
 from calabi_exporter.scrape import CHUNK_BYTES, ScrapeRenderer
 from calabi_exporter.store import SeriesLimits, Store
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from .conftest import FakeClock, job
@@ -27,20 +29,24 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 SERIES_FAMILY = b"# HELP calabi_exporter_series "
 
 
-class CountingCollector(SyncJobCollector):
-    """The collector, counting the connections it renders."""
+class CountingRenderer(ScrapeRenderer):
+    """The renderer, counting the connections it renders."""
 
     rendered: list[str]
 
-    def connection_families(self, parts: Sequence[ConnectionPart]) -> tuple[list[Metric], list[list[int]]]:
-        self.rendered += [part.name for part in parts]
-        return super().connection_families(parts)
+    def render_connection(self, part: ConnectionPart, writer: LineWriter) -> tuple[tuple[bytes, ...], int]:
+        self.rendered.append(part.name)
+        return super().render_connection(part, writer)
 
 
-def renderer_for(store: Store, **options: object) -> tuple[ScrapeRenderer, CountingCollector]:
-    collector = CountingCollector(store.metrics.snapshot, Thresholds.from_config(Config()), **options)  # type: ignore[arg-type]
-    collector.rendered = []
-    return ScrapeRenderer(collector, store.metrics.versions, store.metrics.snapshot), collector
+def settings(**options: object) -> ScrapeSettings:
+    return ScrapeSettings(Thresholds.from_config(Config()), **options)  # type: ignore[arg-type]
+
+
+def renderer_for(store: Store, **options: object) -> CountingRenderer:
+    renderer = CountingRenderer(settings(**options), store.metrics.versions, store.metrics.snapshot)
+    renderer.rendered = []
+    return renderer
 
 
 def library_bodies(store: Store, **options: object) -> tuple[bytes, bytes]:
@@ -87,14 +93,12 @@ def small_budget(tmp_path: Path, clock: FakeClock, make_store: Callable[..., Sto
     return store
 
 
-@pytest.mark.parametrize("batch", [2, 256], ids=["rendered two at a time", "rendered together"])
 @pytest.mark.parametrize("per_stream", [True, False], ids=["with streams", "without streams"])
 def test_the_body_is_byte_for_byte_what_prometheus_client_writes_in_both_formats(
-    small_budget: Store, per_stream: bool, batch: int, monkeypatch: pytest.MonkeyPatch
+    small_budget: Store, per_stream: bool
 ) -> None:
-    monkeypatch.setattr("calabi_exporter.scrape.RENDER_BATCH", batch)
     options = {"streams_exposed": lambda name: per_stream or name != "HubSpot → BigQuery"}
-    renderer, _ = renderer_for(small_budget, **options)
+    renderer = renderer_for(small_budget, **options)
 
     text, openmetrics = renderer.body(), renderer.body(OPENMETRICS)
 
@@ -106,34 +110,34 @@ def test_the_body_is_byte_for_byte_what_prometheus_client_writes_in_both_formats
 
 
 def test_a_second_scrape_renders_only_the_connection_that_changed(small_budget: Store) -> None:
-    renderer, collector = renderer_for(small_budget)
+    renderer = renderer_for(small_budget)
     renderer.body()
-    first = list(collector.rendered)
+    first = list(renderer.rendered)
 
     post(small_budget, job("f1-again", connection="HubSpot → BigQuery", finished_at="2026-04-06T10:00:00Z"))
-    collector.rendered.clear()
+    renderer.rendered.clear()
     body = renderer.body()
 
     assert first == ['Conn "q" \\ new\nline → ✓', "HubSpot → BigQuery", "Salesforce → Snowflake", "__overflow__"]
-    assert collector.rendered == ["HubSpot → BigQuery", "__overflow__"]
+    assert renderer.rendered == ["HubSpot → BigQuery", "__overflow__"]
     assert without_series(body) == library_bodies(small_budget)[0]
 
 
 def test_a_job_starting_re_renders_its_connection_though_no_aggregate_moved(small_budget: Store) -> None:
-    renderer, collector = renderer_for(small_budget)
+    renderer = renderer_for(small_budget)
     renderer.body()
 
     post(small_budget, job("r1", "succeeded", connection="HubSpot → BigQuery", finished_at="2026-04-06T09:30:00Z"))
     post(small_budget, job("p9", "pending", connection="Salesforce → Snowflake"))
-    collector.rendered.clear()
+    renderer.rendered.clear()
     body = renderer.body()
 
-    assert sorted(collector.rendered) == ["HubSpot → BigQuery", "Salesforce → Snowflake", "__overflow__"]
+    assert sorted(renderer.rendered) == ["HubSpot → BigQuery", "Salesforce → Snowflake", "__overflow__"]
     assert without_series(body) == library_bodies(small_budget)[0]
 
 
 def test_forgotten_connections_leave_the_body_but_for_their_jobs_still_running(small_budget: Store) -> None:
-    renderer, _ = renderer_for(small_budget)
+    renderer = renderer_for(small_budget)
     renderer.body()
 
     small_budget.retention.forget_connection("HubSpot → BigQuery")
@@ -153,7 +157,7 @@ def test_forgotten_connections_leave_the_body_but_for_their_jobs_still_running(s
 
 
 def test_concurrent_scrapes_share_one_render(small_budget: Store) -> None:
-    renderer, collector = renderer_for(small_budget)
+    renderer = renderer_for(small_budget)
     start = threading.Barrier(4)
     bodies: list[bytes] = []
 
@@ -169,7 +173,7 @@ def test_concurrent_scrapes_share_one_render(small_budget: Store) -> None:
 
     assert len(bodies) == 4 and len(set(bodies)) == 1
     # Each connection once; the overflow (a few lines, never kept) once per scrape.
-    assert sorted(name for name in collector.rendered if name != "__overflow__") == [
+    assert sorted(name for name in renderer.rendered if name != "__overflow__") == [
         'Conn "q" \\ new\nline → ✓',
         "HubSpot → BigQuery",
         "Salesforce → Snowflake",
@@ -190,7 +194,7 @@ def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(
                 for n in range(start, start + 2_000)
             ),
         )
-    renderer, _ = renderer_for(store)
+    renderer = renderer_for(store)
     renderer.body()  # the first scrape renders and keeps every connection's lines
 
     tracemalloc.start()
@@ -213,22 +217,20 @@ def test_a_large_scrape_is_streamed_in_chunks_never_holding_the_body(
 def test_a_scrape_leaves_the_cyclic_collector_on_for_the_rest_of_the_process(small_budget: Store) -> None:
     seen: list[bool] = []
 
-    class Watching(SyncJobCollector):
-        def connection_families(self, parts: Sequence[ConnectionPart]) -> tuple[list[Metric], list[list[int]]]:
+    class Watching(ScrapeRenderer):
+        def render_connection(self, part: ConnectionPart, writer: LineWriter) -> tuple[tuple[bytes, ...], int]:
             seen.append(gc.isenabled())
-            return super().connection_families(parts)
+            return super().render_connection(part, writer)
 
-    collector = Watching(small_budget.metrics.snapshot, Thresholds.from_config(Config()))
-    ScrapeRenderer(collector, small_budget.metrics.versions, small_budget.metrics.snapshot).body()
+    Watching(settings(), small_budget.metrics.versions, small_budget.metrics.snapshot).body()
 
     assert seen and all(seen)
 
 
 @pytest.mark.parametrize("server_worker", [True, False], ids=["a server worker", "any other process"])
 def test_only_a_server_workers_first_render_freezes_what_it_keeps(small_budget: Store, server_worker: bool) -> None:
-    collector = SyncJobCollector(small_budget.metrics.snapshot, Thresholds.from_config(Config()))
     renderer = ScrapeRenderer(
-        collector, small_budget.metrics.versions, small_budget.metrics.snapshot, freeze_first_render=server_worker
+        settings(), small_budget.metrics.versions, small_budget.metrics.snapshot, freeze_first_render=server_worker
     )
     gc.unfreeze()
     try:

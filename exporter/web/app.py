@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.registry import Collector
 from werkzeug.routing import PathConverter
 
-from ..collector import SyncJobCollector, Thresholds
 from ..config import Config
+from ..metric_families import ScrapeSettings, Thresholds
 from ..scrape import ScrapeRenderer
 from ..store import Store
 from ..store.sqlstore import replica_name
@@ -47,16 +47,15 @@ def create_app(
     owns_store = store is None
     if store is None:
         store = Store.from_config(config, clock=clock, replica=replica_name(os.getppid() if server_worker else None))
-    collector = SyncJobCollector(
-        store.metrics.snapshot,
+    settings = ScrapeSettings(
         Thresholds.from_config(config),
         clock=clock,
         s3_export=config.s3_export_enabled,
-        webhook_endpoints=[e.name for e in config.webhooks],
+        webhook_endpoints=tuple(e.name for e in config.webhooks),
         streams_exposed=config.streams_exposed,
     )
     scrapes = ScrapeRenderer(
-        collector,
+        settings,
         store.metrics.versions,
         store.metrics.snapshot,
         replica_view=store.metrics.replica_view,
@@ -68,7 +67,7 @@ def create_app(
         store=store,
         clock=clock,
         scrapes=scrapes,
-        readiness=Readiness(store.check_ready, clock=clock),
+        readiness=Readiness(store.check_ready, clock=clock, prepare=scrapes.warm),
         bodies=BodyBudget(config.max_body_bytes_in_flight),
     )
     register_admission(app)

@@ -7,6 +7,10 @@ answers every call for :data:`CHECK_INTERVAL_SECONDS`; calls arriving while
 a check runs wait for it and take its result. A request that meets a store
 error meanwhile marks the result stale, so the next call checks again and a
 full disk shows at once.
+
+Before the first check passes, ``prepare`` runs once: a server worker renders
+every connection's metrics there (:meth:`.ScrapeRenderer.warm`) if its start-up
+could not, so that a replica reported ready answers its first scrape quickly.
 """
 
 from __future__ import annotations
@@ -25,8 +29,17 @@ CHECK_INTERVAL_SECONDS: Final = 5.0
 class Readiness:
     """Runs ``check`` (which raises :class:`StoreError` when the store is not ready) at most once per interval."""
 
-    def __init__(self, check: Callable[[], None], *, clock: Clock, interval: float = CHECK_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        check: Callable[[], None],
+        *,
+        clock: Clock,
+        interval: float = CHECK_INTERVAL_SECONDS,
+        prepare: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``prepare``: what must be done once before the first ready answer (it may raise :class:`StoreError`)."""
         self._check = check
+        self._prepare: Callable[[], None] | None = prepare
         self._clock = clock
         self._interval = interval
         self._lock = threading.Lock()
@@ -40,6 +53,9 @@ class Readiness:
                 self._checked_at = self._clock()
                 try:
                     self._check()
+                    if self._prepare is not None:
+                        self._prepare()
+                        self._prepare = None
                 except StoreError as failure:
                     self._error = failure
                 else:
