@@ -130,6 +130,14 @@ class ConnectionAgg:
     version: int = 0
     durations: dict[str, Histogram] = field(default_factory=dict)
 
+    def copy(self) -> ConnectionAgg:
+        """A copy to change, the stored aggregate left as it was (its counts and histograms too)."""
+        return replace(
+            self,
+            jobs=dict(self.jobs),
+            durations={status: Histogram(list(h.counts), h.total) for status, h in self.durations.items()},
+        )
+
 
 @dataclass(slots=True)
 class StreamAgg:
