@@ -510,7 +510,7 @@ class _Planner:
         pair = (connection, stream)
         if pair not in self.streams:
             stored = self.state.stream(connection, stream)
-            self.streams[pair] = StreamAgg(connection, stream) if stored is None else replace(stored)
+            self.streams[pair] = StreamAgg(connection, stream) if stored is None else stored.copy()
         return self.streams[pair]
 
     def stream_aggs(self, connection: str, names: Sequence[str]) -> tuple[dict[str, StreamAgg], bool]:
