@@ -540,6 +540,24 @@ def test_a_token_past_its_new_connections_this_hour_is_refused_them_until_the_ne
     assert [agg.connection for agg in plan.connections] == ["A"]
 
 
+def test_requests_planned_together_keep_their_own_outcomes_and_count_what_validation_refused() -> None:
+    state = Memory()
+    requests = [
+        JobsRequest([done("j1")], "jobs", rejected=2, rejected_fields=["status", "streams[4].name"]),
+        JobsRequest([done("j1"), active("j2")], "webhook", rejected=1, rejected_fields=["status"]),
+    ]
+
+    plan = plan_jobs(state, requests, now=NOW, limits=LIMITS, outbox=False, routes=())
+
+    assert [request.outcomes for request in plan.requests] == [("accepted",), ("unchanged", "accepted")]
+    assert plan.ingest_counts == {
+        "jobs": {"accepted": 1, "unchanged": 0, "ignored": 0, "rejected": 2},
+        "webhook": {"accepted": 1, "unchanged": 1, "ignored": 0, "rejected": 1},
+    }
+    assert plan.rejections == {"jobs": {"status": 1, "streams[].name": 1}, "webhook": {"status": 1}}
+    assert (plan.new_jobs, plan.outbox) == (2, ())
+
+
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
