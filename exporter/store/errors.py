@@ -6,7 +6,9 @@ knows which database it runs on.
 
 from __future__ import annotations
 
-from ..model import ValidationError
+from ..ingest_plan import NewConnectionRefused
+
+__all__ = ["JobNotFound", "NewConnectionRefused", "StoreError", "StoreFull", "StoreUnavailable"]
 
 
 class StoreError(RuntimeError):
@@ -27,20 +29,3 @@ class JobNotFound(LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(job_id)
         self.job_id = job_id
-
-
-class NewConnectionRefused(ValidationError):
-    """A record would make one more connection known than its ingest token may this hour.
-
-    ``limits.new_connections_per_hour``: one request (or one leaked token) cannot take
-    every place of the series budget with made-up names. ``retry_after``: seconds
-    until the next clock hour, when the token may make connections known again.
-    """
-
-    def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__(
-            "connection_name",
-            f"is a new connection, and this ingest token already made {limit} known this hour "
-            f"(limits.new_connections_per_hour); retry in {retry_after} s",
-        )
-        self.retry_after = retry_after

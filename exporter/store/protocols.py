@@ -10,9 +10,10 @@ through the same shared code (see :mod:`.sqlstore`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, Unpack
 
 from ..aggregates import ConnectionAgg
+from ..ingest_plan import RequestOptions
 from ..joblogs import LogLine
 from ..model import Job
 from .records import (
@@ -32,15 +33,7 @@ from .records import (
 class Ingest(Protocol):
     """Writes job records and their log lines, with every aggregate they change, atomically."""
 
-    def jobs(
-        self,
-        jobs: Sequence[Job],
-        *,
-        endpoint: str,
-        rejected: int = 0,
-        rejected_fields: Sequence[str] = (),
-        token: str = "",
-    ) -> IngestResult:
+    def jobs(self, jobs: Sequence[Job], **request: Unpack[RequestOptions]) -> IngestResult:
         """Upsert jobs in one transaction, updating every aggregate they touch.
 
         ``rejected`` records (already refused by validation) are counted in the

@@ -1,0 +1,170 @@
+"""The stored state an ingest plan reads (:class:`~calabi_exporter.ingest_plan.State`), read ahead in a few queries.
+
+A batch of 10,000 jobs touches a few hundred connections and streams; reading
+each aggregate per job would cost a query per job. :meth:`StoredState.prefetch`
+reads what a batch needs in a few queries; what it did not foresee is read on
+demand, once. Everything is read before the plan is applied, so the planner
+sees the store as it stood before the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
+
+from ..aggregates import ConnectionAgg, StreamAgg
+from ..model import FAILED, OVERFLOW, Job
+from .database import MAX_PARAMS, Tx, chunks, marks
+from .rows import (
+    CONNECTION_SELECT,
+    OVERFLOW_SELECT,
+    STREAM_AGG_SELECT,
+    connection_from_row,
+    read_job,
+    read_jobs,
+    read_meta,
+    stream_agg_from_row,
+)
+
+_FORGOTTEN_SELECT: Final = "SELECT connection, forgotten_at FROM forgotten_connections"
+
+
+def _statements(
+    lookups: Iterable[tuple[str, Sequence[str]]],
+) -> Iterator[list[tuple[str, Sequence[str]]]]:
+    """(connection, stream names) lookups grouped so that no statement binds more than MAX_PARAMS values."""
+    part: list[tuple[str, Sequence[str]]] = []
+    size = 0
+    for connection, names in lookups:
+        if part and size + 1 + len(names) > MAX_PARAMS:
+            yield part
+            part, size = [], 0
+        part.append((connection, names))
+        size += 1 + len(names)
+    if part:
+        yield part
+
+
+class StoredState:
+    """The store as one write transaction found it; every answer read once."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx = tx
+        self.jobs: dict[str, Job | None] = {}
+        self.connections: dict[str, ConnectionAgg | None] = {}
+        self.streams: dict[tuple[str, str], StreamAgg | None] = {}
+        self.forgotten: dict[str, float | None] = {}
+        self.own: dict[str, int] = {}
+        self.made: dict[tuple[str, int], int] = {}
+        self.admitted: int | None = None
+        self.overflow_read = False
+        self.overflow_agg: ConnectionAgg | None = None
+
+    def prefetch(self, jobs: Sequence[Job]) -> None:
+        """Read what a batch touches (its stored jobs and aggregates) with a few queries, not a few per job.
+
+        Every query goes out before any result is read: on PostgreSQL (pipeline
+        mode) the reads of a batch cost one round trip between them.
+        """
+        names = list(dict.fromkeys(job.connection_name for job in jobs if job.connection_name not in self.connections))
+        connection_reads = [
+            (chunk, self.tx.execute(CONNECTION_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
+            for chunk in chunks(names)
+        ]
+        # Each connection's streams by its primary-key prefix, which serves it on either engine.
+        wanted: dict[str, list[str]] = {}
+        for job in jobs:
+            if job.finished:
+                for stream in job.streams:
+                    pair = (job.connection_name, stream.name)
+                    if pair not in self.streams:
+                        self.streams[pair] = None
+                        wanted.setdefault(job.connection_name, []).append(stream.name)
+        stream_reads = []
+        for part in _statements((connection, chunk) for connection, names in wanted.items() for chunk in chunks(names)):
+            where = " OR ".join(f"(connection = ? AND stream IN ({marks(len(names))}))" for _, names in part)
+            stream_reads.append(
+                self.tx.execute(STREAM_AGG_SELECT + f" WHERE {where}", [v for c, n in part for v in (c, *n)])
+            )
+        forget_reads = [
+            (chunk, self.tx.execute(_FORGOTTEN_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
+            for chunk in chunks([name for name in names if name not in self.forgotten])
+        ]
+        ids = [job.job_id for job in jobs if job.job_id not in self.jobs]
+        found = read_jobs(self.tx, ids)
+        self.jobs.update((job_id, found.get(job_id)) for job_id in ids)
+        for chunk, rows in connection_reads:
+            self.connections.update(dict.fromkeys(chunk))
+            for row in rows.fetchall():
+                agg = connection_from_row(row)
+                self.connections[agg.connection] = agg
+        for rows in stream_reads:
+            for row in rows.fetchall():
+                self.streams[(row[0], row[1])] = stream_agg_from_row(row)
+        for chunk, rows in forget_reads:
+            self.forgotten.update(dict.fromkeys(chunk))
+            self.forgotten.update((name, float(at)) for name, at in rows.fetchall())
+
+    def job(self, job_id: str) -> Job | None:
+        if job_id not in self.jobs:
+            self.jobs[job_id] = read_job(self.tx, job_id)
+        return self.jobs[job_id]
+
+    def connection(self, name: str) -> ConnectionAgg | None:
+        if name not in self.connections:
+            row = self.tx.execute(CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
+            self.connections[name] = None if row is None else connection_from_row(row)
+        return self.connections[name]
+
+    def overflow(self) -> ConnectionAgg | None:
+        if not self.overflow_read:
+            row = self.tx.execute(OVERFLOW_SELECT).fetchone()
+            self.overflow_agg = None if row is None else connection_from_row(row)
+            self.overflow_read = True
+        return self.overflow_agg
+
+    def stream(self, connection: str, stream: str) -> StreamAgg | None:
+        pair = (connection, stream)
+        if pair not in self.streams:
+            row = self.tx.execute(STREAM_AGG_SELECT + " WHERE connection = ? AND stream = ?", pair).fetchone()
+            self.streams[pair] = None if row is None else stream_agg_from_row(row)
+        return self.streams[pair]
+
+    def own_streams(self, connection: str) -> int:
+        if connection not in self.own:
+            self.own[connection] = int(
+                self.tx.execute(
+                    "SELECT count(*) FROM stream_aggs WHERE connection = ? AND stream != ?", (connection, OVERFLOW)
+                ).fetchone()[0]
+            )
+        return self.own[connection]
+
+    def admitted_connections(self) -> int:
+        if self.admitted is None:
+            self.admitted = read_meta(self.tx, "admitted_connections")
+        return self.admitted
+
+    def connections_made(self, token: str, hour: int) -> int:
+        key = (token, hour)
+        if key not in self.made:
+            row = self.tx.execute("SELECT count FROM new_connections WHERE token = ? AND hour = ?", key).fetchone()
+            self.made[key] = 0 if row is None else int(row[0])
+        return self.made[key]
+
+    def forgotten_at(self, connection: str) -> float | None:
+        if connection not in self.forgotten:
+            row = self.tx.execute(_FORGOTTEN_SELECT + " WHERE connection = ?", (connection,)).fetchone()
+            self.forgotten[connection] = None if row is None else float(row[1])
+        return self.forgotten[connection]
+
+    def failures_after(self, connection: str, moment: float) -> int:
+        row = self.tx.execute(
+            # status as a literal, so that the partial index of failed jobs applies
+            f"SELECT count(*) FROM jobs WHERE connection_name = ? AND status = '{FAILED}' AND finished_at > ?",
+            (connection, moment),
+        ).fetchone()
+        return int(row[0])
+
+    def lines(self, job_id: str) -> Sequence[tuple[str, str, str | None]]:
+        rows = self.tx.execute("SELECT level, message, stream FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,))
+        return [(str(level), str(message), stream) for level, message, stream in rows]
