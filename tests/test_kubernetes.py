@@ -12,6 +12,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,7 @@ def readme_overlay() -> str:
     section = readme[readme.index("## Kubernetes") :]
     after = section[section.index("`my-calabi/kustomization.yaml`") :]
     block = after[after.index("```yaml\n") + len("```yaml\n") : after.index("```\n", after.index("```yaml\n") + 8)]
-    return "\n".join(line.removeprefix("   ") for line in block.splitlines()) + "\n"
+    return textwrap.dedent(block).rstrip() + "\n"  # the block is indented under its list item
 
 
 def test_the_readmes_overlay_renders_to_valid_manifests_with_the_users_settings(tmp_path: Path) -> None:
