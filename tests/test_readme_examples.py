@@ -24,7 +24,7 @@ How they run, each with the package's commands (``calabi-exporter``, ``python``)
   their environment, and ``export`` the test's S3 (moto) as ``CALABI_S3_EXPORT__*``; ``demo`` gets
   a port and data directory of its own. ``demo`` and ``simulate`` get ``--duration 3`` appended
   when the line has no ``--duration`` (a bounded run); ``mcp`` is driven by the MCP SDK's client.
-- ``NAME=value`` lines: settings the README says ``.env`` holds, commented out; it must.
+- ``NAME=value`` lines: settings a page says ``.env`` holds, commented out; it must.
 - ``python calabi-connect-exporter/...``: run in a directory where ``calabi-connect-exporter`` is
   this clone, as the Kubernetes section lays it out.
 
