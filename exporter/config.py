@@ -1,7 +1,7 @@
 """Configuration: one YAML file, ``CALABI_*`` environment variables, CLI flags.
 
 Later sources win: defaults < file < environment < flags. Every key is declared
-once in :data:`OPTIONS` with its default and a sentence for the README, so an
+once in :data:`OPTIONS` with its default and a sentence for docs/configuration.md, so an
 unknown key or a bad value stops start-up with one line naming the key.
 
 Environment variables are the key upper-cased with ``CALABI_`` in front; a dot
@@ -441,7 +441,7 @@ OPTIONS: Final = (
         _database_url,
         "",
         "PostgreSQL 13+ connection URL, e.g. `postgresql://calabi:secret@db:5432/calabi`, for one store shared by "
-        "several replicas (see [Running more than one replica](../README.md#running-more-than-one-replica)); "
+        "several replicas (see [Running more than one replica](operations.md#running-more-than-one-replica)); "
         "empty: SQLite in `data_dir`. An `@` or `/` in the user name or password must be percent-encoded "
         "(`%40`, `%2F`): PostgreSQL's client would read a raw one as part of the host, so it is refused at "
         "start-up.",

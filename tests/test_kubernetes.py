@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ def test_the_exporter_runs_non_root_read_only_with_probes_resources_and_secret_t
     }
     assert env["CALABI_SERVICE_INSTANCE_ID"]["value"] == "calabi-exporter"  # one Loki stream across restarts
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert not by_kind(base_documents(), "Secret")  # no token ships; the README creates the Secret
+    assert not by_kind(base_documents(), "Secret")  # no token ships; docs/deploy.md creates the Secret
 
 
 def test_prometheus_scrapes_the_service_as_the_job_the_alerts_and_dashboards_expect() -> None:
@@ -213,12 +214,12 @@ def test_the_postgres_overlay_runs_two_replicas_on_the_database_with_a_disruptio
 
 
 def readme_overlay() -> str:
-    """The ``my-calabi/kustomization.yaml`` of the README's Kubernetes section."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The ``my-calabi/kustomization.yaml`` of the Kubernetes section of docs/deploy.md."""
+    readme = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Kubernetes") :]
     after = section[section.index("`my-calabi/kustomization.yaml`") :]
     block = after[after.index("```yaml\n") + len("```yaml\n") : after.index("```\n", after.index("```yaml\n") + 8)]
-    return "\n".join(line.removeprefix("   ") for line in block.splitlines()) + "\n"
+    return textwrap.dedent(block).rstrip() + "\n"  # the block is indented under its list item
 
 
 def test_the_readmes_overlay_renders_to_valid_manifests_with_the_users_settings(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Every LogQL query of the dashboards, the runbook and the README returns the same rows from a real Loki
+"""Every LogQL query of the dashboards, the runbook and docs/logs.md returns the same rows from a real Loki
 with the project's ``otlp_config`` and with Loki's default OTLP mapping."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def document_queries(name: str) -> list[tuple[str, str]]:
 #: Grafana's values for the dashboards' variables: one connection, or All (``.*``).
 ONE = {"$connection": SALESFORCE, "$status": ".*", "$job_id": "job-sf-1", "$level": ".*", "$search": ""}
 ALL = {**ONE, "$connection": ".*"}
-PLACEHOLDERS = {"<connection>": SALESFORCE, "<job_id>": "job-sf-1", "job_01HV8X": "job-sf-1"}  # README's example id
+PLACEHOLDERS = {"<connection>": SALESFORCE, "<job_id>": "job-sf-1", "job_01HV8X": "job-sf-1"}  # docs/logs.md's id
 
 
 def substituted(expr: str, values: dict[str, str]) -> str:
@@ -138,7 +138,7 @@ QUERIES = [
         for label, values in (("one connection", ONE), ("All", ALL))
     ),
     *(pytest.param(expr, PLACEHOLDERS, id=where) for where, expr in document_queries("docs/runbook.md")),
-    *(pytest.param(expr, PLACEHOLDERS, id=where) for where, expr in document_queries("README.md")),
+    *(pytest.param(expr, PLACEHOLDERS, id=where) for where, expr in document_queries("docs/logs.md")),
 ]
 
 

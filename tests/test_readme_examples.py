@@ -24,7 +24,7 @@ How they run, each with the package's commands (``calabi-exporter``, ``python``)
   their environment, and ``export`` the test's S3 (moto) as ``CALABI_S3_EXPORT__*``; ``demo`` gets
   a port and data directory of its own. ``demo`` and ``simulate`` get ``--duration 3`` appended
   when the line has no ``--duration`` (a bounded run); ``mcp`` is driven by the MCP SDK's client.
-- ``NAME=value`` lines: settings the README says ``.env`` holds, commented out; it must.
+- ``NAME=value`` lines: settings a page says ``.env`` holds, commented out; it must.
 - ``python calabi-connect-exporter/...``: run in a directory where ``calabi-connect-exporter`` is
   this clone, as the Kubernetes section lays it out.
 
@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -84,6 +84,8 @@ DOTENV_LINE: Final = re.compile(r"[A-Z_][A-Z0-9_]*=[^\s$`'\"]*")
 BIN: Final = Path(sys.executable).parent  # where the package's commands are installed
 DURATION: Final = "3"  # seconds of a bounded demo or simulator run
 
+#: The README's section that writes ``calabi.yml`` and starts the exporter the other examples use.
+QUICK_START: Final = "Quick start: from the demo to production"
 SF: Final = "Salesforce → Snowflake"
 FIRST: Final = "job_01HX4M9QZPKR"  # the README's job record
 SECOND: Final = "job_01HX4N7T2QWB"  # the README's webhook
@@ -230,8 +232,8 @@ class Sandbox:
 
 
 def configuration_example() -> str:
-    """The ``calabi.yml`` of the README's "Configuration" section."""
-    (block,) = [b for b in all_blocks() if b.tag == "yaml" and b.heading == "Configuration"]
+    """The ``calabi.yml`` of the README's quick start."""
+    (block,) = [b for b in all_blocks() if b.tag == "yaml" and b.heading == QUICK_START]
     return block.text
 
 
@@ -288,11 +290,14 @@ def serve_line() -> str:
 
 @pytest.fixture
 def start_exporter(sandbox: Sandbox, tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    """``start_exporter(line, data_dir, **env)``: run a README ``serve`` line on a free port until it is ready."""
+    """``start_exporter(line, data_dir, port=None, **env)``: run a README ``serve`` line until it is ready.
+
+    On ``port``, or a free one.
+    """
     started: list[Served] = []
 
-    def start(line: str, data_dir: Path, **env: str) -> Served:
-        port = free_port()
+    def start(line: str, data_dir: Path, port: int | None = None, **env: str) -> Served:
+        port = free_port() if port is None else port
         settings = {"CALABI_LISTEN": f"127.0.0.1:{port}", "CALABI_DATA_DIR": str(data_dir), **env}
         log = (tmp_path / f"exporter-{port}.log").open("wb")
         process = subprocess.Popen(
@@ -476,6 +481,8 @@ class Context:
     tmp_path: Path
     s3: MotoServer
     server: Served | None = None
+    #: Where the block's ``serve`` listens: known before it starts, for the commands a block runs first.
+    port: int = field(default_factory=free_port)
 
     @property
     def exporter(self) -> Served:
@@ -496,7 +503,7 @@ class Context:
 
     def the_exporters(self) -> dict[str, str]:
         """The settings pointing a command that reads ``calabi.yml`` at the test's exporter."""
-        return {"CALABI_LISTEN": f"127.0.0.1:{self.exporter.port}", "CALABI_DATA_DIR": str(self.data_dir)}
+        return {"CALABI_LISTEN": f"127.0.0.1:{self.port}", "CALABI_DATA_DIR": str(self.data_dir)}
 
     @property
     def data_dir(self) -> Path:
@@ -517,7 +524,7 @@ def simulated_connections() -> list[str]:
 
 
 def run_serve(line: str, context: Context) -> None:
-    context.server = context.start_exporter(line, context.data_dir)
+    context.server = context.start_exporter(line, context.data_dir, port=context.port)
 
 
 def run_demo(line: str, context: Context) -> None:
@@ -540,7 +547,7 @@ def run_check_config(line: str, context: Context) -> None:
     printed = json.loads(context.run(line, **context.the_exporters()).stdout)
     assert printed["ingest_tokens"] == ["***"]
     assert (printed["listen"], printed["failure_threshold"], printed["freshness_threshold_seconds"]) == (
-        f"127.0.0.1:{context.exporter.port}",
+        f"127.0.0.1:{context.port}",
         2,
         259200.0,
     )

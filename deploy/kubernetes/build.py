@@ -8,7 +8,7 @@ and ``dashboards/*.json``. Run from the project root after changing either::
 
 A test fails when the committed files differ from what this writes. For
 your own runbook and Grafana links, write a PrometheusRule into your overlay
-with ``alerting-rules/build.py --kubernetes`` (README "Kubernetes").
+with ``alerting-rules/build.py --kubernetes`` (docs/deploy.md "Kubernetes").
 """
 
 from __future__ import annotations
