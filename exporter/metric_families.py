@@ -2,7 +2,7 @@
 
 The scrape writes its text from this table (:mod:`.scrape`), the library
 collector the tests hold it to is built from it (:mod:`.collector`), and
-``docs/metrics.md`` is generated from it (:mod:`.metrics_reference`). Adding a
+``docs/metrics-reference.md`` is generated from it (:mod:`.metrics_reference`). Adding a
 family is one :class:`Family` in the right tuple plus its sample producer.
 
 Values come from the store's aggregates at each scrape (never long-lived
