@@ -22,7 +22,8 @@ def test_the_committed_metrics_reference_is_generated_from_the_table() -> None:
     committed = (Path(__file__).parent.parent / metrics_reference.PAGE).read_text(encoding="utf-8")
 
     assert committed == metrics_reference.render(), (
-        "docs/metrics-reference.md drifted: run python -m calabi_exporter.metrics_reference -o docs/metrics-reference.md"
+        "docs/metrics-reference.md drifted: run"
+        " python -m calabi_exporter.metrics_reference -o docs/metrics-reference.md"
     )
 
 
