@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise problem  # before anything is opened: closed by default
             _warn(config)
         if not (args.command == "check-config" and args.offline):
-            _open_store(config)
+            _open_store(config, writable=args.command in ("serve", "demo"))
         if args.command == "check-config":
             return _print(json.dumps(document(config), indent=2, ensure_ascii=False))
         if args.command == "export":
@@ -325,9 +325,12 @@ def _mcp(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(config: Config) -> None:
+def _open_store(config: Config, *, writable: bool) -> None:
     """Fail before forking workers when the store cannot be opened, with the reason (its secrets masked).
 
+    ``writable``: also write once, for the commands that will write. Opening
+    a store whose schema is current writes nothing, so without this a full
+    disk would only show at the first request instead of at the start.
     A full disk or a database that stayed unreachable is an outage (status 1:
     the same configuration may work later); any other failure is the
     configuration's (status 2).
@@ -335,7 +338,12 @@ def _open_store(config: Config) -> None:
     from .store import Store
 
     try:
-        Store.from_config(config).close()
+        store = Store.from_config(config)
+        try:
+            if writable:
+                store.check_ready()
+        finally:
+            store.close()
     except (StoreFull, StoreUnavailable) as error:
         raise type(error)(SecretFilter(secret_values(config)).clean(str(error))) from None
     except StoreError as error:
