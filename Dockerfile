@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 
 WORKDIR /src
 # Dependencies first, pinned and hashed (requirements/image.txt, kept in step with pyproject.toml by
-# tests/test_image.py), so two builds of one commit install the same files; then the package alone.
+# tests/unit/test_image.py), so two builds of one commit install the same files; then the package alone.
 COPY requirements/image.txt ./requirements.txt
 RUN pip install --no-compile --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./

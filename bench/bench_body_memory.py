@@ -35,7 +35,7 @@ import requests
 from calabi_exporter.config import Config
 
 from bench.bench_ingest_scrape import Service, free_port, running, wait_for_workers
-from tests.processes import children
+from tests.support.processes import children
 
 RECORDS = 1_000  # jobs per batch
 STREAMS = 30  # streams per job: about 10 KB a job, 10 MiB a batch

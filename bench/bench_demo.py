@@ -2,7 +2,7 @@
 
 Starts ``demo`` (the exporter under gunicorn and the built-in simulator) on a free
 loopback port, and scrapes ``/metrics`` every 0.1 s until each family of
-``tests.demo_metrics.JOB_FAMILIES`` has a non-zero sample; prints the seconds from
+``tests.support.demo_metrics.JOB_FAMILIES`` has a non-zero sample; prints the seconds from
 start, for each of ``--runs`` runs. The target: within 15 seconds, so that someone
 trying the demo sees a full dashboard at once. Run from the project root::
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import requests
 
-from tests.demo_metrics import families_without_a_nonzero_value
-from tests.processes import environment_without_calabi, free_port
+from tests.support.demo_metrics import families_without_a_nonzero_value
+from tests.support.processes import environment_without_calabi, free_port
 
 TARGET_SECONDS = 15.0
 

@@ -43,7 +43,7 @@ from typing import Final
 
 from bench.bench_ingest_scrape import FULL, SECTION_MARK, free_port
 from bench.bench_replicas import bench_setting, ingest_options, postgres_and_wrk, replicas
-from tests.postgres_server import PostgresServer
+from tests.support.postgres_server import PostgresServer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"

@@ -69,7 +69,7 @@ import requests
 from calabi_exporter.model import Job, parse_job
 from calabi_exporter.store import Store
 
-from tests.processes import children, cpu_seconds, process_tree
+from tests.support.processes import children, cpu_seconds, process_tree
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks.md"

@@ -157,9 +157,9 @@ def throughput(workdir: Path, lines: int, batch: int) -> tuple[str, bool]:
 
 def real_loki(workdir: Path, binary: str, lines: int, batch: int) -> tuple[list[str], bool]:
     """Shipping rate to a real Loki, and the 7-day backfill until fully queryable."""
-    from tests.job_history import big_job, history
-    from tests.loki_server import start_loki
-    from tests.processes import free_port as test_port
+    from tests.support.job_history import big_job, history
+    from tests.support.loki_server import start_loki
+    from tests.support.processes import free_port as test_port
 
     loki = start_loki(binary, workdir / "loki", mapping="project", ports=(test_port(), test_port()))
     try:
@@ -214,7 +214,7 @@ def to_loki(workdir: Path, loki: Any, name: str, jobs: list[Any], *, at: float, 
     The records go out as ``service_name="calabi-bench-<name>"``; Loki is asked
     over ``days`` up to ``at``, for at most ``timeout`` seconds.
     """
-    from tests.job_history import post_records_then_logs
+    from tests.support.job_history import post_records_then_logs
 
     config = Config(
         data_dir=str(workdir / name),
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--no-loki", action="store_true", help="skip the real Loki runs")
     args = parser.parse_args(argv)
-    from tests.loki_server import loki_binary
+    from tests.support.loki_server import loki_binary
 
     binary, why = (None, "--no-loki") if args.no_loki else loki_binary()
     with tempfile.TemporaryDirectory(prefix="calabi-ship-bench-") as tmp:

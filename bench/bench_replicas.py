@@ -63,7 +63,7 @@ from bench.bench_ingest_scrape import (
     time_scrapes,
     wait_for_workers,
 )
-from tests.postgres_server import PostgresServer, postgres_bin
+from tests.support.postgres_server import PostgresServer, postgres_bin
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "benchmarks-replicas.md"

@@ -57,7 +57,7 @@ from calabi_exporter.store import Store
 
 from bench.bench_durable_commit import describe, import_path
 from bench.bench_ingest_scrape import Service, free_port, job_record, running, wait_for_workers
-from tests.processes import children
+from tests.support.processes import children
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "scrape-benchmark.md"

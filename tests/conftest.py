@@ -3,54 +3,35 @@ and real servers (the exporter as a subprocess, Debian's Prometheus, Loki) on fr
 
 from __future__ import annotations
 
-import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import psycopg
 import pytest
-import requests
 from calabi_exporter.config import Config
 from calabi_exporter.store import Store
 from calabi_exporter.store.records import METRICS_ROLE
 from calabi_exporter.web import create_app
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 
-from .loki_server import MAPPINGS, Loki, loki_binary, start_loki
-from .postgres_server import PostgresServer, postgres_bin
-from .processes import environment_without_calabi, free_port
-from .real_components import missing
+from tests.support.clock import FakeClock
+from tests.support.exporter_process import ExporterProcess
+from tests.support.loki_server import MAPPINGS, Loki, loki_binary, start_loki
+from tests.support.paths import TESTS
+from tests.support.postgres_server import PostgresServer, postgres_bin
+from tests.support.processes import free_port, require_binary, start_server, stop_server
+from tests.support.prometheus_server import Prometheus
+from tests.support.real_components import missing
+from tests.support.samples import Samples, parse_samples
+from tests.support.tiers import TIERS, Tier
 
 if TYPE_CHECKING:
-    from .s3_server import MotoServer
+    from tests.support.s3_server import MotoServer
 
-pytest_plugins = ("tests.containers",)  # the engine and the images, made once per run
-
-T0 = 1_775_462_400.0  # 2026-04-06T08:00:00Z
-RUNTIME_PREFIXES = ("process_", "python_")  # the serving process's own families, in every scrape
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+pytest_plugins = ("tests.support.containers",)  # the engine and the images, made once per run
 
 
 @pytest.fixture
@@ -68,6 +49,59 @@ BACKENDS = ("sqlite", "postgres")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "every_backend: run the test on SQLite and on PostgreSQL")
+    for tier in TIERS.values():
+        config.addinivalue_line("markers", f"{tier.name}: tests/{tier.name}/, {tier.meaning}")
+
+
+def tier_of(item: pytest.Item) -> Tier:
+    """The tier of a test: the folder under ``tests/`` it lives in."""
+    relative = item.path.relative_to(TESTS)
+    if len(relative.parts) < 2 or relative.parts[0] not in TIERS:
+        raise pytest.UsageError(f"{item.nodeid}: a test lives in one of tests/{{{','.join(TIERS)}}}/")
+    return TIERS[relative.parts[0]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the day-to-day subset: every tier but integration, without the tests marked slow (CI runs all)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, stop at a test that uses what its tier may not, and keep ``--fast``'s."""
+    for item in items:
+        tier = tier_of(item)
+        item.add_marker(tier.name)
+        used = tier.forbidden.intersection(getattr(item, "fixturenames", ()))
+        if used:
+            raise pytest.UsageError(
+                f"{item.nodeid}: a {tier.name} test ({tier.meaning}) may not use {', '.join(sorted(used))}"
+            )
+    order = list(TIERS)
+    items.sort(key=lambda item: order.index(tier_of(item).name))  # stable: the cheapest tier fails first
+    if config.getoption("fast"):
+        slow = [item for item in items if tier_of(item).processes or item.get_closest_marker("slow")]
+        config.hook.pytest_deselected(items=slow)
+        left_out = set(map(id, slow))
+        items[:] = [item for item in items if id(item) not in left_out]
+
+
+@pytest.fixture(autouse=True)
+def processes_only_in_integration(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside ``integration``, starting a process fails the test: the fast tiers stay fast."""
+    tier = tier_of(request.node)
+    if tier.processes:
+        return
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "postgres":
+        request.getfixturevalue("postgres")  # the session's one server, started before the door closes
+
+    def refuse(self: subprocess.Popen[bytes], args: Any, *rest: Any, **options: Any) -> None:
+        raise AssertionError(f"a {tier.name} test starts no process ({args!r}): move it to tests/integration/")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -123,31 +157,6 @@ def make_store(backend: str, request: pytest.FixtureRequest) -> Iterator[Callabl
         store.close()
 
 
-@contextmanager
-def writes_refused(store: Store) -> Iterator[None]:
-    """The store's database refuses every write meanwhile (reads still work)."""
-    database: Any = store.database
-    if database.dialect.name == "sqlite":
-        db = database.connection()  # this thread's: the test client serves requests on it
-        db.execute("PRAGMA query_only = ON")
-        try:
-            yield
-        finally:
-            db.execute("PRAGMA query_only = OFF")
-        return
-    with psycopg.connect(database.url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN RAISE EXCEPTION 'writes refused by the test'; END $$"
-        )
-        conn.execute("CREATE TRIGGER refuse BEFORE INSERT OR UPDATE OR DELETE ON meta EXECUTE FUNCTION refuse()")
-        try:
-            yield
-        finally:
-            conn.execute("DROP TRIGGER refuse ON meta")
-            conn.execute("DROP FUNCTION refuse()")
-
-
 @pytest.fixture
 def store(config: Config, clock: FakeClock, make_store: Callable[..., Store]) -> Store:
     return make_store(config.data_path, clock=clock)
@@ -184,33 +193,6 @@ def open_app(
         app.extensions["calabi_exporter"].store.close()
 
 
-class Samples(dict[tuple[str, frozenset[tuple[str, str]]], float]):
-    """Scraped samples keyed by name and labels, for exact assertions."""
-
-    def get_value(self, name: str, **labels: str) -> float | None:
-        return self.get((name, frozenset(labels.items())))
-
-    def value(self, name: str, **labels: str) -> float:
-        found = self.get_value(name, **labels)
-        assert found is not None, f"no sample {name}{labels}"
-        return found
-
-    def family(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
-        return {labels: v for (sample, labels), v in self.items() if sample == name}
-
-    def store_samples(self) -> Samples:
-        """The samples made from the store, without the serving process's own (``process_*``, ``python_*``)."""
-        return Samples({key: v for key, v in self.items() if not key[0].startswith(RUNTIME_PREFIXES)})
-
-
-def parse_samples(text: str) -> Samples:
-    samples = Samples()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
 @pytest.fixture
 def scrape(client: FlaskClient) -> Callable[[], Samples]:
     def scrape() -> Samples:
@@ -219,99 +201,6 @@ def scrape(client: FlaskClient) -> Callable[[], Samples]:
         return parse_samples(response.get_data(as_text=True))
 
     return scrape
-
-
-def job(
-    job_id: str, status: str = "succeeded", connection: str = "Salesforce → Snowflake", **fields: Any
-) -> dict[str, Any]:
-    """A job record with just enough to be valid."""
-    return {"job_id": job_id, "connection_name": connection, "status": status, **fields}
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@dataclass
-class ExporterProcess:
-    """``calabi-exporter serve`` as a real subprocess."""
-
-    data_dir: Path
-    workers: int = 1
-    extra_env: dict[str, str] | None = None
-    log_level: str = "warning"
-    log_path: Path | None = None  # the process's output (access log on stdout, the rest on stderr)
-    process: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ExporterProcess:
-        self.port = free_port()
-        env = environment_without_calabi()
-        # The data sets are dated 2026-04-06: keep them whatever today's date is.
-        env["CALABI_RETENTION__DAYS"] = "36500"
-        env.update(self.extra_env or {})
-        self.log = None if self.log_path is None else self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "calabi_exporter",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--data-dir",
-                str(self.data_dir),
-                "--workers",
-                str(self.workers),
-                "--log-level",
-                self.log_level,
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=self.log,
-        )
-
-        def ready() -> bool:
-            assert self.process is not None and self.process.poll() is None, "exporter exited"
-            try:
-                return requests.get(self.url + "/readyz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        try:
-            wait_until(ready, timeout=30, what="the exporter to be ready")
-        except AssertionError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def scrape(self) -> Samples:
-        response = requests.get(self.url + "/metrics", timeout=10)
-        response.raise_for_status()
-        return parse_samples(response.text)
 
 
 @pytest.fixture
@@ -338,64 +227,6 @@ def exporter_process(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
     yield start
     for process in started:
         process.stop()
-
-
-def require_binary(name: str) -> str:
-    """Path of a Debian-packaged binary the suite needs; the test command installs them."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed; run the README's test command, which installs it")
-    return path
-
-
-def start_server(
-    argv: list[str], *, ready_url: str, log_path: Path, what: str, timeout: float = 30
-) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """Start a server binary with its stderr in ``log_path`` and wait until ``ready_url`` answers 200."""
-    log = log_path.open("wb")
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
-
-    def ready() -> bool:
-        assert process.poll() is None, f"{what} exited: " + log_path.read_text()
-        try:
-            return requests.get(ready_url, timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, timeout=timeout, what=f"{what} to be ready")
-    return process, log
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@dataclass
-class Prometheus:
-    """Debian's Prometheus, scraping its targets every second."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        response = requests.get(self.url + "/api/v1/query", params={"query": promql}, timeout=10)
-        body = response.json()
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def scalar(self, promql: str) -> float | None:
-        """The single value of ``promql``, or None when it returns nothing."""
-        result = self.query(promql)
-        if not result:
-            return None
-        assert len(result) == 1, result
-        return float(result[0]["value"][1])
 
 
 @pytest.fixture
@@ -457,7 +288,7 @@ def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    from .s3_server import MotoServer  # it imports this module's helpers
+    from tests.support.s3_server import MotoServer
 
     server = MotoServer(tmp_path / "moto.log")
     server.start()

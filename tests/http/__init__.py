@@ -1,0 +1,1 @@
+"""The app answering through Flask's test client, over a real store, in the test's process."""

@@ -1,0 +1,1 @@
+"""Real processes on loopback: the exporter served, Prometheus, Alertmanager, Loki, S3, PostgreSQL, podman."""

@@ -1,0 +1,1 @@
+"""A real store (SQLite on a temp dir, a database on the session's PostgreSQL), without HTTP."""

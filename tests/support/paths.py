@@ -1,0 +1,10 @@
+"""Where the checkout's files are, named once so a test can move between tiers without its paths changing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent.parent  # the repository
+TESTS: Final = ROOT / "tests"
+DATA: Final = TESTS / "data"  # vendors' documents and old stores the tests read

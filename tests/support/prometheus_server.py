@@ -1,0 +1,32 @@
+"""Debian's Prometheus as the tests query it."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+
+@dataclass
+class Prometheus:
+    """Debian's Prometheus, scraping its targets every second."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        response = requests.get(self.url + "/api/v1/query", params={"query": promql}, timeout=10)
+        body = response.json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def scalar(self, promql: str) -> float | None:
+        """The single value of ``promql``, or None when it returns nothing."""
+        result = self.query(promql)
+        if not result:
+            return None
+        assert len(result) == 1, result
+        return float(result[0]["value"][1])

@@ -1,0 +1,1 @@
+"""Pure logic: no store, no server, no process. Each test runs in milliseconds."""
