@@ -141,7 +141,7 @@ def make_store(backend: str, request: pytest.FixtureRequest) -> Iterator[Callabl
     def make_store(data_dir: Path, *, synchronous: str = "full", **options: Any) -> Store:
         if backend == "postgres":
             server: PostgresServer = request.getfixturevalue("postgres")
-            url = databases.setdefault(Path(data_dir), server.new_database())
+            url = databases.get(Path(data_dir)) or databases.setdefault(Path(data_dir), server.new_store_database())
             store = Store.postgres(url, **options)
             assert store.role_lock(METRICS_ROLE).acquire()
         else:
@@ -149,8 +149,11 @@ def make_store(backend: str, request: pytest.FixtureRequest) -> Iterator[Callabl
         stores.append(store)
         return store
 
-    make_store.database_url = lambda data_dir: databases.setdefault(  # type: ignore[attr-defined]
-        Path(data_dir), request.getfixturevalue("postgres").new_database()
+    make_store.database_url = lambda data_dir: (
+        databases.get(Path(data_dir))
+        or databases.setdefault(  # type: ignore[attr-defined]
+            Path(data_dir), request.getfixturevalue("postgres").new_store_database()
+        )
     )
     yield make_store
     for store in stores:

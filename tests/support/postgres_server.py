@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -44,6 +45,20 @@ def _major(path: str) -> int:
     return int(version) if version.isdigit() else 0
 
 
+#: A cluster that need not survive a crash lives in memory when there is room: each test's database is
+#: a copy of some thousand files, and removing hundreds of them from a disk at the end takes seconds.
+MEMORY_DIRECTORY: Final = Path("/dev/shm")
+MEMORY_NEEDED: Final = 8 * 1024**3
+
+
+def memory_directory() -> str | None:
+    """``/dev/shm`` when it has room for a session's databases, else None (the system's temporary directory)."""
+    try:
+        return str(MEMORY_DIRECTORY) if shutil.disk_usage(MEMORY_DIRECTORY).free >= MEMORY_NEEDED else None
+    except OSError:
+        return None
+
+
 class PostgresServer:
     """One throwaway cluster; each test gets a database of its own (:meth:`new_database`)."""
 
@@ -68,8 +83,10 @@ class PostgresServer:
         self.port = port
         self._names = itertools.count(1)
         self._lock = threading.Lock()
+        self._store_template: str | None = None
+        self._template_lock = threading.Lock()
         self._as_root = os.geteuid() == 0
-        self.directory = Path(tempfile.mkdtemp(prefix="calabi-pg-"))
+        self.directory = Path(tempfile.mkdtemp(prefix="calabi-pg-", dir=None if durable else memory_directory()))
         if self._as_root:
             user = pwd.getpwnam(PG_USER)
             os.chown(self.directory, user.pw_uid, user.pw_gid)
@@ -118,13 +135,41 @@ class PostgresServer:
         """Stop the server as a crash would (``-m immediate``: no checkpoint, every session cut), keeping its data."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60", "stop")
 
-    def new_database(self) -> str:
-        """The URL of a new, empty database."""
+    def new_database(self, template: str = "template1") -> str:
+        """The URL of a new database: empty, or a copy of ``template`` (which no one may be connected to)."""
         with self._lock:
             name = f"test_{next(self._names)}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")  # type: ignore[arg-type]
         return self.url(name)
+
+    def new_store_database(self) -> str:
+        """The URL of a new database holding a new store, copied from one the exporter created once.
+
+        Copying a database is one statement where creating the store's schema is
+        some forty: most PostgreSQL tests want a new store, not the migration.
+        """
+        with self._template_lock:
+            if self._store_template is None:
+                from calabi_exporter.store import Store
+
+                url = self.new_database()
+                Store.postgres(url).close()
+                self._store_template = url.rsplit("/", 1)[1]
+                self._wait_until_unused(self._store_template)
+        return self.new_database(template=self._store_template)
+
+    def _wait_until_unused(self, database: str) -> None:
+        """End the sessions a closed store may leave (the pool hands a returned connection to a worker
+        that ``close`` does not wait for), and wait until the server has ended them."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+            for _ in range(100):  # bounded: 10 s
+                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                time.sleep(0.1)
+        raise RuntimeError(f"database {database} still has sessions after its store closed")
 
     def stop(self) -> None:
         try:
