@@ -137,7 +137,7 @@ def store_error(error: Exception, context: str = "") -> StoreError:
 
 
 class _Connection(psycopg.Connection[Any]):
-    """A pooled connection with the cursors its transactions reuse, and when it was last given back.
+    """A pooled connection with the cursors its transactions reuse, and when it was last lent.
 
     A new cursor starts with no adapters and looks up how to send each
     parameter again, which costs more than sending the statement; a reused
@@ -333,7 +333,6 @@ class PostgresDatabase:
             kwargs={"autocommit": True, "application_name": "calabi-exporter"},
             configure=_configure,
             check=self._check,
-            reset=self._returned,
             timeout=30.0,
             name="calabi-exporter",
         )
@@ -352,17 +351,19 @@ class PostgresDatabase:
             raise store_error(error, f"cannot open the store at {_where(url)}") from error
 
     @staticmethod
-    def _returned(conn: _Connection) -> None:
-        conn.last_used = time.monotonic()
-
-    @staticmethod
     def _check(conn: _Connection) -> None:
-        """Before a connection is lent: one that sat idle is checked (the server may have gone), a busy one not.
+        """Before a connection is lent: one not lent for a while is checked (the server may have gone), a busy one not.
 
-        A check is a round trip; under load every connection was in use a moment
+        A check is a round trip; under load every connection was lent a moment
         ago, and one that broke since fails its request with a 503 and leaves the pool.
+        The time is taken here, not when the connection comes back: a pool with a
+        ``reset`` callback hands every returned connection to a worker thread,
+        which costs each request a hop and leaves a connection in flight
+        when the pool closes (its server session outlives the store).
         """
-        if time.monotonic() - conn.last_used > CHECK_AFTER_IDLE:
+        now = time.monotonic()
+        idle, conn.last_used = now - conn.last_used, now
+        if idle > CHECK_AFTER_IDLE:
             ConnectionPool.check_connection(conn)
 
     @staticmethod

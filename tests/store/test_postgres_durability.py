@@ -20,6 +20,7 @@ from calabi_exporter.store.migrations import SCHEMA_VERSION
 
 from tests.support.jobs import job
 from tests.support.postgres_server import PostgresServer
+from tests.support.waiting import wait_until
 
 
 def test_an_answer_comes_once_the_write_is_flushed_to_the_wal(postgres: PostgresServer) -> None:
@@ -157,3 +158,19 @@ def test_requests_sharing_a_commit_with_ones_refused_by_the_driver_all_succeed(
     with store.database.read() as tx:
         assert tx.execute("SELECT count(*) FROM jobs").fetchone()[0] == 360
         assert tx.execute("SELECT count(*) FROM meta WHERE key = ?", ("before-a-nul",)).fetchone()[0] == 0
+
+
+def test_a_closed_store_leaves_no_session_on_the_server(postgres: PostgresServer) -> None:
+    """Every connection the store opened ends with it, the one it used last included."""
+    url = postgres.new_database()
+    store = Store.postgres(url)
+    store.ingest.jobs([parse_job(job("j1", "running"))], endpoint="jobs")
+    store.close()
+    name = url.rsplit("/", 1)[1]
+
+    def sessions() -> int:
+        with psycopg.connect(postgres.admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()
+            return int(row[0]) if row else -1
+
+    wait_until(lambda: sessions() == 0, timeout=10, what="the closed store's sessions to end")

@@ -160,10 +160,8 @@ class PostgresServer:
         return self.new_database(template=self._store_template)
 
     def _wait_until_unused(self, database: str) -> None:
-        """End the sessions a closed store may leave (the pool hands a returned connection to a worker
-        that ``close`` does not wait for), and wait until the server has ended them."""
+        """Wait until the server has ended the sessions of a closed store (it does so a moment after the client)."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
             for _ in range(100):  # bounded: 10 s
                 row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()
                 if row is not None and row[0] == 0:
