@@ -3,6 +3,7 @@ and real servers (the exporter as a subprocess, Debian's Prometheus, Loki) on fr
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=slow)
         left_out = set(map(id, slow))
         items[:] = [item for item in items if id(item) not in left_out]
+
+
+@pytest.fixture(autouse=True)
+def root_log_filters_restored() -> Iterator[None]:
+    """A command run in the test's process adds its secret filter to every root handler, pytest's own
+    (which live for the whole session) among them: each handler gets its filters back after the test,
+    so a later test's log lines are not masked by an earlier test's configuration."""
+    handlers = logging.getLogger().handlers
+    before = {handler: handler.filters[:] for handler in handlers}
+    yield
+    for handler, filters in before.items():
+        handler.filters[:] = filters
 
 
 @pytest.fixture(autouse=True)
