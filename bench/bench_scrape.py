@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -99,6 +100,16 @@ def fill(data_dir: Path, connections: int) -> float:
     finally:
         store.close()
     return time.perf_counter() - started
+
+
+def fill_before(checkout: Path, python_path: str, data_dir: Path, connections: int) -> None:
+    """The same store, filled by ``checkout``'s own code: a store this tree opened has a schema too new for it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((python_path, str(checkout)))}
+    code = (
+        f"from pathlib import Path; from bench.bench_scrape import fill; fill(Path({str(data_dir)!r}), {connections:d})"
+    )
+    code = code.replace("; ", "\n")
+    subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, check=True)
 
 
 def rss_mib(pid: int) -> float:
@@ -288,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.before is not None:
             before_path = import_path(args.before, work)
             print(f"== the same, served by {args.before}", flush=True)
-            old = serve_and_scrape(work / "large", work, "large-before", 20, before_path)
+            fill_before(args.before, before_path, work / "large-before", large)
+            old = serve_and_scrape(work / "large-before", work, "large-before", 20, before_path)
             old["ingest"] = ingest_rate(work, "ingest-before", before_path)
         big = serve_and_scrape(work / "large", work, "large", 20)
         if old is not None:
