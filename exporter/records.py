@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import Field, dataclass, field, fields
+from functools import cache
 from typing import Any, Final, Literal
 
 Kind = Literal["text", "choice", "status", "level", "count", "seconds", "time", "records"]
@@ -135,8 +136,12 @@ def meaning(item: Field[Any]) -> Meaning:
     return found
 
 
+@cache
 def table(record: type) -> tuple[tuple[str, Meaning], ...]:
     """A record's fields, in declaration order, each with its meaning.
+
+    Read once per record type: validation asks for it for every job and
+    stream, and building it again each time made ingest slower.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
