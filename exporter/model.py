@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any, Final, Literal, get_args
 
 from .records import Meaning, choice, count, names, records, scalars, seconds, status, table, text, time
-from .redact import redact_optional
+from .redact import redact
 from .timeutil import format_rfc3339, parse_rfc3339
 
 PENDING: Final = "pending"
@@ -169,34 +171,59 @@ class Job:
         return self.status in FINISHED_STATUSES
 
     def with_derived_fields(self) -> Job:
-        """Fill totals from the streams and the duration from the timestamps.
-
-        Values given on the job win: a connector's own totals may include rows
-        outside any stream. A total added up from the streams is held to the
-        bound of a given one (:data:`MAX_COUNT`), or the job is refused naming
-        the total: two streams at the bound would otherwise store a job total
-        no reader holds exactly, and enough of them one the store cannot hold.
-        """
-        changes: dict[str, Any] = {}
-        if self.streams:
-            for name in ("records_synced", "records_failed", "bytes_synced"):
-                if getattr(self, name) is None:
-                    values = [getattr(s, name) for s in self.streams]
-                    if any(v is not None for v in values):
-                        changes[name] = _stream_total(name, [v for v in values if v is not None])
-            statuses = [s.status for s in self.streams]
-            if self.streams_succeeded is None and any(s is not None for s in statuses):
-                changes["streams_succeeded"] = statuses.count(SUCCEEDED)
-            if self.streams_failed is None and any(s is not None for s in statuses):
-                changes["streams_failed"] = statuses.count(FAILED)
-        if (
-            self.duration_seconds is None
-            and self.started_at is not None
-            and self.finished_at is not None
-            and self.finished_at >= self.started_at
-        ):
-            changes["duration_seconds"] = self.finished_at - self.started_at
+        """This job with the totals and duration it did not tell filled in (:func:`derived_fields`)."""
+        changes = derived_fields({name: getattr(self, name) for name in _DERIVED_FROM}, self.streams)
         return replace(self, **changes) if changes else self
+
+
+#: The fields :func:`derived_fields` reads: those it may fill, and the times a duration comes from.
+_DERIVED_FROM: Final = (
+    "records_synced",
+    "records_failed",
+    "bytes_synced",
+    "streams_succeeded",
+    "streams_failed",
+    "duration_seconds",
+    "started_at",
+    "finished_at",
+)
+
+
+def derived_fields(values: dict[str, Any], streams: tuple[StreamResult, ...]) -> dict[str, Any]:
+    """The fields of a job not told but known from the rest: totals from the streams, the duration from the times.
+
+    ``values`` holds the job's fields by name (one missing is not told). Values
+    given on the job win: a connector's own totals may include rows outside any
+    stream. A total added up from the streams is held to the bound of a given one
+    (:data:`MAX_COUNT`), or the job is refused naming the total: two streams at
+    the bound would otherwise store a job total no reader holds exactly, and
+    enough of them one the store cannot hold.
+
+    >>> derived_fields({"started_at": 100.0, "finished_at": 160.0}, ())
+    {'duration_seconds': 60.0}
+    """
+    changes: dict[str, Any] = {}
+    if streams:
+        for name in ("records_synced", "records_failed", "bytes_synced"):
+            if values.get(name) is None:
+                given = [v for s in streams if (v := getattr(s, name)) is not None]
+                if given:
+                    changes[name] = _stream_total(name, given)
+        statuses = [s.status for s in streams]
+        if any(s is not None for s in statuses):
+            if values.get("streams_succeeded") is None:
+                changes["streams_succeeded"] = statuses.count(SUCCEEDED)
+            if values.get("streams_failed") is None:
+                changes["streams_failed"] = statuses.count(FAILED)
+    started_at, finished_at = values.get("started_at"), values.get("finished_at")
+    if (
+        values.get("duration_seconds") is None
+        and started_at is not None
+        and finished_at is not None
+        and finished_at >= started_at
+    ):
+        changes["duration_seconds"] = finished_at - started_at
+    return changes
 
 
 def _stream_total(name: str, values: list[int]) -> int:
@@ -253,51 +280,12 @@ def check_text(value: str, name: str) -> None:
     """
     if "\x00" in value:
         raise ValidationError(name, "must not contain NUL characters (\\u0000)")
+    if value.isascii():
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError(name, "must be valid Unicode text") from None
-
-
-def _string(
-    data: dict[str, Any], name: str, max_len: int, *, required: bool = False, blank: bool = False
-) -> str | None:
-    value = data.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(name, "is required")
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(name, "must be a string")
-    check_text(value, name)
-    if required and not blank and not value.strip():
-        raise ValidationError(name, "must not be empty")
-    if len(value) > max_len:
-        raise ValidationError(name, f"must be at most {max_len} characters")
-    return value
-
-
-def _count(data: dict[str, Any], name: str) -> int | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 829.0 is the integer 829 to JSON (and to JavaScript senders)
-    # bool is an int in Python; a JSON true is never a row count.
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise ValidationError(name, f"must be an integer from 0 to {MAX_COUNT}")
-    return value
-
-
-def _seconds(data: dict[str, Any], name: str) -> float | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(name, "must be a number >= 0")
-    if not 0 <= value < MAX_SECONDS:  # also rejects NaN
-        raise ValidationError(name, "must be a number >= 0")
-    return float(value)
 
 
 def bounded_time(value: str, name: str, latest: float) -> float:
@@ -323,49 +311,121 @@ def bounded_time(value: str, name: str, latest: float) -> float:
     return moment
 
 
-def _timestamp(data: dict[str, Any], name: str, latest: float) -> float | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(name, "must be an RFC 3339 timestamp string")
-    return bounded_time(value, name, latest)
+#: Reads one present (not null) field of a record from JSON, given the latest time a record may carry.
+Reader = Callable[[Any, float], Any]
 
 
-def _choice(data: dict[str, Any], name: str, choices: tuple[str, ...], *, required: bool) -> str | None:
-    value = data.get(name)
-    if value is None:
-        if required:
-            raise ValidationError(name, "is required")
-        return None
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValidationError(name, f"must be one of {', '.join(choices)} (got {value!r})")
-    return value.lower()
+def field_reader(name: str, meaning: Meaning) -> Reader:
+    """The reader of one field: its kind and bounds looked at once, here, not again for every record.
 
+    Validation runs for every job and stream of every request; deciding by kind
+    for each of them was most of its cost. A missing or null field is not read
+    (:func:`_read_all` tells a required one).
 
-def read_field(data: dict[str, Any], name: str, meaning: Meaning, latest: float) -> Any:
-    """One field of a record read from JSON by its kind, held to its declared bounds (or a ValidationError)."""
+    >>> field_reader("attempt", Meaning("count", "Which attempt"))(2.0, LATEST_TIME)
+    2
+    >>> field_reader("job_type", Meaning("choice", "What", choices=("sync", "reset")))("SYNC", LATEST_TIME)
+    'sync'
+    """
     kind = meaning.kind
     if kind == "text":
-        assert meaning.max_length is not None
-        value = _string(data, name, meaning.max_length, required=meaning.required, blank=meaning.blank)
-        if value is not None and meaning.pattern is not None and not re.match(meaning.pattern, value):
-            raise ValidationError(name, f"must be {meaning.pattern_rule}")
-        return redact_optional(value) if meaning.redacted else value
+        return _text_reader(name, meaning)
     if kind in ("status", "choice"):
-        return _choice(data, name, meaning.choices, required=meaning.required)
+        return _choice_reader(name, meaning.choices)
     if kind == "count":
-        return _count(data, name)
+        return _count_reader(name)
     if kind == "seconds":
-        return _seconds(data, name)
+        return _seconds_reader(name)
     if kind == "time":
-        return _timestamp(data, name, latest)
+        return _time_reader(name)
     raise TypeError(f"{name}: a {kind} field is read by its record's own code")
 
 
+def _text_reader(name: str, meaning: Meaning) -> Reader:
+    assert meaning.max_length is not None
+    max_length, redacted = meaning.max_length, meaning.redacted
+    not_blank = meaning.required and not meaning.blank
+    match = re.compile(meaning.pattern).match if meaning.pattern is not None else None
+
+    def read(value: Any, latest: float) -> str:
+        if not isinstance(value, str):
+            raise ValidationError(name, "must be a string")
+        check_text(value, name)
+        if not_blank and not value.strip():
+            raise ValidationError(name, "must not be empty")
+        if len(value) > max_length:
+            raise ValidationError(name, f"must be at most {max_length} characters")
+        if match is not None and not match(value):
+            raise ValidationError(name, f"must be {meaning.pattern_rule}")
+        return redact(value) if redacted else value
+
+    return read
+
+
+def _choice_reader(name: str, choices: tuple[str, ...]) -> Reader:
+    def read(value: Any, latest: float) -> str:
+        if not isinstance(value, str) or (lowered := value.lower()) not in choices:
+            raise ValidationError(name, f"must be one of {', '.join(choices)} (got {value!r})")
+        return lowered
+
+    return read
+
+
+def _count_reader(name: str) -> Reader:
+    def read(value: Any, latest: float) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 829.0 is the integer 829 to JSON (and to JavaScript senders)
+        # bool is an int in Python; a JSON true is never a row count.
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+            raise ValidationError(name, f"must be an integer from 0 to {MAX_COUNT}")
+        return value
+
+    return read
+
+
+def _seconds_reader(name: str) -> Reader:
+    def read(value: Any, latest: float) -> float:
+        # bool is a number in Python; ``not 0 <= value`` also refuses NaN.
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < MAX_SECONDS:
+            raise ValidationError(name, "must be a number >= 0")
+        return float(value)
+
+    return read
+
+
+def _time_reader(name: str) -> Reader:
+    def read(value: Any, latest: float) -> float:
+        if not isinstance(value, str):
+            raise ValidationError(name, "must be an RFC 3339 timestamp string")
+        return bounded_time(value, name, latest)
+
+    return read
+
+
+@cache
+def readers(record: type) -> tuple[tuple[str, Reader, bool], ...]:
+    """Each scalar field of ``record`` in declaration order, with its reader and whether it is required.
+
+    Made once per record type.
+    """
+    return tuple((name, field_reader(name, m), m.required) for name, m in scalars(record))
+
+
 def _read_all(record: type, data: dict[str, Any], latest: float) -> dict[str, Any]:
-    """Every scalar field of ``record`` read from ``data``, by name."""
-    return {name: read_field(data, name, m, latest) for name, m in scalars(record)}
+    """The scalar fields of ``record`` that ``data`` holds, read by name in declaration order.
+
+    A field missing or null is left out (the record's default, ``None``) unless
+    it is required. Fields are read in declaration order so that a record with
+    several faults is refused for the same one every time.
+    """
+    values: dict[str, Any] = {}
+    for name, read, required in readers(record):
+        value = data.get(name)
+        if value is not None:
+            values[name] = read(value, latest)
+        elif required:
+            raise ValidationError(name, "is required")
+    return values
 
 
 def _prefixed(error: ValidationError, prefix: str) -> ValidationError:
@@ -404,6 +464,9 @@ def _streams(data: dict[str, Any], latest: float) -> tuple[StreamResult, ...]:
     return streams
 
 
+_READ_FAILED_AT: Final = field_reader(FAILED_AT, FAILED_AT_MEANING)
+
+
 def parse_job(
     data: Any, *, allowed_fields: frozenset[str] = JOB_FIELDS, strict: bool = True, latest: float = LATEST_TIME
 ) -> Job:
@@ -428,8 +491,8 @@ def parse_job(
     if values["connection_name"] == OVERFLOW:
         raise ValidationError("connection_name", f"{OVERFLOW} is reserved for the connections beyond the series budget")
     status = values["status"]
-    finished_at = values["finished_at"]
-    failed_at = read_field(data, FAILED_AT, FAILED_AT_MEANING, latest)
+    finished_at = values.get("finished_at")
+    failed_at = None if data.get(FAILED_AT) is None else _READ_FAILED_AT(data[FAILED_AT], latest)
     if failed_at is not None:
         if status != FAILED:
             raise ValidationError(FAILED_AT, "is only allowed on a failed job")
@@ -438,10 +501,11 @@ def parse_job(
         finished_at = values["finished_at"] = failed_at
     if finished_at is not None and status not in FINISHED_STATUSES:
         raise ValidationError("finished_at", f"is only allowed on a finished job (status is {status})")
-    started_at = values["started_at"]
+    started_at = values.get("started_at")
     if started_at is not None and finished_at is not None and finished_at < started_at:
         raise ValidationError("finished_at", "must not be before started_at")
-    return Job(**values, streams=_streams(data, latest)).with_derived_fields()
+    streams = _streams(data, latest)
+    return Job(**values, **derived_fields(values, streams), streams=streams)
 
 
 def parse_webhook(data: Any, *, latest: float = LATEST_TIME) -> Job:
