@@ -18,7 +18,10 @@ With ``--before DIR`` (a checkout of an earlier exporter, e.g. a clone of the
 old main), the same run also serves the 10,000-connection store with that
 checkout's exporter, and both exporters take the same ingest load (5,000
 finished jobs with 3 streams, batches of 100 from 4 clients, on a fresh store):
-before and after side by side, one machine, one run. A worker of this tree
+before and after side by side, one machine, one run. Both are measured
+``--rounds`` times (default 3), before and after in turn, and each figure is
+the median over the rounds with its range: with the client on the same two
+cores, one round of concurrent scrapes or ingest varies by 10 to 20 %. A worker of this tree
 renders every connection before it serves (``ScrapeRenderer.warm``), so its
 start-up (launch to ``/readyz`` answering 200) is timed too.
 
@@ -279,11 +282,30 @@ def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
     return {"full": statistics.median(full), "partial": statistics.median(partial), "changed": float(changed)}
 
 
+def medians(rounds: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds, and its lowest and highest as ``<key>_low`` and ``<key>_high``."""
+    out: dict[str, float] = {}
+    for key in rounds[0]:
+        values = [result[key] for result in rounds]
+        out[key], out[f"{key}_low"], out[f"{key}_high"] = statistics.median(values), min(values), max(values)
+    return out
+
+
+def spread(result: dict[str, float], key: str, spec: str, unit: str) -> str:
+    """``1.34 s (1.30–1.41)``: a median and its range over the rounds (just the value after one round)."""
+    value = f"{result[key]:{spec}} {unit}".strip()
+    low, high = result.get(f"{key}_low"), result.get(f"{key}_high")
+    if low is None or high is None or low == high:
+        return value
+    return f"{value} ({low:{spec}}–{high:{spec}})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 / 200 / 10,000 connections")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--before", type=Path, help="a checkout of an earlier exporter to compare with (its exporter/)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --before: rounds of before-then-after (median)")
     args = parser.parse_args(argv)
     if args.before is not None and not (args.before / "exporter" / "cli.py").exists():
         parser.error(f"--before {args.before}: no exporter/cli.py there")
@@ -300,11 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             before_path = import_path(args.before, work)
             print(f"== the same, served by {args.before}", flush=True)
             fill_before(args.before, before_path, work / "large-before", large)
-            old = serve_and_scrape(work / "large-before", work, "large-before", 20, before_path)
-            old["ingest"] = ingest_rate(work, "ingest-before", before_path)
-        big = serve_and_scrape(work / "large", work, "large", 20)
-        if old is not None:
-            big["ingest"] = ingest_rate(work, "ingest-after", None)
+            befores: list[dict[str, float]] = []
+            afters: list[dict[str, float]] = []
+            for round_ in range(args.rounds):
+                print(f"== round {round_ + 1} of {args.rounds}: before, then after", flush=True)
+                befores.append(serve_and_scrape(work / "large-before", work, f"large-before-{round_}", 20, before_path))
+                befores[-1]["ingest"] = ingest_rate(work, f"ingest-before-{round_}", before_path)
+                afters.append(serve_and_scrape(work / "large", work, f"large-{round_}", 20))
+                afters[-1]["ingest"] = ingest_rate(work, f"ingest-after-{round_}", None)
+            old, big = medians(befores), medians(afters)
+        else:
+            big = serve_and_scrape(work / "large", work, "large", 20)
         print(f"== {huge:,} connections × {STREAMS} streams (default budget: 10,000)", flush=True)
         fill_huge = fill(work / "huge", huge)
         over = serve_and_scrape(work / "huge", work, "huge", 20)
@@ -359,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"## Before and after, {large:,} × {STREAMS}, in this run",
             "",
             f"Before: `{args.before}` at commit `{describe(args.before)}`; after: this tree."
-            " Same store, same machine, one after the other.",
+            f" Same store, same machine; {args.rounds} rounds of before then after, each figure the median over"
+            " the rounds (lowest–highest in brackets).",
             "",
             "Before, a worker rendered every connection's lines at its first scrape (reading every aggregate,"
             " building the library's sample objects, writing their lines); now it renders them from the family"
@@ -369,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "| | before | after |",
             "|---|---|---|",
             *(
-                f"| {what} | {f'{old[key]:{spec}} {unit}'.strip()} | **{f'{big[key]:{spec}} {unit}'.strip()}** |"
+                f"| {what} | {spread(old, key, spec, unit)} | **{spread(big, key, spec, unit)}** |"
                 for what, key, spec, unit in (
                     ("Launch to `/readyz` 200", "ready", ".2f", "s"),
                     ("First scrape once ready", "first", ".2f", "s"),
@@ -395,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (" (`--quick`: smaller fleets)" if args.quick else ""),
             "- command: `.venv/bin/python -m bench.bench_scrape"
             + (" --quick" if args.quick else "")
-            + (" --before <clone of the old main>`" if args.before else "`"),
+            + (f" --before <clone of the old main> --rounds {args.rounds}`" if args.before else "`"),
             f"- `nproc`: {os.cpu_count()}; {platform.platform()}; Python {platform.python_version()}",
             f"- server: `calabi-exporter serve` with its defaults ({WORKERS} workers), client on the same machine",
             "",

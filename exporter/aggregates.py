@@ -103,7 +103,6 @@ class ConnectionAgg:
     connection_id: str | None = None
     source: str | None = None
     destination: str | None = None
-    jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED_STATUSES, 0))
     records_synced: int = 0
     records_failed: int = 0
     bytes_synced: int = 0
@@ -129,6 +128,8 @@ class ConnectionAgg:
     # Changes whenever anything a scrape shows of the connection does (its aggregates, streams, log
     # counts): a scrape re-renders the connection's lines only then.
     version: int = 0
+    # The two maps come last: a stored row gives every other field in this order (store/rows.py).
+    jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED_STATUSES, 0))
     durations: dict[str, Histogram] = field(default_factory=dict)
 
     def copy(self) -> ConnectionAgg:

@@ -86,15 +86,15 @@ class State(Protocol):
         ...
 
     def connection(self, name: str) -> ConnectionAgg | None:
-        """The connection's stored aggregate (the planner changes a copy)."""
+        """The connection's stored aggregate: a new one at each call, the caller's to change."""
         ...
 
     def overflow(self) -> ConnectionAgg | None:
-        """The stored counters of the connections beyond the budget, added up."""
+        """The stored counters of the connections beyond the budget, added up: a new aggregate at each call."""
         ...
 
     def stream(self, connection: str, stream: str) -> StreamAgg | None:
-        """The stream's stored aggregate (``stream`` may be ``__overflow__``)."""
+        """The stream's stored aggregate (``stream`` may be ``__overflow__``): a new one at each call."""
         ...
 
     def own_streams(self, connection: str) -> int:
@@ -316,7 +316,10 @@ def plan_logs(
 
 
 class _Planner:
-    """The working state of one plan: copies of the aggregates it changes, the jobs as saved so far."""
+    """The working state of one plan: the aggregates it changes and the jobs as saved so far.
+
+    The aggregates are the plan's own: the state gives a new one at each call.
+    """
 
     def __init__(self, state: State, now: float, limits: Limits, outbox: bool, routes: Sequence[Route]) -> None:
         self.state = state
@@ -483,7 +486,7 @@ class _Planner:
                 self.admitted += admitted
                 agg = ConnectionAgg(connection=name, first_seen=self.now, admitted=admitted)
             else:
-                agg = stored.copy()
+                agg = stored
             self.connections[name] = agg
         return agg
 
@@ -502,7 +505,7 @@ class _Planner:
         """The added-up counters of the connections beyond the budget."""
         if self.overflow is None:
             stored = self.state.overflow()
-            self.overflow = ConnectionAgg(OVERFLOW, self.now) if stored is None else stored.copy()
+            self.overflow = ConnectionAgg(OVERFLOW, self.now) if stored is None else stored
         return self.overflow
 
     def stream_agg(self, connection: str, stream: str) -> StreamAgg:
@@ -510,7 +513,7 @@ class _Planner:
         pair = (connection, stream)
         if pair not in self.streams:
             stored = self.state.stream(connection, stream)
-            self.streams[pair] = StreamAgg(connection, stream) if stored is None else stored.copy()
+            self.streams[pair] = StreamAgg(connection, stream) if stored is None else stored
         return self.streams[pair]
 
     def stream_aggs(self, connection: str, names: Sequence[str]) -> tuple[dict[str, StreamAgg], bool]:
@@ -522,8 +525,11 @@ class _Planner:
         out: dict[str, StreamAgg] = {}
         folded = False
         for name in names:
-            if (connection, name) in self.streams or self.state.stream(connection, name) is not None:
-                out[name] = self.stream_agg(connection, name)
+            pair = (connection, name)
+            if pair not in self.streams and (stored := self.state.stream(connection, name)) is not None:
+                self.streams[pair] = stored
+            if pair in self.streams:
+                out[name] = self.streams[pair]
                 continue
             if connection not in self.own_streams:
                 self.own_streams[connection] = self.state.own_streams(connection)

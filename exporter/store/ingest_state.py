@@ -26,6 +26,9 @@ from .rows import (
     stream_agg_from_row,
 )
 
+#: A stored row, as the database driver gives it.
+Row = Sequence[object]
+
 _FORGOTTEN_SELECT: Final = "SELECT connection, forgotten_at FROM forgotten_connections"
 
 
@@ -46,19 +49,23 @@ def _statements(
 
 
 class StoredState:
-    """The store as one write transaction found it; every answer read once."""
+    """The store as one write transaction found it; every answer read once.
+
+    Aggregates are kept as the rows read and built at each call: the planner
+    changes what it is given, and a new object costs less than a copy of one.
+    """
 
     def __init__(self, tx: Tx) -> None:
         self.tx = tx
         self.jobs: dict[str, Job | None] = {}
-        self.connections: dict[str, ConnectionAgg | None] = {}
-        self.streams: dict[tuple[str, str], StreamAgg | None] = {}
+        self.connections: dict[str, Row | None] = {}
+        self.streams: dict[tuple[str, str], Row | None] = {}
         self.forgotten: dict[str, float | None] = {}
         self.own: dict[str, int] = {}
         self.made: dict[tuple[str, int], int] = {}
         self.admitted: int | None = None
         self.overflow_read = False
-        self.overflow_agg: ConnectionAgg | None = None
+        self.overflow_row: Row | None = None
 
     def prefetch(self, jobs: Sequence[Job]) -> None:
         """Read what a batch touches (its stored jobs and aggregates) with a few queries, not a few per job.
@@ -96,11 +103,10 @@ class StoredState:
         for chunk, rows in connection_reads:
             self.connections.update(dict.fromkeys(chunk))
             for row in rows.fetchall():
-                agg = connection_from_row(row)
-                self.connections[agg.connection] = agg
+                self.connections[str(row[0])] = row
         for rows in stream_reads:
             for row in rows.fetchall():
-                self.streams[(row[0], row[1])] = stream_agg_from_row(row)
+                self.streams[(str(row[0]), str(row[1]))] = row
         for chunk, rows in forget_reads:
             self.forgotten.update(dict.fromkeys(chunk))
             self.forgotten.update((name, float(at)) for name, at in rows.fetchall())
@@ -112,23 +118,24 @@ class StoredState:
 
     def connection(self, name: str) -> ConnectionAgg | None:
         if name not in self.connections:
-            row = self.tx.execute(CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
-            self.connections[name] = None if row is None else connection_from_row(row)
-        return self.connections[name]
+            self.connections[name] = self.tx.execute(CONNECTION_SELECT + " WHERE connection = ?", (name,)).fetchone()
+        row = self.connections[name]
+        return None if row is None else connection_from_row(row)
 
     def overflow(self) -> ConnectionAgg | None:
         if not self.overflow_read:
-            row = self.tx.execute(OVERFLOW_SELECT).fetchone()
-            self.overflow_agg = None if row is None else connection_from_row(row)
+            self.overflow_row = self.tx.execute(OVERFLOW_SELECT).fetchone()
             self.overflow_read = True
-        return self.overflow_agg
+        return None if self.overflow_row is None else connection_from_row(self.overflow_row)
 
     def stream(self, connection: str, stream: str) -> StreamAgg | None:
         pair = (connection, stream)
         if pair not in self.streams:
-            row = self.tx.execute(STREAM_AGG_SELECT + " WHERE connection = ? AND stream = ?", pair).fetchone()
-            self.streams[pair] = None if row is None else stream_agg_from_row(row)
-        return self.streams[pair]
+            self.streams[pair] = self.tx.execute(
+                STREAM_AGG_SELECT + " WHERE connection = ? AND stream = ?", pair
+            ).fetchone()
+        row = self.streams[pair]
+        return None if row is None else stream_agg_from_row(row)
 
     def own_streams(self, connection: str) -> int:
         if connection not in self.own:

@@ -28,7 +28,10 @@ JOB_UPSERT: Final = Upsert(
     update=(*JOB_COLUMNS[1:], "active_since", "updated_at"),
 )
 
-CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg) if f.name not in ("jobs", "durations"))
+#: The aggregate's fields but its two maps (``jobs``, ``durations``), which it declares last.
+CONNECTION_SCALARS: Final = tuple(f.name for f in fields(ConnectionAgg))[:-2]
+if tuple(f.name for f in fields(ConnectionAgg))[-2:] != ("jobs", "durations"):
+    raise TypeError("ConnectionAgg declares jobs and durations last: a row gives the rest, in order")
 CONNECTION_COLUMNS: Final = (
     CONNECTION_SCALARS
     + tuple(f"jobs_{s}" for s in FINISHED_STATUSES)
@@ -140,7 +143,7 @@ def change_meta(tx: Tx, *, add: dict[str, float], set_to: dict[str, float]) -> N
 
 
 def _histogram(counts: str, total: float) -> Histogram:
-    values = [int(c) for c in counts.split(",")]
+    values = list(map(int, counts.split(",")))
     if len(values) != len(DURATION_BUCKETS) + 1:
         raise StoreError("stored duration histogram has other buckets than this version")
     return Histogram(values, total)
@@ -149,13 +152,14 @@ def _histogram(counts: str, total: float) -> Histogram:
 def connection_from_row(row: Sequence[object]) -> ConnectionAgg:
     """A ``connections`` row, columns in ``CONNECTION_COLUMNS`` order."""
     row = tuple(row)
-    agg = ConnectionAgg(**dict(zip(CONNECTION_SCALARS, row[:_SCALARS_END], strict=True)))  # type: ignore[arg-type]
-    agg.admitted = bool(agg.admitted)
-    agg.jobs = dict(zip(FINISHED_STATUSES, row[_SCALARS_END:_JOBS_END], strict=True))  # type: ignore[arg-type]
+    jobs = dict(zip(FINISHED_STATUSES, row[_SCALARS_END:_JOBS_END], strict=True))
+    durations: dict[str, Histogram] = {}
     for index, status in enumerate(FINISHED_STATUSES):
         counts, total = row[_JOBS_END + 2 * index], row[_JOBS_END + 2 * index + 1]
         if counts is not None:
-            agg.durations[status] = _histogram(str(counts), float(total))  # type: ignore[arg-type]
+            durations[status] = _histogram(str(counts), float(total))  # type: ignore[arg-type]
+    agg = ConnectionAgg(*row[:_SCALARS_END], jobs, durations)  # type: ignore[arg-type, call-arg]
+    agg.admitted = bool(agg.admitted)
     return agg
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from calabi_exporter.model import parse_job
 from calabi_exporter.store import MetricsSnapshot, Store
+from calabi_exporter.store.database import Tx
+from calabi_exporter.store.ingest_state import StoredState
 
 from tests.support.clock import FakeClock
 
@@ -69,3 +71,26 @@ def test_a_batch_gives_the_same_aggregates_as_one_record_per_request(
     }
     batched.close()
     single.close()
+
+
+SF = "Salesforce → Snowflake"
+
+
+def test_the_stored_state_gives_a_new_aggregate_at_each_call_so_a_plan_changes_only_its_own(
+    tmp_path: Path, clock: FakeClock, make_store: Callable[..., Store]
+) -> None:
+    store = make_store(tmp_path / "store", clock=clock)
+    store.ingest.jobs([parse_job(r) for r in records()[:3]], endpoint="jobs")
+
+    def read_twice(tx: Tx) -> tuple[object, ...]:
+        state = StoredState(tx)
+        state.prefetch([parse_job(records()[0])])
+        first, stream = state.connection(SF), state.stream(SF, "Account")
+        assert first is not None and stream is not None
+        first.jobs["failed"] += 5
+        stream.records_synced += 5
+        again, stream_again = state.connection(SF), state.stream(SF, "Account")
+        assert again is not None and stream_again is not None
+        return again.jobs["failed"], stream_again.records_synced, state.connection("Nobody → Nowhere")
+
+    assert store.database.submit(read_twice) == (1, 0, None)

@@ -55,13 +55,15 @@ class Memory:
         return self.jobs.get(job_id)
 
     def connection(self, name: str) -> ConnectionAgg | None:
-        return self.connections.get(name)
+        stored = self.connections.get(name)
+        return None if stored is None else stored.copy()
 
     def overflow(self) -> ConnectionAgg | None:
-        return self.overflow_agg
+        return None if self.overflow_agg is None else self.overflow_agg.copy()
 
     def stream(self, connection: str, stream: str) -> StreamAgg | None:
-        return self.streams.get((connection, stream))
+        stored = self.streams.get((connection, stream))
+        return None if stored is None else stored.copy()
 
     def own_streams(self, connection: str) -> int:
         return sum(c == connection and s != OVERFLOW for c, s in self.streams)
@@ -301,16 +303,20 @@ def test_a_finished_job_is_counted_once_with_its_duration_in_the_histogram() -> 
     assert agg.durations == {"succeeded": Histogram([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0], 100.0)}
 
 
-def test_the_plan_changes_a_copy_of_the_stored_aggregate() -> None:
-    stored = ConnectionAgg(SF, first_seen=T0)
-    state = Memory(connections={SF: stored})
+def test_records_of_one_connection_in_a_plan_change_the_one_aggregate_it_was_given() -> None:
+    # The state gives a new aggregate at each call: asked again, it would forget the first record.
+    state = Memory(connections={SF: ConnectionAgg(SF, first_seen=T0)})
 
     plan = plan_jobs(
-        state, [JobsRequest([done("j1")], "jobs")], now=NOW, limits=SeriesLimits(), outbox=False, routes=()
+        state,
+        [JobsRequest([done("j1")], "jobs"), JobsRequest([done("j2"), done("j3", "failed")], "jobs")],
+        now=NOW,
+        limits=SeriesLimits(),
+        outbox=False,
+        routes=(),
     )
 
-    assert stored == ConnectionAgg(SF, first_seen=T0)
-    assert plan.connections[0].jobs["succeeded"] == 1
+    assert [agg.jobs for agg in plan.connections] == [{"succeeded": 2, "failed": 1, "cancelled": 0}]
 
 
 def test_a_failure_summary_made_known_later_is_counted_once_by_its_kind() -> None:
