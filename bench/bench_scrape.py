@@ -19,9 +19,11 @@ old main), the same run also serves the 10,000-connection store with that
 checkout's exporter, and both exporters take the same ingest load (5,000
 finished jobs with 3 streams, batches of 100 from 4 clients, on a fresh store):
 before and after side by side, one machine, one run. Both are measured
-``--rounds`` times (default 3), before and after in turn, and each figure is
+``--rounds`` times (default 5), before and after in turn, and each figure is
 the median over the rounds with its range: with the client on the same two
-cores, one round of concurrent scrapes or ingest varies by 10 to 20 %. A worker of this tree
+cores, one round of concurrent scrapes or ingest varies by 10 to 40 %. The
+workers' CPU time per scrape (user + system, from ``/proc``) is the steadier
+figure of what a scrape costs the server. A worker of this tree
 renders every connection before it serves (``ScrapeRenderer.warm``), so its
 start-up (launch to ``/readyz`` answering 200) is timed too.
 
@@ -61,7 +63,7 @@ from calabi_exporter.store import Store
 
 from bench.bench_durable_commit import describe, import_path
 from bench.bench_ingest_scrape import Service, free_port, job_record, running, wait_for_workers
-from tests.support.processes import children
+from tests.support.processes import children, cpu_seconds
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT: Final = ROOT / "docs" / "scrape-benchmark.md"
@@ -186,7 +188,10 @@ def serve_and_scrape(
                 for _ in range(2 * WORKERS):
                     seconds, size = timed_scrape(requests.Session(), service.base_url)
                     cold.append(seconds)
+                workers = children(service.pid)
+                cpu = cpu_seconds(workers)
                 warm = [timed_scrape(session, service.base_url)[0] for _ in range(scrapes)]
+                warm_cpu = (cpu_seconds(workers) - cpu) / scrapes
             concurrent: list[float] = []
             lock = threading.Lock()
 
@@ -198,10 +203,12 @@ def serve_and_scrape(
                             concurrent.append(seconds)
 
             threads = [threading.Thread(target=scrape) for _ in range(4)]
+            cpu = cpu_seconds(workers)
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+            concurrent_cpu = (cpu_seconds(workers) - cpu) / len(concurrent)
         samples = requests.get(service.base_url + "/metrics", timeout=300).text.rsplit("calabi_exporter_series ", 1)[1]
     return {
         "ready": ready,
@@ -211,6 +218,8 @@ def serve_and_scrape(
         "max": max(warm),
         "concurrent_p50": statistics.median(concurrent),
         "concurrent_max": max(concurrent),
+        "cpu": warm_cpu,
+        "concurrent_cpu": concurrent_cpu,
         "rss_idle": idle,
         "rss_peak": sampler.peak,
         "bytes": float(size),
@@ -305,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 / 200 / 10,000 connections")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--before", type=Path, help="a checkout of an earlier exporter to compare with (its exporter/)")
-    parser.add_argument("--rounds", type=int, default=3, help="with --before: rounds of before-then-after (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="with --before: rounds of before-then-after (median)")
     args = parser.parse_args(argv)
     if args.before is not None and not (args.before / "exporter" / "cli.py").exists():
         parser.error(f"--before {args.before}: no exporter/cli.py there")
@@ -407,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("Scrape max (20 in a row)", "max", ".2f", "s"),
                     ("4 scrapes at once, p50", "concurrent_p50", ".2f", "s"),
                     ("4 scrapes at once, max", "concurrent_max", ".2f", "s"),
+                    ("Worker CPU per scrape, one at a time", "cpu", ".3f", "s"),
+                    ("Worker CPU per scrape, 4 at once", "concurrent_cpu", ".3f", "s"),
                     ("Worker RSS, max over the run", "rss_peak", ",.0f", "MiB"),
                     ("Samples", "samples", ",.0f", ""),
                     ("Ingest, batches of 100 from 4 clients", "ingest", ",.0f", "jobs/s"),
