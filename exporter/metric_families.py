@@ -69,9 +69,17 @@ class Thresholds:
         )
 
     def for_connection(self, connection: str) -> dict[str, float]:
-        values: dict[str, float] = {key: getattr(self, key) for key in THRESHOLD_KEYS}
-        values.update(self.overrides.get(connection, {}))
-        return values
+        """Every threshold of the connection: its own where the configuration gives one, else the default."""
+        return {key: self.value(connection, key) for key in THRESHOLD_KEYS}
+
+    def value(self, connection: str, key: str) -> float:
+        """One threshold of the connection, looked up without building the others: a scrape asks for it
+        once per connection beyond the series budget, tens of thousands of times."""
+        own = self.overrides.get(connection)
+        if own is not None and key in own:
+            return own[key]
+        value: float = getattr(self, key)
+        return value
 
 
 THRESHOLD_KEYS: Final = (
@@ -253,7 +261,7 @@ def _threshold(key: str) -> Callable[[ConnectionPart, ScrapeSettings], Iterator[
     # Every part, the overflow and a forgotten connection's jobs in progress included: the stuck
     # and pending alerts compare their jobs in progress with these.
     def samples(part: ConnectionPart, settings: ScrapeSettings) -> Iterator[Row]:
-        yield "", (part.name,), settings.thresholds.for_connection(part.name)[key]
+        yield "", (part.name,), settings.thresholds.value(part.name, key)
 
     return samples
 
@@ -465,18 +473,18 @@ def _overflow_jobs(snap: MetricsSnapshot, _: ScrapeSettings) -> Iterator[Row]:
 def _overflowed_failing(snap: MetricsSnapshot, settings: ScrapeSettings) -> Iterator[Row]:
     """Connections beyond the budget have no gauges of their own: their alerts count them here."""
     failing = 0
+    threshold = settings.thresholds.value
     for connection in snap.overflowed:
-        limit = settings.thresholds.for_connection(connection.connection)["failure_threshold"]
-        failing += connection.consecutive_failures >= limit
+        failing += connection.consecutive_failures >= threshold(connection.connection, "failure_threshold")
     yield "", (), failing
 
 
 def _overflowed_stale(snap: MetricsSnapshot, settings: ScrapeSettings) -> Iterator[Row]:
     now = settings.clock()
     stale = 0
+    threshold = settings.thresholds.value
     for connection in snap.overflowed:
-        limit = settings.thresholds.for_connection(connection.connection)["freshness_threshold_seconds"]
-        stale += now - connection.healthy_since > limit
+        stale += now - connection.healthy_since > threshold(connection.connection, "freshness_threshold_seconds")
     yield "", (), stale
 
 
