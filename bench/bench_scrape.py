@@ -227,8 +227,9 @@ def serve_and_scrape(
     }
 
 
-def ingest_rate(workdir: Path, label: str, python_path: str | None, jobs: int = 5_000) -> float:
-    """Finished jobs per second posted to a fresh exporter in batches of 100 by 4 clients."""
+def ingest_rate(workdir: Path, label: str, python_path: str | None, jobs: int = 5_000) -> tuple[float, float]:
+    """Finished jobs per second posted to a fresh exporter in batches of 100 by 4 clients, and the
+    workers' CPU milliseconds per job."""
     batches = [
         json.dumps({"jobs": [job_record(n, label, 500) for n in range(start, start + 100)]}).encode()
         for start in range(0, jobs, 100)
@@ -250,15 +251,18 @@ def ingest_rate(workdir: Path, label: str, python_path: str | None, jobs: int = 
                             failures.append(response.status_code)
 
         threads = [threading.Thread(target=post, args=(batches[k::4],)) for k in range(4)]
+        workers = children(service.pid)
+        cpu = cpu_seconds(workers)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds(workers) - cpu
     if failures:
         raise RuntimeError(f"{label}: {len(failures)} batches refused ({failures[:3]})")
-    return jobs / seconds
+    return jobs / seconds, cpu / jobs * 1000
 
 
 def incremental(data_dir: Path, rounds: int) -> dict[str, float]:
@@ -336,9 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 print(f"== round {round_ + 1} of {args.rounds}: before, then after", flush=True)
                 befores.append(serve_and_scrape(work / "large-before", work, f"large-before-{round_}", 20, before_path))
-                befores[-1]["ingest"] = ingest_rate(work, f"ingest-before-{round_}", before_path)
+                befores[-1]["ingest"], befores[-1]["ingest_cpu"] = ingest_rate(
+                    work, f"ingest-before-{round_}", before_path
+                )
                 afters.append(serve_and_scrape(work / "large", work, f"large-{round_}", 20))
-                afters[-1]["ingest"] = ingest_rate(work, f"ingest-after-{round_}", None)
+                afters[-1]["ingest"], afters[-1]["ingest_cpu"] = ingest_rate(work, f"ingest-after-{round_}", None)
             old, big = medians(befores), medians(afters)
         else:
             big = serve_and_scrape(work / "large", work, "large", 20)
@@ -421,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("Worker RSS, max over the run", "rss_peak", ",.0f", "MiB"),
                     ("Samples", "samples", ",.0f", ""),
                     ("Ingest, batches of 100 from 4 clients", "ingest", ",.0f", "jobs/s"),
+                    ("Worker CPU per job ingested", "ingest_cpu", ".3f", "ms"),
                 )
             ),
         ]
