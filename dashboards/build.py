@@ -126,12 +126,26 @@ def _stat(title: str, expr: str, unit: str, *, width: int = 3) -> stat.Panel:
 
 
 def sync_jobs() -> dashboard.Dashboard:
-    """The product's Jobs page: every job across connections, scoped by the Connection dropdown."""
+    """The product's Jobs page: every job across connections, scoped by the Platform and Connection dropdowns.
+
+    Platform narrows the Connection dropdown (through ``calabi_sync_connection_info{platform}``),
+    which scopes every panel: one variable's choice reaches all panels without a join in each query.
+    """
+    platform = (
+        dashboard.QueryVariable("platform")
+        .label("Platform")
+        .datasource(PROMETHEUS)
+        .query("label_values(calabi_sync_connection_info, platform)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
     connection = (
         dashboard.QueryVariable("connection")
         .label("Connection")
         .datasource(PROMETHEUS)
-        .query("label_values(calabi_sync_connection_info, connection)")
+        .query('label_values(calabi_sync_connection_info{platform=~"$platform"}, connection)')
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .multi(True)
         .include_all(True)
@@ -149,7 +163,8 @@ def sync_jobs() -> dashboard.Dashboard:
     def jobs(status: str) -> str:
         return _gained("calabi_sync_jobs_total{" + SELECTOR + f', status="{status}"' + "}")
 
-    board = _base("Calabi Connect / Sync Jobs", SYNC_JOBS_UID).with_variable(connection).with_variable(status)
+    board = _base("Calabi Connect / Sync Jobs", SYNC_JOBS_UID).with_variable(platform).with_variable(connection)
+    board = board.with_variable(status)
     board = (
         board.with_panel(_stat("Succeeded", jobs("succeeded"), "short"))
         .with_panel(_stat("Failed", jobs("failed"), "short"))

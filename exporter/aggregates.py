@@ -103,6 +103,7 @@ class ConnectionAgg:
     connection_id: str | None = None
     source: str | None = None
     destination: str | None = None
+    platform: str | None = None  # None: the product's own (calabi)
     records_synced: int = 0
     records_failed: int = 0
     bytes_synced: int = 0
@@ -181,7 +182,7 @@ def _known(job: Job | None, name: str) -> int | None:
 
 
 def update_connection_metadata(agg: ConnectionAgg, job: Job) -> None:
-    """Keep the connection's id, source and destination from the records that name them.
+    """Keep the connection's id, source, destination and platform from the records that name them.
 
     ``first_seen`` moves back to the earliest time of any of its jobs: history posted
     today of a connection that never succeeded is stale from its first job, not from
@@ -196,6 +197,8 @@ def update_connection_metadata(agg: ConnectionAgg, job: Job) -> None:
         agg.source = job.source
     if job.destination is not None:
         agg.destination = job.destination
+    if job.platform is not None:
+        agg.platform = job.platform
 
 
 def apply_finished(

@@ -688,6 +688,14 @@ OPTIONS: Final = (
         "Jobs are exported in objects covering this much finish time (must divide a day); accepts units: `1h`.",
     ),
     Option(
+        "sources.fivetran.webhook_secret",
+        _optional_text,
+        "",
+        "The secret of the Fivetran webhook that posts to `/webhooks/fivetran`: each delivery must be signed with "
+        "it (`X-Fivetran-Signature-256`). Empty: the endpoint refuses every delivery.",
+        secret=True,
+    ),
+    Option(
         "mcp.allowed_hosts",
         _host_names,
         (),
@@ -713,7 +721,10 @@ def env_name(key: str) -> str:
 
 
 _BY_KEY: Final = {o.key: o for o in OPTIONS}
-_SECTIONS: Final = frozenset(o.key.split(".")[0] for o in OPTIONS if "." in o.key)
+#: Every section a dotted key lies in: ``sources.fivetran.webhook_secret`` is in ``sources`` and ``sources.fivetran``.
+_SECTIONS: Final = frozenset(
+    ".".join(parts[:depth]) for o in OPTIONS if len(parts := o.key.split(".")) > 1 for depth in range(1, len(parts))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -811,6 +822,7 @@ class Config:
     s3_export_endpoint_url: str = _default("s3_export.endpoint_url")
     s3_export_addressing_style: str = _default("s3_export.addressing_style")
     s3_export_batch_seconds: float = _default("s3_export.batch_seconds")
+    sources_fivetran_webhook_secret: str = _default("sources.fivetran.webhook_secret")
     mcp_allowed_hosts: tuple[str, ...] = _default("mcp.allowed_hosts")
     mcp_allowed_origins: tuple[str, ...] = _default("mcp.allowed_origins")
     connections: Mapping[str, ConnectionSettings] = field(default_factory=dict)
@@ -1066,6 +1078,20 @@ def settings_from_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return settings
 
 
+def _section(section: str, raw: Mapping[Any, Any]) -> dict[str, Any]:
+    """The options a section of the file sets, by key, its sections within included."""
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        nested = f"{section}.{name}"
+        if nested in _SECTIONS and isinstance(value, dict):
+            values.update(_section(nested, value))
+        elif nested in _BY_KEY:
+            values[nested] = _parse(nested, value)
+        else:
+            raise ConfigError(nested, "unknown key")
+    return values
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -1084,11 +1110,7 @@ def load_config(
         elif key == "webhooks":
             webhooks = _webhooks(raw if raw is not None else [], path.parent if path is not None else None)
         elif key in _SECTIONS and isinstance(raw, dict):
-            for name, value in raw.items():
-                nested = f"{key}.{name}"
-                if nested not in _BY_KEY:
-                    raise ConfigError(nested, "unknown key")
-                values[nested] = _parse(nested, value)
+            values.update(_section(str(key), raw))
         elif key in _BY_KEY:
             values[key] = _parse(key, raw)
         else:

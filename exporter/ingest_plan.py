@@ -129,6 +129,7 @@ class RequestOptions(TypedDict, total=False):
     rejected: NotRequired[int]  # records validation refused: counted with the others
     rejected_fields: NotRequired[Sequence[str]]  # the field each refused record's error names
     token: NotRequired[str]  # who sent them: the connections they make known count against it
+    notice: NotRequired[tuple[str, str]]  # a source's delivery they came in, (source, kind): counted with them
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ class JobsRequest:
     rejected: int = 0
     rejected_fields: Sequence[str] = ()
     token: str = ""  # a digest of the ingest token ("" on an exporter without tokens)
+    notice: tuple[str, str] | None = None  # the source's delivery they came in: (source, kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,7 @@ class Plan:
     connections_made: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (token, hour) -> made
     ingest_counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # endpoint -> outcome -> records
     rejections: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # endpoint -> field -> records
+    notices: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> deliveries
     events: tuple[Event, ...] = ()
     outbox: tuple[tuple[str, int | None], ...] = ()  # (job id, line id; None: the job's summary)
     exports: tuple[str, ...] = ()  # jobs whose sealed export batch is uploaded again
@@ -261,6 +264,8 @@ def plan_jobs(
         into = planner.rejections.setdefault(request.endpoint, {})
         for name, n in refused.items():
             into[name] = into.get(name, 0) + n
+        if request.notice is not None:
+            planner.notices[request.notice] = planner.notices.get(request.notice, 0) + 1
     return planner.plan(tuple(refusals))
 
 
@@ -343,6 +348,7 @@ class _Planner:
         self.made: dict[tuple[str, int], int] = {}
         self.ingest_counts: dict[str, dict[str, int]] = {}
         self.rejections: dict[str, dict[str, int]] = {}
+        self.notices: dict[tuple[str, str], int] = {}
         self.events: list[Event] = []
         self.outbox: list[tuple[str, int | None]] = []
         self.exports: list[str] = []
@@ -365,6 +371,7 @@ class _Planner:
             connections_made=self.made,
             ingest_counts=self.ingest_counts,
             rejections=self.rejections,
+            notices=self.notices,
             events=tuple(self.events),
             outbox=tuple(self.outbox),
             exports=tuple(self.exports),

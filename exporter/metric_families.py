@@ -28,12 +28,15 @@ from .connection_parts import ConnectionPart
 from .joblogs import LEVEL_LABELS
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
-from .model import ACTIVE_STATUSES, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
+from .model import ACTIVE_STATUSES, DEFAULT_PLATFORM, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
+from .sources import airbyte, fivetran
 from .store import MetricsSnapshot
 from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, ReplicaView
 from .timeutil import Clock, system_clock
 
-INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook")
+INGEST_ENDPOINTS: Final = ("jobs", "logs", "webhook", "airbyte", "fivetran")
+#: The kinds of delivery each source's webhook counts.
+SOURCE_NOTICE_KINDS: Final = {airbyte.PLATFORM: airbyte.KINDS, fivetran.PLATFORM: fivetran.KINDS}
 WEBHOOK_OUTCOMES: Final = ("delivered", "failed", "dead_lettered")
 
 #: A sample: the suffix added to the family's name (``_bucket``, ``_count``, ``_sum`` of a
@@ -213,7 +216,8 @@ def _last_job_info(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
 def _connection_info(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
     c = part.agg
     if _admitted(part) and c is not None:
-        yield "", (part.name, c.connection_id or "", c.source or "", c.destination or ""), 1.0
+        labels = (part.name, c.connection_id or "", c.source or "", c.destination or "", c.platform or DEFAULT_PLATFORM)
+        yield "", labels, 1.0
 
 
 def _log_counts(family_name: str, keys: tuple[str, ...]) -> Callable[[ConnectionPart, ScrapeSettings], Iterator[Row]]:
@@ -382,8 +386,9 @@ CONNECTION_FAMILIES: Final[tuple[Family[ConnectionPart], ...]] = (
     Family(
         "calabi_sync_connection_info",
         "gauge",
-        "Connection metadata (always 1).",
-        ("connection", "connection_id", "source", "destination"),
+        "Connection metadata (always 1): its id, source and destination as its jobs name them, and the platform"
+        " that runs it.",
+        ("connection", "connection_id", "source", "destination", "platform"),
         _connection_info,
     ),
     Family(
@@ -488,6 +493,12 @@ def _overflowed_stale(snap: MetricsSnapshot, settings: ScrapeSettings) -> Iterat
     yield "", (), stale
 
 
+def _notices(snap: MetricsSnapshot, _: ScrapeSettings) -> Iterator[Row]:
+    for source, kinds in SOURCE_NOTICE_KINDS.items():
+        for kind in kinds:
+            yield "", (source, kind), snap.notices.get((source, kind), 0)
+
+
 def _rejected(snap: MetricsSnapshot, _: ScrapeSettings) -> Iterator[Row]:
     for (endpoint, field_name), count in sorted(snap.rejections.items()):
         yield "", (endpoint, field_name), count
@@ -577,6 +588,13 @@ STORE_FAMILIES: Final[tuple[Family[MetricsSnapshot], ...]] = (
         "Rejected records by the field their error names (positions removed).",
         ("endpoint", "field"),
         _rejected,
+    ),
+    Family(
+        "calabi_exporter_source_notices_total",
+        "counter",
+        "Deliveries of each source's webhook by kind, those that make no job included (tests, notices).",
+        ("platform", "kind"),
+        _notices,
     ),
     Family(
         "calabi_exporter_purged_jobs_total",

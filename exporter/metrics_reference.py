@@ -25,11 +25,12 @@ from .metric_families import (
     INGEST_ENDPOINTS,
     REPLICA_FAMILIES,
     SERIES_FAMILY,
+    SOURCE_NOTICE_KINDS,
     STORE_FAMILIES,
     WEBHOOK_OUTCOMES,
     Family,
 )
-from .model import ACTIVE_STATUSES, FINISHED_STATUSES
+from .model import ACTIVE_STATUSES, FINISHED_STATUSES, PLATFORMS
 from .store.records import OVERFLOW_KINDS, ROLES
 
 #: Where the page is committed, relative to the project root.
@@ -55,8 +56,10 @@ LABELS: Final = {
     "connection_id": "the product's id of the connection",
     "source": "the connection's source",
     "destination": "the connection's destination",
+    "platform": f"the platform that runs the connection, or whose webhook delivered: {_values(PLATFORMS)}",
     "level": f"a log line's level: {_values(LEVEL_LABELS)}",
-    "kind": f"an error's kind: {_values(ERROR_KINDS)}; an overflow's kind: {_values(OVERFLOW_KINDS)}",
+    "kind": f"an error's kind: {_values(ERROR_KINDS)}; an overflow's kind: {_values(OVERFLOW_KINDS)};"
+    f" a webhook delivery's kind: {_values(sorted({k for kinds in SOURCE_NOTICE_KINDS.values() for k in kinds}))}",
     "endpoint": f"an ingest endpoint ({_values(INGEST_ENDPOINTS)}) or a configured status-change webhook",
     "outcome": f"a record's outcome ({_values(OUTCOMES)}), a delivery's ({_values(WEBHOOK_OUTCOMES)}),"
     " a log record's or an S3 upload's",

@@ -37,6 +37,10 @@ STATUSES: Final[tuple[str, ...]] = get_args(Status)
 ACTIVE_STATUSES: Final = (PENDING, RUNNING)
 FINISHED_STATUSES: Final[tuple[str, ...]] = get_args(FinishedStatus)
 JOB_TYPES: Final = ("sync", "reset")
+#: The platforms whose jobs come in (the product's own, and the sources of :mod:`.sources`).
+PLATFORMS: Final = ("calabi", "airbyte", "fivetran")
+#: A job that does not say which platform ran it came from the product itself.
+DEFAULT_PLATFORM: Final = PLATFORMS[0]
 
 #: Where a status stands in the lifecycle; a record never moves a job backwards.
 STATUS_RANK: Final = {PENDING: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 2, CANCELLED: 2}
@@ -123,6 +127,9 @@ class Job:
     source: str | None = text("The connection's source (calabi_sync_connection_info)", max_length=MAX_CONNECTION_NAME)
     destination: str | None = text(
         "The connection's destination (calabi_sync_connection_info)", max_length=MAX_CONNECTION_NAME
+    )
+    platform: str | None = choice(
+        "The platform that ran the job (calabi_sync_connection_info); calabi when not sent", PLATFORMS
     )
     job_type: str | None = choice("What the job did: sync copies data, reset clears the destination", JOB_TYPES)
     attempt: int | None = count("Which attempt at the job this is")
@@ -488,6 +495,7 @@ def parse_job(
     if unknown:
         data = {key: value for key, value in data.items() if key in allowed_fields}
     values = _read_all(Job, data, latest)
+    values.setdefault("platform", DEFAULT_PLATFORM)  # a record that does not say comes from the product
     if values["connection_name"] == OVERFLOW:
         raise ValidationError("connection_name", f"{OVERFLOW} is reserved for the connections beyond the series budget")
     status = values["status"]

@@ -56,6 +56,10 @@ _NEW_CONNECTIONS_ADD: Final = (
     "INSERT INTO new_connections (token, hour, count) VALUES (?, ?, ?)"
     " ON CONFLICT (token, hour) DO UPDATE SET count = new_connections.count + excluded.count"
 )
+_NOTICE_ADD: Final = (
+    "INSERT INTO source_notices (source, kind, count) VALUES (?, ?, ?)"
+    " ON CONFLICT (source, kind) DO UPDATE SET count = source_notices.count + excluded.count"
+)
 _RATE_LIMIT_SET: Final = (
     "INSERT INTO rate_limits (connection, ratio, seen_at) VALUES (?, ?, ?)"
     " ON CONFLICT (connection) DO UPDATE SET ratio = excluded.ratio, seen_at = excluded.seen_at"
@@ -194,6 +198,7 @@ class IngestRules:
             _REJECTION_ADD,
             [(endpoint, field, n) for endpoint, fields in plan.rejections.items() for field, n in fields.items()],
         )
+        tx.executemany(_NOTICE_ADD, [(source, kind, n) for (source, kind), n in plan.notices.items()])
 
 
 def _write_jobs(tx: Tx, writes: Sequence[JobWrite], now: float) -> None:

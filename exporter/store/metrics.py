@@ -84,6 +84,7 @@ class MetricsReads:
             stored = read_meta(tx, "stored_jobs")
             shipping = _shipping_stats(tx)
             rejections = {(e, f): int(n) for e, f, n in tx.execute("SELECT endpoint, field, count FROM rejections")}
+            notices = {(c, k): int(n) for c, k, n in tx.execute("SELECT source, kind, count FROM source_notices")}
             purged = read_meta(tx, "purged_jobs")
             oldest = tx.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
             export = _export_stats(tx) if self._s3_export else ExportStats()
@@ -116,6 +117,7 @@ class MetricsReads:
             None if overflow_row is None else connection_from_row(overflow_row),
             overflow_jobs,
             overflowed,
+            notices,
         )
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from ..model import DEFAULT_PLATFORM
 from .database import Tx
 from .errors import StoreError
 from .schema import tables
@@ -59,6 +60,14 @@ MIGRATIONS: Final = {
         ("UPDATE meta SET value = (SELECT count(*) FROM connections) WHERE key = 'admitted_connections'",),
     ),
     4: Step("one schema and one version for SQLite and PostgreSQL (PostgreSQL's own versions 1 and 2 read as 4)"),
+    5: Step(
+        "jobs and connections know the platform that ran them, the product's own for those stored before;"
+        " the sources' webhook deliveries are counted by kind (a new table only)",
+        (
+            f"UPDATE jobs SET platform = '{DEFAULT_PLATFORM}' WHERE platform IS NULL",
+            f"UPDATE connections SET platform = '{DEFAULT_PLATFORM}' WHERE platform IS NULL",
+        ),
+    ),
 }
 SCHEMA_VERSION: Final = max(MIGRATIONS) + 1
 

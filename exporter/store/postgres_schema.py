@@ -11,7 +11,7 @@ from typing import Final
 
 from .database import Tx
 from .errors import StoreError
-from .migrations import SCHEMA_VERSION, Layout
+from .migrations import Layout
 from .schema import POSTGRESQL, Kind
 from .schema_ddl import Rendering
 
@@ -32,6 +32,8 @@ RENDERING: Final = Rendering(
 #: version 4 of the one list (they were made from SQLite's version 4; the tables version 2 added are made at
 #: open like any missing table), and no store ever had 3 or 4 in ``calabi_schema``.
 LEGACY_VERSIONS: Final = {1: 4, 2: 4}
+#: The first version PostgreSQL stored in the numbering both engines share.
+FIRST_SHARED_VERSION: Final = 5
 
 
 class PostgresSchema:
@@ -56,11 +58,11 @@ class PostgresSchema:
         stored = tx.execute("SELECT max(version) FROM calabi_schema").fetchone()[0]
         if stored is None:
             return 0
-        if stored >= SCHEMA_VERSION:
-            return int(stored)
-        if stored not in LEGACY_VERSIONS:
+        if stored in LEGACY_VERSIONS:
+            return LEGACY_VERSIONS[stored]
+        if stored < FIRST_SHARED_VERSION:
             raise StoreError(f"calabi_schema holds version {stored}, which no exporter wrote")
-        return LEGACY_VERSIONS[stored]
+        return int(stored)  # a newer one than this exporter's is refused by the migration
 
     def write_version(self, tx: Tx, version: int) -> None:
         tx.execute("CREATE TABLE IF NOT EXISTS calabi_schema (version INTEGER NOT NULL)")

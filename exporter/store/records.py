@@ -223,3 +223,4 @@ class MetricsSnapshot:
     overflow: ConnectionAgg | None = None
     overflow_jobs: dict[str, int] = field(default_factory=dict)  # kind -> jobs counted into an overflow series
     overflowed: list[OverflowedConnection] = field(default_factory=list)  # connections beyond the budget
+    notices: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> webhook deliveries

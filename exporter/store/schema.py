@@ -201,6 +201,17 @@ TABLES: Final = (
         ("endpoint", "outcome"),
         without_rowid=True,
     ),
+    # Deliveries of each source's webhook by kind, those that stored no job included (tests, notices).
+    Table(
+        "source_notices",
+        (
+            Column("source", Kind.TEXT, nullable=False),
+            Column("kind", Kind.TEXT, nullable=False),
+            *_counters("count"),
+        ),
+        ("source", "kind"),
+        without_rowid=True,
+    ),
     Table(
         "log_counts",
         (

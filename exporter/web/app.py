@@ -16,7 +16,7 @@ from ..store import Store
 from ..store.sqlstore import replica_name
 from ..timeutil import Clock, system_clock
 from ..workers import BackgroundWorkers
-from . import incoming_webhook, ingest, landing, ops, read_api
+from . import incoming_webhook, ingest, landing, ops, read_api, sources
 from .admission import register_admission
 from .body_budget import BodyBudget
 from .errors import register_error_handlers
@@ -74,6 +74,8 @@ def create_app(
     app.register_blueprint(landing.bp)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(incoming_webhook.bp)
+    app.register_blueprint(sources.airbyte_bp)
+    app.register_blueprint(sources.fivetran_bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(read_api.bp)
     register_error_handlers(app)

@@ -117,7 +117,13 @@ def test_connection_info_carries_the_latest_metadata(client: FlaskClient, scrape
 
     assert scrape().family("calabi_sync_connection_info") == {
         frozenset(
-            {("connection", SF), ("connection_id", "conn_1"), ("source", "Salesforce"), ("destination", "Snowflake")}
+            {
+                ("connection", SF),
+                ("connection_id", "conn_1"),
+                ("source", "Salesforce"),
+                ("destination", "Snowflake"),
+                ("platform", "calabi"),
+            }
         ): 1
     }
 

@@ -18,6 +18,7 @@ from calabi_exporter.model import (
     STATUSES,
     ValidationError,
 )
+from calabi_exporter.sources import airbyte, fivetran
 from calabi_exporter.timeutil import RFC3339_PATTERN
 from calabi_exporter.web import create_app
 from calabi_exporter.web.ingest import MAX_RECORDS
@@ -135,3 +136,9 @@ def test_the_documented_log_level_pattern_takes_exactly_the_levels_the_server_re
         return True
 
     assert {c for c in candidates if pattern.fullmatch(c)} == {c for c in candidates if reads(c)}
+
+
+def test_the_documented_kinds_of_a_source_delivery_are_the_ones_the_sources_count() -> None:
+    schema = json.loads(SPEC_FILE.read_text())["components"]["schemas"]["SourceDelivery"]
+
+    assert set(schema["properties"]["kind"]["enum"]) == {*airbyte.KINDS, *fivetran.KINDS}

@@ -91,6 +91,7 @@ def test_jobs_are_listed_newest_first_with_their_summary(setup: tuple[Store, Fla
         "connection_id": "conn-sf",
         "source": None,
         "destination": None,
+        "platform": "calabi",
         "job_type": "reset",
         "attempt": None,
         "status": "failed",

@@ -242,8 +242,10 @@ FIXTURES = [
     pytest.param("sqlite", "sqlite-v2.sql", id="sqlite-2"),
     pytest.param("sqlite", "sqlite-v3.sql", id="sqlite-3"),
     pytest.param("sqlite", "sqlite-v4.sql", id="sqlite-4"),
+    pytest.param("sqlite", "sqlite-v5.sql", id="sqlite-5"),
     pytest.param("postgres", "postgresql-v1.sql", id="postgresql-1"),
     pytest.param("postgres", "postgresql-v2.sql", id="postgresql-2"),
+    pytest.param("postgres", "postgresql-v5.sql", id="postgresql-5"),
 ]
 COUNTED = ("jobs", "streams", "log_lines", "connections", "stream_aggs", "export_batches")
 
@@ -278,6 +280,9 @@ def test_a_store_of_an_earlier_version_opens_into_the_schema_of_a_new_store_with
         ("salesforce", True if engine.name == "postgres" else 1),
     ]
     assert engine.execute(old, "SELECT value FROM meta WHERE key = 'admitted_connections'") == [(2,)]
+    # Jobs and connections stored before platforms were known are the product's own.
+    assert engine.execute(old, "SELECT DISTINCT platform FROM jobs") == [("calabi",)]
+    assert engine.execute(old, "SELECT DISTINCT platform FROM connections") == [("calabi",)]
     assert migrated.reads.job("job-1") is not None
     assert [line.message for line in migrated.reads.log_lines("job-1")] == ["Syncing stream: Account"]
 
@@ -288,7 +293,7 @@ def test_a_new_store_has_the_declared_schema_and_reports_the_one_version(engine:
     store = engine.open(where)
 
     assert engine.describe(where).portable() == declared(engine.name).portable()
-    assert store.database.schema_version() == SCHEMA_VERSION == 5
+    assert store.database.schema_version() == SCHEMA_VERSION == 6
 
 
 def test_both_backends_declare_the_same_tables_but_postgresql_s_roles_and_commit_marks() -> None:

@@ -11,7 +11,8 @@ from typing import Final
 
 #: The fields of a job's summary: which job, when, how much, what went wrong.
 SUMMARY_FIELDS: Final = (
-    *("job_id", "connection_name", "connection_id", "source", "destination", "job_type", "attempt", "status"),
+    *("job_id", "connection_name", "connection_id", "source", "destination", "platform", "job_type", "attempt"),
+    "status",
     *("created_at", "started_at", "finished_at", "duration_seconds"),
     *("records_synced", "records_failed", "bytes_synced", "streams_succeeded", "streams_failed"),
     *("error_summary", "job_url"),
@@ -24,8 +25,9 @@ STREAM_FIELDS: Final = (
 
 
 def job_summary(record: Mapping[str, object], **derived: object) -> dict[str, object]:
-    """The summary of a posted ``record``: its fields, what the exporter ``derived`` over them, the rest None."""
-    return {**dict.fromkeys(SUMMARY_FIELDS), **record, **derived}
+    """The summary of a posted ``record``: its fields, what the exporter ``derived`` over them (the product's
+    own platform when it names none), the rest None."""
+    return {**dict.fromkeys(SUMMARY_FIELDS), "platform": "calabi", **record, **derived}
 
 
 def stream_summary(**fields: object) -> dict[str, object]:

@@ -91,6 +91,7 @@ def test_a_failed_job_is_written_back_with_every_declared_field_in_order_and_fai
         "job_id": "job_01HX4N7T2QWB",
         "connection_name": "Salesforce → Snowflake",
         "status": "failed",
+        "platform": "calabi",  # a record that does not say comes from the product
         "job_type": "sync",
         "started_at": "2026-04-06T08:00:01Z",
         "finished_at": "2026-04-06T08:03:17Z",
