@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import random
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from flask.testing import FlaskClient
 from tests.support.exporter_process import ExporterProcess
 from tests.support.job_history import CONNECTIONS, DAY, HistoryJob, big_job, history, post_records_then_logs
 from tests.support.loki_server import Entry, Loki, ship_everything, true_time
+from tests.support.paths import DATA
 from tests.support.processes import environment_without_calabi, free_port
 from tests.support.samples import parse_samples
 from tests.support.waiting import wait_until
@@ -322,3 +326,37 @@ def test_a_small_job_of_another_connection_reaches_loki_while_a_big_one_is_still
     loki.flush('{service_name="calabi-fair"}', expected=1012, at=now + 3600, days=1)
     assert count_of(loki, "calabi-fair", big.job_id, now) == 1001
     assert store.outbox.dead_letters() == []
+
+
+def test_airbyte_s_error_message_and_fivetran_s_reason_are_queryable_in_loki(
+    loki: Loki, shipping_to: Callable[..., tuple[FlaskClient, LogShipper, Store]]
+) -> None:
+    # The vendors' own payloads (tests/data/sources/, sources in its README), dated within the last hour.
+    now = time.time()
+    secret = "fivetran-webhook-secret-0123456789"
+    client, shipper, store = shipping_to(loki, "calabi-sources", sources_fivetran_webhook_secret=secret)
+    notification = json.loads((DATA / "sources" / "airbyte" / "docs-failed-sync.json").read_bytes())
+    notification["data"] |= {"startedAt": format_rfc3339(now - 3600), "finishedAt": format_rfc3339(now - 1800)}
+    event = json.loads((DATA / "sources" / "fivetran" / "sync-end-failure-with-task.json").read_bytes())
+    event |= {"created": format_rfc3339(now - 600), "data": {"status": "FAILURE_WITH_TASK", "reason": "Quota exceeded"}}
+    signed = json.dumps(event).encode()
+    signature = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+    assert client.post("/webhooks/airbyte", json=notification).status_code == 200
+    assert (
+        client.post(
+            "/webhooks/fivetran",
+            data=signed,
+            content_type="application/json",
+            headers={"X-Fivetran-Signature-256": signature},
+        ).status_code
+        == 200
+    )
+    ship_everything(shipper, store)
+    loki.flush('{service_name="calabi-sources"}', expected=2, at=now + 60, days=1)
+
+    found = loki.entries('{service_name="calabi-sources"} | event="job_summary"', start=now - DAY, end=now + 60)
+    assert sorted((e.labels["job_id"], e.labels["status"], e.labels["error_summary"]) for e in found) == [
+        ("airbyte:9988", "failed", "Something failed (type: config_error, origin: source)"),
+        ("fivetran:syn_def456", "failed", "Quota exceeded"),
+    ]
