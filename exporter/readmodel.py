@@ -24,7 +24,15 @@ from . import timeutil
 from .aggregates import ConnectionAgg
 from .documents import job_document, stored_line_document
 from .joblogs import LEVEL_ALIASES, LEVELS
-from .model import FAILED, FINISHED_STATUSES, JOB_ID_PATTERN, JOB_TYPES, STATUSES, SUCCEEDED
+from .model import (
+    DEFAULT_PLATFORM,
+    FAILED,
+    FINISHED_STATUSES,
+    JOB_ID_PATTERN,
+    JOB_TYPES,
+    STATUSES,
+    SUCCEEDED,
+)
 from .store import JobFilter, JobReads, StoredLine
 from .timeutil import format_rfc3339, parse_rfc3339
 
@@ -321,6 +329,7 @@ def connection_document(
         "connection_id": agg.connection_id,
         "source": agg.source,
         "destination": agg.destination,
+        "platform": agg.platform or DEFAULT_PLATFORM,
         "first_seen": format_rfc3339(agg.first_seen),
         "latest_job": latest,
         "last_status": agg.last_job_status,

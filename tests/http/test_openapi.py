@@ -15,6 +15,7 @@ from calabi_exporter.model import (
     MAX_STREAM_NAME,
     MAX_STREAMS,
     MAX_TEXT,
+    PLATFORMS,
     STATUSES,
     ValidationError,
 )
@@ -142,3 +143,9 @@ def test_the_documented_kinds_of_a_source_delivery_are_the_ones_the_sources_coun
     schema = json.loads(SPEC_FILE.read_text())["components"]["schemas"]["SourceDelivery"]
 
     assert set(schema["properties"]["kind"]["enum"]) == {*airbyte.KINDS, *fivetran.KINDS}
+
+
+def test_the_documented_platforms_of_a_connection_are_the_ones_a_job_may_name() -> None:
+    schema = json.loads(SPEC_FILE.read_text())["components"]["schemas"]["Connection"]
+
+    assert schema["properties"]["platform"]["enum"] == list(PLATFORMS)

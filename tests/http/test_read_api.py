@@ -258,6 +258,7 @@ def test_connections_show_their_health_and_their_window(setup: tuple[Store, Flas
         "connection_id": "conn-sf",
         "source": None,
         "destination": None,
+        "platform": "calabi",
         "first_seen": "2026-03-07T08:00:00Z",
         "latest_job": {
             "job_id": "sf-3",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import httpx2
 import pytest
 import requests
 from calabi_exporter.joblogs import LogLine
-from calabi_exporter.model import parse_job
+from calabi_exporter.model import LATEST_TIME, parse_job
+from calabi_exporter.sources import airbyte, fivetran
 from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from mcp import Client, StdioServerParameters
@@ -23,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.clock import FakeClock
 from tests.support.exporter_process import ExporterProcess
+from tests.support.paths import DATA
 from tests.support.processes import environment_without_calabi, free_port
 from tests.support.waiting import wait_until
 
@@ -390,3 +393,38 @@ def test_mcp_without_a_store_or_with_a_bad_url_exits_2_with_one_line(tmp_path: P
         ),
     ]
     assert not (tmp_path / "none").exists()
+
+
+def test_airbyte_and_fivetran_jobs_are_answered_like_any_other_with_their_platform(
+    tmp_path: Path, make_store: Callable[..., Store]
+) -> None:
+    # The vendors' own payloads (tests/data/sources/, sources in its README), read by the sources.
+    store = make_store(tmp_path / "sources", clock=FakeClock(NOW))
+    notification = json.loads((DATA / "sources" / "airbyte" / "docs-failed-sync.json").read_bytes())
+    event = json.loads((DATA / "sources" / "fivetran" / "sync-end-successful.live.json").read_bytes())
+    jobs = [
+        airbyte.read_notification(notification, latest=LATEST_TIME).job,
+        fivetran.read_event(event, latest=LATEST_TIME).job,
+    ]
+    store.ingest.jobs([job for job in jobs if job is not None], endpoint="jobs")
+    store.close()
+
+    async def session(client: Client) -> Any:
+        return [
+            await ask(client, "get_job_status", {"job_id": "airbyte:9988"}),
+            await ask(client, "list_connections", {"connection": ["Connection", "ftar_pg"]}),
+        ]
+
+    (error, answer), (listing_error, listing) = run_client(["--data-dir", str(tmp_path / "sources")], session)
+
+    assert (error, listing_error) == (False, False)
+    [detail] = answer["jobs"]
+    assert (detail["platform"], detail["status"], detail["error_summary"]) == (
+        "airbyte",
+        "failed",
+        "Something failed (type: config_error, origin: source)",
+    )
+    assert [(c["connection_name"], c["platform"], c["last_status"]) for c in listing["connections"]] == [
+        ("Connection", "airbyte", "failed"),
+        ("ftar_pg", "fivetran", "succeeded"),
+    ]
