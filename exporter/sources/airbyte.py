@@ -126,7 +126,7 @@ def read_notification(payload: Any, *, latest: float) -> Notice:
     if status == FAILED:
         given.update(_failure(payload))
     places = PLACES if status == PENDING else FINISHED_PLACES
-    return Notice(kind, read_record(payload, places, given, latest=latest, named=_named))
+    return Notice(kind, read_record(payload, places, given, latest=latest, worked_out=_WORKED_OUT))
 
 
 def _failure(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,8 +142,3 @@ def _failure(payload: Mapping[str, Any]) -> dict[str, Any]:
         f"{label}: {value}" for label, value in (("type", error_type), ("origin", origin)) if isinstance(value, str)
     )
     return {"status": status, "error_summary": f"{message} ({about})" if about else message}
-
-
-def _named(field: str) -> str:
-    head, dot, rest = field.partition(".")
-    return _WORKED_OUT.get(head, head) + dot + rest

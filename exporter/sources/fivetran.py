@@ -117,7 +117,7 @@ def read_event(payload: Any, *, latest: float) -> Event:
         given.update(status=RUNNING, started_at=created)
     else:
         given.update(_end(payload), finished_at=created)
-    return Event(event, read_record(payload, PLACES, given, latest=latest, named=_named))
+    return Event(event, read_record(payload, PLACES, given, latest=latest, worked_out=_WORKED_OUT))
 
 
 def _end(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,8 +139,3 @@ def _end(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def _because(reason: Any) -> str:
     return f": {reason}" if isinstance(reason, str) and reason else ""
-
-
-def _named(field: str) -> str:
-    head, dot, rest = field.partition(".")
-    return _WORKED_OUT.get(head, head) + dot + rest

@@ -9,7 +9,7 @@ which is what the sender can find and fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..model import Job, ValidationError, parse_job
@@ -54,12 +54,12 @@ def read_record(
     given: Mapping[str, Any],
     *,
     latest: float,
-    named: Callable[[str], str] | None = None,
+    worked_out: Mapping[str, str] = {},
 ) -> Job:
     """The job record ``places`` read from ``payload`` plus the ``given`` fields, validated as any record is.
 
-    An error names the payload's place for a field read from it; ``named`` names
-    the others (fields the source worked out itself, such as the status).
+    An error names the payload's place for a field read from it, and for a field
+    the source worked out itself (such as the status) the place ``worked_out`` gives.
     """
     record = {name: pick(payload, path) for name, path in places.items()}
     record.update(given)
@@ -67,11 +67,11 @@ def read_record(
     try:
         return parse_job(record, latest=latest)
     except ValidationError as error:
-        raise ValidationError(_place(error.field, places, named), error.message) from None
+        raise ValidationError(_place(error.field, places, worked_out), error.message) from None
 
 
-def _place(field: str, places: Mapping[str, Path], named: Callable[[str], str] | None) -> str:
+def _place(field: str, places: Mapping[str, Path], worked_out: Mapping[str, str]) -> str:
     head, dot, rest = field.partition(".")
     if head in places:
         return dotted(places[head]) + dot + rest
-    return named(field) if named is not None else field
+    return worked_out.get(head, head) + dot + rest
