@@ -60,8 +60,11 @@ def document(config: Config) -> dict[str, Any]:
         value = masked(option, getattr(config, field_name(option.key)))
         if option.key == "otlp_headers" and not value:
             value = {}  # a mapping in the file, even when empty
-        section, _, name = option.key.rpartition(".")
-        (out.setdefault(section, {}) if section else out)[name] = value
+        *sections, name = option.key.split(".")
+        place = out
+        for section in sections:  # sources.fivetran.webhook_secret sits in sources: {fivetran: {...}}
+            place = place.setdefault(section, {})
+        place[name] = value
     by_key = {o.key: o for o in OPTIONS}
     out["connections"] = {
         name: {key: masked(by_key[key], effective(config, name, key)) for key in CONNECTION_KEYS}

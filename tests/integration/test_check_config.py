@@ -120,6 +120,7 @@ SECRETS = {
     "CALABI_OTLP_HEADERS": "Authorization=Bearer header-secret-0123456789",
     "CALABI_OTLP_LOGS_ENDPOINT": "https://user:otlp-secret-0123@loki.example.com/otlp/v1/logs?api_key=key-secret-0123",
     "CALABI_S3_EXPORT__ENDPOINT_URL": "https://minio:s3-secret-0123@minio.example.com:9000",
+    "CALABI_SOURCES__FIVETRAN__WEBHOOK_SECRET": "fivetran-secret-0123456789",
 }
 
 
@@ -156,6 +157,7 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
     assert shown["database_url"] == "postgresql://calabi:[REDACTED]@db:5432/calabi"
     assert shown["otlp_logs_endpoint"] == ("https://user:[REDACTED]@loki.example.com/otlp/v1/logs?api_key=[REDACTED]")
     assert shown["s3_export"]["endpoint_url"] == "https://minio:[REDACTED]@minio.example.com:9000"
+    assert shown["sources"] == {"fivetran": {"webhook_secret": MASK}}
     assert [(w["name"], w["url"], w.get("secret"), w.get("secret_file")) for w in shown["webhooks"]] == [
         ("inline", "https://ops:[REDACTED]@hooks.example.com/a", MASK, None),
         ("from-file", "https://hooks.example.com/b", None, str(secret_file)),
