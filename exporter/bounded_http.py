@@ -1,4 +1,4 @@
-"""One HTTP POST bounded in time and in what is read back, for the log shipper and webhook delivery.
+"""One HTTP exchange bounded in time and in what is read back: the log shipper, webhook delivery, the pollers.
 
 A receiver can misbehave in ways that ``requests`` alone does not bound: its
 timeouts are per socket read, so an answer trickled a byte a second holds the
@@ -150,13 +150,30 @@ def post(
     session should come from :func:`bounded_session` (or :func:`bound`); with
     another, each read is still limited to ``timeout``.
     """
+    return exchange(session, "POST", url, data=data, headers=headers, timeout=timeout, max_body=max_body)
+
+
+def exchange(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    data: bytes | None = None,
+    params: Mapping[str, str] | None = None,
+    max_body: int = MAX_BODY,
+) -> Answer:
+    """One request of any method, bounded as :func:`post` is (the pollers' GETs of a vendor's API)."""
     watch = _Watch()
     timer = threading.Timer(timeout, watch.fire)
     timer.daemon = True
     _current.watch = watch
     timer.start()
     try:
-        return _exchange(session, url, data=data, headers=headers, timeout=timeout, max_body=max_body)
+        return _exchange(
+            session, method, url, data=data, params=params, headers=headers, timeout=timeout, max_body=max_body
+        )
     except requests.RequestException as error:
         if watch.fired:
             raise DeadlineExceeded(f"no whole answer within {timeout:g} s") from error
@@ -173,16 +190,25 @@ def post(
 
 def _exchange(
     session: requests.Session,
+    method: str,
     url: str,
     *,
-    data: bytes,
+    data: bytes | None,
+    params: Mapping[str, str] | None,
     headers: Mapping[str, str],
     timeout: float,
     max_body: int,
 ) -> Answer:
     started = time.monotonic()
-    with session.post(
-        url, data=data, headers=dict(headers), timeout=timeout, stream=True, allow_redirects=False
+    with session.request(
+        method,
+        url,
+        data=data,
+        params=params,
+        headers=dict(headers),
+        timeout=timeout,
+        stream=True,
+        allow_redirects=False,
     ) as response:
         kept = bytearray()
         truncated = False

@@ -64,13 +64,16 @@ class SyncJobCollector(Collector):
         s3_export: bool = False,
         webhook_endpoints: Sequence[str] = (),
         streams_exposed: Callable[[str], bool] = lambda _connection: True,
+        pollers: Sequence[str] = (),
     ) -> None:
         """``s3_export`` and ``webhook_endpoints``: the features whose metrics are exposed (configured ones only).
 
         ``streams_exposed(connection)``: whether its per-stream series are shown (``per_stream_metrics``).
         """
         self.snapshot = snapshot
-        self.settings = ScrapeSettings(thresholds, clock, s3_export, tuple(webhook_endpoints), streams_exposed)
+        self.settings = ScrapeSettings(
+            thresholds, clock, s3_export, tuple(webhook_endpoints), streams_exposed, tuple(pollers)
+        )
 
     def describe(self) -> list[Metric]:
         # Describing must not touch the store: registration happens at start-up.

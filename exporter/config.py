@@ -688,6 +688,68 @@ OPTIONS: Final = (
         "Jobs are exported in objects covering this much finish time (must divide a day); accepts units: `1h`.",
     ),
     Option(
+        "sources.airbyte.api_url",
+        optional_url,
+        "https://api.airbyte.com/v1",
+        "Airbyte's public API the Airbyte poller reads, e.g. `http://airbyte:8000/api/public/v1` for a "
+        "self-managed Airbyte.",
+        secret=True,  # user information and query tokens are credentials
+    ),
+    Option(
+        "sources.airbyte.client_id",
+        _optional_text,
+        "",
+        "Client id of the Airbyte application the poller gets its access token with. Empty: no Airbyte poller "
+        "(the webhook alone).",
+    ),
+    Option(
+        "sources.airbyte.client_secret",
+        _optional_text,
+        "",
+        "Client secret of that Airbyte application.",
+        secret=True,
+    ),
+    Option(
+        "sources.airbyte.poll_interval_seconds",
+        _seconds,
+        60.0,
+        "Seconds between polls of Airbyte's jobs; accepts units: `1m`.",
+    ),
+    Option(
+        "sources.airbyte.backfill_seconds",
+        _seconds,
+        86400.0,
+        "How far back the Airbyte poller's first poll reads jobs (later polls go on from where it was); accepts "
+        "units: `7d`.",
+    ),
+    Option(
+        "sources.fivetran.api_url",
+        optional_url,
+        "https://api.fivetran.com",
+        "Fivetran's REST API the Fivetran poller reads.",
+        secret=True,  # user information and query tokens are credentials
+    ),
+    Option(
+        "sources.fivetran.api_key",
+        _optional_text,
+        "",
+        "Key of the Fivetran API key the poller reads connections with. Empty: no Fivetran poller.",
+        secret=True,  # half of the credential: masked with the other
+    ),
+    Option(
+        "sources.fivetran.api_secret",
+        _optional_text,
+        "",
+        "Secret of that Fivetran API key.",
+        secret=True,
+    ),
+    Option(
+        "sources.fivetran.poll_interval_seconds",
+        _seconds,
+        300.0,
+        "Seconds between polls of Fivetran's connections; accepts units: `5m`.",
+    ),
+    Option(
         "sources.fivetran.webhook_secret",
         _optional_text,
         "",
@@ -822,6 +884,15 @@ class Config:
     s3_export_endpoint_url: str = _default("s3_export.endpoint_url")
     s3_export_addressing_style: str = _default("s3_export.addressing_style")
     s3_export_batch_seconds: float = _default("s3_export.batch_seconds")
+    sources_airbyte_api_url: str = _default("sources.airbyte.api_url")
+    sources_airbyte_client_id: str = _default("sources.airbyte.client_id")
+    sources_airbyte_client_secret: str = _default("sources.airbyte.client_secret")
+    sources_airbyte_poll_interval_seconds: float = _default("sources.airbyte.poll_interval_seconds")
+    sources_airbyte_backfill_seconds: float = _default("sources.airbyte.backfill_seconds")
+    sources_fivetran_api_url: str = _default("sources.fivetran.api_url")
+    sources_fivetran_api_key: str = _default("sources.fivetran.api_key")
+    sources_fivetran_api_secret: str = _default("sources.fivetran.api_secret")
+    sources_fivetran_poll_interval_seconds: float = _default("sources.fivetran.poll_interval_seconds")
     sources_fivetran_webhook_secret: str = _default("sources.fivetran.webhook_secret")
     mcp_allowed_hosts: tuple[str, ...] = _default("mcp.allowed_hosts")
     mcp_allowed_origins: tuple[str, ...] = _default("mcp.allowed_origins")
@@ -856,6 +927,12 @@ class Config:
         """Whether ``connection``'s per-stream series are exposed."""
         override = self.connections.get(connection, ConnectionSettings()).per_stream_metrics
         return self.per_stream_metrics if override is None else override
+
+    @property
+    def pollers(self) -> tuple[str, ...]:
+        """The sources whose API is polled: those given credentials."""
+        polled = (("airbyte", self.sources_airbyte_client_id), ("fivetran", self.sources_fivetran_api_key))
+        return tuple(source for source, credential in polled if credential)
 
     @property
     def s3_export_enabled(self) -> bool:
@@ -1123,6 +1200,17 @@ def load_config(
         if raw is not None:
             values[key] = _parse(key, raw)
 
+    for given, needed in _PAIRS:
+        if bool(values[given]) != bool(values[needed]):
+            missing = needed if values[given] else given
+            raise ConfigError(missing, f"is required with {given if missing == needed else needed}")
     return Config(
         **{key.replace(".", "_"): value for key, value in values.items()}, connections=connections, webhooks=webhooks
     )
+
+
+#: Options that make sense only together: a poller's credentials.
+_PAIRS: Final = (
+    ("sources.airbyte.client_id", "sources.airbyte.client_secret"),
+    ("sources.fivetran.api_key", "sources.fivetran.api_secret"),
+)

@@ -29,7 +29,7 @@ from .joblogs import LEVEL_LABELS
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, DEFAULT_PLATFORM, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
-from .sources import airbyte, fivetran
+from .sources import POLL_OUTCOMES, airbyte, fivetran
 from .store import MetricsSnapshot
 from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, ReplicaView
 from .timeutil import Clock, system_clock
@@ -102,6 +102,7 @@ class ScrapeSettings:
     s3_export: bool = False
     webhook_endpoints: tuple[str, ...] = ()
     streams_exposed: Callable[[str], bool] = lambda _connection: True
+    pollers: tuple[str, ...] = ()  # the sources whose API is polled
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +500,22 @@ def _notices(snap: MetricsSnapshot, _: ScrapeSettings) -> Iterator[Row]:
             yield "", (source, kind), snap.notices.get((source, kind), 0)
 
 
+def _polls(snap: MetricsSnapshot, settings: ScrapeSettings) -> Iterable[Row] | None:
+    if not settings.pollers:
+        return None
+    return [
+        ("", (source, outcome), snap.polls.get((source, outcome), 0))
+        for source in settings.pollers
+        for outcome in POLL_OUTCOMES
+    ]
+
+
+def _last_polls(snap: MetricsSnapshot, settings: ScrapeSettings) -> Iterable[Row] | None:
+    if not settings.pollers:
+        return None
+    return [("", (source,), snap.last_polls[source]) for source in settings.pollers if source in snap.last_polls]
+
+
 def _rejected(snap: MetricsSnapshot, _: ScrapeSettings) -> Iterator[Row]:
     for (endpoint, field_name), count in sorted(snap.rejections.items()):
         yield "", (endpoint, field_name), count
@@ -595,6 +612,20 @@ STORE_FAMILIES: Final[tuple[Family[MetricsSnapshot], ...]] = (
         "Deliveries of each source's webhook by kind, those that make no job included (tests, notices).",
         ("platform", "kind"),
         _notices,
+    ),
+    Family(
+        "calabi_exporter_source_polls_total",
+        "counter",
+        "Polls of each source's API by outcome (configured pollers only).",
+        ("source", "outcome"),
+        _polls,
+    ),
+    Family(
+        "calabi_exporter_source_last_successful_poll_timestamp_seconds",
+        "gauge",
+        "When each source's poller last read its API to the end (none before its first good poll).",
+        ("source",),
+        _last_polls,
     ),
     Family(
         "calabi_exporter_purged_jobs_total",

@@ -31,6 +31,7 @@ from .metric_families import (
     Family,
 )
 from .model import ACTIVE_STATUSES, FINISHED_STATUSES, PLATFORMS
+from .sources import POLL_OUTCOMES
 from .store.records import OVERFLOW_KINDS, ROLES
 
 #: Where the page is committed, relative to the project root.
@@ -54,7 +55,8 @@ LABELS: Final = {
     "error_summary": "that job's error summary, secrets removed",
     "job_url": "that job's page in the product",
     "connection_id": "the product's id of the connection",
-    "source": "the connection's source",
+    "source": "the connection's source; on a poller's families, the platform whose API it polls"
+    f" ({_values(('airbyte', 'fivetran'))})",
     "destination": "the connection's destination",
     "platform": f"the platform that runs the connection, or whose webhook delivered: {_values(PLATFORMS)}",
     "level": f"a log line's level: {_values(LEVEL_LABELS)}",
@@ -62,7 +64,7 @@ LABELS: Final = {
     f" a webhook delivery's kind: {_values(sorted({k for kinds in SOURCE_NOTICE_KINDS.values() for k in kinds}))}",
     "endpoint": f"an ingest endpoint ({_values(INGEST_ENDPOINTS)}) or a configured status-change webhook",
     "outcome": f"a record's outcome ({_values(OUTCOMES)}), a delivery's ({_values(WEBHOOK_OUTCOMES)}),"
-    " a log record's or an S3 upload's",
+    f" a log record's, an S3 upload's or a poll's ({_values(POLL_OUTCOMES)})",
     "field": "the field a rejected record's error names, positions removed (`streams[].name`)",
     "version": "the exporter's version",
     "replica": "this replica's name, when several share one database",

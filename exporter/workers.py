@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from .airbyte_poller import AirbytePoller
 from .config import Config
+from .fivetran_poller import FivetranPoller
 from .logship import LogShipper
 from .purger import Purger
 from .s3export import S3Exporter
@@ -42,8 +44,8 @@ class MetricsRole(SingletonWorker):
 
 
 class BackgroundWorkers:
-    """The purge, the log shipper, S3 exporter and webhook sender when configured, and the metrics role
-    when replicas share the store."""
+    """The purge; the log shipper, S3 exporter, webhook sender and source pollers when configured; the
+    metrics role when replicas share the store."""
 
     def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
         self.metrics = MetricsRole(store) if store.database.replicated else None
@@ -51,11 +53,13 @@ class BackgroundWorkers:
         self.shipper = LogShipper(store, config, clock=clock) if config.otlp_logs_endpoint else None
         self.s3_exporter = S3Exporter(store, config, clock=clock) if config.s3_export_enabled else None
         self.webhooks = WebhookDeliverer(store, config, clock=clock) if config.webhooks else None
+        self.airbyte = AirbytePoller(store, config, clock=clock) if "airbyte" in config.pollers else None
+        self.fivetran = FivetranPoller(store, config, clock=clock) if "fivetran" in config.pollers else None
         self._started = False
 
     @property
     def workers(self) -> list[SingletonWorker]:
-        found = (self.metrics, self.purger, self.shipper, self.s3_exporter, self.webhooks)
+        found = (self.metrics, self.purger, self.shipper, self.s3_exporter, self.webhooks, self.airbyte, self.fivetran)
         return [worker for worker in found if worker is not None]
 
     def start(self) -> None:

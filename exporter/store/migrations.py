@@ -62,7 +62,8 @@ MIGRATIONS: Final = {
     4: Step("one schema and one version for SQLite and PostgreSQL (PostgreSQL's own versions 1 and 2 read as 4)"),
     5: Step(
         "jobs and connections know the platform that ran them, the product's own for those stored before;"
-        " the sources' webhook deliveries are counted by kind (a new table only)",
+        " the sources' webhook deliveries are counted by kind, and their pollers keep their cursors and health"
+        " (new tables only)",
         (
             f"UPDATE jobs SET platform = '{DEFAULT_PLATFORM}' WHERE platform IS NULL",
             f"UPDATE connections SET platform = '{DEFAULT_PLATFORM}' WHERE platform IS NULL",

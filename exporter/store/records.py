@@ -181,7 +181,10 @@ SHIPPER_ROLE: Final = "shipper"  # ships the log outbox
 S3_ROLE: Final = "s3"  # exports finished jobs to S3
 PURGE_ROLE: Final = "purge"  # applies retention
 WEBHOOKS_ROLE: Final = "webhooks"  # delivers status changes to the webhook endpoints
-ROLES: Final = (METRICS_ROLE, SHIPPER_ROLE, S3_ROLE, PURGE_ROLE, WEBHOOKS_ROLE)  # append only: PostgreSQL lock ids
+AIRBYTE_POLL_ROLE: Final = "airbyte_poll"  # polls Airbyte's API for jobs
+FIVETRAN_POLL_ROLE: Final = "fivetran_poll"  # polls Fivetran's API for connections
+#: Append only: a role's place is its PostgreSQL lock id.
+ROLES: Final = (METRICS_ROLE, SHIPPER_ROLE, S3_ROLE, PURGE_ROLE, WEBHOOKS_ROLE, AIRBYTE_POLL_ROLE, FIVETRAN_POLL_ROLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +227,5 @@ class MetricsSnapshot:
     overflow_jobs: dict[str, int] = field(default_factory=dict)  # kind -> jobs counted into an overflow series
     overflowed: list[OverflowedConnection] = field(default_factory=list)  # connections beyond the budget
     notices: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> webhook deliveries
+    polls: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, outcome) -> polls of its API
+    last_polls: dict[str, float] = field(default_factory=dict)  # source -> time of its last good poll

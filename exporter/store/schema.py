@@ -212,6 +212,36 @@ TABLES: Final = (
         ("source", "kind"),
         without_rowid=True,
     ),
+    # Where each source's poller is in the vendor's API (Airbyte: the updatedAt cursor; Fivetran: per
+    # connection, the newest success and failure already made into jobs).
+    Table(
+        "source_cursors",
+        (
+            Column("source", Kind.TEXT, nullable=False),
+            Column("key", Kind.TEXT, nullable=False),
+            Column("value", Kind.TEXT, nullable=False),
+            Column("updated_at", Kind.REAL, nullable=False),
+        ),
+        ("source", "key"),
+        without_rowid=True,
+    ),
+    # Each poller's polls by outcome, and the time of its last good one.
+    Table(
+        "source_polls",
+        (
+            Column("source", Kind.TEXT, nullable=False),
+            Column("outcome", Kind.TEXT, nullable=False),
+            *_counters("count"),
+        ),
+        ("source", "outcome"),
+        without_rowid=True,
+    ),
+    Table(
+        "source_poll_health",
+        (Column("source", Kind.TEXT, nullable=False), Column("last_success", Kind.REAL, nullable=False)),
+        ("source",),
+        without_rowid=True,
+    ),
     Table(
         "log_counts",
         (

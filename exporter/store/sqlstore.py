@@ -23,6 +23,7 @@ from .outbox import Outbox
 from .reads import JobReads
 from .records import EventRoute, SeriesLimits
 from .retention import Retention
+from .source_polls import SourcePolls
 from .status_webhooks import WebhookQueue
 
 
@@ -81,6 +82,7 @@ class Store:
         self.exports = ExportQueue(database, clock=clock)
         self.status_webhooks = WebhookQueue(database, clock=clock)
         self.retention = Retention(database, clock=clock, limits=options["limits"])
+        self.source_polls = SourcePolls(database)
 
     @classmethod
     def sqlite(cls, data_dir: Path, *, synchronous: str = "full", **options: Unpack[StoreOptions]) -> Store:

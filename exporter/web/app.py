@@ -53,6 +53,7 @@ def create_app(
         s3_export=config.s3_export_enabled,
         webhook_endpoints=tuple(e.name for e in config.webhooks),
         streams_exposed=config.streams_exposed,
+        pollers=config.pollers,
     )
     scrapes = ScrapeRenderer(
         settings,

@@ -155,7 +155,7 @@ def test_rules_generated_with_a_deployments_links_point_every_alert_there_and_lo
     ]
     built = [r for g in yaml.safe_load(output.read_text())["groups"] for r in g["rules"]]
     alerts = [rule for rule in built if "alert" in rule]
-    assert len(alerts) == 16
+    assert len(alerts) == 17
     for rule in alerts:
         links = rule["annotations"]
         assert links["runbook_url"] == f"https://wiki.example.com/ops/calabi-runbook#{rule['alert'].lower()}"

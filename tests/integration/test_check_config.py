@@ -121,7 +121,14 @@ SECRETS = {
     "CALABI_OTLP_LOGS_ENDPOINT": "https://user:otlp-secret-0123@loki.example.com/otlp/v1/logs?api_key=key-secret-0123",
     "CALABI_S3_EXPORT__ENDPOINT_URL": "https://minio:s3-secret-0123@minio.example.com:9000",
     "CALABI_SOURCES__FIVETRAN__WEBHOOK_SECRET": "fivetran-secret-0123456789",
+    "CALABI_SOURCES__AIRBYTE__API_URL": "https://proxy:airbyte-url-secret-0123@airbyte.example.com/api/public/v1",
+    "CALABI_SOURCES__AIRBYTE__CLIENT_SECRET": "airbyte-secret-0123456789",
+    "CALABI_SOURCES__FIVETRAN__API_URL": "https://proxy:fivetran-url-secret-0123@fivetran.example.com",
+    "CALABI_SOURCES__FIVETRAN__API_KEY": "fivetran-key-secret-0123",
+    "CALABI_SOURCES__FIVETRAN__API_SECRET": "fivetran-api-secret-0123",
 }
+#: Not secrets, but what the secrets above need beside them (a client secret goes with its client id).
+PARTNERS = {"CALABI_SOURCES__AIRBYTE__CLIENT_ID": "airbyte-application"}
 
 
 def test_every_option_marked_secret_is_masked_and_every_credential_is_marked() -> None:
@@ -147,7 +154,7 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
         "metrics_tokens: [metrics-file-secret-0123]\n"
     )
 
-    result = run("check-config", "--offline", "--config", str(path), env=SECRETS, cwd=tmp_path)
+    result = run("check-config", "--offline", "--config", str(path), env=SECRETS | PARTNERS, cwd=tmp_path)
 
     assert (result.returncode, result.stderr) == (0, "")
     shown = json.loads(result.stdout)
@@ -157,7 +164,22 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
     assert shown["database_url"] == "postgresql://calabi:[REDACTED]@db:5432/calabi"
     assert shown["otlp_logs_endpoint"] == ("https://user:[REDACTED]@loki.example.com/otlp/v1/logs?api_key=[REDACTED]")
     assert shown["s3_export"]["endpoint_url"] == "https://minio:[REDACTED]@minio.example.com:9000"
-    assert shown["sources"] == {"fivetran": {"webhook_secret": MASK}}
+    assert shown["sources"] == {
+        "airbyte": {
+            "api_url": "https://proxy:[REDACTED]@airbyte.example.com/api/public/v1",
+            "client_id": "airbyte-application",
+            "client_secret": MASK,
+            "poll_interval_seconds": 60.0,
+            "backfill_seconds": 86400.0,
+        },
+        "fivetran": {
+            "api_url": "https://proxy:[REDACTED]@fivetran.example.com",
+            "api_key": MASK,
+            "api_secret": MASK,
+            "poll_interval_seconds": 300.0,
+            "webhook_secret": MASK,
+        },
+    }
     assert [(w["name"], w["url"], w.get("secret"), w.get("secret_file")) for w in shown["webhooks"]] == [
         ("inline", "https://ops:[REDACTED]@hooks.example.com/a", MASK, None),
         ("from-file", "https://hooks.example.com/b", None, str(secret_file)),
@@ -230,7 +252,7 @@ def test_a_reader_that_stops_early_ends_check_config_without_a_traceback(tmp_pat
 
 
 def test_the_configurations_secrets_are_masked_in_every_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    config = load_config(env=SECRETS)
+    config = load_config(env=SECRETS | PARTNERS)
     secrets = SecretFilter(secret_values(config))
     caplog.handler.addFilter(secrets)
     logger = logging.getLogger("calabi_exporter.test")
@@ -280,7 +302,7 @@ def test_the_configurations_secrets_are_masked_in_every_log_line(caplog: pytest.
 def test_the_log_filter_masks_credentials_in_any_url(
     caplog: pytest.LogCaptureFixture, message: str, expected: str
 ) -> None:
-    caplog.handler.addFilter(SecretFilter(secret_values(load_config(env=SECRETS))))
+    caplog.handler.addFilter(SecretFilter(secret_values(load_config(env=SECRETS | PARTNERS))))
 
     logging.getLogger("calabi_exporter.test").warning("%s", message)
 

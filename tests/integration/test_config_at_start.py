@@ -93,6 +93,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
             "webhooks[0].url: must be an http:// or https:// URL with a valid host",
             id="webhook url without a host",
         ),
+        pytest.param(
+            "sources:\n  airbyte:\n    client_id: airbyte-application\n",
+            {},
+            "sources.airbyte.client_secret: is required with sources.airbyte.client_id",
+            id="an Airbyte client id without its secret",
+        ),
+        pytest.param(
+            "",
+            {"CALABI_SOURCES__FIVETRAN__API_SECRET": "s3cret-of-fivetran"},
+            "sources.fivetran.api_key: is required with sources.fivetran.api_secret",
+            id="a Fivetran API secret without its key",
+        ),
+        pytest.param(
+            "",
+            {"CALABI_SOURCES__AIRBYTE__POLL_INTERVAL_SECONDS": "0"},
+            "sources.airbyte.poll_interval_seconds: must be a number of seconds > 0",
+            id="an Airbyte poll interval of zero",
+        ),
     ],
 )
 def test_serve_with_bad_config_exits_2_with_one_line_naming_the_key(

@@ -243,6 +243,6 @@ def test_the_readmes_overlay_renders_to_valid_manifests_with_the_users_settings(
     assert env["CALABI_OTLP_LOGS_ENDPOINT"] == "http://loki-gateway.loki.svc/otlp/v1/logs"
     assert len(env) == len(container["env"]) == 6
     alerts = [r for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"] if "alert" in r]
-    assert len(alerts) == 16
+    assert len(alerts) == 17
     assert all(r["annotations"]["runbook_url"] == f"{runbook}#{r['alert'].lower()}" for r in alerts)
     assert all(r["annotations"]["dashboard_url"].startswith(f"{grafana}/d/") for r in alerts)

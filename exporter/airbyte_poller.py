@@ -1,0 +1,159 @@
+"""The Airbyte poller: sync jobs from Airbyte's public API, for a workspace whose webhook cannot reach us.
+
+Each poll asks ``GET /v1/jobs?jobType=sync&orderBy=updatedAt|ASC`` from the
+stored cursor (``updatedAtStart``), a page of :data:`PAGE` jobs at a time by
+``offset``, until a page is empty (Airbyte's own ``next`` link drops the
+cursor and the order, so it is not followed). After each page is stored, the
+cursor moves to the newest ``lastUpdatedAt`` read: a restart starts from
+a second before it, reading again at worst the jobs of that last second, which
+are the same records again and counted once. The first poll reads
+``sources.airbyte.backfill_seconds`` back.
+
+The access token comes from ``POST /v1/applications/token`` (the application's
+client id and secret) and is renewed a minute before it expires (Airbyte
+Cloud's live three minutes), or at once when a request gets 401. Each job
+names its connection by id; the name comes from ``GET /v1/connections/{id}``,
+looked up once an hour per connection.
+
+A job also posted by Airbyte's webhook has the same id (``airbyte:<jobId>``):
+it is one job, counted once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+from .config import Config
+from .model import Job, ValidationError
+from .pollers import MAX_PAGES, PollFailed, SourcePoller, bad_answer
+from .sources import BAD_ANSWER, REFUSED, airbyte_api
+from .sources.airbyte import PLATFORM
+from .store import Store
+from .store.records import AIRBYTE_POLL_ROLE
+from .timeutil import Clock, format_rfc3339, parse_rfc3339, system_clock
+
+log = logging.getLogger(__name__)
+
+#: Jobs asked for per page: the API's largest.
+PAGE: Final = 100
+#: The cursor's key in the store.
+CURSOR: Final = "updated_at_start"
+#: Seconds before its expiry that a token is renewed, at most half its life.
+RENEW_MARGIN: Final = 60.0
+#: Seconds a connection's name is used before it is looked up again (a rename shows within this).
+NAME_TTL: Final = 3600.0
+
+
+class AirbytePoller(SourcePoller):
+    SOURCE = PLATFORM
+    NAME = "calabi-airbyte-poller"
+
+    def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+        super().__init__(
+            store, role=AIRBYTE_POLL_ROLE, interval=config.sources_airbyte_poll_interval_seconds, clock=clock
+        )
+        self._base = config.sources_airbyte_api_url.rstrip("/")
+        self._client = (config.sources_airbyte_client_id, config.sources_airbyte_client_secret)
+        self._backfill = config.sources_airbyte_backfill_seconds
+        self._token: tuple[str, float] | None = None  # (token, renew at)
+        self._names: dict[str, tuple[str, float]] = {}  # connection id -> (name, looked up at)
+
+    def poll(self) -> bool:
+        stored = self._store.source_polls.cursors(self.SOURCE).get(CURSOR)
+        start = stored or format_rfc3339(self._clock() - self._backfill)
+        newest = parse_rfc3339(start)
+        for number in range(MAX_PAGES):
+            params = {
+                "jobType": airbyte_api.JOB_TYPE,
+                "updatedAtStart": start,
+                "orderBy": "updatedAt|ASC",
+                "limit": str(PAGE),
+                "offset": str(number * PAGE),
+            }
+            url = f"{self._base}/jobs"
+            try:
+                items = airbyte_api.page_items(self._authorized(url, params))
+            except ValidationError as error:
+                raise bad_answer(url, error) from None
+            if not items:
+                return False
+            newest = max(newest, self._store_page(items))
+            # A second back: jobs of the newest second not read yet (a stop between pages) are read next time.
+            cursor = format_rfc3339(max(newest - 1.0, parse_rfc3339(start)))
+            self._store.source_polls.save_cursors(self.SOURCE, {CURSOR: cursor}, self._clock())
+        return True
+
+    def _store_page(self, items: list[Any]) -> float:
+        """Store the page's jobs (a job the API describes wrongly is counted as rejected, the others kept);
+        the newest ``lastUpdatedAt`` among them (0: none ended)."""
+        latest = self._clock()
+        jobs: list[Job] = []
+        refused: list[str] = []
+        newest = 0.0
+        for item in items:
+            try:
+                updated = airbyte_api.updated_at(item)
+                if updated is not None:
+                    newest = max(newest, parse_rfc3339(updated))
+                name = self._connection_name(item.get("connectionId") if isinstance(item, dict) else None)
+                jobs.append(airbyte_api.job_of(item, name, latest=latest))
+            except (ValidationError, ValueError) as error:
+                field = error.field if isinstance(error, ValidationError) else "lastUpdatedAt"
+                refused.append(field)
+                log.warning("airbyte poller: a job is not as documented and was skipped: %s", error)
+        self._store.ingest.jobs(jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused)
+        return newest
+
+    def _connection_name(self, connection_id: Any) -> str:
+        """The connection's name (its id when Airbyte does not say it)."""
+        if not isinstance(connection_id, str) or not connection_id:
+            raise ValidationError("connectionId", "must be the connection's id")
+        now = self._clock()
+        known = self._names.get(connection_id)
+        if known is not None and now - known[1] < NAME_TTL:
+            return known[0]
+        url = f"{self._base}/connections/{connection_id}"
+        try:
+            name = airbyte_api.connection_name(self._authorized(url, None))
+        except ValidationError:
+            name = known[0] if known is not None else connection_id
+        except PollFailed as failed:
+            if failed.outcome != REFUSED:  # the API is down or busy: the whole poll waits
+                raise
+            name = known[0] if known is not None else connection_id  # deleted since (404): its id stands for it
+        self._names[connection_id] = (name, now)
+        return name
+
+    def _authorized(self, url: str, params: dict[str, str] | None) -> Any:
+        """The JSON answer of a GET with the access token; a 401 gets a new token and one more try."""
+        for attempt in range(2):
+            status, answer = self.get_json(url, params=params, headers={"Authorization": f"Bearer {self._access()}"})
+            if status != 401:
+                return answer
+            self._token = None
+            if attempt:
+                raise PollFailed(REFUSED, f"HTTP 401 from {url} with a new access token")
+        raise AssertionError("unreachable")
+
+    def _access(self) -> str:
+        """A token that is not about to expire, from ``POST /applications/token`` when there is none."""
+        now = self._clock()
+        if self._token is not None and now < self._token[1]:
+            return self._token[0]
+        url = f"{self._base}/applications/token"
+        client_id, client_secret = self._client
+        body = {"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials"}
+        status, answer = self.get_json(
+            url, method="POST", headers={"Content-Type": "application/json"}, body=json.dumps(body).encode()
+        )
+        if status == 401:
+            raise PollFailed(REFUSED, f"HTTP 401 from {url}: check sources.airbyte.client_id and client_secret")
+        token = answer.get("access_token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise PollFailed(BAD_ANSWER, f"the answer of {url} has no access_token")
+        life = answer.get("expires_in")
+        life = float(life) if isinstance(life, int | float) and not isinstance(life, bool) and life > 0 else 180.0
+        self._token = (token, now + life - min(RENEW_MARGIN, life / 2))
+        return token

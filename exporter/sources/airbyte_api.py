@@ -1,0 +1,141 @@
+"""Airbyte's public API (``GET /v1/jobs``) as job records: what the Airbyte poller reads, without the reading.
+
+A job of the public API is ``{jobId, status, jobType, startTime, connectionId,
+lastUpdatedAt, duration, bytesSynced, rowsSynced}``; it names its connection
+by id only, so the poller looks the name up (``GET /v1/connections/{id}``)
+and passes it in. The job id is the webhook's (``airbyte:<jobId>``): a job
+both the webhook and the poller see is one job, counted once.
+
+Like the webhook's ``startedAt``, ``startTime`` is when the job was created
+(``created_at``); ``lastUpdatedAt`` is set once the job ended and is its
+finish. Airbyte writes its times with ``OffsetDateTime.toString()``, which
+leaves out seconds that are zero (``2024-01-01T00:00Z``): they are put back
+before validation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ..model import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Job, ValidationError
+from .airbyte import PLATFORM
+from .payload import Path, read_record
+
+#: Airbyte's job statuses (``JobStatusEnum``) as the project's; ``incomplete`` is an attempt that failed
+#: while the job goes on with another.
+STATUSES: Final = {
+    "pending": PENDING,
+    "queued": PENDING,
+    "running": RUNNING,
+    "incomplete": RUNNING,
+    "succeeded": SUCCEEDED,
+    "failed": FAILED,
+    "cancelled": CANCELLED,
+}
+#: The job types the poller asks for: Airbyte's webhook, too, speaks only of syncs.
+JOB_TYPE: Final = "sync"
+
+PLACES: Final[Mapping[str, Path]] = {
+    "connection_id": ("connectionId",),
+    "created_at": ("startTime",),
+    "records_synced": ("rowsSynced",),
+    "bytes_synced": ("bytesSynced",),
+}
+_FINISHED_PLACES: Final[Mapping[str, Path]] = {**PLACES, "finished_at": ("lastUpdatedAt",)}
+_WORKED_OUT: Final = {"job_id": "jobId", "status": "status", "duration_seconds": "duration", "connection_name": "name"}
+_NO_SECONDS: Final = re.compile(r"(T\d{2}:\d{2})(?=Z|[+-]\d{2}:?\d{2}$)")
+_PERIOD: Final = re.compile(
+    r"P(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def with_seconds(moment: Any) -> Any:
+    """An Airbyte time with its dropped seconds put back; anything else as it is (validation judges it).
+
+    >>> with_seconds("2024-01-01T00:00Z")
+    '2024-01-01T00:00:00Z'
+    >>> with_seconds("2024-01-01T10:15:30+02:00")
+    '2024-01-01T10:15:30+02:00'
+    """
+    return _NO_SECONDS.sub(r"\1:00", moment, count=1) if isinstance(moment, str) else moment
+
+
+def period_seconds(period: str) -> float:
+    """An ISO 8601 duration as Airbyte writes one (``PT8H6M12S``, ``P1DT2H``) in seconds.
+
+    >>> period_seconds("PT8H6M12S")
+    29172.0
+    >>> period_seconds("PT0.5S")
+    0.5
+    """
+    match = _PERIOD.fullmatch(period)
+    if match is None or period in ("P", "PT") or period.endswith("T"):
+        raise ValidationError("duration", f"must be an ISO 8601 duration such as PT1H2M3S (got {period[:40]!r})")
+    parts = {name: float(value) for name, value in match.groupdict().items() if value is not None}
+    return (
+        parts.get("days", 0.0) * 86400
+        + parts.get("hours", 0.0) * 3600
+        + parts.get("minutes", 0.0) * 60
+        + parts.get("seconds", 0.0)
+    )
+
+
+def job_id_of(item: Any) -> int:
+    """The item's Airbyte job id, or a ValidationError naming ``jobId``."""
+    job_id = item.get("jobId") if isinstance(item, dict) else None
+    if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id < 0:
+        raise ValidationError("jobId", "must be a whole number (Airbyte's job id)")
+    return job_id
+
+
+def job_of(item: Any, connection_name: str, *, latest: float) -> Job:
+    """The job record one item of ``GET /v1/jobs`` describes, under ``connection_name``."""
+    if not isinstance(item, dict):
+        raise ValidationError("data[]", "must be an object")
+    job_id = job_id_of(item)
+    status = STATUSES.get(item.get("status"))  # type: ignore[arg-type]
+    if status is None:
+        raise ValidationError("status", f"must be one of {', '.join(STATUSES)}")
+    given: dict[str, Any] = {
+        "job_id": f"{PLATFORM}:{job_id}",
+        "status": status,
+        "platform": PLATFORM,
+        "job_type": JOB_TYPE,
+        "connection_name": connection_name,
+    }
+    duration = item.get("duration")
+    if isinstance(duration, str) and status not in (PENDING, RUNNING):
+        given["duration_seconds"] = period_seconds(duration)
+    finished = status not in (PENDING, RUNNING)
+    times = {key: with_seconds(item.get(key)) for key in ("startTime", "lastUpdatedAt")}
+    places = _FINISHED_PLACES if finished else PLACES
+    return read_record({**item, **times}, places, given, latest=latest, worked_out=_WORKED_OUT)
+
+
+def updated_at(item: Any) -> str | None:
+    """The item's ``lastUpdatedAt`` with its seconds (set only once the job ended), the poller's cursor."""
+    value = item.get("lastUpdatedAt") if isinstance(item, dict) else None
+    return with_seconds(value) if isinstance(value, str) and value else None
+
+
+def page_items(payload: Any) -> list[Any]:
+    """The jobs of one page (``JobsResponse.data``); an empty list ends the listing.
+
+    Airbyte's ``next`` is set whenever a page is not empty (and drops the
+    ``updatedAtStart`` and ``orderBy`` of the request), so it is not followed:
+    the poller asks for the next offset itself and stops at an empty page.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise ValidationError("data", "must be a list of jobs")
+    return list(payload["data"])
+
+
+def connection_name(payload: Any) -> str:
+    """The name in a ``GET /v1/connections/{id}`` answer."""
+    name = payload.get("name") if isinstance(payload, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ValidationError("name", "must be the connection's name")
+    return name

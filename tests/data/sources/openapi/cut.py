@@ -1,0 +1,53 @@
+"""Cut a vendor's OpenAPI document down to the operations the pollers call, with every schema they reference.
+
+The vendors' whole documents do not load in Prism as published (Airbyte's public API refers to schemas it
+does not define) or are large (Fivetran's is 3 MB); the operations kept are copied unchanged. Run:
+
+    python tests/data/sources/openapi/cut.py <whole document> <path> [<path> ...] > <cut document>
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import yaml
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*map(_refs, node)) if node else set()
+    return set()
+
+
+def cut(document: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    out = {key: value for key, value in document.items() if key not in ("paths", "components")}
+    out["paths"] = {path: document["paths"][path] for path in paths}
+    components: dict[str, dict[str, Any]] = {}
+    if "securitySchemes" in document.get("components", {}):
+        components["securitySchemes"] = document["components"]["securitySchemes"]
+    waiting = _refs(out["paths"])
+    done: set[str] = set()
+    while waiting:
+        ref = waiting.pop()
+        done.add(ref)
+        _, _, kind, name = ref.split("/", 3)
+        value = document["components"][kind][name]
+        components.setdefault(kind, {})[name] = value
+        waiting |= _refs(value) - done
+    out["components"] = {kind: dict(sorted(items.items())) for kind, items in sorted(components.items())}
+    return out
+
+
+if __name__ == "__main__":
+    source, *wanted = sys.argv[1:]
+    with open(source, encoding="utf-8") as file:
+        whole = json.load(file) if source.endswith(".json") else yaml.safe_load(file)
+    json.dump(cut(whole, wanted), sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
