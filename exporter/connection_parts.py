@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .aggregates import ConnectionAgg, StreamAgg
 from .model import OVERFLOW
+from .sources import ConnectionState
 from .store import MetricsSnapshot
 
 
@@ -24,6 +25,7 @@ class ConnectionPart:
     streams: list[StreamAgg] = field(default_factory=list)  # sorted by stream name
     log_counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (family, key) -> count
     rate_limit: float | None = None
+    state: ConnectionState | None = None  # what it reports of itself through a poller
     active: dict[str, tuple[int, float]] = field(default_factory=dict)  # status -> (jobs, oldest since)
 
 
@@ -45,6 +47,9 @@ def connection_parts(snap: MetricsSnapshot) -> list[ConnectionPart]:
     for connection, ratio in snap.rate_limits.items():
         if connection in parts:
             parts[connection].rate_limit = ratio
+    for connection, state in snap.connection_states.items():
+        if connection in parts:
+            parts[connection].state = state
     for a in snap.active:  # jobs of connections beyond the budget add up under __overflow__
         if a.admitted is None:
             target = parts.setdefault(a.connection, ConnectionPart(a.connection, None))

@@ -8,6 +8,11 @@ then (:mod:`.sources.fivetran_api`). What was made into jobs is stored per
 connection after each page's jobs are: a restart lists again from the start
 and makes no job twice (nor would it count one twice: the job ids are the same).
 
+What each connection reports of itself (``status.setup_state``, ``sync_state``,
+``update_state``, ``paused``, ``sync_frequency``) is stored with each page, for the
+``calabi_sync_connection_*`` gauges; it shows on a connection's series once a job
+of it is known (a connection that never synced has none).
+
 With ``sources.fivetran.webhook_secret`` set, the webhook brings the jobs (it
 knows each sync's id and start) and the poller makes none; the two would name
 one sync differently.
@@ -23,7 +28,7 @@ from typing import Any, Final
 from .config import Config
 from .model import Job, ValidationError
 from .pollers import MAX_PAGES, PollFailed, SourcePoller, bad_answer
-from .sources import REFUSED, fivetran_api
+from .sources import REFUSED, ConnectionState, fivetran_api
 from .sources.fivetran import PLATFORM
 from .store import Store
 from .store.records import FIVETRAN_POLL_ROLE
@@ -75,9 +80,11 @@ class FivetranPoller(SourcePoller):
         jobs: list[Job] = []
         refused: list[str] = []
         now_seen: dict[str, fivetran_api.Seen] = {}
+        states: list[ConnectionState] = []
         for item in items:
             try:
                 ident = fivetran_api.connection_id(item)
+                state = fivetran_api.state_of(item)
                 before = seen.get(ident, fivetran_api.Seen())
                 if self._makes_jobs:
                     jobs += fivetran_api.jobs_of(item, before, latest=latest)
@@ -86,10 +93,12 @@ class FivetranPoller(SourcePoller):
                 refused.append(error.field)
                 log.warning("fivetran poller: a connection is not as documented and was skipped: %s", error)
                 continue
+            states.append(state)
             if after != before:
                 now_seen[ident] = after
         if jobs or refused:
             self._store.ingest.jobs(jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused)
+        self._store.source_polls.save_states(states, latest)
         values = {ident: json.dumps([s.succeeded_at, s.failed_at]) for ident, s in now_seen.items()}
         self._store.source_polls.save_cursors(self.SOURCE, values, self._clock())
         seen.update(now_seen)

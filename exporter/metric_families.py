@@ -29,7 +29,7 @@ from .joblogs import LEVEL_LABELS
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
 from .model import ACTIVE_STATUSES, DEFAULT_PLATFORM, FAILED, FINISHED_STATUSES, OVERFLOW, SUCCEEDED
-from .sources import POLL_OUTCOMES, airbyte, fivetran
+from .sources import POLL_OUTCOMES, airbyte, fivetran, fivetran_api
 from .store import MetricsSnapshot
 from .store.records import ERROR_FAMILY, LEVEL_FAMILY, OVERFLOW_KINDS, ReplicaView
 from .timeutil import Clock, system_clock
@@ -276,6 +276,27 @@ def _rate_limit(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
         yield from _one(part.rate_limit, part.name)
 
 
+def _paused(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
+    if part.state is not None and part.state.paused is not None:
+        yield "", (part.name,), 1.0 if part.state.paused else 0.0
+
+
+def _schedule(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
+    if part.state is not None:
+        yield from _one(part.state.schedule_seconds, part.name)
+
+
+def _states(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
+    if part.state is None:
+        return
+    for kind, known in fivetran_api.STATES.items():
+        current = part.state.states.get(kind)
+        if current is None:
+            continue
+        for state in known if current in known else (*known, current):
+            yield "", (part.name, kind, state), 1.0 if state == current else 0.0
+
+
 _C: Final = ("connection",)
 _CS: Final = ("connection", "status")
 
@@ -433,6 +454,28 @@ CONNECTION_FAMILIES: Final[tuple[Family[ConnectionPart], ...]] = (
         "Latest share of the source API's rate limit a log line reported as used (0 to 1).",
         _C,
         _rate_limit,
+    ),
+    Family(
+        "calabi_sync_connection_paused",
+        "gauge",
+        "1 while the platform reports the connection paused, 0 while not (polled connections only).",
+        _C,
+        _paused,
+    ),
+    Family(
+        "calabi_sync_connection_schedule_interval_seconds",
+        "gauge",
+        "The connection's sync interval as the platform reports it (polled connections with a fixed interval).",
+        _C,
+        _schedule,
+    ),
+    Family(
+        "calabi_sync_connection_state",
+        "gauge",
+        "1 for the state the platform reports of each part of the connection (setup, sync, update), 0 for "
+        'the others; update="delayed" is Fivetran\'s own lateness signal (polled connections only).',
+        ("connection", "kind", "state"),
+        _states,
     ),
 )
 

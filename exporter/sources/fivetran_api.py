@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from ..model import FAILED, SUCCEEDED, Job, ValidationError
 from ..timeutil import format_rfc3339, parse_rfc3339
+from . import ConnectionState
 from .fivetran import PLATFORM
 from .payload import Path, read_record
 
@@ -118,6 +119,43 @@ def jobs_of(item: Any, before: Seen, *, latest: float) -> list[Job]:
         worked_out = {**_WORKED_OUT, "status": key, "finished_at": key}
         jobs.append(read_record(item, PLACES, given, latest=latest, worked_out=worked_out))
     return jobs
+
+
+#: The states Fivetran documents for each part of a connection's ``status`` (as text in its document:
+#: they are not an enum there). Each is a series from 0; a state not listed shows as 1 when reported.
+STATES: Final[Mapping[str, tuple[str, ...]]] = {
+    "setup": ("incomplete", "connected", "broken"),
+    "sync": ("scheduled", "syncing", "paused", "rescheduled"),
+    "update": ("on_schedule", "delayed"),
+}
+
+
+def state_of(item: Any) -> ConnectionState:
+    """The state ``item`` reports; a part of it that is missing or not as documented is left out."""
+    if not isinstance(item, dict):
+        raise ValidationError("data.items[]", "must be an object")
+    name = item.get("schema")
+    if not isinstance(name, str) or not name:
+        raise ValidationError("schema", "must be the connection's name")
+    reported = item.get("status")
+    status: Mapping[str, Any] = reported if isinstance(reported, dict) else {}
+    states = {
+        part: value
+        for part in STATES
+        if isinstance(value := status.get(f"{part}_state"), str) and value and len(value) <= 64
+    }
+    paused = item.get("paused")
+    return ConnectionState(name, states, paused if isinstance(paused, bool) else None, _minutes(item))
+
+
+def _minutes(item: Mapping[str, Any]) -> float | None:
+    """``sync_frequency`` in seconds: minutes as a number, or as the text its document's enum gives."""
+    value = item.get("sync_frequency")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 525_600:
+        return None
+    return float(value) * 60
 
 
 def _failure(item: Mapping[str, Any]) -> str:

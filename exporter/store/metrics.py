@@ -7,10 +7,12 @@ from indexes or one-row counters.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from operator import attrgetter
 
 from ..model import OVERFLOW
+from ..sources import ConnectionState
 from .database import Database, Tx, chunks, marks
 from .records import (
     METRICS_ROLE,
@@ -87,6 +89,12 @@ class MetricsReads:
             notices = {(c, k): int(n) for c, k, n in tx.execute("SELECT source, kind, count FROM source_notices")}
             polls = {(s, o): int(n) for s, o, n in tx.execute("SELECT source, outcome, count FROM source_polls")}
             last_polls = {s: t for s, t in tx.execute("SELECT source, last_success FROM source_poll_health")}
+            states = {
+                name: ConnectionState(name, json.loads(parts), None if paused is None else bool(paused), schedule)
+                for name, parts, paused, schedule in tx.execute(
+                    "SELECT connection, states, paused, schedule_seconds FROM connection_states"
+                )
+            }
             purged = read_meta(tx, "purged_jobs")
             oldest = tx.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
             export = _export_stats(tx) if self._s3_export else ExportStats()
@@ -122,6 +130,7 @@ class MetricsReads:
             notices,
             polls,
             last_polls,
+            states,
         )
 
 

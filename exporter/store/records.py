@@ -8,6 +8,7 @@ from typing import Final
 from ..aggregates import ConnectionAgg, StreamAgg
 from ..joblogs import LogLine
 from ..model import Job, ValidationError
+from ..sources import ConnectionState
 
 
 @dataclass(slots=True)
@@ -229,3 +230,5 @@ class MetricsSnapshot:
     notices: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, kind) -> webhook deliveries
     polls: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, outcome) -> polls of its API
     last_polls: dict[str, float] = field(default_factory=dict)  # source -> time of its last good poll
+    # connection -> what it reports of itself through a poller: (states by part, paused, schedule seconds)
+    connection_states: dict[str, ConnectionState] = field(default_factory=dict)

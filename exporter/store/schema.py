@@ -225,6 +225,19 @@ TABLES: Final = (
         ("source", "key"),
         without_rowid=True,
     ),
+    # What each connection a poller reads reports of itself (Fivetran's status, paused, schedule).
+    Table(
+        "connection_states",
+        (
+            Column("connection", Kind.TEXT, nullable=False),
+            Column("states", Kind.TEXT, nullable=False),  # JSON: part -> state
+            Column("paused", Kind.FLAG),
+            Column("schedule_seconds", Kind.REAL),
+            Column("updated_at", Kind.REAL, nullable=False),
+        ),
+        ("connection",),
+        without_rowid=True,
+    ),
     # Each poller's polls by outcome, and the time of its last good one.
     Table(
         "source_polls",

@@ -9,9 +9,12 @@ by outcome and the time of the last good one are read with the metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 
-from .database import Database, Tx
+from ..sources import ConnectionState
+from .database import Database, Tx, chunks, marks, upsert
+from .rows import add_meta
 
 _CURSOR_SET = (
     "INSERT INTO source_cursors (source, key, value, updated_at) VALUES (?, ?, ?, ?)"
@@ -20,6 +23,9 @@ _CURSOR_SET = (
 _POLL_ADD = (
     "INSERT INTO source_polls (source, outcome, count) VALUES (?, ?, 1)"
     " ON CONFLICT (source, outcome) DO UPDATE SET count = source_polls.count + 1"
+)
+_STATE_SET = upsert(
+    "connection_states", ("connection", "states", "paused", "schedule_seconds", "updated_at"), ("connection",)
 )
 _LAST_OK_SET = (
     "INSERT INTO source_poll_health (source, last_success) VALUES (?, ?)"
@@ -52,5 +58,39 @@ class SourcePolls:
             tx.execute(_POLL_ADD, (source, outcome))
             if outcome == "ok":
                 tx.execute(_LAST_OK_SET, (source, at))
+
+        self._db.submit(work)
+
+    def save_states(self, states: Sequence[ConnectionState], at: float) -> None:
+        """Store what connections report of themselves; a connection whose report changed is drawn again
+        at the next scrape (its series' version moves, as when a job of it is stored)."""
+        if not states:
+            return
+        rows = {
+            s.connection: (json.dumps(dict(sorted(s.states.items()))), s.paused, s.schedule_seconds) for s in states
+        }
+
+        def work(tx: Tx) -> None:
+            changed = []
+            for chunk in chunks(list(rows)):
+                stored = {
+                    name: (states, None if paused is None else bool(paused), schedule)
+                    for name, states, paused, schedule in tx.execute(
+                        "SELECT connection, states, paused, schedule_seconds FROM connection_states"
+                        f" WHERE connection IN ({marks(len(chunk))})",
+                        chunk,
+                    )
+                }
+                changed += [name for name in chunk if stored.get(name) != rows[name]]
+            if not changed:
+                return
+            tx.executemany(_STATE_SET, [(name, *rows[name], at) for name in changed])
+            add_meta(tx, "connections_version", 1)
+            for chunk in chunks(changed):
+                tx.execute(
+                    "UPDATE connections SET version = (SELECT value FROM meta WHERE key = 'connections_version')"
+                    f" WHERE connection IN ({marks(len(chunk))})",
+                    chunk,
+                )
 
         self._db.submit(work)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from calabi_exporter.config import Config
-from calabi_exporter.sources import POLL_OUTCOMES
+from calabi_exporter.model import parse_job
+from calabi_exporter.sources import POLL_OUTCOMES, ConnectionState
 from calabi_exporter.store import Store
 from calabi_exporter.web import create_app
 
 from tests.support.clock import T0
+from tests.support.jobs import job
 from tests.support.samples import Samples, parse_samples
 
 pytestmark = pytest.mark.every_backend  # the counts are in the store, the same on SQLite and PostgreSQL
@@ -58,3 +60,49 @@ def test_without_a_poller_configured_neither_family_is_shown(tmp_path: Path, mak
 
     assert parse_samples(text).family("calabi_exporter_source_polls_total") == {}
     assert "calabi_exporter_source_last_successful_poll_timestamp_seconds" not in text
+
+
+def test_what_a_polled_connection_reports_of_itself_is_on_its_series_and_redrawn_when_it_changes(
+    store: Store, scrape: Callable[[], Samples]
+) -> None:
+    store.ingest.jobs([parse_job(job("fivetran:sync-1", connection="orders"))], endpoint="fivetran")
+    store.source_polls.save_states(
+        [ConnectionState("orders", {"setup": "connected", "update": "delayed"}, False, 3600.0)], T0
+    )
+    first = scrape()
+    store.source_polls.save_states(
+        [ConnectionState("orders", {"setup": "broken", "update": "on_schedule"}, True, None)], T0 + 60
+    )
+    second = scrape()
+
+    assert first.family("calabi_sync_connection_state") == {
+        frozenset({("connection", "orders"), ("kind", kind), ("state", state)}): value
+        for kind, state, value in [
+            ("setup", "incomplete", 0.0),
+            ("setup", "connected", 1.0),
+            ("setup", "broken", 0.0),
+            ("update", "on_schedule", 0.0),
+            ("update", "delayed", 1.0),
+        ]
+    }
+    assert first.value("calabi_sync_connection_paused", connection="orders") == 0
+    assert first.value("calabi_sync_connection_schedule_interval_seconds", connection="orders") == 3600
+    assert second.value("calabi_sync_connection_state", connection="orders", kind="setup", state="broken") == 1
+    assert second.value("calabi_sync_connection_state", connection="orders", kind="update", state="delayed") == 0
+    assert second.value("calabi_sync_connection_paused", connection="orders") == 1
+    assert second.family("calabi_sync_connection_schedule_interval_seconds") == {}
+
+
+def test_a_state_the_platform_reports_that_is_not_documented_still_shows_as_the_current_one(
+    store: Store, scrape: Callable[[], Samples]
+) -> None:
+    store.ingest.jobs([parse_job(job("fivetran:sync-1", connection="orders"))], endpoint="fivetran")
+    store.source_polls.save_states([ConnectionState("orders", {"sync": "throttled"}, None, None)], T0)
+
+    assert {dict(labels)["state"]: v for labels, v in scrape().family("calabi_sync_connection_state").items()} == {
+        "scheduled": 0.0,
+        "syncing": 0.0,
+        "paused": 0.0,
+        "rescheduled": 0.0,
+        "throttled": 1.0,
+    }

@@ -258,7 +258,10 @@ def test_alertmanager_refuses_to_start_while_the_secrets_of_its_configuration_ar
     directory = user_copy(tmp_path)
     stack = new_stack(container_engine, exporter_image, directory, ALERTMANAGER_CONFIG="alertmanager.yml")
 
-    result = stack.compose("run", "--rm", "--no-deps", "alertmanager", timeout=300, check=False)
+    try:
+        result = stack.compose("run", "--rm", "--no-deps", "alertmanager", timeout=300, check=False)
+    finally:
+        stack.compose("down", "-v", "-t", "20", check=False)  # `run` made the project's pod: no leftover
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert (

@@ -31,7 +31,7 @@ from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config
 from calabi_exporter.fivetran_poller import FivetranPoller
 from calabi_exporter.model import CANCELLED, FAILED, RUNNING, SUCCEEDED
-from calabi_exporter.sources import airbyte
+from calabi_exporter.sources import ConnectionState, airbyte
 from calabi_exporter.sources.airbyte_api import with_seconds
 from calabi_exporter.store import Store
 from calabi_exporter.store.records import JobFilter
@@ -456,6 +456,10 @@ def test_the_fivetran_poller_reads_every_page_and_makes_each_new_success_and_fai
     assert {asked.headers["accept"] for asked in account.api.requests_to("GET", "/v1/connections")} == {
         "application/json;version=2"
     }
+    # What each connection reports of itself: go-fivetran's fixture's status, schedule and pause.
+    assert store.metrics.snapshot().connection_states["salesforce"] == ConnectionState(
+        "salesforce", {"setup": "connected", "sync": "scheduled", "update": "delayed"}, False, 21600.0
+    )
 
 
 def test_reading_fivetran_again_makes_only_the_syncs_that_ended_since_into_jobs(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from calabi_exporter.model import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, ValidationError
-from calabi_exporter.sources import airbyte_api, fivetran_api
+from calabi_exporter.sources import ConnectionState, airbyte_api, fivetran_api
 from calabi_exporter.timeutil import parse_rfc3339
 
 from tests.support.clock import T0
@@ -192,3 +192,27 @@ def test_a_fivetran_page_gives_its_connections_and_the_next_cursor_none_on_the_l
     with pytest.raises(ValidationError) as refused:
         fivetran_api.page({"data": {"connections": []}})
     assert refused.value.field == "data.items"
+
+
+def test_what_a_fivetran_connection_reports_of_itself_is_its_state() -> None:
+    state = fivetran_api.state_of(connection(paused=True, sync_frequency=360))
+
+    assert state == ConnectionState(
+        "gsheets.table", {"setup": "connected", "sync": "scheduled", "update": "delayed"}, True, 21600.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("frequency", "seconds"),
+    [(360, 21600.0), ("1440", 86400.0), (None, None), ("custom", None), (0, None), (True, None)],
+)
+def test_the_sync_frequency_is_minutes_as_a_number_or_as_the_document_s_text(
+    frequency: Any, seconds: float | None
+) -> None:
+    assert fivetran_api.state_of(connection(sync_frequency=frequency)).schedule_seconds == seconds
+
+
+def test_a_connection_without_a_status_reports_no_state_but_its_name() -> None:
+    assert fivetran_api.state_of(connection(status=None, paused="no")) == ConnectionState(
+        "gsheets.table", {}, None, 21600.0
+    )
