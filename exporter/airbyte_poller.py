@@ -57,6 +57,7 @@ class AirbytePoller(SourcePoller):
         self._base = config.sources_airbyte_api_url.rstrip("/")
         self._client = (config.sources_airbyte_client_id, config.sources_airbyte_client_secret)
         self._backfill = config.sources_airbyte_backfill_seconds
+        self._config_api = config.sources_airbyte_config_api_url.rstrip("/")
         self._token: tuple[str, float] | None = None  # (token, renew at)
         self._names: dict[str, tuple[str, float]] = {}  # connection id -> (name, looked up at)
 
@@ -98,13 +99,37 @@ class AirbytePoller(SourcePoller):
                 if updated is not None:
                     newest = max(newest, parse_rfc3339(updated))
                 name = self._connection_name(item.get("connectionId") if isinstance(item, dict) else None)
-                jobs.append(airbyte_api.job_of(item, name, latest=latest))
+                jobs.append(self._job(item, name, latest))
             except (ValidationError, ValueError) as error:
                 field = error.field if isinstance(error, ValidationError) else "lastUpdatedAt"
                 refused.append(field)
                 log.warning("airbyte poller: a job is not as documented and was skipped: %s", error)
         self._store.ingest.jobs(jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused)
         return newest
+
+    def _job(self, item: Any, name: str, latest: float) -> Job:
+        """The item's job, with its details from the configuration API when that is configured and the job ended.
+
+        Details Airbyte has not (404) or that do not pass validation are left out:
+        the job as the public API describes it is still stored.
+        """
+        job = airbyte_api.job_of(item, name, latest=latest)
+        if not self._config_api or not job.finished:
+            return job
+        url = f"{self._config_api}/v1/jobs/get"
+        body = json.dumps({"id": airbyte_api.job_id_of(item)}).encode()
+        try:
+            info = self._authorized(url, None, method="POST", body=body)
+        except PollFailed as failed:
+            if failed.outcome != REFUSED:
+                raise
+            log.warning("airbyte poller: no details of job %s: %s", job.job_id, failed)
+            return job
+        try:
+            return airbyte_api.job_of(item, name, latest=latest, details=airbyte_api.details_of(info, job.status))
+        except ValidationError as error:
+            log.warning("airbyte poller: the details of job %s were left out: %s", job.job_id, error)
+            return job
 
     def _connection_name(self, connection_id: Any) -> str:
         """The connection's name (its id when Airbyte does not say it)."""
@@ -126,10 +151,19 @@ class AirbytePoller(SourcePoller):
         self._names[connection_id] = (name, now)
         return name
 
-    def _authorized(self, url: str, params: dict[str, str] | None) -> Any:
-        """The JSON answer of a GET with the access token; a 401 gets a new token and one more try."""
+    def _authorized(
+        self, url: str, params: dict[str, str] | None, *, method: str = "GET", body: bytes | None = None
+    ) -> Any:
+        """The JSON answer of a request with the access token; a 401 gets a new token and one more try."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         for attempt in range(2):
-            status, answer = self.get_json(url, params=params, headers={"Authorization": f"Bearer {self._access()}"})
+            status, answer = self.get_json(
+                url,
+                params=params,
+                method=method,
+                body=body,
+                headers=headers | {"Authorization": f"Bearer {self._access()}"},
+            )
             if status != 401:
                 return answer
             self._token = None

@@ -710,6 +710,15 @@ OPTIONS: Final = (
         secret=True,
     ),
     Option(
+        "sources.airbyte.config_api_url",
+        optional_url,
+        "",
+        "Airbyte's configuration API, e.g. `http://airbyte:8000/api`: when set, the poller reads each finished "
+        "job's streams, start and failure from it (`POST /v1/jobs/get`, with the same token). Empty: the public "
+        "API's totals only.",
+        secret=True,  # user information and query tokens are credentials
+    ),
+    Option(
         "sources.airbyte.poll_interval_seconds",
         _seconds,
         60.0,
@@ -887,6 +896,7 @@ class Config:
     sources_airbyte_api_url: str = _default("sources.airbyte.api_url")
     sources_airbyte_client_id: str = _default("sources.airbyte.client_id")
     sources_airbyte_client_secret: str = _default("sources.airbyte.client_secret")
+    sources_airbyte_config_api_url: str = _default("sources.airbyte.config_api_url")
     sources_airbyte_poll_interval_seconds: float = _default("sources.airbyte.poll_interval_seconds")
     sources_airbyte_backfill_seconds: float = _default("sources.airbyte.backfill_seconds")
     sources_fivetran_api_url: str = _default("sources.fivetran.api_url")

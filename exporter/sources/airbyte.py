@@ -138,7 +138,16 @@ def _failure(payload: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(message, str) or not message:
         # Not text: read as the summary, so that validation refuses it naming data.errorMessage.
         return {"status": status} if message in (None, "") else {"status": status, "error_summary": message}
+    return {"status": status, "error_summary": summary(message, error_type, origin)}
+
+
+def summary(message: str, error_type: Any, origin: Any) -> str:
+    """Airbyte's failure as one line: its message, then its type and origin where Airbyte gives them.
+
+    >>> summary("Connection refused", "config_error", "source")
+    'Connection refused (type: config_error, origin: source)'
+    """
     about = ", ".join(
         f"{label}: {value}" for label, value in (("type", error_type), ("origin", origin)) if isinstance(value, str)
     )
-    return {"status": status, "error_summary": f"{message} ({about})" if about else message}
+    return f"{message} ({about})" if about else message

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..model import CANCELLED, FAILED, PENDING, RUNNING, SUCCEEDED, Job, ValidationError
-from .airbyte import PLATFORM
+from ..timeutil import format_rfc3339
+from .airbyte import PLATFORM, summary
 from .payload import Path, read_record
 
 #: Airbyte's job statuses (``JobStatusEnum``) as the project's; ``incomplete`` is an attempt that failed
@@ -91,8 +92,9 @@ def job_id_of(item: Any) -> int:
     return job_id
 
 
-def job_of(item: Any, connection_name: str, *, latest: float) -> Job:
-    """The job record one item of ``GET /v1/jobs`` describes, under ``connection_name``."""
+def job_of(item: Any, connection_name: str, *, latest: float, details: Mapping[str, Any] | None = None) -> Job:
+    """The job record one item of ``GET /v1/jobs`` describes, under ``connection_name``; ``details`` adds
+    what the configuration API tells of it (:func:`details_of`)."""
     if not isinstance(item, dict):
         raise ValidationError("data[]", "must be an object")
     job_id = job_id_of(item)
@@ -110,6 +112,7 @@ def job_of(item: Any, connection_name: str, *, latest: float) -> Job:
     if isinstance(duration, str) and status not in (PENDING, RUNNING):
         given["duration_seconds"] = period_seconds(duration)
     finished = status not in (PENDING, RUNNING)
+    given.update(details or {})
     times = {key: with_seconds(item.get(key)) for key in ("startTime", "lastUpdatedAt")}
     places = _FINISHED_PLACES if finished else PLACES
     return read_record({**item, **times}, places, given, latest=latest, worked_out=_WORKED_OUT)
@@ -139,3 +142,66 @@ def connection_name(payload: Any) -> str:
     if not isinstance(name, str) or not name:
         raise ValidationError("name", "must be the connection's name")
     return name
+
+
+def details_of(info: Any, status: str) -> dict[str, Any]:
+    """What the configuration API's ``POST /v1/jobs/get`` (``JobInfoRead``) adds to a job of ``status``.
+
+    The job's ``startedAt`` (when it left the queue: the public API has only its
+    creation), the streams of its last attempt with the rows and bytes each committed,
+    and that attempt's first failure (``failureSummary.failures[0]``) as the summary,
+    in the words of Airbyte's notifications. A stream a failure names failed; the
+    others of a successful job succeeded, of another job their end is not known.
+    Anything not as documented is left out rather than refused: these are details
+    of a job the public API already described.
+    """
+    job = info.get("job") if isinstance(info, dict) else None
+    attempts = info.get("attempts") if isinstance(info, dict) else None
+    out: dict[str, Any] = {}
+    started = job.get("startedAt") if isinstance(job, dict) else None
+    if isinstance(started, int) and not isinstance(started, bool) and started > 0:
+        out["started_at"] = format_rfc3339(float(started))  # epoch seconds in this API: a record's time is text
+    last = (
+        attempts[-1].get("attempt")
+        if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict)
+        else None
+    )
+    if not isinstance(last, dict):
+        return out
+    failures = last.get("failureSummary", {}).get("failures") if isinstance(last.get("failureSummary"), dict) else None
+    failures = [f for f in failures or [] if isinstance(f, dict)]
+    failed_streams = {_stream_name(f.get("streamDescriptor")) for f in failures} - {None}
+    if failures and status != SUCCEEDED:
+        first = failures[0]
+        message = first.get("externalMessage") or first.get("internalMessage")
+        if isinstance(message, str) and message:
+            out["error_summary"] = summary(message, first.get("failureType"), first.get("failureOrigin"))
+    streams = []
+    for entry in last.get("streamStats") or []:
+        if not isinstance(entry, dict):
+            continue
+        name = _stream_name({"name": entry.get("streamName"), "namespace": entry.get("streamNamespace")})
+        given = entry.get("stats")
+        stats: Mapping[str, Any] = given if isinstance(given, dict) else {}
+        if name is None:
+            continue
+        stream: dict[str, Any] = {"name": name}
+        stream_status = FAILED if name in failed_streams else SUCCEEDED if status == SUCCEEDED else None
+        if stream_status is not None:
+            stream["status"] = stream_status
+        for field, key in (("records_synced", "recordsCommitted"), ("bytes_synced", "bytesCommitted")):
+            value = stats.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                stream[field] = value
+        streams.append(stream)
+    if streams:
+        out["streams"] = streams
+    return out
+
+
+def _stream_name(descriptor: Any) -> str | None:
+    """``namespace.name`` (or the name alone), as the streams of the product's own records are named."""
+    if not isinstance(descriptor, dict) or not isinstance(descriptor.get("name"), str) or not descriptor["name"]:
+        return None
+    namespace = descriptor.get("namespace")
+    return f"{namespace}.{descriptor['name']}" if isinstance(namespace, str) and namespace else descriptor["name"]

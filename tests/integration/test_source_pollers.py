@@ -30,7 +30,7 @@ from calabi_exporter.airbyte_poller import AirbytePoller
 from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config
 from calabi_exporter.fivetran_poller import FivetranPoller
-from calabi_exporter.model import CANCELLED, FAILED, RUNNING, SUCCEEDED
+from calabi_exporter.model import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
 from calabi_exporter.sources import ConnectionState, airbyte
 from calabi_exporter.sources.airbyte_api import with_seconds
 from calabi_exporter.store import Store
@@ -38,8 +38,8 @@ from calabi_exporter.store.records import JobFilter
 from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
 
 from tests.support.clock import T0, FakeClock
-from tests.support.paths import ROOT
-from tests.support.prism import AIRBYTE_DOCUMENT, FIVETRAN_DOCUMENT, prism_proxy
+from tests.support.paths import DATA, ROOT
+from tests.support.prism import AIRBYTE_CONFIG_DOCUMENT, AIRBYTE_DOCUMENT, FIVETRAN_DOCUMENT, prism_proxy
 from tests.support.vendor_api import Answer, Asked, ScriptedApi
 from tests.support.waiting import wait_until
 
@@ -61,9 +61,14 @@ def vendor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
     try:
         with (
             prism_proxy(AIRBYTE_DOCUMENT, airbyte_api.url, logs / "airbyte.log") as airbyte_url,
+            prism_proxy(AIRBYTE_CONFIG_DOCUMENT, airbyte_api.url, logs / "airbyte-config.log") as config_url,
             prism_proxy(FIVETRAN_DOCUMENT, fivetran_api.url, logs / "fivetran.log") as fivetran_url,
         ):
-            yield {"airbyte": (airbyte_api, airbyte_url), "fivetran": (fivetran_api, fivetran_url)}
+            yield {
+                "airbyte": (airbyte_api, airbyte_url),
+                "airbyte-config": (airbyte_api, config_url),
+                "fivetran": (fivetran_api, fivetran_url),
+            }
     finally:
         airbyte_api.stop()
         fivetran_api.stop()
@@ -99,6 +104,8 @@ class AirbyteWorkspace:
         self.valid: set[str] = set()
         api.routes[("POST", "/applications/token")] = self.token
         api.routes[("GET", "/jobs")] = self.list_jobs
+        api.routes[("POST", "/v1/jobs/get")] = self.job_info
+        self.infos: dict[int, Any] = {}  # job id -> the configuration API's JobInfoRead
 
     def token(self, asked: Asked) -> Answer:
         body = json.loads(asked.body)
@@ -150,6 +157,14 @@ class AirbyteWorkspace:
             job |= {"lastUpdatedAt": airbyte_time(ended), "duration": "PT5M10S"}
         self.jobs.append(job | {"bytesSynced": 1000 * job_id, "rowsSynced": 10 * job_id} | more)
 
+    def job_info(self, asked: Asked) -> Answer:
+        if not self.authorized(asked):
+            return Answer(401, {"message": "Unauthorized"})
+        info = self.infos.get(json.loads(asked.body)["id"])
+        if info is None:
+            return Answer(404, {"message": "Job not found", "exceptionClassName": "ConfigNotFoundException"})
+        return Answer(200, info)
+
     def list_jobs(self, asked: Asked) -> Answer:
         if not self.authorized(asked):
             return Answer(401, {"message": "Unauthorized"})
@@ -188,6 +203,13 @@ def airbyte_poller(store: Store, config: Config, clock: FakeClock) -> AirbytePol
 
 def stored_jobs(store: Store) -> dict[str, Any]:
     return {job.job_id: job for _, job in store.reads.jobs(JobFilter(), 10_000)}
+
+
+def stored(store: Store, job_id: str) -> Job:
+    """The stored job, streams included."""
+    job = store.reads.job(job_id)
+    assert job is not None, job_id
+    return job
 
 
 def polls(store: Store) -> dict[tuple[str, str], int]:
@@ -599,3 +621,40 @@ def test_a_served_exporter_polls_both_apis_from_one_worker_and_shows_their_jobs_
     )
     # Two workers, one poller of each: each API was asked once per poll, not once per worker.
     assert len(workspace.api.requests_to("POST", "/applications/token")) == 1
+
+
+def test_with_the_configuration_api_a_finished_job_gets_its_streams_start_and_failure(
+    workspace: AirbyteWorkspace,
+    airbyte_config: Config,
+    vendor: dict[str, tuple[ScriptedApi, str]],
+    store: Store,
+    clock: FakeClock,
+) -> None:
+    orders = workspace.connection("Orders")
+    workspace.add(135, orders, ended=T0 - 600)
+    workspace.add(11, orders, status="failed", ended=T0 - 300)
+    workspace.add(12, orders, status="failed", ended=T0 - 200)  # Airbyte has no details of it: 404
+    workspace.add(13, orders, status="running", ended=T0)  # not finished: no details asked
+    sources = DATA / "sources" / "airbyte"
+    workspace.infos[135] = json.loads((sources / "airflow-jobs-get-succeeded.json").read_text())
+    workspace.infos[11] = json.loads((sources / "datahub-job-failed.jobs-get.json").read_text())
+    config = dataclasses.replace(airbyte_config, sources_airbyte_config_api_url=vendor["airbyte-config"][1])
+
+    assert airbyte_poller(store, config, clock).poll_once() == "ok"
+
+    assert [(s.name, s.status, s.records_synced) for s in stored(store, "airbyte:135").streams] == [
+        ("vehicle", SUCCEEDED, 0),
+        ("location", SUCCEEDED, 0),
+    ]
+    assert stored(store, "airbyte:11").error_summary == (
+        "Message: HikariPool-1 - Connection is not available, request timed out after 10003ms."
+        " (type: config_error, origin: source)"
+    )
+    twelve = stored(store, "airbyte:12")
+    assert (twelve.status, twelve.error_summary, twelve.streams) == (
+        FAILED,
+        None,
+        (),
+    )
+    asked = [json.loads(a.body)["id"] for a in workspace.api.requests_to("POST", "/v1/jobs/get")]
+    assert sorted(asked) == [11, 12, 135]

@@ -31,6 +31,7 @@ from .waiting import wait_until
 PINNED_PRISM: Final = ROOT / ".tools" / "node_modules" / ".bin" / "prism"
 DOCUMENTS: Final = ROOT / "tests" / "data" / "sources" / "openapi"
 AIRBYTE_DOCUMENT: Final = DOCUMENTS / "airbyte-public-api.json"
+AIRBYTE_CONFIG_DOCUMENT: Final = DOCUMENTS / "airbyte-config-api.json"
 FIVETRAN_DOCUMENT: Final = DOCUMENTS / "fivetran-rest-api.json"
 
 

@@ -8,6 +8,7 @@ when zero, JobResponseMapper.kt) and Fivetran's connection of go-fivetran's
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from calabi_exporter.sources import ConnectionState, airbyte_api, fivetran_api
 from calabi_exporter.timeutil import parse_rfc3339
 
 from tests.support.clock import T0
+from tests.support.paths import DATA
 
 LATEST = T0
 
@@ -216,3 +218,74 @@ def test_a_connection_without_a_status_reports_no_state_but_its_name() -> None:
     assert fivetran_api.state_of(connection(status=None, paused="no")) == ConnectionState(
         "gsheets.table", {}, None, 21600.0
     )
+
+
+def test_the_configuration_api_adds_a_succeeded_job_s_streams_each_with_what_it_committed() -> None:
+    info = json.loads((DATA / "sources" / "airbyte" / "airflow-jobs-get-succeeded.json").read_text())
+
+    assert airbyte_api.details_of(info, SUCCEEDED) == {
+        "streams": [
+            {"name": "vehicle", "status": SUCCEEDED, "records_synced": 0},
+            {"name": "location", "status": SUCCEEDED, "records_synced": 0},
+        ]
+    }
+
+
+def test_the_configuration_api_adds_a_failed_job_s_first_failure_in_the_words_of_the_notifications() -> None:
+    info = json.loads((DATA / "sources" / "airbyte" / "datahub-job-failed.jobs-get.json").read_text())
+
+    assert airbyte_api.details_of(info, FAILED) == {
+        "error_summary": "Message: HikariPool-1 - Connection is not available, request timed out after 10003ms."
+        " (type: config_error, origin: source)"
+    }
+
+
+def test_a_failure_naming_a_stream_fails_that_stream_and_the_start_is_when_the_job_left_the_queue() -> None:
+    info = {
+        "job": {"id": 7, "startedAt": 1775458800},
+        "attempts": [
+            {"attempt": {"failureSummary": {"failures": [{"externalMessage": "boom"}]}}},
+            {
+                "attempt": {
+                    "streamStats": [
+                        {"streamName": "users", "streamNamespace": "public", "stats": {"recordsCommitted": 5}},
+                        {"streamName": "orders", "stats": {"recordsCommitted": 0, "bytesCommitted": 0}},
+                    ],
+                    "failureSummary": {
+                        "failures": [{"externalMessage": "timeout", "streamDescriptor": {"name": "orders"}}]
+                    },
+                }
+            },
+        ],
+    }
+
+    assert airbyte_api.details_of(info, FAILED) == {
+        "started_at": "2026-04-06T07:00:00Z",
+        "error_summary": "timeout",
+        "streams": [
+            {"name": "public.users", "records_synced": 5},
+            {"name": "orders", "status": FAILED, "records_synced": 0, "bytes_synced": 0},
+        ],
+    }
+
+
+def test_details_not_as_documented_are_left_out() -> None:
+    assert airbyte_api.details_of({"job": None, "attempts": "none"}, FAILED) == {}
+    assert airbyte_api.details_of([], SUCCEEDED) == {}
+    assert airbyte_api.details_of({"attempts": [{"attempt": {"streamStats": [{"stats": {}}, 3]}}]}, FAILED) == {}
+
+
+def test_a_job_with_its_details_is_the_public_api_s_job_with_the_streams_and_failure_added() -> None:
+    details: dict[str, Any] = {"started_at": "2026-04-06T07:01:00Z", "error_summary": "boom (origin: source)"}
+    details["streams"] = [{"name": "public.users", "status": FAILED, "records_synced": 1400, "bytes_synced": 281_000}]
+
+    job = airbyte_api.job_of(airbyte_job(status="failed"), "orders", latest=LATEST, details=details)
+
+    assert (job.status, job.started_at, job.error_summary, job.records_synced, job.streams_failed) == (
+        FAILED,
+        parse_rfc3339("2026-04-06T07:01:00Z"),
+        "boom (origin: source)",
+        1400,
+        1,
+    )
+    assert [(s.name, s.status, s.records_synced) for s in job.streams] == [("public.users", FAILED, 1400)]

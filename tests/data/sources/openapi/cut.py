@@ -3,7 +3,12 @@
 The vendors' whole documents do not load in Prism as published (Airbyte's public API refers to schemas it
 does not define) or are large (Fivetran's is 3 MB); the operations kept are copied unchanged. Run:
 
-    python tests/data/sources/openapi/cut.py <whole document> <path> [<path> ...] > <cut document>
+    python tests/data/sources/openapi/cut.py [--security SCHEME] <whole document> <path> [<path> ...] > <cut document>
+
+``--security SCHEME`` makes the document's top-level requirement that scheme, for a document that
+declares a scheme but requires none (Airbyte's configuration API says ``security: [{}]``, while its
+server with authentication on, as Airbyte Cloud and a self-managed Airbyte 1.x are, wants the bearer
+token; Prism reads ``[{}]`` as "no Authorization header allowed"). It is the one change ever made.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ def _refs(node: Any) -> set[str]:
     return set()
 
 
-def cut(document: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+def cut(document: dict[str, Any], paths: list[str], security: str | None = None) -> dict[str, Any]:
     out = {key: value for key, value in document.items() if key not in ("paths", "components")}
+    if security is not None:
+        out["security"] = [{security: []}]
     out["paths"] = {path: document["paths"][path] for path in paths}
     components: dict[str, dict[str, Any]] = {}
     if "securitySchemes" in document.get("components", {}):
@@ -46,8 +53,12 @@ def cut(document: dict[str, Any], paths: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    source, *wanted = sys.argv[1:]
+    arguments = sys.argv[1:]
+    scheme = None
+    if arguments[:1] == ["--security"]:
+        scheme, arguments = arguments[1], arguments[2:]
+    source, *wanted = arguments
     with open(source, encoding="utf-8") as file:
         whole = json.load(file) if source.endswith(".json") else yaml.safe_load(file)
-    json.dump(cut(whole, wanted), sys.stdout, indent=1, default=str)
+    json.dump(cut(whole, wanted, scheme), sys.stdout, indent=1, default=str)
     sys.stdout.write("\n")
