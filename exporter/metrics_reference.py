@@ -31,7 +31,7 @@ from .metric_families import (
     Family,
 )
 from .model import ACTIVE_STATUSES, FINISHED_STATUSES, PLATFORMS
-from .sources import POLL_OUTCOMES
+from .sources import POLL_OUTCOMES, fivetran_api
 from .store.records import OVERFLOW_KINDS, ROLES
 
 #: Where the page is committed, relative to the project root.
@@ -61,7 +61,11 @@ LABELS: Final = {
     "platform": f"the platform that runs the connection, or whose webhook delivered: {_values(PLATFORMS)}",
     "level": f"a log line's level: {_values(LEVEL_LABELS)}",
     "kind": f"an error's kind: {_values(ERROR_KINDS)}; an overflow's kind: {_values(OVERFLOW_KINDS)};"
-    f" a webhook delivery's kind: {_values(sorted({k for kinds in SOURCE_NOTICE_KINDS.values() for k in kinds}))}",
+    f" a webhook delivery's kind: {_values(sorted({k for kinds in SOURCE_NOTICE_KINDS.values() for k in kinds}))};"
+    f" a part of a polled connection: {_values(fivetran_api.STATES)}",
+    "state": "the state a polled connection reports of a part: "
+    + "; ".join(f"{part}: {_values(states)}" for part, states in fivetran_api.STATES.items())
+    + " (a state the platform adds, up to 64 characters, shows as reported)",
     "endpoint": f"an ingest endpoint ({_values(INGEST_ENDPOINTS)}) or a configured status-change webhook",
     "outcome": f"a record's outcome ({_values(OUTCOMES)}), a delivery's ({_values(WEBHOOK_OUTCOMES)}),"
     f" a log record's, an S3 upload's or a poll's ({_values(POLL_OUTCOMES)})",
