@@ -25,6 +25,7 @@ import json
 import logging
 from typing import Any, Final
 
+from .backoff import Backoff
 from .config import Config
 from .model import Job, ValidationError
 from .pollers import MAX_PAGES, PollFailed, SourcePoller, bad_answer
@@ -50,9 +51,15 @@ class AirbytePoller(SourcePoller):
     SOURCE = PLATFORM
     NAME = "calabi-airbyte-poller"
 
-    def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, store: Store, config: Config, *, clock: Clock = system_clock, backoff: Backoff = SourcePoller.BACKOFF
+    ) -> None:
         super().__init__(
-            store, role=AIRBYTE_POLL_ROLE, interval=config.sources_airbyte_poll_interval_seconds, clock=clock
+            store,
+            role=AIRBYTE_POLL_ROLE,
+            interval=config.sources_airbyte_poll_interval_seconds,
+            clock=clock,
+            backoff=backoff,
         )
         self._base = config.sources_airbyte_api_url.rstrip("/")
         self._client = (config.sources_airbyte_client_id, config.sources_airbyte_client_secret)

@@ -25,6 +25,7 @@ import json
 import logging
 from typing import Any, Final
 
+from .backoff import Backoff
 from .config import Config
 from .model import Job, ValidationError
 from .pollers import MAX_PAGES, PollFailed, SourcePoller, bad_answer
@@ -44,9 +45,15 @@ class FivetranPoller(SourcePoller):
     SOURCE = PLATFORM
     NAME = "calabi-fivetran-poller"
 
-    def __init__(self, store: Store, config: Config, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, store: Store, config: Config, *, clock: Clock = system_clock, backoff: Backoff = SourcePoller.BACKOFF
+    ) -> None:
         super().__init__(
-            store, role=FIVETRAN_POLL_ROLE, interval=config.sources_fivetran_poll_interval_seconds, clock=clock
+            store,
+            role=FIVETRAN_POLL_ROLE,
+            interval=config.sources_fivetran_poll_interval_seconds,
+            clock=clock,
+            backoff=backoff,
         )
         self._url = f"{config.sources_fivetran_api_url.rstrip('/')}/v1/connections"
         credentials = f"{config.sources_fivetran_api_key}:{config.sources_fivetran_api_secret}".encode()

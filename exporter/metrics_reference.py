@@ -62,7 +62,7 @@ LABELS: Final = {
     "level": f"a log line's level: {_values(LEVEL_LABELS)}",
     "kind": f"an error's kind: {_values(ERROR_KINDS)}; an overflow's kind: {_values(OVERFLOW_KINDS)};"
     f" a webhook delivery's kind: {_values(sorted({k for kinds in SOURCE_NOTICE_KINDS.values() for k in kinds}))};"
-    f" a part of a polled connection: {_values(fivetran_api.STATES)}",
+    f" a part of a polled connection: {_values(tuple(fivetran_api.STATES))}",
     "state": "the state a polled connection reports of a part: "
     + "; ".join(f"{part}: {_values(states)}" for part, states in fivetran_api.STATES.items())
     + " (a state the platform adds, up to 64 characters, shows as reported)",

@@ -666,7 +666,7 @@ def test_the_commands_run_beside_the_clone_write_what_the_next_step_uses(sandbox
 
     rule = yaml.safe_load((beside / "my-calabi" / "prometheusrule.yaml").read_text(encoding="utf-8"))
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
-    assert (rule["kind"], len(alerts)) == ("PrometheusRule", 16)
+    assert (rule["kind"], len(alerts)) == ("PrometheusRule", 17)
     assert [a["annotations"]["runbook_url"] for a in alerts] == [
         f"https://wiki.example.com/ops/calabi-runbook#{a['alert'].lower()}" for a in alerts
     ]
@@ -767,12 +767,15 @@ def promql_queries() -> list[tuple[str, str]]:
 def test_every_promql_example_runs_in_prometheus_over_names_the_exporter_and_the_rules_have(
     exporter_process: Callable[..., Any], prometheus_for: Callable[..., Any], tmp_path: Path
 ) -> None:
-    # Every feature on, so that every family is declared: webhooks and the S3 export (to nowhere).
+    # Every feature on, so that every family is declared: webhooks, the S3 export and the pollers (to nowhere).
     config = tmp_path / "calabi.yml"
     config.write_text(
         "webhooks: [{name: ops, url: 'http://127.0.0.1:9/hook', secret: 0123456789abcdef}]\n"
         "s3_export: {bucket: archive, endpoint_url: 'http://127.0.0.1:9', region: us-east-1}\n"
         "otlp_logs_endpoint: http://127.0.0.1:9/otlp/v1/logs\n"
+        "sources:\n"
+        "  airbyte: {api_url: 'http://127.0.0.1:9/v1', client_id: app, client_secret: secret-of-app}\n"
+        "  fivetran: {api_url: 'http://127.0.0.1:9', api_key: key, api_secret: secret-of-key}\n"
     )
     exporter = exporter_process(
         env={"CALABI_CONFIG": str(config), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}

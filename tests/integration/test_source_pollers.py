@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 import requests
 from calabi_exporter.airbyte_poller import AirbytePoller
-from calabi_exporter.backoff import Backoff
 from calabi_exporter.config import Config
 from calabi_exporter.fivetran_poller import FivetranPoller
 from calabi_exporter.model import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
@@ -195,10 +194,12 @@ def airbyte_config(config: Config, vendor: dict[str, tuple[ScriptedApi, str]]) -
     )
 
 
+#: The pollers' retry rule without its random draw: each wait is the whole step.
+STEADY = AirbytePoller.BACKOFF.without_jitter()
+
+
 def airbyte_poller(store: Store, config: Config, clock: FakeClock) -> AirbytePoller:
-    poller = AirbytePoller(store, config, clock=clock)
-    poller._backoff = Backoff(first=5.0, cap=600.0).without_jitter()
-    return poller
+    return AirbytePoller(store, config, clock=clock, backoff=STEADY)
 
 
 def stored_jobs(store: Store) -> dict[str, Any]:
@@ -443,9 +444,7 @@ def fivetran_config(config: Config, vendor: dict[str, tuple[ScriptedApi, str]]) 
 
 
 def fivetran_poller(store: Store, config: Config, clock: FakeClock) -> FivetranPoller:
-    poller = FivetranPoller(store, config, clock=clock)
-    poller._backoff = Backoff(first=5.0, cap=600.0).without_jitter()
-    return poller
+    return FivetranPoller(store, config, clock=clock, backoff=STEADY)
 
 
 def test_the_fivetran_poller_reads_every_page_and_makes_each_new_success_and_failure_a_job(
