@@ -1,19 +1,21 @@
 """The Airbyte poller: sync jobs from Airbyte's public API, for a workspace whose webhook cannot reach us.
 
 Each poll asks ``GET /v1/jobs?jobType=sync&orderBy=updatedAt|ASC`` from the
-stored cursor (``updatedAtStart``), a page of :data:`PAGE` jobs at a time by
-``offset``, until a page is empty (Airbyte's own ``next`` link drops the
-cursor and the order, so it is not followed). After each page is stored, the
-cursor moves to the newest ``lastUpdatedAt`` read: a restart starts from
-a second before it, reading again at worst the jobs of that last second, which
-are the same records again and counted once. The first poll reads
+stored cursor (``updatedAtStart``), :data:`PAGE` jobs at a time, until a page
+is empty (Airbyte's own ``next`` link drops the cursor and the order, so it is
+not followed). After each page is stored, the cursor moves to the newest finish
+read less :data:`OVERLAP`, and the next page is asked from there: a restart, or
+a job updated while the pages are read, costs reading a few jobs again (the
+same records, counted once), never a job missed. The first poll reads
 ``sources.airbyte.backfill_seconds`` back.
 
 The access token comes from ``POST /v1/applications/token`` (the application's
-client id and secret) and is renewed a minute before it expires (Airbyte
-Cloud's live three minutes), or at once when a request gets 401. Each job
+client id and secret) and is renewed a minute before it expires (at most
+half its life before), or at once when a request gets 401. Each job
 names its connection by id; the name comes from ``GET /v1/connections/{id}``,
-looked up once an hour per connection.
+looked up once an hour per connection. With ``sources.airbyte.config_api_url``
+set, each finished job's streams, start and failure come from the configuration
+API (:data:`DETAILS_PATH`).
 
 A job also posted by Airbyte's webhook has the same id (``airbyte:<jobId>``):
 it is one job, counted once.
@@ -29,7 +31,8 @@ from .backoff import Backoff
 from .config import Config
 from .model import Job, ValidationError
 from .pollers import MAX_PAGES, PollFailed, SourcePoller, bad_answer
-from .sources import BAD_ANSWER, REFUSED, airbyte_api
+from .redact import redact
+from .sources import BAD_ANSWER, RATE_LIMITED, REFUSED, UNREACHABLE, airbyte_api
 from .sources.airbyte import PLATFORM
 from .store import Store
 from .store.records import AIRBYTE_POLL_ROLE
@@ -37,10 +40,15 @@ from .timeutil import Clock, format_rfc3339, parse_rfc3339, system_clock
 
 log = logging.getLogger(__name__)
 
+#: Where the configuration API tells a job's attempts: without their logs, which can be megabytes.
+DETAILS_PATH: Final = "/v1/jobs/get_without_logs"
 #: Jobs asked for per page: the API's largest.
 PAGE: Final = 100
 #: The cursor's key in the store.
 CURSOR: Final = "updated_at_start"
+#: Seconds the cursor stays behind the newest finish read: jobs whose update a slower clock or a
+#: late commit dated earlier are read again (and counted once) rather than missed.
+OVERLAP: Final = 60.0
 #: Seconds before its expiry that a token is renewed, at most half its life.
 RENEW_MARGIN: Final = 60.0
 #: Seconds a connection's name is used before it is looked up again (a rename shows within this).
@@ -72,13 +80,17 @@ class AirbytePoller(SourcePoller):
         stored = self._store.source_polls.cursors(self.SOURCE).get(CURSOR)
         start = stored or format_rfc3339(self._clock() - self._backfill)
         newest = parse_rfc3339(start)
-        for number in range(MAX_PAGES):
+        offset = 0
+        read: set[Any] = set()  # job ids stored in this poll
+        for _ in range(MAX_PAGES):
+            if self.stopping():
+                return True
             params = {
                 "jobType": airbyte_api.JOB_TYPE,
                 "updatedAtStart": start,
                 "orderBy": "updatedAt|ASC",
                 "limit": str(PAGE),
-                "offset": str(number * PAGE),
+                "offset": str(offset),
             }
             url = f"{self._base}/jobs"
             try:
@@ -87,56 +99,58 @@ class AirbytePoller(SourcePoller):
                 raise bad_answer(url, error) from None
             if not items:
                 return False
-            newest = max(newest, self._store_page(items))
-            # A second back: jobs of the newest second not read yet (a stop between pages) are read next time.
-            cursor = format_rfc3339(max(newest - 1.0, parse_rfc3339(start)))
+            fresh = [item for item in items if _job_key(item) not in read]
+            read.update(_job_key(item) for item in fresh)
+            newest = max(newest, self._store_page(fresh))
+            cursor = format_rfc3339(max(newest - OVERLAP, parse_rfc3339(start)))
             self._store.source_polls.save_cursors(self.SOURCE, {CURSOR: cursor}, self._clock())
+            # From the new cursor again, rather than the next offset: a job updated while the pages are read
+            # moves to the end of the list, which shifts those after it back into a page already read. Jobs
+            # read again are skipped; when the cursor did not move (a page within OVERLAP), the next offset.
+            start, offset = (cursor, 0) if cursor != start else (start, offset + PAGE)
         return True
 
     def _store_page(self, items: list[Any]) -> float:
         """Store the page's jobs (a job the API describes wrongly is counted as rejected, the others kept);
-        the newest ``lastUpdatedAt`` among them (0: none ended)."""
+        the newest finish among those stored (0: none ended)."""
         latest = self._clock()
         jobs: list[Job] = []
         refused: list[str] = []
-        newest = 0.0
         for item in items:
             try:
-                updated = airbyte_api.updated_at(item)
-                if updated is not None:
-                    newest = max(newest, parse_rfc3339(updated))
                 name = self._connection_name(item.get("connectionId") if isinstance(item, dict) else None)
                 jobs.append(self._job(item, name, latest))
-            except (ValidationError, ValueError) as error:
-                field = error.field if isinstance(error, ValidationError) else "lastUpdatedAt"
-                refused.append(field)
-                log.warning("airbyte poller: a job is not as documented and was skipped: %s", error)
-        self._store.ingest.jobs(jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused)
-        return newest
+            except (ValidationError, ValueError, TypeError) as error:
+                refused.append(error.field if isinstance(error, ValidationError) else "data[]")
+                log.warning("airbyte poller: a job is not as documented and was skipped: %s", redact(str(error)))
+        self._store.ingest.jobs(jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused, token=None)
+        # Only stored jobs move the cursor, and validation keeps their finish within the clock: a job
+        # dated in the future cannot carry the cursor past the jobs still to come.
+        return max((job.finished_at or 0.0 for job in jobs), default=0.0)
 
     def _job(self, item: Any, name: str, latest: float) -> Job:
         """The item's job, with its details from the configuration API when that is configured and the job ended.
 
-        Details Airbyte has not (404) or that do not pass validation are left out:
-        the job as the public API describes it is still stored.
+        Details Airbyte does not give (404, a refusal, an answer not as documented
+        or a server error on that one job) are left out: the job as the public API
+        describes it is stored, so one job can never hold the poller back. Only
+        an API that does not answer at all, or asks to wait, fails the poll.
         """
         job = airbyte_api.job_of(item, name, latest=latest)
         if not self._config_api or not job.finished:
             return job
-        url = f"{self._config_api}/v1/jobs/get"
+        url = f"{self._config_api}{DETAILS_PATH}"
         body = json.dumps({"id": airbyte_api.job_id_of(item)}).encode()
         try:
             info = self._authorized(url, None, method="POST", body=body)
-        except PollFailed as failed:
-            if failed.outcome != REFUSED:
-                raise
-            log.warning("airbyte poller: no details of job %s: %s", job.job_id, failed)
-            return job
-        try:
             return airbyte_api.job_of(item, name, latest=latest, details=airbyte_api.details_of(info, job.status))
+        except PollFailed as failed:
+            if failed.outcome in (UNREACHABLE, RATE_LIMITED):
+                raise
+            log.warning("airbyte poller: no details of job %s: %s", job.job_id, redact(str(failed)))
         except ValidationError as error:
-            log.warning("airbyte poller: the details of job %s were left out: %s", job.job_id, error)
-            return job
+            log.warning("airbyte poller: the details of job %s were left out: %s", job.job_id, redact(str(error)))
+        return job
 
     def _connection_name(self, connection_id: Any) -> str:
         """The connection's name (its id when Airbyte does not say it)."""
@@ -152,9 +166,9 @@ class AirbytePoller(SourcePoller):
         except ValidationError:
             name = known[0] if known is not None else connection_id
         except PollFailed as failed:
-            if failed.outcome != REFUSED:  # the API is down or busy: the whole poll waits
+            if failed.status != 404:  # not answering, busy or refusing: the poll waits, no name is guessed
                 raise
-            name = known[0] if known is not None else connection_id  # deleted since (404): its id stands for it
+            name = known[0] if known is not None else connection_id  # deleted since: its id stands for it
         self._names[connection_id] = (name, now)
         return name
 
@@ -198,3 +212,9 @@ class AirbytePoller(SourcePoller):
         life = float(life) if isinstance(life, int | float) and not isinstance(life, bool) and life > 0 else 180.0
         self._token = (token, now + life - min(RENEW_MARGIN, life / 2))
         return token
+
+
+def _job_key(item: Any) -> Any:
+    """What tells a listed job from another within one poll: its id (the item itself when it has none)."""
+    job_id = item.get("jobId") if isinstance(item, dict) else None
+    return job_id if isinstance(job_id, int) else repr(item)[:200]

@@ -132,6 +132,14 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _poll_interval(value: Any) -> float:
+    """Seconds between polls of a vendor's API: at least 10, so that no configuration hammers it."""
+    seconds = _seconds(value)
+    if seconds < 10:
+        raise ValueError(f"must be at least 10 seconds (got {quoted(value)})")
+    return seconds
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str) or value.lower() not in choices:
@@ -720,7 +728,7 @@ OPTIONS: Final = (
     ),
     Option(
         "sources.airbyte.poll_interval_seconds",
-        _seconds,
+        _poll_interval,
         60.0,
         "Seconds between polls of Airbyte's jobs; accepts units: `1m`.",
     ),
@@ -754,7 +762,7 @@ OPTIONS: Final = (
     ),
     Option(
         "sources.fivetran.poll_interval_seconds",
-        _seconds,
+        _poll_interval,
         300.0,
         "Seconds between polls of Fivetran's connections; accepts units: `5m`.",
     ),
@@ -1214,11 +1222,30 @@ def load_config(
         if bool(values[given]) != bool(values[needed]):
             missing = needed if values[given] else given
             raise ConfigError(missing, f"is required with {given if missing == needed else needed}")
+    _check_poller_urls(values)
     return Config(
         **{key.replace(".", "_"): value for key, value in values.items()}, connections=connections, webhooks=webhooks
     )
 
 
+def _check_poller_urls(values: Mapping[str, Any]) -> None:
+    """A poller's URLs: its API's given, and none holding credentials (requests would send those instead
+    of the poller's own, and every poll would be refused)."""
+    for credential, required, optional in _POLLER_URLS:
+        if not values[credential]:
+            continue
+        if not values[required]:
+            raise ConfigError(required, f"is required with {credential}")
+        for key in (required, *optional):
+            if "@" in urllib.parse.urlsplit(values[key]).netloc:
+                raise ConfigError(key, f"must not hold credentials: give them as {credential} and its secret")
+
+
+#: Each poller's credential, the URL it needs and the URLs it may have.
+_POLLER_URLS: Final = (
+    ("sources.airbyte.client_id", "sources.airbyte.api_url", ("sources.airbyte.config_api_url",)),
+    ("sources.fivetran.api_key", "sources.fivetran.api_url", ()),
+)
 #: Options that make sense only together: a poller's credentials.
 _PAIRS: Final = (
     ("sources.airbyte.client_id", "sources.airbyte.client_secret"),

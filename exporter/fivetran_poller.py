@@ -29,7 +29,8 @@ from .backoff import Backoff
 from .config import Config
 from .model import Job, ValidationError
 from .pollers import MAX_PAGES, PollFailed, SourcePoller, bad_answer
-from .sources import REFUSED, ConnectionState, fivetran_api
+from .redact import redact
+from .sources import BAD_ANSWER, REFUSED, ConnectionState, fivetran_api
 from .sources.fivetran import PLATFORM
 from .store import Store
 from .store.records import FIVETRAN_POLL_ROLE
@@ -66,7 +67,10 @@ class FivetranPoller(SourcePoller):
     def poll(self) -> bool:
         seen = {key: _seen(value) for key, value in self._store.source_polls.cursors(self.SOURCE).items()}
         cursor: str | None = None
+        cursors: set[str] = set()
         for _ in range(MAX_PAGES):
+            if self.stopping():
+                return False
             params = {"limit": str(PAGE)} | ({"cursor": cursor} if cursor else {})
             status, answer = self.get_json(self._url, params=params, headers=self._headers)
             if status == 401:
@@ -78,7 +82,12 @@ class FivetranPoller(SourcePoller):
             self._store_page(items, seen)
             if cursor is None:
                 return False
-        return True
+            if cursor in cursors:
+                raise PollFailed(BAD_ANSWER, f"{self._url} gave the next_cursor {cursor[:40]!r} twice")
+            cursors.add(cursor)
+        # A listing is read from its start at each poll: the connections past the bound are read by none.
+        log.warning("fivetran poller: more than %d connections; those past them are not read", MAX_PAGES * PAGE)
+        return False
 
     def _store_page(self, items: list[Any], seen: dict[str, fivetran_api.Seen]) -> None:
         """Store the page's new jobs, then what each connection's jobs now cover; a connection the API
@@ -96,15 +105,17 @@ class FivetranPoller(SourcePoller):
                 if self._makes_jobs:
                     jobs += fivetran_api.jobs_of(item, before, latest=latest)
                 after = fivetran_api.seen_now(item, before)
-            except ValidationError as error:
-                refused.append(error.field)
-                log.warning("fivetran poller: a connection is not as documented and was skipped: %s", error)
+            except (ValidationError, ValueError, TypeError) as error:
+                refused.append(error.field if isinstance(error, ValidationError) else "data.items[]")
+                log.warning("fivetran poller: a connection not as documented was skipped: %s", redact(str(error)))
                 continue
             states.append(state)
             if after != before:
                 now_seen[ident] = after
         if jobs or refused:
-            self._store.ingest.jobs(jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused)
+            self._store.ingest.jobs(
+                jobs, endpoint=self.SOURCE, rejected=len(refused), rejected_fields=refused, token=None
+            )
         self._store.source_polls.save_states(states, latest)
         values = {ident: json.dumps([s.succeeded_at, s.failed_at]) for ident, s in now_seen.items()}
         self._store.source_polls.save_cursors(self.SOURCE, values, self._clock())

@@ -128,7 +128,9 @@ class RequestOptions(TypedDict, total=False):
     endpoint: Required[str]
     rejected: NotRequired[int]  # records validation refused: counted with the others
     rejected_fields: NotRequired[Sequence[str]]  # the field each refused record's error names
-    token: NotRequired[str]  # who sent them: the connections they make known count against it
+    # Who sent them: the connections they make known count against it. None: a source the operator
+    # configured (a poller), which new_connections_per_hour does not limit.
+    token: NotRequired[str | None]
     notice: NotRequired[tuple[str, str]]  # a source's delivery they came in, (source, kind): counted with them
 
 
@@ -140,7 +142,7 @@ class JobsRequest:
     endpoint: str
     rejected: int = 0
     rejected_fields: Sequence[str] = ()
-    token: str = ""  # a digest of the ingest token ("" on an exporter without tokens)
+    token: str | None = ""  # a digest of the ingest token ("" on an exporter without tokens); None: a poller
     notice: tuple[str, str] | None = None  # the source's delivery they came in: (source, kind)
 
 

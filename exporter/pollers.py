@@ -50,10 +50,13 @@ MAX_PAGES: Final = 200
 class PollFailed(Exception):
     """A poll that did not get what it asked for: its outcome, why, and the wait the server asked for."""
 
-    def __init__(self, outcome: str, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, outcome: str, reason: str, retry_after: float | None = None, *, status: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.outcome = outcome
         self.retry_after = retry_after
+        self.status = status  # the HTTP status of the answer, when there was one
 
 
 class SourcePoller(SingletonWorker):
@@ -91,12 +94,19 @@ class SourcePoller(SingletonWorker):
         except StoreError as error:
             outcome = STORE_ERROR
             log.error("%s poller: store error: %s", self.SOURCE, error)
+        except Exception as error:  # an answer shaped as no one foresaw: counted, so that the alert sees it
+            outcome = BAD_ANSWER
+            log.exception("%s poller: the poll failed: %s", self.SOURCE, redact(str(error)))
         self._retry_after = retry_after
         try:
             self._store.source_polls.polled(self.SOURCE, outcome, self._clock())
         except StoreError as error:
             log.error("%s poller: the poll could not be counted: %s", self.SOURCE, error)
         return outcome
+
+    def stopping(self) -> bool:
+        """Whether the poll should end here (between pages): the process stops, or another took the role."""
+        return self._stop.is_set() or not self._lock.acquire()
 
     def step(self) -> float:
         if self.poll_once() == OK:
@@ -142,9 +152,9 @@ class SourcePoller(SingletonWorker):
         if status == 429 or status >= 500:
             wait = retry_after_seconds(answer.headers.get("Retry-After"), self._clock())
             outcome = RATE_LIMITED if status == 429 else SERVER_ERROR
-            raise PollFailed(outcome, f"HTTP {status} from {url}: {answer.text()[:300]}", wait)
+            raise PollFailed(outcome, f"HTTP {status} from {url}: {answer.text()[:300]}", wait, status=status)
         if not 200 <= status < 300:
-            raise PollFailed(REFUSED, f"HTTP {status} from {url}: {answer.text()[:300]}")
+            raise PollFailed(REFUSED, f"HTTP {status} from {url}: {answer.text()[:300]}", status=status)
         if answer.truncated:
             raise PollFailed(BAD_ANSWER, f"the answer of {url} is larger than {MAX_ANSWER} bytes")
         try:

@@ -7,6 +7,7 @@ workers run in several regions.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -116,15 +117,17 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     30.0
     >>> retry_after_seconds("Mon, 06 Apr 2026 08:00:10 GMT", 1775462400.0)
     10.0
-    >>> retry_after_seconds("soon", 0.0) is None
-    True
+    >>> retry_after_seconds("soon", 0.0) is None, retry_after_seconds("nan", 0.0) is None
+    (True, True)
     """
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None  # "nan" or "inf" is no wait
     try:
         return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
     except (TypeError, ValueError):

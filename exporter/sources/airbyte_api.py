@@ -98,7 +98,8 @@ def job_of(item: Any, connection_name: str, *, latest: float, details: Mapping[s
     if not isinstance(item, dict):
         raise ValidationError("data[]", "must be an object")
     job_id = job_id_of(item)
-    status = STATUSES.get(item.get("status"))  # type: ignore[arg-type]
+    given_status = item.get("status")
+    status = STATUSES.get(given_status) if isinstance(given_status, str) else None
     if status is None:
         raise ValidationError("status", f"must be one of {', '.join(STATUSES)}")
     given: dict[str, Any] = {
@@ -168,8 +169,9 @@ def details_of(info: Any, status: str) -> dict[str, Any]:
     )
     if not isinstance(last, dict):
         return out
-    failures = last.get("failureSummary", {}).get("failures") if isinstance(last.get("failureSummary"), dict) else None
-    failures = [f for f in failures or [] if isinstance(f, dict)]
+    summary_of = last.get("failureSummary")
+    listed = summary_of.get("failures") if isinstance(summary_of, dict) else None
+    failures = [f for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
     failed_streams = {_stream_name(f.get("streamDescriptor")) for f in failures} - {None}
     if failures and status != SUCCEEDED:
         first = failures[0]
@@ -177,7 +179,8 @@ def details_of(info: Any, status: str) -> dict[str, Any]:
         if isinstance(message, str) and message:
             out["error_summary"] = summary(message, first.get("failureType"), first.get("failureOrigin"))
     streams = []
-    for entry in last.get("streamStats") or []:
+    stream_stats = last.get("streamStats")
+    for entry in stream_stats if isinstance(stream_stats, list) else []:
         if not isinstance(entry, dict):
             continue
         name = _stream_name({"name": entry.get("streamName"), "namespace": entry.get("streamNamespace")})

@@ -151,7 +151,7 @@ def state_of(item: Any) -> ConnectionState:
 def _minutes(item: Mapping[str, Any]) -> float | None:
     """``sync_frequency`` in seconds: minutes as a number, or as the text its document's enum gives."""
     value = item.get("sync_frequency")
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 525_600:
         return None
@@ -164,7 +164,7 @@ def _failure(item: Mapping[str, Any]) -> str:
     tasks = status.get("tasks") if isinstance(status, dict) else None
     said = [
         ": ".join(str(task[key]) for key in ("code", "message") if isinstance(task.get(key), str) and task[key])
-        for task in tasks or []
+        for task in (tasks if isinstance(tasks, list) else [])
         if isinstance(task, dict)
     ]
     said = [text for text in said if text]

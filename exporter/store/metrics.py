@@ -89,11 +89,15 @@ class MetricsReads:
             notices = {(c, k): int(n) for c, k, n in tx.execute("SELECT source, kind, count FROM source_notices")}
             polls = {(s, o): int(n) for s, o, n in tx.execute("SELECT source, outcome, count FROM source_polls")}
             last_polls = {s: t for s, t in tx.execute("SELECT source, last_success FROM source_poll_health")}
+            if only is None:
+                state_rows = tx.execute(_STATES).fetchall()
+            else:  # the connections re-rendered only
+                state_rows = []
+                for chunk in chunks(list(only)):
+                    state_rows += tx.execute(_STATES + f" WHERE connection IN ({marks(len(chunk))})", chunk).fetchall()
             states = {
                 name: ConnectionState(name, json.loads(parts), None if paused is None else bool(paused), schedule)
-                for name, parts, paused, schedule in tx.execute(
-                    "SELECT connection, states, paused, schedule_seconds FROM connection_states"
-                )
+                for name, parts, paused, schedule in state_rows
             }
             purged = read_meta(tx, "purged_jobs")
             oldest = tx.execute("SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL").fetchone()[0]
@@ -135,6 +139,7 @@ class MetricsReads:
 
 
 _LOG_COUNTS = "SELECT connection, family, key, count FROM log_counts"
+_STATES = "SELECT connection, states, paused, schedule_seconds FROM connection_states"
 #: Jobs pending or running per connection, and whether it has series of its own (NULL: forgotten since).
 _ACTIVE = (
     "SELECT j.connection_name, j.status, count(*), min(j.active_since), c.admitted"

@@ -121,10 +121,10 @@ SECRETS = {
     "CALABI_OTLP_LOGS_ENDPOINT": "https://user:otlp-secret-0123@loki.example.com/otlp/v1/logs?api_key=key-secret-0123",
     "CALABI_S3_EXPORT__ENDPOINT_URL": "https://minio:s3-secret-0123@minio.example.com:9000",
     "CALABI_SOURCES__FIVETRAN__WEBHOOK_SECRET": "fivetran-secret-0123456789",
-    "CALABI_SOURCES__AIRBYTE__API_URL": "https://proxy:airbyte-url-secret-0123@airbyte.example.com/api/public/v1",
+    "CALABI_SOURCES__AIRBYTE__API_URL": "https://airbyte.example.com/api/public/v1?api_key=airbyte-url-secret-0123",
     "CALABI_SOURCES__AIRBYTE__CLIENT_SECRET": "airbyte-secret-0123456789",
     "CALABI_SOURCES__AIRBYTE__CONFIG_API_URL": "https://airbyte.example.com/api?api_key=config-api-secret-0123",
-    "CALABI_SOURCES__FIVETRAN__API_URL": "https://proxy:fivetran-url-secret-0123@fivetran.example.com",
+    "CALABI_SOURCES__FIVETRAN__API_URL": "https://fivetran.example.com/?token=fivetran-url-secret-0123",
     "CALABI_SOURCES__FIVETRAN__API_KEY": "fivetran-key-secret-0123",
     "CALABI_SOURCES__FIVETRAN__API_SECRET": "fivetran-api-secret-0123",
 }
@@ -167,7 +167,7 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
     assert shown["s3_export"]["endpoint_url"] == "https://minio:[REDACTED]@minio.example.com:9000"
     assert shown["sources"] == {
         "airbyte": {
-            "api_url": "https://proxy:[REDACTED]@airbyte.example.com/api/public/v1",
+            "api_url": "https://airbyte.example.com/api/public/v1?api_key=[REDACTED]",
             "client_id": "airbyte-application",
             "client_secret": MASK,
             "config_api_url": "https://airbyte.example.com/api?api_key=[REDACTED]",
@@ -175,7 +175,7 @@ def test_check_config_masks_every_secret_whatever_its_source(tmp_path: Path) -> 
             "backfill_seconds": 86400.0,
         },
         "fivetran": {
-            "api_url": "https://proxy:[REDACTED]@fivetran.example.com",
+            "api_url": "https://fivetran.example.com/?token=[REDACTED]",
             "api_key": MASK,
             "api_secret": MASK,
             "poll_interval_seconds": 300.0,

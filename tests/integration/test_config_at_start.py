@@ -111,6 +111,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
             "sources.airbyte.poll_interval_seconds: must be a number of seconds > 0",
             id="an Airbyte poll interval of zero",
         ),
+        pytest.param(
+            "",
+            {"CALABI_SOURCES__FIVETRAN__POLL_INTERVAL_SECONDS": "5"},
+            "sources.fivetran.poll_interval_seconds: must be at least 10 seconds",
+            id="a Fivetran poll interval that would hammer its API",
+        ),
+        pytest.param(
+            "sources:\n  fivetran: {api_key: key, api_secret: s3cret-of-fivetran, api_url: ''}\n",
+            {},
+            "sources.fivetran.api_url: is required with sources.fivetran.api_key",
+            id="a Fivetran poller without its API",
+        ),
+        pytest.param(
+            "sources:\n  airbyte: {client_id: app, client_secret: x, api_url: 'https://u:s3cret@airbyte.example.com/v1'}\n",
+            {},
+            "sources.airbyte.api_url: must not hold credentials: give them as sources.airbyte.client_id",
+            id="an Airbyte API URL holding credentials",
+        ),
     ],
 )
 def test_serve_with_bad_config_exits_2_with_one_line_naming_the_key(

@@ -33,7 +33,7 @@ from calabi_exporter.model import CANCELLED, FAILED, RUNNING, SUCCEEDED, Job
 from calabi_exporter.sources import ConnectionState, airbyte
 from calabi_exporter.sources.airbyte_api import with_seconds
 from calabi_exporter.store import Store
-from calabi_exporter.store.records import JobFilter
+from calabi_exporter.store.records import JobFilter, SeriesLimits
 from calabi_exporter.timeutil import format_rfc3339, parse_rfc3339
 
 from tests.support.clock import T0, FakeClock
@@ -103,7 +103,7 @@ class AirbyteWorkspace:
         self.valid: set[str] = set()
         api.routes[("POST", "/applications/token")] = self.token
         api.routes[("GET", "/jobs")] = self.list_jobs
-        api.routes[("POST", "/v1/jobs/get")] = self.job_info
+        api.routes[("POST", "/v1/jobs/get_without_logs")] = self.job_info
         self.infos: dict[int, Any] = {}  # job id -> the configuration API's JobInfoRead
 
     def token(self, asked: Asked) -> Answer:
@@ -168,12 +168,15 @@ class AirbyteWorkspace:
         if not self.authorized(asked):
             return Answer(401, {"message": "Unauthorized"})
         start = asked.query.get("updatedAtStart")
-        jobs = sorted(self.jobs, key=lambda job: job.get("lastUpdatedAt") or job["startTime"])
+
+        def updated(job: dict[str, Any]) -> float:
+            return parse_rfc3339(with_seconds(job.get("lastUpdatedAt") or job["startTime"]))
+
+        jobs = sorted(self.jobs, key=updated)
         if start is not None:
-            floor = parse_rfc3339(start)
-            jobs = [j for j in jobs if parse_rfc3339(with_seconds(j.get("lastUpdatedAt") or j["startTime"])) >= floor]
+            jobs = [job for job in jobs if updated(job) >= parse_rfc3339(start)]
         offset, limit = int(asked.query.get("offset", "0")), int(asked.query.get("limit", "20"))
-        page = jobs[offset : offset + limit]
+        page = [dict(job) for job in jobs[offset : offset + limit]]  # as they are now, not as they will be
         # As Airbyte's PaginationMapper: next is set whenever the page is not empty, "" otherwise.
         following = f"https://api.airbyte.com/v1/jobs?limit={limit}&offset={offset + limit}" if page else ""
         return Answer(200, {"data": page, "next": following, "previous": ""})
@@ -221,6 +224,20 @@ def jobs_counted(store: Store) -> int:
     return sum(sum(c.jobs.values()) for c in store.metrics.snapshot().connections)
 
 
+#: The pages of jobs 1-250 (a second apart, the last T0 - 3350), 252 running and 251 failed at T0 - 60:
+#: each asked from the newest finish read less a minute; the jobs read again are skipped, and when the
+#: cursor stays, the next offset (an empty page) ends the poll.
+PAGES_OF_252 = [
+    (format_rfc3339(T0 - 86400), "0"),
+    (format_rfc3339(T0 - 3560), "0"),
+    (format_rfc3339(T0 - 3521), "0"),
+    (format_rfc3339(T0 - 3482), "0"),
+    (format_rfc3339(T0 - 3443), "0"),
+    (format_rfc3339(T0 - 120), "0"),
+    (format_rfc3339(T0 - 120), "100"),
+]
+
+
 def test_the_airbyte_poller_reads_every_page_and_each_job_becomes_the_job_it_describes(
     workspace: AirbyteWorkspace, airbyte_config: Config, store: Store, clock: FakeClock
 ) -> None:
@@ -247,18 +264,15 @@ def test_the_airbyte_poller_reads_every_page_and_each_job_becomes_the_job_it_des
     assert jobs["airbyte:251"].status == FAILED
     assert (jobs["airbyte:252"].status, jobs["airbyte:252"].finished_at) == (RUNNING, None)
     pages = workspace.api.requests_to("GET", "/jobs")
-    assert [(p.query["offset"], p.query["limit"]) for p in pages] == [
-        ("0", "100"),
-        ("100", "100"),
-        ("200", "100"),
-        ("300", "100"),
-    ]
-    assert {(p.query["jobType"], p.query["orderBy"], p.query["updatedAtStart"]) for p in pages} == {
-        ("sync", "updatedAt|ASC", format_rfc3339(T0 - 86400))
+    # Each page from the cursor the one before left: the newest finish read, less a minute.
+    assert [(p.query["updatedAtStart"], p.query["offset"]) for p in pages] == PAGES_OF_252
+    assert {(p.query["jobType"], p.query["orderBy"], p.query["limit"]) for p in pages} == {
+        ("sync", "updatedAt|ASC", "100")
     }
+    assert store.metrics.snapshot().ingest_counts[("airbyte", "accepted")] == 252
     assert len(workspace.api.requests_to("POST", "/applications/token")) == 1
     assert len(workspace.api.requests_to("GET", f"/connections/{stripe}")) == 1
-    assert store.source_polls.cursors("airbyte") == {"updated_at_start": format_rfc3339(T0 - 61)}
+    assert store.source_polls.cursors("airbyte") == {"updated_at_start": format_rfc3339(T0 - 120)}
     assert polls(store)[("airbyte", "ok")] == 1
     assert store.metrics.snapshot().last_polls == {"airbyte": T0}
 
@@ -271,13 +285,14 @@ def test_the_next_airbyte_poll_starts_at_the_cursor_and_counts_no_job_twice(
     workspace.add(2, orders, status="running", ended=T0 - 60)
     poller = airbyte_poller(store, airbyte_config, clock)
     assert poller.poll_once() == "ok"
+    first_poll = len(workspace.api.requests_to("GET", "/jobs"))
     workspace.jobs[1] |= {"status": "failed", "lastUpdatedAt": airbyte_time(T0 + 30), "duration": "PT2M"}
     clock.advance(60)
 
     assert poller.poll_once() == "ok"
 
-    second = workspace.api.requests_to("GET", "/jobs")[-2]
-    assert second.query["updatedAtStart"] == format_rfc3339(T0 - 121)
+    second = workspace.api.requests_to("GET", "/jobs")[first_poll]
+    assert second.query["updatedAtStart"] == format_rfc3339(T0 - 180)
     assert stored_jobs(store)["airbyte:2"].status == FAILED
     assert jobs_counted(store) == 2
 
@@ -362,7 +377,8 @@ def test_a_restart_in_the_middle_of_the_pages_loses_no_airbyte_job_and_counts_no
     with pytest.raises(SystemExit):
         first.poll_once()
     monkeypatch.undo()
-    assert len(stored_jobs(store)) == 160
+    first.stop()  # the process is gone: its role is free
+    assert len(stored_jobs(store)) == 139  # the first page, and the second's jobs not read before
     store.close()
 
     restarted = make_store(airbyte_config.data_path, clock=clock)
@@ -515,6 +531,7 @@ def test_a_fivetran_poll_that_fails_in_the_middle_keeps_what_it_read_and_the_nex
     )
     assert poller.poll_once() == "server_error"
     assert jobs_counted(store) == 100
+    poller.stop()  # restarted: the role is free for the new process
     store.close()
 
     account.api.routes[("GET", "/v1/connections")] = account.list_connections
@@ -655,5 +672,59 @@ def test_with_the_configuration_api_a_finished_job_gets_its_streams_start_and_fa
         None,
         (),
     )
-    asked = [json.loads(a.body)["id"] for a in workspace.api.requests_to("POST", "/v1/jobs/get")]
+    asked = [json.loads(a.body)["id"] for a in workspace.api.requests_to("POST", "/v1/jobs/get_without_logs")]
     assert sorted(asked) == [11, 12, 135]
+
+
+def test_the_new_connections_limit_of_ingest_tokens_does_not_hold_back_a_poller_s_connections(
+    account: FivetranAccount, fivetran_config: Config, make_store: Callable[..., Store], clock: FakeClock
+) -> None:
+    """The operator configured the poller: its connections are not a sender's to limit, and one refused
+    would be marked as seen and never come again."""
+    for n in range(8):
+        account.add(f"conn_{n}", f"sheets_{n}", succeeded_at=T0 - 600 + n)
+    store = make_store(fivetran_config.data_path, clock=clock, limits=SeriesLimits(new_connections_per_hour=5))
+
+    assert fivetran_poller(store, fivetran_config, clock).poll_once() == "ok"
+
+    assert jobs_counted(store) == 8
+
+
+def test_a_job_updated_while_the_pages_are_read_costs_no_other_job(
+    workspace: AirbyteWorkspace, airbyte_config: Config, store: Store, clock: FakeClock
+) -> None:
+    """It moves to the end of the list and shifts those after it back into a page already read."""
+    orders = workspace.connection("Orders")
+    for job_id in range(1, 151):
+        workspace.add(job_id, orders, ended=T0 - 86000 + 120 * job_id)  # two minutes apart
+    list_jobs = workspace.list_jobs
+
+    def update_job_5_after_the_first_page(asked: Asked) -> Answer:
+        answer = list_jobs(asked)
+        if len(workspace.api.requests_to("GET", "/jobs")) == 1:
+            workspace.jobs[4] |= {"status": "failed", "lastUpdatedAt": airbyte_time(T0 - 10)}
+        return answer
+
+    workspace.api.routes[("GET", "/jobs")] = update_job_5_after_the_first_page
+
+    assert airbyte_poller(store, airbyte_config, clock).poll_once() == "ok"
+
+    assert len(stored_jobs(store)) == 150
+    assert stored(store, "airbyte:5").status == SUCCEEDED  # read as it was: a finished job's status is final
+
+
+def test_a_job_dated_in_the_future_is_refused_and_does_not_carry_the_cursor_past_the_others(
+    workspace: AirbyteWorkspace, airbyte_config: Config, store: Store, clock: FakeClock
+) -> None:
+    orders = workspace.connection("Orders")
+    workspace.add(1, orders, ended=T0 - 600)
+    workspace.add(2, orders, ended=T0 + 86400 * 365 * 70)
+    poller = airbyte_poller(store, airbyte_config, clock)
+
+    assert poller.poll_once() == "ok"
+    workspace.add(3, orders, ended=T0 + 30)
+    clock.advance(60)
+    assert poller.poll_once() == "ok"
+
+    assert stored_jobs(store).keys() == {"airbyte:1", "airbyte:3"}
+    assert store.metrics.snapshot().rejections == {("airbyte", "startTime"): 2}  # read twice, refused twice

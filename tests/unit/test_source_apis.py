@@ -95,6 +95,7 @@ def test_airbyte_s_durations_are_read_as_iso_8601_periods(period: str, seconds: 
     [
         (airbyte_job(jobId="9001"), "jobId"),
         (airbyte_job(status="exploded"), "status"),
+        (airbyte_job(status=["succeeded"]), "status"),
         (airbyte_job(duration="8 minutes"), "duration"),
         (airbyte_job(startTime="yesterday"), "startTime"),
         (airbyte_job(rowsSynced=-1), "rowsSynced"),
