@@ -464,6 +464,14 @@ def exporter() -> dashboard.Dashboard:
             )
         )
         .with_panel(
+            _timeseries("Source polls by outcome", "reqps").with_target(
+                _promql(
+                    "sum by (source, outcome) (rate(calabi_exporter_source_polls_total[$__rate_interval]))",
+                    "{{source}} {{outcome}}",
+                )
+            )
+        )
+        .with_panel(
             _timeseries("Scrape duration", "s").with_target(
                 _promql('scrape_duration_seconds{job="calabi-exporter"}', "{{instance}}")
             )

@@ -49,11 +49,12 @@ VARIABLE_VALUES = {"connection": sorted([SF, STRIPE]), "platform": ["calabi"]}
 def test_every_promql_query_runs_and_returns_data_for_all_and_for_one_connection(
     exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus], tmp_path: Path
 ) -> None:
-    # S3 export and a webhook configured (both unreachable), so that their panels have series too.
+    # S3 export, a webhook and the Airbyte poller configured (all unreachable), so that their panels have series.
     config = tmp_path / "calabi.yaml"
     config.write_text(
         "webhooks: [{name: ops, url: 'http://127.0.0.1:9/hook', secret: whsec-0123456789abcdef}]\n"
-        "s3_export: {bucket: archive, endpoint_url: 'http://127.0.0.1:9'}\n",
+        "s3_export: {bucket: archive, endpoint_url: 'http://127.0.0.1:9'}\n"
+        "sources: {airbyte: {api_url: 'http://127.0.0.1:9/v1', client_id: app, client_secret: secret-of-app}}\n",
         encoding="utf-8",
     )
     aws = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_EC2_METADATA_DISABLED": "true"}
