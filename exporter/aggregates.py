@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
-from operator import attrgetter
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from .model import FAILED, FINISHED_STATUSES, SUCCEEDED, Job
@@ -133,16 +132,6 @@ class ConnectionAgg:
     jobs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FINISHED_STATUSES, 0))
     durations: dict[str, Histogram] = field(default_factory=dict)
 
-    def copy(self) -> ConnectionAgg:
-        """A copy to change, the stored aggregate left as it was (its counts and histograms too)."""
-        twin = ConnectionAgg(*_connection_fields(self))  # copy.copy and replace() take 5 times as long
-        twin.jobs = dict(self.jobs)
-        twin.durations = {status: Histogram(list(h.counts), h.total) for status, h in self.durations.items()}
-        return twin
-
-
-_connection_fields: Final = attrgetter(*(f.name for f in fields(ConnectionAgg)))
-
 
 @dataclass(slots=True)
 class StreamAgg:
@@ -153,10 +142,6 @@ class StreamAgg:
     records_synced: int = 0
     last_status: str | None = None
     last_finished_at: float | None = None
-
-    def copy(self) -> StreamAgg:
-        """A copy to change, the stored aggregate left as it was."""
-        return StreamAgg(self.connection, self.stream, self.records_synced, self.last_status, self.last_finished_at)
 
 
 #: A counter total stops here (the largest integer the store holds): 1,024 jobs at the largest

@@ -175,10 +175,6 @@ def redact(text: str) -> str:
     return text
 
 
-def redact_optional(text: str | None) -> str | None:
-    return None if text is None else redact(text)
-
-
 def url_secrets(url: str) -> list[str]:
     """The secrets a configured URL holds, as they may appear elsewhere (a client's error quoting it).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -56,14 +57,14 @@ class Memory:
 
     def connection(self, name: str) -> ConnectionAgg | None:
         stored = self.connections.get(name)
-        return None if stored is None else stored.copy()
+        return None if stored is None else copy.deepcopy(stored)
 
     def overflow(self) -> ConnectionAgg | None:
-        return None if self.overflow_agg is None else self.overflow_agg.copy()
+        return None if self.overflow_agg is None else copy.deepcopy(self.overflow_agg)
 
     def stream(self, connection: str, stream: str) -> StreamAgg | None:
         stored = self.streams.get((connection, stream))
-        return None if stored is None else stored.copy()
+        return None if stored is None else copy.deepcopy(stored)
 
     def own_streams(self, connection: str) -> int:
         return sum(c == connection and s != OVERFLOW for c, s in self.streams)
