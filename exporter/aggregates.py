@@ -122,6 +122,14 @@ class ConnectionAgg:
     last_job_streams_failed: int | None = None
     last_job_error_summary: str | None = None
     last_job_url: str | None = None
+    # What the connection usually does, learned from its newest successful jobs, resets left out
+    # (:mod:`.detection`): the interval between successes and the records of one, each a median and
+    # a spread; and the records of the newest success, judged against the earlier ones.
+    interval_seconds: float | None = None
+    interval_spread_seconds: float | None = None
+    records_expected: float | None = None
+    records_spread: float | None = None
+    last_success_records: int | None = None
     # Within the series budget (limits.max_connections) when first seen: its own series. Otherwise
     # its jobs also count into the overflow aggregate, exposed as connection="__overflow__".
     admitted: bool = True

@@ -140,6 +140,29 @@ def _poll_interval(value: Any) -> float:
     return seconds
 
 
+def _expected_interval(value: Any) -> float:
+    """A connection's declared schedule: 0 to learn it from its jobs, else at least a minute."""
+    if not isinstance(value, bool) and value in (0, "0"):
+        return 0.0
+    seconds = _seconds(value)
+    if seconds < 60:
+        raise ValueError(f"must be 0 (learn it) or at least 60 seconds (got {quoted(value)})")
+    return seconds
+
+
+def _objective(value: Any) -> float:
+    """An SLO objective: a share of finished jobs that succeed, from 0.5 to 0.9999."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number from 0.5 to 0.9999")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a number from 0.5 to 0.9999, e.g. 0.99 (got {quoted(value)})") from None
+    if not 0.5 <= number <= 0.9999:  # NaN fails too
+        raise ValueError(f"must be a number from 0.5 to 0.9999, e.g. 0.99 (got {quoted(value)})")
+    return number
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if not isinstance(value, str) or value.lower() not in choices:
@@ -554,6 +577,23 @@ OPTIONS: Final = (
         "accepts units: `30m`.",
     ),
     Option(
+        "expected_interval_seconds",
+        _expected_interval,
+        0.0,
+        "The interval between a connection's successful syncs, declared (`calabi_sync_expected_interval_seconds`;"
+        " overdue after it plus half of it, at least an hour more: `calabi_sync_overdue_threshold_seconds`);"
+        " 0: the schedule the platform reports, else the one learned from the connection's newest successes."
+        " Meant per connection (`connections.<name>.expected_interval_seconds`); accepts units: `1h`, `1d`.",
+    ),
+    Option(
+        "slo_objective",
+        _objective,
+        0.99,
+        "Share of a connection's finished jobs (cancelled left out) that should succeed over 30 days "
+        "(`calabi_sync_slo_objective`): the error budget the `CalabiSyncErrorBudgetBurn` alerts spend, from 0.5 "
+        "to 0.9999.",
+    ),
+    Option(
         "otlp_logs_endpoint",
         optional_url,
         "",
@@ -818,6 +858,8 @@ class ConnectionSettings:
     freshness_threshold_seconds: float | None = None
     stuck_floor_seconds: float | None = None
     pending_threshold_seconds: float | None = None
+    expected_interval_seconds: float | None = None
+    slo_objective: float | None = None
     debug_logs: bool | None = None
     per_stream_metrics: bool | None = None
 
@@ -875,6 +917,8 @@ class Config:
     freshness_threshold_seconds: float = _default("freshness_threshold_seconds")
     stuck_floor_seconds: float = _default("stuck_floor_seconds")
     pending_threshold_seconds: float = _default("pending_threshold_seconds")
+    expected_interval_seconds: float = _default("expected_interval_seconds")
+    slo_objective: float = _default("slo_objective")
     otlp_logs_endpoint: str = _default("otlp_logs_endpoint")
     otlp_headers: tuple[tuple[str, str], ...] = _default("otlp_headers")
     otlp_timeout_seconds: float = _default("otlp_timeout_seconds")

@@ -18,9 +18,10 @@ import re
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Final, NotRequired, Protocol, Required, TypedDict
+from typing import Final, NamedTuple, NotRequired, Protocol, Required, TypedDict
 
 from .aggregates import ConnectionAgg, StreamAgg, apply_finished, apply_finished_streams, update_connection_metadata
+from .detection import LEARN_JOBS, learn_schedule, learn_volume
 from .documents import status_event, status_event_id
 from .joblogs import LogLine
 from .lifecycle import ACCEPTED, OUTCOMES, REJECTED, merge
@@ -31,6 +32,7 @@ from .model import (
     MAX_STREAMS,
     OVERFLOW,
     PENDING,
+    RESET,
     SUCCEEDED,
     Job,
     StreamResult,
@@ -78,6 +80,14 @@ class Route(Protocol):
     def wants(self, job: Job) -> bool: ...
 
 
+class Success(NamedTuple):
+    """A successful job, as the learning of a connection's usual schedule and volume reads it."""
+
+    job_id: str
+    finished_at: float
+    records_synced: int | None
+
+
 class State(Protocol):
     """What the planner reads of the store as it stood before the batch; none of it changes while planning."""
 
@@ -119,6 +129,10 @@ class State(Protocol):
 
     def lines(self, job_id: str) -> Sequence[tuple[str, str, str | None]]:
         """The job's stored log lines as (level, message, stream), in the order received."""
+        ...
+
+    def successes(self, connection: str, limit: int) -> Sequence[Success]:
+        """The connection's newest stored successful jobs that are not resets, at most ``limit``, any order."""
         ...
 
 
@@ -355,8 +369,11 @@ class _Planner:
         self.outbox: list[tuple[str, int | None]] = []
         self.exports: list[str] = []
         self.rate_limit: RateLimit | None = None
+        self.successes: dict[str, dict[str, Success]] = {}  # connection -> job id -> a success this plan made
 
     def plan(self, requests: tuple[Refusals, ...]) -> Plan:
+        for name, made in self.successes.items():
+            self.learn(self.connections[name], made)
         return Plan(
             now=self.now,
             requests=requests,
@@ -417,6 +434,10 @@ class _Planner:
             self.overflow_connection_jobs += 1
         if merged.finished:
             apply_finished(agg, existing, merged, failures_after=lambda moment: self.failures_after(name, moment))
+            if newly_finished and agg.admitted and merged.status == SUCCEEDED and merged.job_type != RESET:
+                assert merged.finished_at is not None
+                made = self.successes.setdefault(name, {})
+                made[merged.job_id] = Success(merged.job_id, merged.finished_at, merged.records_synced)
             if not agg.admitted:  # the same change to the added-up counters; its gauges are not shown
                 apply_finished(self.overflow_agg(), existing, merged, failures_after=lambda _moment: 0)
             series = name if agg.admitted else OVERFLOW
@@ -548,6 +569,23 @@ class _Planner:
             else:
                 out[name], folded = self.stream_agg(connection, OVERFLOW), True
         return out, folded
+
+    def learn(self, agg: ConnectionAgg, made: Mapping[str, Success]) -> None:
+        """Learn the connection's usual schedule and volume again, from its newest successes and this plan's.
+
+        Once per connection and plan, whatever the number of its jobs in the batch: one query.
+        """
+        known = {s.job_id: s for s in self.state.successes(agg.connection, LEARN_JOBS)}
+        known.update(made)
+        newest = sorted(known.values(), key=lambda s: (s.finished_at, s.job_id))[-LEARN_JOBS:]
+        schedule = learn_schedule([s.finished_at for s in newest])
+        agg.interval_seconds = None if schedule is None else schedule.median
+        agg.interval_spread_seconds = None if schedule is None else schedule.spread
+        # The newest success is judged against the ones before it, never against itself.
+        volume = learn_volume([s.records_synced for s in newest[:-1] if s.records_synced is not None])
+        agg.last_success_records = newest[-1].records_synced
+        agg.records_expected = None if volume is None else volume.median
+        agg.records_spread = None if volume is None else volume.spread
 
     def failures_after(self, connection: str, moment: float) -> int:
         """The connection's failed jobs finished after ``moment``: those stored, and those this plan failed."""

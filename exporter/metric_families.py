@@ -25,6 +25,7 @@ from typing import Final, Generic, Literal, TypeVar
 from . import __version__
 from .config import Config
 from .connection_parts import ConnectionPart
+from .detection import Usual, overdue_threshold, score
 from .joblogs import LEVEL_LABELS
 from .lifecycle import OUTCOMES
 from .logsignals import ERROR_KINDS
@@ -54,6 +55,8 @@ class Thresholds:
     freshness_threshold_seconds: float
     stuck_floor_seconds: float
     pending_threshold_seconds: float
+    expected_interval_seconds: float = 0.0  # 0: the platform's schedule, else the learned one
+    slo_objective: float = 0.99
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @classmethod
@@ -68,6 +71,8 @@ class Thresholds:
             freshness_threshold_seconds=config.freshness_threshold_seconds,
             stuck_floor_seconds=config.stuck_floor_seconds,
             pending_threshold_seconds=config.pending_threshold_seconds,
+            expected_interval_seconds=config.expected_interval_seconds,
+            slo_objective=config.slo_objective,
             overrides=overrides,
         )
 
@@ -90,6 +95,8 @@ THRESHOLD_KEYS: Final = (
     "freshness_threshold_seconds",
     "stuck_floor_seconds",
     "pending_threshold_seconds",
+    "expected_interval_seconds",
+    "slo_objective",
 )
 
 
@@ -271,6 +278,46 @@ def _threshold(key: str) -> Callable[[ConnectionPart, ScrapeSettings], Iterator[
     return samples
 
 
+def _schedule_in_use(part: ConnectionPart, settings: ScrapeSettings) -> Usual | None:
+    """The connection's expected interval and its spread: declared in the configuration, else the one the
+    platform reports, else the one learned from its successes (the only one with a spread)."""
+    declared = settings.thresholds.value(part.name, "expected_interval_seconds")
+    if declared:
+        return Usual(declared, 0.0)
+    if part.state is not None and part.state.schedule_seconds is not None:
+        return Usual(part.state.schedule_seconds, 0.0)
+    agg = part.agg
+    if agg is not None and agg.interval_seconds is not None and agg.interval_spread_seconds is not None:
+        return Usual(agg.interval_seconds, agg.interval_spread_seconds)
+    return None
+
+
+def _expected_interval(part: ConnectionPart, settings: ScrapeSettings) -> Iterator[Row]:
+    schedule = _schedule_in_use(part, settings) if _admitted(part) else None
+    if schedule is not None:
+        yield "", (part.name,), schedule.median
+
+
+def _overdue_threshold(part: ConnectionPart, settings: ScrapeSettings) -> Iterator[Row]:
+    schedule = _schedule_in_use(part, settings) if _admitted(part) else None
+    if schedule is not None:
+        yield "", (part.name,), overdue_threshold(schedule.median, schedule.spread)
+
+
+def _records_score(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
+    agg = part.agg
+    if not _admitted(part) or agg is None or agg.last_success_records is None:
+        return
+    if agg.records_expected is not None and agg.records_spread is not None:
+        yield "", (part.name,), score(agg.last_success_records, Usual(agg.records_expected, agg.records_spread))
+
+
+def _objective(part: ConnectionPart, settings: ScrapeSettings) -> Iterator[Row]:
+    # Only where there are jobs to judge: no series for the overflow or a forgotten connection's last runs.
+    if _admitted(part):
+        yield "", (part.name,), settings.thresholds.value(part.name, "slo_objective")
+
+
 def _rate_limit(part: ConnectionPart, _: ScrapeSettings) -> Iterator[Row]:
     if part.name != OVERFLOW:
         yield from _one(part.rate_limit, part.name)
@@ -433,6 +480,53 @@ CONNECTION_FAMILIES: Final[tuple[Family[ConnectionPart], ...]] = (
     ),
     _threshold_family(
         "pending_threshold_seconds", "Longest tolerated wait of a pending job for a worker slot (configuration)."
+    ),
+    Family(
+        "calabi_sync_slo_objective",
+        "gauge",
+        "Share of the connection's finished jobs (cancelled left out) that should succeed over 30 days "
+        "(configuration): the error budget of CalabiSyncErrorBudgetBurn.",
+        _C,
+        _objective,
+    ),
+    Family(
+        "calabi_sync_expected_interval_seconds",
+        "gauge",
+        "The connection's usual interval between successful syncs: declared in the configuration, else as the "
+        "platform reports it, else the median interval of its newest successes (at least six of them).",
+        _C,
+        _expected_interval,
+    ),
+    Family(
+        "calabi_sync_overdue_threshold_seconds",
+        "gauge",
+        "Time after the connection's latest success beyond which it is overdue: the expected interval plus half "
+        "of it, at least an hour, and three spreads of a learned one (CalabiSyncOverdue).",
+        _C,
+        _overdue_threshold,
+    ),
+    Family(
+        "calabi_sync_records_expected",
+        "gauge",
+        "Usual records of one successful job: the median of the connection's earlier successes, resets left out "
+        "(at least ten of them; none for a connection whose syncs usually move nothing).",
+        _C,
+        _gauge("records_expected"),
+    ),
+    Family(
+        "calabi_sync_last_success_records",
+        "gauge",
+        "Records synced by the connection's newest successful job that is not a reset.",
+        _C,
+        _gauge("last_success_records"),
+    ),
+    Family(
+        "calabi_sync_last_success_records_score",
+        "gauge",
+        "How far the newest success's records lie from the usual, in robust spreads (1.4826 median absolute "
+        "deviations, at least 1 % of the usual): below -5 with under a quarter of the usual is a volume drop.",
+        _C,
+        _records_score,
     ),
     Family(
         "calabi_sync_log_lines_total",

@@ -36,7 +36,9 @@ FinishedStatus = Literal["succeeded", "failed", "cancelled"]
 STATUSES: Final[tuple[str, ...]] = get_args(Status)
 ACTIVE_STATUSES: Final = (PENDING, RUNNING)
 FINISHED_STATUSES: Final[tuple[str, ...]] = get_args(FinishedStatus)
-JOB_TYPES: Final = ("sync", "reset")
+#: A job that clears the destination (and re-syncs from scratch): no measure of a usual sync.
+RESET: Final = "reset"
+JOB_TYPES: Final = ("sync", RESET)
 #: The platforms whose jobs come in (the product's own, and the sources of :mod:`.sources`).
 PLATFORMS: Final = ("calabi", "airbyte", "fivetran")
 #: A job that does not say which platform ran it came from the product itself.

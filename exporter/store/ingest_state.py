@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from ..aggregates import ConnectionAgg, StreamAgg
-from ..model import FAILED, OVERFLOW, Job
+from ..ingest_plan import Success
+from ..model import FAILED, OVERFLOW, RESET, SUCCEEDED, Job
 from .database import MAX_PARAMS, Tx, chunks, marks
 from .rows import (
     CONNECTION_SELECT,
@@ -175,3 +176,16 @@ class StoredState:
     def lines(self, job_id: str) -> Sequence[tuple[str, str, str | None]]:
         rows = self.tx.execute("SELECT level, message, stream FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,))
         return [(str(level), str(message), stream) for level, message, stream in rows]
+
+    def successes(self, connection: str, limit: int) -> Sequence[Success]:
+        # The connection's jobs newest first by the index of its listing (job_time: queued, else started,
+        # else finished), which orders a connection's successes as their finish times do but for jobs
+        # that overlap; the planner sorts what it gets by finish time.
+        rows = self.tx.execute(
+            "SELECT job_id, finished_at, records_synced FROM jobs WHERE connection_name = ?"
+            f" AND status = '{SUCCEEDED}' AND finished_at IS NOT NULL"
+            f" AND (job_type IS NULL OR job_type != '{RESET}')"
+            " ORDER BY job_time DESC, job_id DESC LIMIT ?",
+            (connection, limit),
+        )
+        return [Success(str(job_id), float(at), None if n is None else int(n)) for job_id, at, n in rows]

@@ -197,6 +197,8 @@ def test_a_connection_overrides_options_typed_as_their_parsers_return_or_none() 
         "freshness_threshold_seconds",
         "stuck_floor_seconds",
         "pending_threshold_seconds",
+        "expected_interval_seconds",
+        "slo_objective",
         "debug_logs",
         "per_stream_metrics",
     )
@@ -215,6 +217,8 @@ def test_the_defaults_are_the_options_defaults_wherever_they_are_read() -> None:
         "freshness_threshold_seconds": 259200.0,
         "stuck_floor_seconds": 3600.0,
         "pending_threshold_seconds": 1800.0,
+        "expected_interval_seconds": 0.0,
+        "slo_objective": 0.99,
     }
 
 

@@ -15,12 +15,13 @@ from calabi_exporter.ingest_plan import (
     NewConnectionRefused,
     Plan,
     RateLimit,
+    Success,
     plan_jobs,
     plan_logs,
     rejection_counts,
 )
 from calabi_exporter.joblogs import LogLine
-from calabi_exporter.model import FAILED, MAX_STREAMS, OVERFLOW, Job, StreamResult
+from calabi_exporter.model import FAILED, MAX_STREAMS, OVERFLOW, SUCCEEDED, Job, StreamResult
 from calabi_exporter.store.records import EventRoute, SeriesLimits
 
 SF = "Salesforce → Snowflake"
@@ -86,6 +87,17 @@ class Memory:
 
     def lines(self, job_id: str) -> Sequence[tuple[str, str, str | None]]:
         return self.log_lines.get(job_id, [])
+
+    def successes(self, connection: str, limit: int) -> Sequence[Success]:
+        found = [
+            Success(job.job_id, job.finished_at, job.records_synced)
+            for job in self.jobs.values()
+            if job.connection_name == connection
+            and job.status == SUCCEEDED
+            and job.job_type != "reset"
+            and job.finished_at is not None
+        ]
+        return sorted(found, key=lambda s: s.finished_at)[-limit:]
 
     def apply(self, plan: Plan) -> Plan:
         for write in plan.jobs:
