@@ -91,6 +91,15 @@ def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> N
             "connections:\n  A:\n    failure_threshold: -1\n", {}, "connections.A.failure_threshold", id="bad override"
         ),
         pytest.param("connections:\n  A:\n    colour: red\n", {}, "connections.A.colour", id="unknown override"),
+        pytest.param(
+            "connections:\n  A:\n    expected_interval_seconds: 30s\n",
+            {},
+            "connections.A.expected_interval_seconds",
+            id="a schedule under a minute",
+        ),
+        pytest.param("slo_objective: 1\n", {}, "slo_objective", id="an objective no job count can meet"),
+        pytest.param("", {"CALABI_SLO_OBJECTIVE": "nan"}, "slo_objective", id="an objective that is no number"),
+        pytest.param("slo_objective: true\n", {}, "slo_objective", id="an objective that is a flag"),
         pytest.param("workers: [1\n", {}, "config", id="not YAML"),
         pytest.param("- a\n- b\n", {}, "config", id="not a mapping"),
         pytest.param("", {"CALABI_WORKERS": "many"}, "workers", id="bad environment value"),
@@ -219,6 +228,20 @@ def test_the_defaults_are_the_options_defaults_wherever_they_are_read() -> None:
         "pending_threshold_seconds": 1800.0,
         "expected_interval_seconds": 0.0,
         "slo_objective": 0.99,
+    }
+
+
+def test_a_schedule_is_declared_in_units_or_left_to_learning_with_zero(tmp_path: Path) -> None:
+    config = load_file(
+        tmp_path,
+        "slo_objective: '0.995'\nconnections:\n  daily: {expected_interval_seconds: 1d, slo_objective: 0.9}\n"
+        "  learned: {expected_interval_seconds: 0}\n",
+    )
+
+    assert config.slo_objective == 0.995
+    assert config.connections == {
+        "daily": ConnectionSettings(expected_interval_seconds=86400.0, slo_objective=0.9),
+        "learned": ConnectionSettings(expected_interval_seconds=0.0),
     }
 
 
