@@ -2,7 +2,10 @@
 
 It backfills a day of history for a few realistic connections, then keeps jobs
 moving live: pending → running → succeeded | failed | cancelled, with their
-streams, their log lines and, for failures, the product's webhook. Everything
+streams, their log lines and, for failures, the product's webhook. Two
+connections tell what detection sees: one went quiet hours ago (overdue on
+its learned hourly schedule), one keeps succeeding with a hundredth of its
+usual rows (a volume drop). Everything
 it posts is a function of the seed and the start time, so a seed always tells
 the same story.
 """
@@ -46,6 +49,8 @@ class ConnectionSpec:
     schema_drift: float = 0.0  # share of jobs with rows rejected on a schema mismatch
     live_every: float = 8.0  # seconds between live jobs
     live_seconds: float = 4.0  # how long a live job runs
+    quiet_for: float = 0.0  # its history ends this long before now, and it runs no live jobs
+    volume: float = 1.0  # share of the usual rows its newest backfilled job and its live jobs move
 
 
 CONNECTIONS: Final = (
@@ -112,6 +117,31 @@ CONNECTIONS: Final = (
         schema_drift=0.25,
         live_every=13.0,
     ),
+    ConnectionSpec(
+        name="Shopify → Snowflake",
+        connection_id="conn_01HX3SHSNOW",
+        source="Shopify",
+        destination="Snowflake",
+        streams=("orders", "customers", "products", "inventory_levels"),
+        every_seconds=3600,
+        rows=(300, 700),
+        fail_rate=0.0,
+        cancel_rate=0.0,
+        quiet_for=3 * 3600,
+    ),
+    ConnectionSpec(
+        name="Jira → Databricks",
+        connection_id="conn_01HX3JIRADB",
+        source="Jira",
+        destination="Databricks",
+        streams=("issues", "projects", "users", "sprints", "worklogs"),
+        every_seconds=3600,
+        rows=(800, 1200),
+        fail_rate=0.0,
+        cancel_rate=0.0,
+        volume=0.01,
+        live_every=1800.0,  # its newest job stays the one that dropped, long enough to see
+    ),
 )
 
 
@@ -135,8 +165,9 @@ def make_job(
     duration: float,
     outcome: str,
     drift: bool | None = None,
+    volume: float = 1.0,
 ) -> SimJob:
-    """A finished job of ``spec`` with streams, totals and product-format log lines."""
+    """A finished job of ``spec`` with streams, totals and product-format log lines; ``volume`` scales its rows."""
     job_id = _job_id(rng)
     streams: list[dict[str, Any]] = []
     logs: list[str] = []
@@ -154,7 +185,7 @@ def make_job(
     for index, name in enumerate(spec.streams):
         if outcome == "cancelled" and index >= failing_stream:
             break
-        rows = rng.randint(*spec.rows)
+        rows = round(rng.randint(*spec.rows) * volume)
         rejected = rng.randint(1, 40) if drift and index == failing_stream and outcome != "failed" else 0
         status = "succeeded"
         error = None
@@ -228,17 +259,21 @@ def backfill(specs: tuple[ConnectionSpec, ...], rng: random.Random, *, now: floa
     """A day of finished history for every connection, oldest first."""
     jobs: list[SimJob] = []
     for spec in specs:
-        count = int(hours * 3600 // spec.every_seconds)
+        count = int((hours * 3600 - spec.quiet_for) // spec.every_seconds)
         for n in range(count):
-            started = now - (count - n) * spec.every_seconds + rng.uniform(0, 60)
+            started = now - spec.quiet_for - (count - n) * spec.every_seconds + rng.uniform(0, 60)
             broken = spec.auth_broken_for > 0 and n >= count - spec.auth_broken_for
             duration = rng.uniform(40, 240) if not broken else rng.uniform(5, 30)
             outcome = _outcome(spec, rng, broken)
             # The latest job of a drifting connection shows its rejected rows.
             drift = True if spec.schema_drift and n == count - 1 else None
-            if drift:
+            # So does the latest job of a connection whose volume dropped.
+            volume = spec.volume if n == count - 1 else 1.0
+            if drift or volume != 1.0:
                 outcome = "succeeded"
-            jobs.append(make_job(spec, rng, started_at=started, duration=duration, outcome=outcome, drift=drift))
+            jobs.append(
+                make_job(spec, rng, started_at=started, duration=duration, outcome=outcome, drift=drift, volume=volume)
+            )
     jobs.sort(key=lambda j: j.record["started_at"])
     return jobs
 
@@ -298,7 +333,8 @@ class Simulator:
         """Queue every connection's first live job, staggered, plus one long-queued job."""
         now = self.clock()
         for index, spec in enumerate(self.specs):
-            self._schedule(now + index * 1.5, spec)
+            if not spec.quiet_for:
+                self._schedule(now + index * 1.5, spec)
         # A job that waits for a worker slot for the whole demo.
         queued = self.specs[-1]
         self._post(
@@ -318,9 +354,8 @@ class Simulator:
     def _live_job(self, spec: ConnectionSpec) -> None:
         now = self.clock()
         broken = spec.auth_broken_for > 0
-        job = make_job(
-            spec, self.rng, started_at=now, duration=spec.live_seconds, outcome=_outcome(spec, self.rng, broken)
-        )
+        outcome = _outcome(spec, self.rng, broken)
+        job = make_job(spec, self.rng, started_at=now, duration=spec.live_seconds, outcome=outcome, volume=spec.volume)
         record = job.record
         base = {k: record[k] for k in ("job_id", "connection_name", "connection_id", "source", "destination")}
         self._post("/api/v1/jobs", json={**base, "status": "pending", "created_at": format_rfc3339(now)})

@@ -17,6 +17,7 @@ from tests.support.clock import T0
 from tests.support.demo_metrics import JOB_FAMILIES, families_without_a_nonzero_value
 from tests.support.exporter_process import ExporterProcess
 from tests.support.processes import environment_without_calabi, free_port
+from tests.support.samples import parse_samples
 
 
 def test_demo_serves_nonzero_values_for_every_job_metric_family(tmp_path: Path) -> None:
@@ -44,12 +45,12 @@ def test_demo_serves_nonzero_values_for_every_job_metric_family(tmp_path: Path) 
         stderr=subprocess.DEVNULL,
     )
     missing = JOB_FAMILIES
+    text = ""
     try:
         while time.monotonic() - started < 120 and missing:
             with contextlib.suppress(requests.RequestException):
-                missing = families_without_a_nonzero_value(
-                    requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-                )
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                missing = families_without_a_nonzero_value(text)
             time.sleep(0.25)
     finally:
         demo.send_signal(signal.SIGINT)
@@ -61,6 +62,21 @@ def test_demo_serves_nonzero_values_for_every_job_metric_family(tmp_path: Path) 
 
     assert missing == []
     assert demo.returncode == 0
+    samples = parse_samples(text)
+
+    def value(family: str, connection: str) -> float:
+        return samples.family(family)[frozenset({("connection", connection)})]
+
+    # The story detection tells: Shopify went quiet three hours ago, overdue on its hourly schedule;
+    # Jira still succeeds, with a hundredth of its usual rows.
+    quiet = "Shopify → Snowflake"
+    interval = value("calabi_sync_expected_interval_seconds", quiet)  # hourly, give or take the jobs' jitter
+    assert 3500 < interval < 3700
+    assert value("calabi_sync_overdue_threshold_seconds", quiet) == interval + 3600
+    assert time.time() - value("calabi_sync_last_success_timestamp_seconds", quiet) > 3 * 3600
+    dropped = "Jira → Databricks"
+    assert value("calabi_sync_last_success_records", dropped) < 0.25 * value("calabi_sync_records_expected", dropped)
+    assert value("calabi_sync_last_success_records_score", dropped) < -5
 
 
 def test_the_simulator_tells_the_same_story_for_the_same_seed() -> None:

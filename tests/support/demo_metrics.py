@@ -33,6 +33,12 @@ JOB_FAMILIES = [
     "calabi_sync_log_lines_total",
     "calabi_sync_errors_total",
     "calabi_sync_rate_limit_usage_ratio",
+    "calabi_sync_expected_interval_seconds",
+    "calabi_sync_overdue_threshold_seconds",
+    "calabi_sync_records_expected",
+    "calabi_sync_last_success_records",
+    "calabi_sync_last_success_records_score",
+    "calabi_sync_slo_objective",
 ]
 
 
