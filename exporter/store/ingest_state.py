@@ -188,4 +188,4 @@ class StoredState:
             " ORDER BY job_time DESC, job_id DESC LIMIT ?",
             (connection, limit),
         )
-        return [Success(str(job_id), float(at), None if n is None else int(n)) for job_id, at, n in rows]
+        return list(map(Success._make, rows))  # the columns' types are the tuple's on both engines
