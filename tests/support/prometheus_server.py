@@ -30,3 +30,9 @@ class Prometheus:
             return None
         assert len(result) == 1, result
         return float(result[0]["value"][1])
+
+    def evaluations(self) -> dict[str, str]:
+        """Each rule group's last evaluation time, as Prometheus reports it (RFC 3339)."""
+        response = requests.get(self.url + "/api/v1/rules", timeout=10)
+        groups: list[dict[str, Any]] = response.json()["data"]["groups"]
+        return {group["name"]: group["lastEvaluation"] for group in groups}
