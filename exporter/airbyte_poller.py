@@ -178,7 +178,7 @@ class AirbytePoller(SourcePoller):
         """The JSON answer of a request with the access token; a 401 gets a new token and one more try."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         for attempt in range(2):
-            status, answer = self.get_json(
+            status, answer = self.request_json(
                 url,
                 params=params,
                 method=method,
@@ -200,7 +200,7 @@ class AirbytePoller(SourcePoller):
         url = f"{self._base}/applications/token"
         client_id, client_secret = self._client
         body = {"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials"}
-        status, answer = self.get_json(
+        status, answer = self.request_json(
             url, method="POST", headers={"Content-Type": "application/json"}, body=json.dumps(body).encode()
         )
         if status == 401:

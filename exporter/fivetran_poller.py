@@ -72,7 +72,7 @@ class FivetranPoller(SourcePoller):
             if self.stopping():
                 return False
             params = {"limit": str(PAGE)} | ({"cursor": cursor} if cursor else {})
-            status, answer = self.get_json(self._url, params=params, headers=self._headers)
+            status, answer = self.request_json(self._url, params=params, headers=self._headers)
             if status == 401:
                 raise PollFailed(REFUSED, f"HTTP 401 from {self._url}: check sources.fivetran.api_key and api_secret")
             try:

@@ -118,7 +118,7 @@ class SourcePoller(SingletonWorker):
     def close(self) -> None:
         self._sessions.close()
 
-    def get_json(
+    def request_json(
         self,
         url: str,
         *,
