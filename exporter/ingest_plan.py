@@ -131,8 +131,8 @@ class State(Protocol):
         """The job's stored log lines as (level, message, stream), in the order received."""
         ...
 
-    def successes(self, connection: str, limit: int) -> Sequence[Success]:
-        """The connection's newest stored successful jobs that are not resets, at most ``limit``, any order."""
+    def successes(self, connections: Sequence[str], limit: int) -> Mapping[str, Sequence[Success]]:
+        """Each connection's newest stored successful jobs that are not resets, at most ``limit``, any order."""
         ...
 
 
@@ -372,8 +372,10 @@ class _Planner:
         self.successes: dict[str, dict[str, Success]] = {}  # connection -> job id -> a success this plan made
 
     def plan(self, requests: tuple[Refusals, ...]) -> Plan:
-        for name, made in self.successes.items():
-            self.learn(self.connections[name], made)
+        if self.successes:
+            stored = self.state.successes(list(self.successes), LEARN_JOBS)
+            for name, made in self.successes.items():
+                learn(self.connections[name], [*stored.get(name, ()), *made.values()])
         return Plan(
             now=self.now,
             requests=requests,
@@ -570,23 +572,6 @@ class _Planner:
                 out[name], folded = self.stream_agg(connection, OVERFLOW), True
         return out, folded
 
-    def learn(self, agg: ConnectionAgg, made: Mapping[str, Success]) -> None:
-        """Learn the connection's usual schedule and volume again, from its newest successes and this plan's.
-
-        Once per connection and plan, whatever the number of its jobs in the batch: one query.
-        """
-        known = {s.job_id: s for s in self.state.successes(agg.connection, LEARN_JOBS)}
-        known.update(made)
-        newest = sorted(known.values(), key=lambda s: (s.finished_at, s.job_id))[-LEARN_JOBS:]
-        schedule = learn_schedule([s.finished_at for s in newest])
-        agg.interval_seconds = None if schedule is None else schedule.median
-        agg.interval_spread_seconds = None if schedule is None else schedule.spread
-        # The newest success is judged against the ones before it, never against itself.
-        volume = learn_volume([s.records_synced for s in newest[:-1] if s.records_synced is not None])
-        agg.last_success_records = newest[-1].records_synced
-        agg.records_expected = None if volume is None else volume.median
-        agg.records_spread = None if volume is None else volume.spread
-
     def failures_after(self, connection: str, moment: float) -> int:
         """The connection's failed jobs finished after ``moment``: those stored, and those this plan failed."""
         planned = 0
@@ -603,6 +588,24 @@ class _Planner:
         target = into.setdefault(series, {})
         for key, n in counts.items():
             target[key] = target.get(key, 0) + n
+
+
+def learn(agg: ConnectionAgg, successes: Sequence[Success]) -> None:
+    """Learn the connection's usual schedule and volume again from its newest successes (stored, then planned).
+
+    Once per connection and plan, whatever the number of its jobs in the batch; a
+    planned success replaces the stored one of the same id.
+    """
+    known = {s.job_id: s for s in successes}
+    newest = sorted(known.values(), key=lambda s: (s.finished_at, s.job_id))[-LEARN_JOBS:]
+    schedule = learn_schedule([s.finished_at for s in newest])
+    agg.interval_seconds = None if schedule is None else schedule.median
+    agg.interval_spread_seconds = None if schedule is None else schedule.spread
+    # The newest success is judged against the ones before it, never against itself.
+    volume = learn_volume([s.records_synced for s in newest[:-1] if s.records_synced is not None])
+    agg.last_success_records = newest[-1].records_synced
+    agg.records_expected = None if volume is None else volume.median
+    agg.records_spread = None if volume is None else volume.spread
 
 
 def _new_failure_summary(old: Job | None, new: Job) -> bool:

@@ -9,7 +9,7 @@ sees the store as it stood before the batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 from ..aggregates import ConnectionAgg, StreamAgg
@@ -31,6 +31,12 @@ from .rows import (
 Row = Sequence[object]
 
 _FORGOTTEN_SELECT: Final = "SELECT connection, forgotten_at FROM forgotten_connections"
+#: A connection's newest successes that are not resets; the column types are :class:`Success`'s on both engines.
+_SUCCESSES: Final = (
+    "SELECT job_id, finished_at, records_synced FROM jobs WHERE connection_name = ?"
+    f" AND status = '{SUCCEEDED}' AND finished_at IS NOT NULL AND (job_type IS NULL OR job_type != '{RESET}')"
+    " ORDER BY job_time DESC, job_id DESC LIMIT ?"
+)
 
 
 def _statements(
@@ -177,15 +183,11 @@ class StoredState:
         rows = self.tx.execute("SELECT level, message, stream FROM log_lines WHERE job_id = ? ORDER BY id", (job_id,))
         return [(str(level), str(message), stream) for level, message, stream in rows]
 
-    def successes(self, connection: str, limit: int) -> Sequence[Success]:
-        # The connection's jobs newest first by the index of its listing (job_time: queued, else started,
-        # else finished), which orders a connection's successes as their finish times do but for jobs
-        # that overlap; the planner sorts what it gets by finish time.
-        rows = self.tx.execute(
-            "SELECT job_id, finished_at, records_synced FROM jobs WHERE connection_name = ?"
-            f" AND status = '{SUCCEEDED}' AND finished_at IS NOT NULL"
-            f" AND (job_type IS NULL OR job_type != '{RESET}')"
-            " ORDER BY job_time DESC, job_id DESC LIMIT ?",
-            (connection, limit),
-        )
-        return list(map(Success._make, rows))  # the columns' types are the tuple's on both engines
+    def successes(self, connections: Sequence[str], limit: int) -> Mapping[str, Sequence[Success]]:
+        # Each connection's jobs newest first by the index of its listing (job_time: queued, else started,
+        # else finished), which orders its successes as their finish times do but for jobs that overlap;
+        # the planner sorts what it gets by finish time. Every query goes out before any result is read
+        # (one round trip on PostgreSQL's pipeline); a query each, as a window over all of a connection's
+        # successes would read its whole history.
+        sent = [(name, self.tx.execute(_SUCCESSES, (name, limit))) for name in connections]
+        return {name: list(map(Success._make, rows.fetchall())) for name, rows in sent}

@@ -52,6 +52,7 @@ class Memory:
     forgotten: dict[str, float] = field(default_factory=dict)
     made: dict[tuple[str, int], int] = field(default_factory=dict)
     log_lines: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)
+    success_reads: list[tuple[str, ...]] = field(default_factory=list)  # the connections of each successes() call
 
     def job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -88,16 +89,14 @@ class Memory:
     def lines(self, job_id: str) -> Sequence[tuple[str, str, str | None]]:
         return self.log_lines.get(job_id, [])
 
-    def successes(self, connection: str, limit: int) -> Sequence[Success]:
-        found = [
-            Success(job.job_id, job.finished_at, job.records_synced)
-            for job in self.jobs.values()
-            if job.connection_name == connection
-            and job.status == SUCCEEDED
-            and job.job_type != "reset"
-            and job.finished_at is not None
-        ]
-        return sorted(found, key=lambda s: s.finished_at)[-limit:]
+    def successes(self, connections: Sequence[str], limit: int) -> dict[str, list[Success]]:
+        self.success_reads.append(tuple(connections))
+        found: dict[str, list[Success]] = {name: [] for name in connections}
+        for job in self.jobs.values():
+            if job.connection_name in found and job.status == SUCCEEDED and job.job_type != "reset":
+                assert job.finished_at is not None
+                found[job.connection_name].append(Success(job.job_id, job.finished_at, job.records_synced))
+        return {name: sorted(jobs, key=lambda s: s.finished_at)[-limit:] for name, jobs in found.items()}
 
     def apply(self, plan: Plan) -> Plan:
         for write in plan.jobs:
@@ -644,3 +643,38 @@ def test_lines_of_a_connection_beyond_the_budget_are_counted_in_the_overflow_wit
     plan = lines_for(state, "j1", LogLine("WARN", "rate limit at 50%", T0))
 
     assert (plan.levels, plan.rate_limit) == ({OVERFLOW: {"warn": 1}}, None)
+
+
+# Learning: what a connection usually does, from its successes.
+
+
+def hourly(job_id: str, hour: int, connection: str = SF, records: int = 1000, **fields: object) -> Job:
+    return done(job_id, at=T0 + hour * HOUR, connection=connection, records_synced=records, **fields)
+
+
+def test_a_batch_learns_each_connection_once_from_its_stored_and_its_new_successes() -> None:
+    state = Memory()
+    ingest(state, *(hourly(f"a{h}", h) for h in range(4)))
+    plan = ingest(
+        state,
+        *(hourly(f"a{h}", h, records=10 if h == 9 else 1000) for h in range(4, 10)),
+        *(hourly(f"b{h}", h, connection="B", records=0) for h in range(3)),
+        done("c1", "failed", at=NOW - 60, connection="C"),
+    )
+
+    assert state.success_reads == [(SF,), (SF, "B")]  # one read per batch, only of connections with a new success
+    learned = {agg.connection: agg for agg in plan.connections}
+    assert (learned[SF].interval_seconds, learned[SF].interval_spread_seconds) == (3600.0, 0.0)
+    assert (learned[SF].last_success_records, learned[SF].records_expected) == (10, None)  # 9 earlier: too few
+    assert (learned["B"].interval_seconds, learned["B"].last_success_records) == (None, 0)
+    assert learned["C"].last_success_records is None
+
+
+def test_a_reset_is_neither_learned_from_nor_judged() -> None:
+    state = Memory()
+    ingest(state, *(hourly(f"a{h}", h) for h in range(11)))
+    plan = ingest(state, hourly("reset", 12, records=0, job_type="reset"))
+
+    assert state.success_reads == [(SF,)]
+    assert plan.connections[0].last_success_records == 1000
+    assert plan.connections[0].records_expected == 1000.0
