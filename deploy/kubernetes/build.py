@@ -1,8 +1,9 @@
 """Writes the generated manifests of ``base/``: the PrometheusRule and the Grafana dashboard ConfigMaps.
 
 Both come from files kept elsewhere in the repository, stated once there:
-``alerting-rules/calabi-sync.rules.yml`` (through ``alerting-rules/build.py``)
-and ``dashboards/*.json``. Run from the project root after changing either::
+``alerting-rules/calabi-sync.rules.yml`` and the SLO table of
+``alerting-rules/build.py`` (which writes ``calabi-slo.rules.yml``), through
+``alerting-rules/build.py``; and ``dashboards/*.json``. Run from the project root after changing either::
 
     python deploy/kubernetes/build.py
 

@@ -1,6 +1,6 @@
 """Failed jobs reach Slack, email, the webhook and PagerDuty through the real Prometheus and Alertmanager.
 
-The exporter, Debian's Prometheus (the shipped rules with a deployment's own links, as
+The exporter, Debian's Prometheus (both shipped rules files with a deployment's own links, as
 ``alerting-rules/build.py`` writes them; 1 s evaluation) and Debian's Alertmanager (the shipped config
 and templates, with short group waits and local endpoints from a test overlay) run on loopback; local
 capture servers stand in for Slack, PagerDuty's Events API, the custom webhook and SMTP.
@@ -22,7 +22,7 @@ from calabi_exporter.timeutil import format_rfc3339
 
 from tests.support.capture_servers import HttpCapture, SmtpCapture
 from tests.support.exporter_process import ExporterProcess
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, RULE_FILES
 from tests.support.processes import free_port, require_binary, start_server, stop_server
 from tests.support.prometheus_server import Prometheus
 from tests.support.waiting import wait_until
@@ -38,15 +38,19 @@ RUNBOOK_URL = "https://wiki.example.com/calabi/runbook"
 GRAFANA_URL = "https://grafana.example.com"
 
 
-def rules_with_links(tmp_path: Path) -> Path:
-    """The shipped rules with this deployment's runbook and Grafana, from the generator."""
+def rules_with_links(tmp_path: Path) -> list[Path]:
+    """The shipped rules files with this deployment's runbook and Grafana, from the generator."""
     spec = importlib.util.spec_from_file_location("alerting_rules_build", RULES_DIR / "build.py")
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    path = tmp_path / "calabi-sync.rules.yml"
-    path.write_text(build.rules_text(RUNBOOK_URL, GRAFANA_URL), encoding="utf-8")
-    return path
+    paths = []
+    for shipped in RULE_FILES:
+        path = tmp_path / shipped.name
+        slo = shipped.name == build.SLO_RULES.name
+        path.write_text(build.rules_text(RUNBOOK_URL, GRAFANA_URL, slo=slo), encoding="utf-8")
+        paths.append(path)
+    return paths
 
 
 def overlay(tmp_path: Path, http: HttpCapture, smtp: SmtpCapture) -> Path:
@@ -143,7 +147,7 @@ def test_a_failure_notifies_slack_and_email_a_second_pages_and_a_success_resolve
 ) -> None:
     http, smtp = captures
     exporter = exporter_process()
-    prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[rules_with_links(tmp_path)], alertmanager=alertmanager)
+    prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=rules_with_links(tmp_path), alertmanager=alertmanager)
 
     # 1. A failed job: Slack, email and the webhook hear of it; PagerDuty does not. (Not an authentication
     # error: CalabiSyncAuthFailing would stand for the others, see the next test.)
@@ -255,3 +259,52 @@ def test_one_expired_token_pages_once_and_notifies_once_while_another_connection
     assert [(p["event_action"], p["payload"]["custom_details"]["connection"]) for p in pages] == [
         ("trigger", CONNECTION)
     ]
+
+
+def inhibitions(alertmanager: str) -> dict[tuple[str, str], list[str]]:
+    """(alert, connection) -> the names of the alerts holding it back, as Alertmanager reports them."""
+    alerts = requests.get(f"http://{alertmanager}/api/v2/alerts", timeout=10).json()
+    names = {a["fingerprint"]: a["labels"]["alertname"] for a in alerts}
+    return {
+        (a["labels"]["alertname"], a["labels"]["connection"]): sorted(names[f] for f in a["status"]["inhibitedBy"])
+        for a in alerts
+    }
+
+
+def test_an_overdue_connection_holds_back_its_own_stale_alert_but_not_another_connections(alertmanager: str) -> None:
+    other = "Stripe → Postgres"
+    post_alerts(
+        alertmanager,
+        [
+            {"alertname": "CalabiSyncOverdue", "severity": "warning", "connection": CONNECTION},
+            {"alertname": "CalabiSyncStale", "severity": "warning", "connection": CONNECTION},
+            {"alertname": "CalabiSyncStale", "severity": "warning", "connection": other},
+        ],
+    )
+    expected = {
+        ("CalabiSyncOverdue", CONNECTION): [],
+        ("CalabiSyncStale", CONNECTION): ["CalabiSyncOverdue"],
+        ("CalabiSyncStale", other): [],
+    }
+
+    wait_until(lambda: inhibitions(alertmanager) == expected, timeout=DEADLINE, what="the inhibitions")
+
+
+def test_failures_in_a_row_hold_back_the_error_budget_burn_of_the_same_connection(alertmanager: str) -> None:
+    other = "Stripe → Postgres"
+    burn = {"alertname": "CalabiSyncErrorBudgetBurn", "severity": "critical", "window": "6h/30m"}
+    post_alerts(
+        alertmanager,
+        [
+            {"alertname": "CalabiSyncConsecutiveFailures", "severity": "critical", "connection": CONNECTION},
+            burn | {"connection": CONNECTION},
+            burn | {"connection": other},
+        ],
+    )
+    expected = {
+        ("CalabiSyncConsecutiveFailures", CONNECTION): [],
+        ("CalabiSyncErrorBudgetBurn", CONNECTION): ["CalabiSyncConsecutiveFailures"],
+        ("CalabiSyncErrorBudgetBurn", other): [],
+    }
+
+    wait_until(lambda: inhibitions(alertmanager) == expected, timeout=DEADLINE, what="the inhibitions")

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.support.kustomize import kustomize
-from tests.support.paths import DATA, ROOT
+from tests.support.paths import DATA, ROOT, RULE_FILES
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 CRDS = DATA / "prometheus-operator-crds"
@@ -91,12 +91,12 @@ def test_the_generated_manifests_are_what_the_generator_writes_now() -> None:
         assert path.read_text(encoding="utf-8") == text, f"{path.name} drifted: run python deploy/kubernetes/build.py"
 
 
-def test_the_prometheusrule_holds_exactly_the_rules_file() -> None:
-    rule = documents(KUBERNETES / "base" / "prometheusrule.yaml")[0]
-    rules_file = yaml.safe_load((ROOT / "alerting-rules" / "calabi-sync.rules.yml").read_text(encoding="utf-8"))
+def test_the_prometheusrule_holds_exactly_the_groups_of_both_rules_files() -> None:
+    (rule,) = documents(KUBERNETES / "base" / "prometheusrule.yaml")
+    groups = [group for path in RULE_FILES for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]]
 
     assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
-    assert rule["spec"]["groups"] == rules_file["groups"]
+    assert rule["spec"]["groups"] == groups
 
 
 def test_a_prometheusrule_with_a_deployments_links_differs_only_in_the_links() -> None:
@@ -177,7 +177,7 @@ def test_prometheus_scrapes_the_service_as_the_job_the_alerts_and_dashboards_exp
     docs = base_documents()
     service, monitor = by_kind(docs, "Service")[0], by_kind(docs, "ServiceMonitor")[0]
     pod_labels = by_kind(docs, "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
-    rules = (ROOT / "alerting-rules" / "calabi-sync.rules.yml").read_text(encoding="utf-8")
+    rules = RULE_FILES[0].read_text(encoding="utf-8")
 
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -243,6 +243,6 @@ def test_the_readmes_overlay_renders_to_valid_manifests_with_the_users_settings(
     assert env["CALABI_OTLP_LOGS_ENDPOINT"] == "http://loki-gateway.loki.svc/otlp/v1/logs"
     assert len(env) == len(container["env"]) == 6
     alerts = [r for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"] if "alert" in r]
-    assert len(alerts) == 17
+    assert len(alerts) == 23  # 20 alerts, CalabiSyncErrorBudgetBurn with a rule per window pair
     assert all(r["annotations"]["runbook_url"] == f"{runbook}#{r['alert'].lower()}" for r in alerts)
     assert all(r["annotations"]["dashboard_url"].startswith(f"{grafana}/d/") for r in alerts)

@@ -72,7 +72,7 @@ from tests.support.markdown_examples import (
     shown_answer,
     steps,
 )
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, RULE_FILES
 from tests.support.processes import environment_without_calabi, free_port
 from tests.support.s3_server import BUCKET, MotoServer
 from tests.support.samples import Samples, parse_samples
@@ -666,7 +666,7 @@ def test_the_commands_run_beside_the_clone_write_what_the_next_step_uses(sandbox
 
     rule = yaml.safe_load((beside / "my-calabi" / "prometheusrule.yaml").read_text(encoding="utf-8"))
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r]
-    assert (rule["kind"], len(alerts)) == ("PrometheusRule", 17)
+    assert (rule["kind"], len(alerts)) == ("PrometheusRule", 23)  # CalabiSyncErrorBudgetBurn: a rule per window pair
     assert [a["annotations"]["runbook_url"] for a in alerts] == [
         f"https://wiki.example.com/ops/calabi-runbook#{a['alert'].lower()}" for a in alerts
     ]
@@ -783,12 +783,11 @@ def test_every_promql_example_runs_in_prometheus_over_names_the_exporter_and_the
     finished = time.time() - 600
     record = {"job_id": "j1", "connection_name": SF, "status": "failed", "finished_at": format_time(finished)}
     assert requests.post(exporter.url + "/api/v1/jobs", json=record, timeout=10).status_code == 200
-    rules = ROOT / "alerting-rules" / "calabi-sync.rules.yml"
-    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[rules])
+    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=RULE_FILES)
     wait_until(lambda: prometheus.scalar('up{job="calabi-exporter"}') == 1, timeout=60, what="the first scrape")
     exposed = exposed_names(requests.get(exporter.url + "/metrics", timeout=10).text) | {
-        rule["record"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]
-        if "record" in rule
+        rule["record"] for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"] if "record" in rule
     }  # fmt: skip
     queries = promql_queries()
 

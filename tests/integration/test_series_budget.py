@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from tests.support.clock import FakeClock
 from tests.support.exporter_process import ExporterProcess
 from tests.support.jobs import job
-from tests.support.paths import ROOT
+from tests.support.paths import RULE_FILES
 from tests.support.prometheus_server import Prometheus
 from tests.support.samples import Samples, parse_samples
 from tests.support.waiting import wait_until
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.every_backend  # the store's behaviour, the same on SQL
 CONNECTIONS = 12_000
 BUDGET = 10_000  # the default limits.max_connections
 FINISHED = "2026-04-06T08:03:17Z"
-RULES = ROOT / "alerting-rules" / "calabi-sync.rules.yml"
 
 
 def connection(n: int) -> str:
@@ -363,7 +362,7 @@ def test_a_real_prometheus_fires_the_cardinality_alert_and_the_overflowed_connec
 ) -> None:
     exporter = exporter_process(env={"CALABI_LIMITS__MAX_CONNECTIONS": "1"})
     requests.post(exporter.url + "/api/v1/jobs", json=job("a1", connection="A", finished_at=FINISHED), timeout=10)
-    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[RULES])
+    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=RULE_FILES)
     overflowed = 'calabi_exporter_cardinality_overflow_total{kind="connection"}'
     wait_until(lambda: prometheus.scalar(overflowed) == 0, timeout=30, what="the overflow counter at 0")
 

@@ -15,12 +15,11 @@ from typing import Any
 import requests
 
 from tests.support.exporter_process import ExporterProcess
-from tests.support.paths import DATA, ROOT
+from tests.support.paths import DATA, RULE_FILES
 from tests.support.prometheus_server import Prometheus
 from tests.support.waiting import wait_until
 
 SECRET = "fivetran-webhook-secret-0123456789"
-RULES = ROOT / "alerting-rules" / "calabi-sync.rules.yml"
 
 
 def airbyte_failure(job_id: int, hour: int) -> dict[str, Any]:
@@ -69,7 +68,7 @@ def test_an_airbyte_and_a_fivetran_connection_failing_twice_fire_the_failure_ale
             )
             assert answer.status_code == 200, answer.text
 
-    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=[RULES])
+    prometheus = prometheus_for(f"127.0.0.1:{exporter.port}", rule_files=RULE_FILES)
     expected = {
         ("CalabiSyncJobFailed", "Connection"),
         ("CalabiSyncConsecutiveFailures", "Connection"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, RULE_FILES
 from tests.support.processes import require_binary
 from tests.support.stack_files import bind_mounts, load
 
@@ -26,4 +26,5 @@ def test_the_compose_prometheus_config_passes_promtool_check_config(tmp_path: Pa
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "calabi-sync.rules.yml" in result.stdout + result.stderr
+    for path in RULE_FILES:
+        assert f"Checking {path}" in result.stdout + result.stderr
