@@ -36,6 +36,9 @@ with warnings.catch_warnings():
     from grafana_foundation_sdk.models.dashboard import (
         DataSourceRef,
         DataTransformerConfig,
+        DynamicConfigValue,
+        Threshold,
+        ThresholdsMode,
         ValueMap,
         ValueMappingResult,
         VariableRefresh,
@@ -113,15 +116,31 @@ def _gained(selector: str) -> str:
     return f"sum({selector}) - (sum({selector} offset $__range) or vector(0))"
 
 
-def _stat(title: str, expr: str, unit: str, *, width: int = 3) -> stat.Panel:
+def _stat(title: str, expr: str, unit: str, *, width: int = 3, height: int = 4, legend: str = "") -> stat.Panel:
     return (
         stat.Panel()
         .title(title)
         .datasource(PROMETHEUS)
         .unit(unit)
-        .height(4)
+        .height(height)
         .span(width)
-        .with_target(_promql(expr, instant=True))
+        .with_target(_promql(expr, legend, instant=True))
+    )
+
+
+def _per_connection(metric: str) -> str:
+    """A per-connection gauge of the selected connections, one series each (every exporter replica reports it)."""
+    return "max by (connection) (" + metric + "{" + SELECTOR + "})"
+
+
+def _burn_rate(window: str) -> str:
+    """Failed share of finished jobs over ``window`` per share the objective allows: 1 spends the budget in 30 days.
+
+    The recording rules of alerting-rules/calabi-slo.rules.yml give the failed share.
+    """
+    return (
+        "connection:calabi_sync_job_errors:ratio" + window + "{" + SELECTOR + "}"
+        " / on (connection) (1 - " + _per_connection("calabi_sync_slo_objective") + ")"
     )
 
 
@@ -319,7 +338,126 @@ def sync_jobs() -> dashboard.Dashboard:
             )
         )
     )
-    return board
+    return _reliability(_schedule_and_volume(board))
+
+
+def _schedule_and_volume(board: dashboard.Dashboard) -> dashboard.Dashboard:
+    """What each connection usually does, against what it did last: its schedule and its volume."""
+    overdue = (
+        _timeseries("Time since last success vs overdue threshold", "s")
+        .description(
+            "How long ago each connection's newest job succeeded, against its overdue threshold: past it the"
+            " connection is late by its own rhythm (CalabiSyncOverdue). The threshold follows from the usual"
+            " interval between successes, shown too: declared in the configuration, reported by the platform,"
+            " or learned from the connection's newest successes. Without any of these a connection has no"
+            " threshold and is held to its fixed freshness threshold alone (CalabiSyncStale)."
+        )
+        .with_target(
+            _promql(
+                "time() - " + _per_connection("calabi_sync_last_success_timestamp_seconds"),
+                "since last success {{connection}}",
+            )
+        )
+    )
+    for ref, metric, legend in (
+        ("B", "calabi_sync_overdue_threshold_seconds", "overdue after {{connection}}"),
+        ("C", "calabi_sync_expected_interval_seconds", "usual interval {{connection}}"),
+    ):
+        overdue = overdue.with_target(_promql(_per_connection(metric), legend).ref_id(ref))
+    volume = (
+        _timeseries("Newest success: records vs usual", "short")
+        .description(
+            "Records the newest successful job of each connection moved, against its usual count (the median of"
+            " its earlier successes), and on the right axis the score: how many robust spreads the newest count"
+            " lies from the usual, negative when fewer. Far below the usual and strongly negative raises"
+            " CalabiSyncVolumeDrop. Resets are left out; absent until the connection has enough successes to"
+            " learn from, or when its syncs usually move nothing."
+        )
+        .override_by_query(
+            "C",
+            [
+                DynamicConfigValue(id_val="unit", value="none"),
+                DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+            ],
+        )
+    )
+    for ref, metric, legend in (
+        ("A", "calabi_sync_last_success_records", "newest {{connection}}"),
+        ("B", "calabi_sync_records_expected", "usual {{connection}}"),
+        ("C", "calabi_sync_last_success_records_score", "score {{connection}}"),
+    ):
+        volume = volume.with_target(_promql(_per_connection(metric), legend).ref_id(ref))
+    return board.with_panel(overdue).with_panel(volume)
+
+
+def _reliability(board: dashboard.Dashboard) -> dashboard.Dashboard:
+    """Reliability (SLO): the job-error objective, its 30-day error budget and burn rate, and freshness.
+
+    The windowed series come from the recording rules of alerting-rules/calabi-slo.rules.yml.
+    """
+    budget_colours = (
+        dashboard.ThresholdsConfig()
+        .mode(ThresholdsMode.ABSOLUTE)
+        .steps([Threshold(None, "red"), Threshold(0, "yellow"), Threshold(0.25, "green")])
+    )
+    return (
+        board.with_row(dashboard.Row("Reliability (SLO)"))
+        .with_panel(
+            _stat(
+                "SLO objective",
+                _per_connection("calabi_sync_slo_objective"),
+                "percentunit",
+                width=6,
+                height=8,
+                legend="{{connection}}",
+            ).description(
+                "The share of each connection's finished jobs that should succeed over 30 days (99 % by default)."
+                " The rest is the error budget: the failures the connection may have in 30 days."
+            )
+        )
+        .with_panel(
+            _stat(
+                "Error budget left, 30 days",
+                "connection:calabi_sync_error_budget:remaining30d{" + SELECTOR + "}",
+                "percentunit",
+                width=9,
+                height=8,
+                legend="{{connection}}",
+            )
+            .description(
+                "How much of the 30-day error budget each connection has left: 100 % without a failed job, 0 % with"
+                " exactly as many failures as the objective allows, below 0 the objective is missed."
+                " Yellow under 25 %, red below 0. Absent for a connection without a finished job in 30 days."
+            )
+            .thresholds(budget_colours)
+        )
+        .with_panel(
+            _stat(
+                "Freshness SLI, 30 days",
+                "connection:calabi_sync_fresh:ratio30d{" + SELECTOR + "}",
+                "percentunit",
+                width=9,
+                height=8,
+                legend="{{connection}}",
+            ).description(
+                "Share of the last 30 days in which each connection was fresh: its latest success within its"
+                " overdue threshold (connection:calabi_sync_fresh:bool, over the time Prometheus recorded it)."
+                " Absent for a connection without an overdue threshold."
+            )
+        )
+        .with_panel(
+            _timeseries("Error budget burn rate, 1 h and 6 h", "short")
+            .span(24)
+            .description(
+                "The failed share of finished jobs over the last hour and the last six hours, divided by the share"
+                " the objective allows: at 1 the budget lasts exactly 30 days, at 10 it is gone in three."
+                " CalabiSyncErrorBudgetBurn fires when a long and a short window both burn fast (its rates are"
+                " in alerting-rules/build.py); a short spike in the 1 h line alone spends little."
+            )
+            .with_target(_promql(_burn_rate("1h"), "1 h {{connection}}"))
+            .with_target(_promql(_burn_rate("6h"), "6 h {{connection}}").ref_id("B"))
+        )
+    )
 
 
 def _job_link() -> dashboard.DashboardLink:

@@ -29,6 +29,6 @@ def logql_queries() -> list[tuple[str, str]]:
     for path in sorted((ROOT / "dashboards").glob("*.json")):
         board = json.loads(path.read_text(encoding="utf-8"))
         for panel in board["panels"]:
-            if panel["datasource"]["type"] == "loki":
+            if panel["type"] != "row" and panel["datasource"]["type"] == "loki":
                 out += [(f"{board['uid']} / {panel['title']}", t["expr"]) for t in panel["targets"]]
     return out

@@ -49,6 +49,8 @@ def test_the_dashboards_have_the_uids_the_alerts_and_readme_link_to() -> None:
 def test_every_panel_uses_a_provisioned_datasource_and_has_a_unit(name: str) -> None:
     board = committed()[name]
     for panel in board["panels"]:
+        if panel["type"] == "row":  # a row only groups the panels below it
+            continue
         assert panel["datasource"]["uid"] in DATASOURCE_UIDS, panel["title"]
         if panel["type"] not in UNITLESS_TYPES:
             assert panel.get("fieldConfig", {}).get("defaults", {}).get("unit"), panel["title"]
