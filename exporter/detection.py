@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from statistics import median
 from typing import Final
 
 #: Successful jobs the estimates read: the newest 51, so 50 intervals (a few days of an hourly
@@ -58,8 +57,14 @@ def robust(values: Sequence[float]) -> Usual:
     >>> robust([10, 11, 12, 13, 1000])
     Usual(median=12, spread=1.4826)
     """
-    middle = median(values)
-    return Usual(middle, MAD_SCALE * median([abs(v - middle) for v in values]))
+    middle = _median(sorted(values))
+    return Usual(middle, MAD_SCALE * _median(sorted([abs(v - middle) for v in values])))
+
+
+def _median(ordered: Sequence[float]) -> float:
+    """The median of values in order (``statistics.median`` sorts again: this runs at every new success)."""
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
 
 
 def learn_schedule(finished_at: Sequence[float]) -> Usual | None:

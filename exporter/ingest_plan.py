@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Final, NamedTuple, NotRequired, Protocol, Required, TypedDict
+from typing import Final, NotRequired, Protocol, Required, TypedDict
 
 from .aggregates import ConnectionAgg, StreamAgg, apply_finished, apply_finished_streams, update_connection_metadata
 from .detection import LEARN_JOBS, learn_schedule, learn_volume
@@ -80,12 +80,10 @@ class Route(Protocol):
     def wants(self, job: Job) -> bool: ...
 
 
-class Success(NamedTuple):
-    """A successful job, as the learning of a connection's usual schedule and volume reads it."""
-
-    job_id: str
-    finished_at: float
-    records_synced: int | None
+#: A successful job as the learning of a connection's usual schedule and volume reads it: (finished_at,
+#: records_synced). A plain pair, as the store's JSON gives it back, so that reading a connection's fifty
+#: makes no object per job.
+Success = tuple[float, int | None]
 
 
 class State(Protocol):
@@ -132,7 +130,8 @@ class State(Protocol):
         ...
 
     def successes(self, connections: Sequence[str], limit: int) -> Mapping[str, Sequence[Success]]:
-        """Each connection's newest stored successful jobs that are not resets, at most ``limit``, any order."""
+        """Each connection's newest successful jobs that are not resets, as learned from before: at most
+        ``limit``, any order."""
         ...
 
 
@@ -225,6 +224,8 @@ class Plan:
     outbox: tuple[tuple[str, int | None], ...] = ()  # (job id, line id; None: the job's summary)
     exports: tuple[str, ...] = ()  # jobs whose sealed export batch is uploaded again
     rate_limit: RateLimit | None = None
+    # Connection -> its newest successes as learned now (what the next plan's State.successes gives).
+    windows: Mapping[str, tuple[Success, ...]] = field(default_factory=dict)
 
 
 def active_since(job: Job, now: float) -> float | None:
@@ -372,10 +373,11 @@ class _Planner:
         self.successes: dict[str, dict[str, Success]] = {}  # connection -> job id -> a success this plan made
 
     def plan(self, requests: tuple[Refusals, ...]) -> Plan:
+        windows: dict[str, tuple[Success, ...]] = {}
         if self.successes:
             stored = self.state.successes(list(self.successes), LEARN_JOBS)
             for name, made in self.successes.items():
-                learn(self.connections[name], [*stored.get(name, ()), *made.values()])
+                windows[name] = learn(self.connections[name], [*stored.get(name, ()), *made.values()])
         return Plan(
             now=self.now,
             requests=requests,
@@ -397,6 +399,7 @@ class _Planner:
             outbox=tuple(self.outbox),
             exports=tuple(self.exports),
             rate_limit=self.rate_limit,
+            windows=windows,
         )
 
     def job(self, job_id: str) -> Job | None:
@@ -439,7 +442,7 @@ class _Planner:
             if newly_finished and agg.admitted and merged.status == SUCCEEDED and merged.job_type != RESET:
                 assert merged.finished_at is not None
                 made = self.successes.setdefault(name, {})
-                made[merged.job_id] = Success(merged.job_id, merged.finished_at, merged.records_synced)
+                made[merged.job_id] = (merged.finished_at, merged.records_synced)
             if not agg.admitted:  # the same change to the added-up counters; its gauges are not shown
                 apply_finished(self.overflow_agg(), existing, merged, failures_after=lambda _moment: 0)
             series = name if agg.admitted else OVERFLOW
@@ -590,22 +593,25 @@ class _Planner:
             target[key] = target.get(key, 0) + n
 
 
-def learn(agg: ConnectionAgg, successes: Sequence[Success]) -> None:
-    """Learn the connection's usual schedule and volume again from its newest successes (stored, then planned).
+def learn(agg: ConnectionAgg, successes: Sequence[Success]) -> tuple[Success, ...]:
+    """Learn the connection's usual schedule and volume again from its successes; the newest of them, kept.
 
-    Once per connection and plan, whatever the number of its jobs in the batch; a
-    planned success replaces the stored one of the same id.
+    Once per connection and plan, whatever the number of its jobs in the batch.
     """
-    known = {s.job_id: s for s in successes}
-    newest = sorted(known.values(), key=lambda s: (s.finished_at, s.job_id))[-LEARN_JOBS:]
-    schedule = learn_schedule([s.finished_at for s in newest])
+    newest = tuple(sorted(successes, key=_finished_at)[-LEARN_JOBS:])
+    schedule = learn_schedule([finished_at for finished_at, _ in newest])
     agg.interval_seconds = None if schedule is None else schedule.median
     agg.interval_spread_seconds = None if schedule is None else schedule.spread
     # The newest success is judged against the ones before it, never against itself.
-    volume = learn_volume([s.records_synced for s in newest[:-1] if s.records_synced is not None])
-    agg.last_success_records = newest[-1].records_synced
+    volume = learn_volume([records for _, records in newest[:-1] if records is not None])
+    agg.last_success_records = newest[-1][1]
     agg.records_expected = None if volume is None else volume.median
     agg.records_spread = None if volume is None else volume.spread
+    return newest
+
+
+def _finished_at(success: Success) -> float:
+    return success[0]
 
 
 def _new_failure_summary(old: Job | None, new: Job) -> bool:

@@ -27,12 +27,14 @@ from .rows import (
     OVERFLOW_UPSERT,
     STREAM_AGG_UPSERT,
     STREAM_UPSERT,
+    WINDOW_UPSERT,
     change_meta,
     connection_row,
     job_values,
     overflow_row,
     stream_agg_row,
     stream_rows,
+    window_text,
 )
 
 _OUTBOX_INSERT: Final = "INSERT INTO outbox (job_id, line_id, queued_at) VALUES (?, ?, ?)"
@@ -173,6 +175,8 @@ class IngestRules:
             OVERFLOW_UPSERT.write(tx, [overflow_row(plan.overflow)])
         if plan.streams:
             STREAM_AGG_UPSERT.write(tx, [stream_agg_row(agg) for agg in plan.streams])
+        if plan.windows:
+            WINDOW_UPSERT.write(tx, [(name, window_text(window)) for name, window in plan.windows.items()])
         tx.executemany(
             _LOG_COUNT_ADD,
             [

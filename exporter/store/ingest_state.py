@@ -10,7 +10,7 @@ sees the store as it stood before the batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from ..aggregates import ConnectionAgg, StreamAgg
 from ..ingest_plan import Success
@@ -25,18 +25,21 @@ from .rows import (
     read_jobs,
     read_meta,
     stream_agg_from_row,
+    window_from_text,
 )
 
 #: A stored row, as the database driver gives it.
 Row = Sequence[object]
 
 _FORGOTTEN_SELECT: Final = "SELECT connection, forgotten_at FROM forgotten_connections"
-#: A connection's newest successes that are not resets; the column types are :class:`Success`'s on both engines.
+#: A connection's newest successes that are not resets, from its jobs: for one without a stored window
+#: (a store from before windows were kept). The column types are :class:`Success`'s on both engines.
 _SUCCESSES: Final = (
-    "SELECT job_id, finished_at, records_synced FROM jobs WHERE connection_name = ?"
+    "SELECT finished_at, records_synced FROM jobs WHERE connection_name = ?"
     f" AND status = '{SUCCEEDED}' AND finished_at IS NOT NULL AND (job_type IS NULL OR job_type != '{RESET}')"
-    " ORDER BY job_time DESC, job_id DESC LIMIT ?"
+    " AND job_time >= ? ORDER BY job_time DESC, job_id DESC LIMIT ?"
 )
+_WINDOW_SELECT: Final = "SELECT connection, successes FROM success_windows"
 
 
 def _statements(
@@ -73,6 +76,7 @@ class StoredState:
         self.admitted: int | None = None
         self.overflow_read = False
         self.overflow_row: Row | None = None
+        self.windows: dict[str, list[Success] | None] = {}  # None: no window stored
 
     def prefetch(self, jobs: Sequence[Job]) -> None:
         """Read what a batch touches (its stored jobs and aggregates) with a few queries, not a few per job.
@@ -100,6 +104,10 @@ class StoredState:
             stream_reads.append(
                 self.tx.execute(STREAM_AGG_SELECT + f" WHERE {where}", [v for c, n in part for v in (c, *n)])
             )
+        window_reads = [
+            (chunk, self.tx.execute(_WINDOW_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
+            for chunk in chunks([name for name in names if name not in self.windows])
+        ]
         forget_reads = [
             (chunk, self.tx.execute(_FORGOTTEN_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
             for chunk in chunks([name for name in names if name not in self.forgotten])
@@ -114,6 +122,7 @@ class StoredState:
         for rows in stream_reads:
             for row in rows.fetchall():
                 self.streams[(str(row[0]), str(row[1]))] = row
+        self._take_windows(window_reads)
         for chunk, rows in forget_reads:
             self.forgotten.update(dict.fromkeys(chunk))
             self.forgotten.update((name, float(at)) for name, at in rows.fetchall())
@@ -184,10 +193,23 @@ class StoredState:
         return [(str(level), str(message), stream) for level, message, stream in rows]
 
     def successes(self, connections: Sequence[str], limit: int) -> Mapping[str, Sequence[Success]]:
-        # Each connection's jobs newest first by the index of its listing (job_time: queued, else started,
-        # else finished), which orders its successes as their finish times do but for jobs that overlap;
-        # the planner sorts what it gets by finish time. Every query goes out before any result is read
-        # (one round trip on PostgreSQL's pipeline); a query each, as a window over all of a connection's
-        # successes would read its whole history.
-        sent = [(name, self.tx.execute(_SUCCESSES, (name, limit))) for name in connections]
-        return {name: list(map(Success._make, rows.fetchall())) for name, rows in sent}
+        self._read_windows([name for name in connections if name not in self.windows])
+        # A connection without a window (its jobs stored before windows were kept, or forgotten since) is
+        # read from its jobs, newest first by the index of its listing, those from before a forget left
+        # out; every query goes out before any result is read.
+        missing = [name for name in connections if self.windows[name] is None]
+        sent = [(name, self.tx.execute(_SUCCESSES, (name, self.forgotten_at(name) or 0.0, limit))) for name in missing]
+        found: dict[str, list[Success]] = {name: rows.fetchall() for name, rows in sent}
+        return {name: found[name] if (window := self.windows[name]) is None else window for name in connections}
+
+    def _read_windows(self, names: Sequence[str]) -> None:
+        reads = [
+            (chunk, self.tx.execute(_WINDOW_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
+            for chunk in chunks(names)
+        ]
+        self._take_windows(reads)
+
+    def _take_windows(self, reads: Sequence[tuple[Sequence[str], Any]]) -> None:
+        for chunk, rows in reads:
+            self.windows.update(dict.fromkeys(chunk))
+            self.windows.update((str(name), window_from_text(str(text))) for name, text in rows.fetchall())

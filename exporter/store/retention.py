@@ -160,7 +160,14 @@ def forget(tx: Tx, names: Sequence[str], now: float) -> None:
         where = f"connection IN ({marks(len(chunk))})"
         admitted = tx.execute(f"SELECT count(*) FROM connections WHERE admitted AND {where}", chunk).fetchone()[0]
         add_meta(tx, "admitted_connections", -int(admitted))
-        for table in ("connections", "stream_aggs", "log_counts", "rate_limits", "connection_states"):
+        for table in (
+            "connections",
+            "stream_aggs",
+            "log_counts",
+            "rate_limits",
+            "connection_states",
+            "success_windows",
+        ):
             tx.execute(f"DELETE FROM {table} WHERE {where}", chunk)
     tx.executemany(_FORGOTTEN_UPSERT, [(name, now) for name in names])
 

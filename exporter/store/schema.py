@@ -286,6 +286,15 @@ TABLES: Final = (
         ("connection",),
         without_rowid=True,
     ),
+    # Each connection's newest successes that are not resets, what the learning of its usual schedule and
+    # volume reads (detection.py): read with its aggregate, not from the jobs, so that a batch costs no
+    # query per connection. Packed pairs of finish time and records (store/rows.py), oldest first, at most 51.
+    Table(
+        "success_windows",
+        (Column("connection", Kind.TEXT, nullable=False), Column("successes", Kind.TEXT, nullable=False)),
+        ("connection",),
+        without_rowid=True,
+    ),
     # When each connection was last forgotten: a job from before then is not counted into its new aggregates.
     Table(
         "forgotten_connections",

@@ -14,7 +14,7 @@ from calabi_exporter.store import Store
 from calabi_exporter.timeutil import format_rfc3339
 from flask.testing import FlaskClient
 
-from tests.support.clock import T0
+from tests.support.clock import T0, FakeClock
 from tests.support.jobs import job
 from tests.support.samples import Samples
 
@@ -42,13 +42,19 @@ def config(tmp_path: Path) -> Config:
 
 
 def successes(
-    connection: str, every: float, records: list[int], *, last: float = T0 - 600, status: str = "succeeded"
+    connection: str,
+    every: float,
+    records: list[int],
+    *,
+    last: float = T0 - 600,
+    status: str = "succeeded",
+    prefix: str = "",
 ) -> list[dict[str, Any]]:
     """One job per count in ``records``, ``every`` seconds apart, the newest finishing at ``last``."""
     n = len(records)
     return [
         job(
-            f"{connection}-{i}",
+            f"{prefix}{connection}-{i}",
             status,
             connection=connection,
             started_at=format_rfc3339(last - (n - 1 - i) * every - 300),
@@ -215,3 +221,32 @@ def test_a_connection_without_successes_has_no_learned_series(
     store.ingest.jobs([parse_job(job("f1", "failed", connection="failing"))], endpoint="jobs")
 
     assert learned(scrape(), "failing") == {}
+
+
+def test_a_store_from_before_success_windows_learns_from_the_jobs_it_holds(
+    client: FlaskClient, store: Store, scrape: Callable[[], Samples]
+) -> None:
+    history = successes("upgraded", HOUR, [*STEADY, 400])
+    client.post("/api/v1/jobs", json=history[:-1])
+    store.database.submit(lambda tx: tx.execute("DELETE FROM success_windows"))  # as an older store holds them
+    client.post("/api/v1/jobs", json=history[-1])
+
+    assert learned(scrape(), "upgraded") == learned_from_scratch(client, scrape, "fresh", [*STEADY, 400])
+
+
+def learned_from_scratch(
+    client: FlaskClient, scrape: Callable[[], Samples], connection: str, records: list[int]
+) -> dict[str, float]:
+    client.post("/api/v1/jobs", json=successes(connection, HOUR, records))
+    return learned(scrape(), connection)
+
+
+def test_a_forgotten_connection_learns_again_only_from_what_it_did_since(
+    client: FlaskClient, store: Store, clock: FakeClock, scrape: Callable[[], Samples]
+) -> None:
+    client.post("/api/v1/jobs", json=successes("reborn", DAY, [500] * 8, last=T0 - 2 * DAY))
+    store.retention.forget_connection("reborn")
+    clock.advance(4 * HOUR)
+    client.post("/api/v1/jobs", json=successes("reborn", HOUR, [10] * 3, last=T0 + 3 * HOUR, prefix="again"))
+
+    assert learned(scrape(), "reborn") == {"calabi_sync_last_success_records": 10.0}

@@ -95,8 +95,8 @@ class Memory:
         for job in self.jobs.values():
             if job.connection_name in found and job.status == SUCCEEDED and job.job_type != "reset":
                 assert job.finished_at is not None
-                found[job.connection_name].append(Success(job.job_id, job.finished_at, job.records_synced))
-        return {name: sorted(jobs, key=lambda s: s.finished_at)[-limit:] for name, jobs in found.items()}
+                found[job.connection_name].append((job.finished_at, job.records_synced))
+        return {name: sorted(jobs, key=lambda s: s[0])[-limit:] for name, jobs in found.items()}
 
     def apply(self, plan: Plan) -> Plan:
         for write in plan.jobs:
