@@ -43,13 +43,6 @@ def history(connection: str, every: float, records: list[int], *, newest: float)
     return jobs
 
 
-def firing(prometheus: Prometheus) -> set[tuple[str, str]]:
-    return {
-        (series["metric"]["alertname"], series["metric"]["connection"])
-        for series in prometheus.query('ALERTS{alertstate="firing"}')
-    }
-
-
 def test_only_the_quiet_the_long_gone_and_the_dropped_connections_fire(
     exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus]
 ) -> None:
@@ -74,10 +67,10 @@ def test_only_the_quiet_the_long_gone_and_the_dropped_connections_fire(
         ("CalabiSyncStale", "hourly-gone"),
         ("CalabiSyncVolumeDrop", "dropped"),
     }
-    wait_until(lambda: expected <= firing(prometheus), timeout=60, what="the detection alerts firing")
+    wait_until(lambda: expected <= prometheus.firing(), timeout=60, what="the detection alerts firing")
     # Every series came with the first scrape and none of these rules waits (no `for`): once their
     # group has been evaluated again, what has not fired will not.
     seen = prometheus.evaluations()[GROUP]
     wait_until(lambda: prometheus.evaluations()[GROUP] != seen, timeout=30, what=f"{GROUP} evaluated again")
 
-    assert firing(prometheus) == expected
+    assert prometheus.firing() == expected

@@ -43,13 +43,6 @@ def fivetran_failure(sync_id: str, hour: int) -> list[bytes]:
     return [json.dumps(start).encode(), json.dumps(end).encode()]
 
 
-def firing(prometheus: Prometheus) -> set[tuple[str, str]]:
-    return {
-        (series["metric"]["alertname"], series["metric"]["connection"])
-        for series in prometheus.query('ALERTS{alertstate="firing"}')
-    }
-
-
 def test_an_airbyte_and_a_fivetran_connection_failing_twice_fire_the_failure_alert_and_page(
     exporter_process: Callable[..., ExporterProcess], prometheus_for: Callable[..., Prometheus]
 ) -> None:
@@ -75,7 +68,7 @@ def test_an_airbyte_and_a_fivetran_connection_failing_twice_fire_the_failure_ale
         ("CalabiSyncJobFailed", "users_pg"),
         ("CalabiSyncConsecutiveFailures", "users_pg"),
     }
-    wait_until(lambda: expected <= firing(prometheus), timeout=60, what="both connections' alerts firing")
+    wait_until(lambda: expected <= prometheus.firing(), timeout=60, what="both connections' alerts firing")
 
     failed = {
         s["metric"]["connection"]: s["metric"] for s in prometheus.query('ALERTS{alertname="CalabiSyncJobFailed"}')

@@ -31,6 +31,13 @@ class Prometheus:
         assert len(result) == 1, result
         return float(result[0]["value"][1])
 
+    def firing(self) -> set[tuple[str, str]]:
+        """The alerts firing now, as (alert name, connection)."""
+        return {
+            (series["metric"]["alertname"], series["metric"].get("connection", ""))
+            for series in self.query('ALERTS{alertstate="firing"}')
+        }
+
     def evaluations(self) -> dict[str, str]:
         """Each rule group's last evaluation time, as Prometheus reports it (RFC 3339)."""
         response = requests.get(self.url + "/api/v1/rules", timeout=10)
