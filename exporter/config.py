@@ -158,7 +158,9 @@ def _objective(value: Any) -> float:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
         raise ValueError(f"must be a number from 0.5 to 0.9999, e.g. 0.99 (got {quoted(value)})") from None
-    if not 0.5 <= number <= 0.9999:  # NaN fails too
+    if number > 0.9999:
+        raise ValueError(f"must be at most 0.9999 (got {quoted(value)})")
+    if not number >= 0.5:  # NaN too
         raise ValueError(f"must be a number from 0.5 to 0.9999, e.g. 0.99 (got {quoted(value)})")
     return number
 

@@ -228,6 +228,8 @@ def test_each_connection_shows_its_effective_values(tmp_path: Path) -> None:
             "freshness_threshold_seconds": 43200.0,
             "stuck_floor_seconds": 3600.0,
             "pending_threshold_seconds": 1800.0,
+            "expected_interval_seconds": 0.0,
+            "slo_objective": 0.99,
             "debug_logs": False,
             "per_stream_metrics": False,
         }

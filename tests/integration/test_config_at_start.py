@@ -297,7 +297,7 @@ def maximum(option: Option) -> float:
     """The largest value ``option`` takes, as its refusal of a larger one says."""
     with pytest.raises(ConfigError) as raised:
         load_config(None, env={option.env: "9" * 400})
-    found = re.search(r"must be at most (\d+)", str(raised.value))
+    found = re.search(r"must be at most (\d+(?:\.\d+)?)", str(raised.value))
     assert found is not None, str(raised.value)
     return float(found.group(1))
 
@@ -328,7 +328,7 @@ RESOURCES = {"workers", "threads", "database_pool_size", "s3_export.batch_second
 def test_serve_at_every_numeric_maximum_ingests_scrapes_reads_and_purges(
     tmp_path: Path, exporter_process: Callable[..., ExporterProcess]
 ) -> None:
-    env = {o.env: f"{maximum(o):.0f}" for o in NUMERIC if o.key not in RESOURCES}
+    env = {o.env: f"{top:.0f}" if (top := maximum(o)) >= 1 else str(top) for o in NUMERIC if o.key not in RESOURCES}
     env["CALABI_OTLP_LOGS_ENDPOINT"] = f"http://127.0.0.1:{free_port()}/otlp/v1/logs"  # down: shipping retries
     log = tmp_path / "serve.log"
     exporter = exporter_process(env=env, log_level="info", log_path=log)
