@@ -81,8 +81,7 @@ class Route(Protocol):
 
 
 #: A successful job as the learning of a connection's usual schedule and volume reads it: (finished_at,
-#: records_synced). A plain pair, as the store's JSON gives it back, so that reading a connection's fifty
-#: makes no object per job.
+#: records_synced). A plain pair, so that reading a connection's fifty makes no object per job.
 Success = tuple[float, int | None]
 
 

@@ -104,10 +104,7 @@ class StoredState:
             stream_reads.append(
                 self.tx.execute(STREAM_AGG_SELECT + f" WHERE {where}", [v for c, n in part for v in (c, *n)])
             )
-        window_reads = [
-            (chunk, self.tx.execute(_WINDOW_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
-            for chunk in chunks([name for name in names if name not in self.windows])
-        ]
+        window_reads = self._send_window_reads([name for name in names if name not in self.windows])
         forget_reads = [
             (chunk, self.tx.execute(_FORGOTTEN_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
             for chunk in chunks([name for name in names if name not in self.forgotten])
@@ -193,7 +190,7 @@ class StoredState:
         return [(str(level), str(message), stream) for level, message, stream in rows]
 
     def successes(self, connections: Sequence[str], limit: int) -> Mapping[str, Sequence[Success]]:
-        self._read_windows([name for name in connections if name not in self.windows])
+        self._take_windows(self._send_window_reads([name for name in connections if name not in self.windows]))
         # A connection without a window (its jobs stored before windows were kept, or forgotten since) is
         # read from its jobs, newest first by the index of its listing, those from before a forget left
         # out; every query goes out before any result is read.
@@ -202,12 +199,12 @@ class StoredState:
         found: dict[str, list[Success]] = {name: rows.fetchall() for name, rows in sent}
         return {name: found[name] if (window := self.windows[name]) is None else window for name in connections}
 
-    def _read_windows(self, names: Sequence[str]) -> None:
-        reads = [
+    def _send_window_reads(self, names: Sequence[str]) -> list[tuple[Sequence[str], Any]]:
+        """The queries of the connections' success windows, sent; :meth:`_take_windows` reads their results."""
+        return [
             (chunk, self.tx.execute(_WINDOW_SELECT + f" WHERE connection IN ({marks(len(chunk))})", chunk))
             for chunk in chunks(names)
         ]
-        self._take_windows(reads)
 
     def _take_windows(self, reads: Sequence[tuple[Sequence[str], Any]]) -> None:
         for chunk, rows in reads:

@@ -54,7 +54,6 @@ CONNECTION_UPSERT: Final = Upsert(
 OVERFLOW_SELECT: Final = f"SELECT {', '.join(CONNECTION_COLUMNS)} FROM connection_overflow"
 OVERFLOW_UPSERT: Final = Upsert("connection_overflow", CONNECTION_COLUMNS, ("connection",))
 
-_NAN: Final = math.nan
 #: A connection's newest successes, as the learning reads them (``success_windows``).
 WINDOW_UPSERT: Final = Upsert("success_windows", ("connection", "successes"), ("connection",))
 
@@ -205,7 +204,7 @@ def window_text(window: Sequence[Success]) -> str:
     """A ``success_windows`` row's ``successes``: each success's finish time and records (NaN: not known) as
     little-endian doubles, in base64. A record count fits a double exactly (the bound is 2^53 - 1); packed,
     a window of 51 is written and read in a few microseconds, where JSON's floats take a hundred."""
-    flat = [value for finished_at, records in window for value in (finished_at, _NAN if records is None else records)]
+    flat = [value for at, records in window for value in (at, math.nan if records is None else records)]
     return base64.b64encode(struct.pack(f"<{len(flat)}d", *flat)).decode("ascii")
 
 
